@@ -1,0 +1,134 @@
+/* lethe: a memory-bounded LLM inference engine.
+ *
+ * This is the only public header of liblethe. Handles are opaque; every
+ * function that can fail returns a lethe_status and leaves a message that
+ * lethe_model_error() / lethe_seq_error() (or the err buffer passed to a
+ * constructor) describe. No function exits or aborts on bad input.
+ *
+ * Typical use:
+ *   char err[512];
+ *   lethe_model *m = lethe_model_load("model.gguf", NULL, err, sizeof err);
+ *   lethe_seq *s = lethe_seq_create(m, NULL, err, sizeof err);
+ *   int n = lethe_tokenize(m, "Hello", 5, ids, cap, true, false);
+ *   lethe_seq_append(s, ids, n, logits);   // prefill, logits of the last token
+ *   ... sample, lethe_seq_append(s, &tok, 1, logits) ...
+ */
+#ifndef LETHE_H
+#define LETHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef int32_t lethe_token;
+
+typedef enum {
+    LETHE_OK = 0,
+    LETHE_ERR_IO = 1,          /* cannot open / read / map a file */
+    LETHE_ERR_FORMAT = 2,      /* malformed file */
+    LETHE_ERR_UNSUPPORTED = 3, /* valid file using something lethe does not implement */
+    LETHE_ERR_NOMEM = 4,       /* allocation failed */
+    LETHE_ERR_ARG = 5,         /* bad argument from the caller */
+    LETHE_ERR_BUDGET = 6,      /* the KV budget or context limit would be exceeded */
+} lethe_status;
+
+/* A short constant name for a status ("io", "format", ...). */
+const char *lethe_status_name(lethe_status s);
+
+/* ---- models ------------------------------------------------------------ */
+
+typedef struct lethe_model lethe_model;
+
+typedef struct {
+    int n_threads;        /* worker threads; <= 0 means all online cores */
+    const char *tokenizer_path; /* llama2.c checkpoints: tokenizer.bin (NULL: beside the model) */
+} lethe_model_params;
+
+/* Defaults: all cores, no explicit tokenizer path. */
+lethe_model_params lethe_model_default_params(void);
+
+/* Loads a GGUF file (by magic) or a llama2.c checkpoint (.bin). Returns NULL
+ * and writes a message into err on failure. params may be NULL. */
+lethe_model *lethe_model_load(const char *path, const lethe_model_params *params,
+                              char *err, size_t err_size);
+void lethe_model_free(lethe_model *m);
+
+typedef struct {
+    const char *arch;       /* "llama", "qwen2" */
+    const char *name;       /* general.name or "" */
+    int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    float rope_freq_base, rms_eps;
+    uint64_t n_params;
+    uint64_t weight_bytes;
+    lethe_token bos, eos;   /* -1 when the vocabulary has none */
+} lethe_model_info;
+
+void lethe_model_get_info(const lethe_model *m, lethe_model_info *info);
+int lethe_model_n_threads(const lethe_model *m);
+
+/* ---- tokens ------------------------------------------------------------ */
+
+/* Tokenises text (len bytes). add_special: add BOS/EOS as the vocabulary
+ * asks; parse_special: recognise special-token text such as "<s>" as single
+ * tokens. Writes at most cap ids and returns the total number needed
+ * (which may exceed cap: call again with a larger buffer), or -1 on error. */
+int lethe_tokenize(const lethe_model *m, const char *text, size_t len,
+                   lethe_token *ids, int cap, bool add_special, bool parse_special);
+
+/* The bytes of one token's piece (special tokens rendered as their text when
+ * render_special). Returns the byte count (may exceed cap), or -1. */
+int lethe_token_piece(const lethe_model *m, lethe_token id, char *buf, int cap, bool render_special);
+bool lethe_token_is_eog(const lethe_model *m, lethe_token id);
+
+/* ---- sequences ----------------------------------------------------------- */
+
+typedef struct lethe_seq lethe_seq;
+
+typedef struct {
+    int n_ctx;            /* max tokens this sequence holds; <= 0: model's training context */
+} lethe_seq_params;
+
+lethe_seq_params lethe_seq_default_params(void);
+lethe_seq *lethe_seq_create(lethe_model *m, const lethe_seq_params *params, char *err, size_t err_size);
+void lethe_seq_free(lethe_seq *s);
+
+/* Runs n tokens through the model at the next positions. When logits is
+ * non-NULL it receives the n_vocab logits after the last token. */
+lethe_status lethe_seq_append(lethe_seq *s, const lethe_token *ids, int n, float *logits);
+/* Like lethe_seq_append, but writes n x n_vocab logits (one row per token). */
+lethe_status lethe_seq_append_all_logits(lethe_seq *s, const lethe_token *ids, int n, float *logits);
+int lethe_seq_n_past(const lethe_seq *s);
+const char *lethe_seq_error(const lethe_seq *s);
+
+/* ---- sampling ------------------------------------------------------------ */
+
+typedef struct {
+    float temperature;     /* 0: greedy */
+    int top_k;             /* 0: off */
+    float top_p;           /* 1: off */
+    float min_p;           /* 0: off */
+    float repeat_penalty;  /* 1: off */
+    int repeat_last_n;     /* how many recent tokens the penalty looks at */
+    uint64_t seed;
+} lethe_sampler_params;
+
+typedef struct lethe_sampler lethe_sampler;
+
+lethe_sampler_params lethe_sampler_default_params(void);
+lethe_sampler *lethe_sampler_create(const lethe_sampler_params *p, int n_vocab);
+void lethe_sampler_free(lethe_sampler *s);
+/* Picks a token from logits (modified in place); remembers it for the
+ * repetition penalty. */
+lethe_token lethe_sampler_sample(lethe_sampler *s, float *logits);
+/* Tells the sampler about tokens it did not pick (the prompt). */
+void lethe_sampler_accept(lethe_sampler *s, lethe_token t);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

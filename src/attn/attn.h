@@ -1,0 +1,69 @@
+/* Exact attention over paged KV streams, never materialising a score matrix.
+ *
+ * Prefill: FlashAttention-2 style tiles: a block of queries against one page
+ * of keys at a time with an online softmax (running max and sum per query
+ * row, output rescaled per tile); scratch is O(tile).
+ * Decode: flash-decoding / split-KV: one query per head against all pages of
+ * its stream, the pages split across threads, each producing a partial
+ * (max, sum, output) merged exactly by log-sum-exp.
+ *
+ * Layout: n_head query heads, n_head_kv streams; query head h reads stream
+ * h / (n_head / n_head_kv) (GQA, no copies). q is [n_tok][n_head][head_dim],
+ * out the same shape. A slot is visible to query t when its position is
+ * <= q_pos[t] (causal mask by original position). Scores are scaled by
+ * `scale` (usually 1/sqrt(head_dim)). */
+#ifndef LETHE_ATTN_H
+#define LETHE_ATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv/kv_pool.h"
+#include "kv/kv_stream.h"
+#include "tensor/threadpool.h"
+
+typedef struct {
+    /* When on, each stream's attn_acc / attn_last / attn_last_hit arrays
+     * (which must be enabled) are updated with the softmax probability mass
+     * every slot received, summed over the query heads of its group (and, in
+     * prefill, over the queries). attn_last is overwritten, attn_acc added to,
+     * attn_last_hit set to `step` where a single query head gave the slot
+     * probability >= hit_threshold. */
+    int enabled;
+    float hit_threshold;
+    int32_t step;
+} attn_stats_cfg;
+
+/* Per-engine scratch, grown on demand, reused across calls. */
+typedef struct attn_scratch attn_scratch;
+attn_scratch *attn_scratch_create(void);
+void attn_scratch_free(attn_scratch *s);
+/* Peak bytes this scratch has held (for bench). */
+size_t attn_scratch_peak_bytes(const attn_scratch *s);
+
+typedef struct {
+    const kv_pool *pool;
+    const kv_stream *streams; /* n_head_kv streams of one layer of one sequence */
+    int n_head;
+    int n_head_kv;
+    int head_dim;
+    float scale;
+} attn_layer;
+
+/* n_tok queries (any n_tok >= 1), tiled. Returns 0, -1 on allocation failure. */
+int attn_prefill(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q,
+                 const int32_t *q_pos, int n_tok, float *out, const attn_stats_cfg *stats);
+
+/* One query per head, split-KV across threads. Returns 0, -1 on allocation failure. */
+int attn_decode(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q,
+                int32_t q_pos, float *out, const attn_stats_cfg *stats);
+
+/* Dispatch: attn_decode for n_tok == 1, else attn_prefill. */
+int attn_forward(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q,
+                 const int32_t *q_pos, int n_tok, float *out, const attn_stats_cfg *stats);
+
+/* Plain reference for tests and `lethe bench attn`: materialises the full
+ * score row per query (O(n) scratch per query, O(n_tok * n) for all). */
+int attn_naive(const attn_layer *L, const float *q, const int32_t *q_pos, int n_tok, float *out);
+
+#endif

@@ -1,0 +1,31 @@
+/* Matrix products of weights (any supported type) with F32 activations.
+ *
+ *   y[t][r] = sum_k W[r][k] * x[t][k]   for t < n_tok, r < n_rows
+ *
+ * W is row-major in its own type (n_rows rows of n_cols elements, as GGUF
+ * stores a tensor with ne0 = n_cols, ne1 = n_rows). x is n_tok x n_cols F32,
+ * y is n_tok x n_rows F32. Activations are quantised once to the weight
+ * type's vec_dot_type, then rows are split across the pool's threads. */
+#ifndef LETHE_MATMUL_H
+#define LETHE_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor/threadpool.h"
+#include "tensor/types.h"
+
+/* Reusable scratch for quantised activations; grows as needed. */
+typedef struct {
+    void *buf;
+    size_t cap;
+} lt_workspace;
+
+void lt_workspace_free(lt_workspace *ws);
+
+/* Returns 0, or -1 when the scratch cannot be allocated or the type has no
+ * dot product (checked at load time, so this is not expected). */
+int lt_matmul(threadpool *tp, lt_workspace *ws, lt_type wtype, const void *W,
+              int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y);
+
+#endif

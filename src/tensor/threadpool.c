@@ -1,0 +1,130 @@
+#include "tensor/threadpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Spin this many iterations waiting for work before blocking on the condvar. */
+#define SPIN_ITERS 20000
+
+struct worker {
+    threadpool *tp;
+    int ith;
+    pthread_t thread;
+};
+
+struct threadpool {
+    int n_threads;
+    struct worker *workers; /* n_threads - 1 workers; the caller is thread 0 */
+    tp_task_fn fn;
+    void *ctx;
+    atomic_uint generation; /* bumped for each tp_run */
+    atomic_int pending;     /* workers still running the current task */
+    atomic_bool quit;
+    pthread_mutex_t mutex;
+    pthread_cond_t wake;
+    int sleepers;
+};
+
+int tp_default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+void tp_split(long n, int ith, int nth, long *lo, long *hi) {
+    long base = n / nth, rem = n % nth;
+    *lo = ith * base + (ith < rem ? ith : rem);
+    *hi = *lo + base + (ith < rem ? 1 : 0);
+}
+
+static void *worker_main(void *arg) {
+    struct worker *w = arg;
+    threadpool *tp = w->tp;
+    unsigned seen = 0;
+    for (;;) {
+        unsigned gen;
+        int spins = 0;
+        while ((gen = atomic_load_explicit(&tp->generation, memory_order_acquire)) == seen &&
+               !atomic_load(&tp->quit)) {
+            if (++spins < SPIN_ITERS) {
+                cpu_relax();
+                continue;
+            }
+            pthread_mutex_lock(&tp->mutex);
+            tp->sleepers++;
+            while (atomic_load(&tp->generation) == seen && !atomic_load(&tp->quit))
+                pthread_cond_wait(&tp->wake, &tp->mutex);
+            tp->sleepers--;
+            pthread_mutex_unlock(&tp->mutex);
+            spins = 0;
+        }
+        if (atomic_load(&tp->quit)) return NULL;
+        seen = gen;
+        tp->fn(tp->ctx, w->ith, tp->n_threads);
+        atomic_fetch_sub_explicit(&tp->pending, 1, memory_order_release);
+    }
+}
+
+threadpool *tp_create(int n_threads) {
+    if (n_threads <= 0) n_threads = tp_default_threads();
+    threadpool *tp = calloc(1, sizeof *tp);
+    if (!tp) return NULL;
+    tp->n_threads = n_threads;
+    atomic_init(&tp->generation, 0);
+    atomic_init(&tp->pending, 0);
+    atomic_init(&tp->quit, false);
+    pthread_mutex_init(&tp->mutex, NULL);
+    pthread_cond_init(&tp->wake, NULL);
+    if (n_threads > 1) {
+        tp->workers = calloc((size_t)n_threads - 1, sizeof *tp->workers);
+        if (!tp->workers) { free(tp); return NULL; }
+        for (int i = 0; i < n_threads - 1; i++) {
+            tp->workers[i].tp = tp;
+            tp->workers[i].ith = i + 1;
+            if (pthread_create(&tp->workers[i].thread, NULL, worker_main, &tp->workers[i]) != 0) {
+                tp->n_threads = i + 1; /* run with the threads we got */
+                break;
+            }
+        }
+    }
+    return tp;
+}
+
+void tp_free(threadpool *tp) {
+    if (!tp) return;
+    pthread_mutex_lock(&tp->mutex);
+    atomic_store(&tp->quit, true);
+    pthread_cond_broadcast(&tp->wake);
+    pthread_mutex_unlock(&tp->mutex);
+    for (int i = 0; i < tp->n_threads - 1; i++) pthread_join(tp->workers[i].thread, NULL);
+    pthread_mutex_destroy(&tp->mutex);
+    pthread_cond_destroy(&tp->wake);
+    free(tp->workers);
+    free(tp);
+}
+
+int tp_n_threads(const threadpool *tp) { return tp ? tp->n_threads : 1; }
+
+void tp_run(threadpool *tp, tp_task_fn fn, void *ctx) {
+    if (!tp || tp->n_threads == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    tp->fn = fn;
+    tp->ctx = ctx;
+    atomic_store_explicit(&tp->pending, tp->n_threads - 1, memory_order_relaxed);
+    pthread_mutex_lock(&tp->mutex);
+    atomic_fetch_add_explicit(&tp->generation, 1, memory_order_release);
+    if (tp->sleepers) pthread_cond_broadcast(&tp->wake);
+    pthread_mutex_unlock(&tp->mutex);
+    fn(ctx, 0, tp->n_threads);
+    while (atomic_load_explicit(&tp->pending, memory_order_acquire) != 0) cpu_relax();
+}

@@ -1,0 +1,13 @@
+#include "util/error.h"
+
+#include <stdio.h>
+
+lethe_status set_error(char *err, lethe_status status, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, LETHE_ERR_MAX, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}

@@ -1,0 +1,103 @@
+#include "testutil.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int tu_failures = 0;
+int tu_checks = 0;
+
+int tu_check(int ok, const char *expr, const char *file, int line) {
+    tu_checks++;
+    if (!ok) {
+        tu_failures++;
+        fprintf(stderr, "FAIL %s:%d: %s\n", file, line, expr);
+    }
+    return ok;
+}
+
+int tu_checkf(int ok, const char *file, int line, const char *fmt, ...) {
+    tu_checks++;
+    if (!ok) {
+        va_list ap;
+        tu_failures++;
+        fprintf(stderr, "FAIL %s:%d: ", file, line);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+    }
+    return ok;
+}
+
+void tu_skip(const char *fmt, ...) {
+    va_list ap;
+    printf("SKIPPED: ");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+    exit(77);
+}
+
+int tu_finish(const char *name) {
+    printf("%s: %d checks, %d failed\n", name, tu_checks, tu_failures);
+    return tu_failures ? 1 : 0;
+}
+
+static const char *join(char *buf, size_t n, const char *env, const char *def, const char *rel) {
+    const char *root = getenv(env);
+    if (!root || !*root) root = def;
+    snprintf(buf, n, "%s/%s", root, rel);
+    return buf;
+}
+
+/* A ring of buffers so that a few paths can be held at once without freeing. */
+static char *next_buf(void) {
+    static char bufs[16][4096];
+    static int i;
+    return bufs[i++ & 15];
+}
+
+const char *tu_model_path(const char *rel) {
+    return join(next_buf(), 4096, "LETHE_MODELS", "../shared/models", rel);
+}
+
+const char *tu_reference_path(const char *rel) {
+    return join(next_buf(), 4096, "LETHE_REFERENCE", "../shared/reference", rel);
+}
+
+int tu_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+const char *tu_require_model(const char *rel) {
+    const char *p = tu_model_path(rel);
+    if (!tu_file_exists(p)) tu_skip("model file %s not found (set LETHE_MODELS)", p);
+    return p;
+}
+
+const char *tu_require_reference(const char *rel) {
+    const char *p = tu_reference_path(rel);
+    if (!tu_file_exists(p)) tu_skip("reference file %s not found (set LETHE_REFERENCE)", p);
+    return p;
+}
+
+char *tu_read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return NULL; }
+    long n = ftell(f);
+    if (n < 0) { fclose(f); return NULL; }
+    rewind(f);
+    char *buf = malloc((size_t)n + 1);
+    if (!buf) { fclose(f); return NULL; }
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); fclose(f); return NULL; }
+    buf[n] = 0;
+    fclose(f);
+    if (size) *size = (size_t)n;
+    return buf;
+}

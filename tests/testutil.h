@@ -1,0 +1,36 @@
+/* Small helpers shared by the test programs: checks that count failures,
+ * the SKIPPED convention (exit 77, which CTest reports as skipped), and
+ * paths to the shared models and reference outputs. */
+#ifndef LETHE_TESTUTIL_H
+#define LETHE_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+extern int tu_failures;
+extern int tu_checks;
+
+#define CHECK(cond) tu_check((cond), #cond, __FILE__, __LINE__)
+#define CHECKF(cond, ...) tu_checkf((cond), __FILE__, __LINE__, __VA_ARGS__)
+
+int tu_check(int ok, const char *expr, const char *file, int line);
+int tu_checkf(int ok, const char *file, int line, const char *fmt, ...);
+
+/* Prints "SKIPPED: reason" and exits with 77. */
+void tu_skip(const char *fmt, ...);
+/* Prints the summary line and returns the exit status for main(). */
+int tu_finish(const char *name);
+
+/* $LETHE_MODELS/rel (default ../shared/models); the returned string is
+ * static storage from a ring of 16 buffers (valid for the next 15 calls). */
+const char *tu_model_path(const char *rel);
+const char *tu_reference_path(const char *rel);
+/* Like tu_model_path, but skips the whole test when the file is absent. */
+const char *tu_require_model(const char *rel);
+const char *tu_require_reference(const char *rel);
+int tu_file_exists(const char *path);
+
+/* Reads a whole file; returns malloc'd buffer (NUL-terminated) or NULL. */
+char *tu_read_file(const char *path, size_t *size);
+
+#endif
