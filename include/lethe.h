@@ -43,12 +43,24 @@ const char *lethe_status_name(lethe_status s);
 
 typedef struct lethe_model lethe_model;
 
+/* Storage type of cached keys and values. */
+typedef enum {
+    LETHE_KV_F32 = 0,
+    LETHE_KV_F16 = 1,
+    LETHE_KV_Q8_0 = 2,
+} lethe_kv_type;
+
 typedef struct {
     int n_threads;        /* worker threads; <= 0 means all online cores */
     const char *tokenizer_path; /* llama2.c checkpoints: tokenizer.bin (NULL: beside the model) */
+    int n_ctx;            /* longest sequence; <= 0: the model's training context (capped at 4096) */
+    int n_seq_max;        /* sequences that may hold n_ctx tokens at once (sizes the KV pool) */
+    lethe_kv_type kv_type;
+    int kv_page_slots;    /* cache slots per KV page */
 } lethe_model_params;
 
-/* Defaults: all cores, no explicit tokenizer path. */
+/* Defaults: all cores, context from the model, one sequence, F16 KV in
+ * pages of 32 slots. */
 lethe_model_params lethe_model_default_params(void);
 
 /* Loads a GGUF file (by magic) or a llama2.c checkpoint (.bin). Returns NULL
@@ -84,16 +96,29 @@ int lethe_tokenize(const lethe_model *m, const char *text, size_t len,
 int lethe_token_piece(const lethe_model *m, lethe_token id, char *buf, int cap, bool render_special);
 bool lethe_token_is_eog(const lethe_model *m, lethe_token id);
 
+/* Streaming detokeniser: turns generated ids into bytes that are safe to
+ * print, holding back a multi-byte UTF-8 character until it is complete. */
+typedef struct lethe_detok lethe_detok;
+lethe_detok *lethe_detok_create(const lethe_model *m, bool render_special);
+/* Writes the printable bytes for id into out (cap >= 512 is always enough);
+ * returns their count or -1 for an id out of range. */
+int lethe_detok_push(lethe_detok *d, lethe_token id, char *out, int cap);
+/* Writes whatever is held back (an incomplete character at the end). */
+int lethe_detok_flush(lethe_detok *d, char *out, int cap);
+void lethe_detok_free(lethe_detok *d);
+
 /* ---- sequences ----------------------------------------------------------- */
 
 typedef struct lethe_seq lethe_seq;
 
 typedef struct {
-    int n_ctx;            /* max tokens this sequence holds; <= 0: model's training context */
+    int n_ctx;            /* max tokens this sequence holds; <= 0: the model's n_ctx */
 } lethe_seq_params;
 
 lethe_seq_params lethe_seq_default_params(void);
 lethe_seq *lethe_seq_create(lethe_model *m, const lethe_seq_params *params, char *err, size_t err_size);
+/* A new sequence sharing every cached page of s (copy on write). */
+lethe_seq *lethe_seq_fork(lethe_seq *s, char *err, size_t err_size);
 void lethe_seq_free(lethe_seq *s);
 
 /* Runs n tokens through the model at the next positions. When logits is
@@ -102,6 +127,15 @@ lethe_status lethe_seq_append(lethe_seq *s, const lethe_token *ids, int n, float
 /* Like lethe_seq_append, but writes n x n_vocab logits (one row per token). */
 lethe_status lethe_seq_append_all_logits(lethe_seq *s, const lethe_token *ids, int n, float *logits);
 int lethe_seq_n_past(const lethe_seq *s);
+
+/* KV memory of the model's pool: bytes held by all sequences (shared pages
+ * once), its capacity, and the peak since load. */
+typedef struct {
+    size_t bytes_used, bytes_total, bytes_peak;
+    size_t page_bytes;
+    int page_slots;
+} lethe_kv_usage;
+void lethe_model_kv_usage(const lethe_model *m, lethe_kv_usage *u);
 const char *lethe_seq_error(const lethe_seq *s);
 
 /* ---- sampling ------------------------------------------------------------ */

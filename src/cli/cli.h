@@ -1,0 +1,47 @@
+/* The lethe command: argument parsing and printing only; all work is done
+ * through lethe.h (and the bench entry points of the kernel layers). */
+#ifndef LETHE_CLI_H
+#define LETHE_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lethe.h"
+
+/* Exit codes: 0 ok, 1 runtime failure (bad model file, ...), 2 usage. */
+enum { EXIT_USAGE = 2 };
+
+/* Options shared by the commands that load a model. */
+typedef struct {
+    const char *model;
+    const char *tokenizer;
+    int n_threads;
+    int n_ctx;
+    lethe_kv_type kv_type;
+    int kv_page_slots;
+} model_opts;
+
+void model_opts_init(model_opts *o);
+/* Tries to consume argv[*i] (and its value) as a model option. Returns 1 if
+ * consumed, 0 if not a model option, -1 on a bad value (message printed). */
+int model_opts_parse(model_opts *o, int argc, char **argv, int *i);
+lethe_model *model_opts_load(const model_opts *o);
+extern const char *MODEL_OPTS_USAGE;
+
+/* Strict number parsing: the whole string must be a number in range. */
+bool parse_int(const char *s, long lo, long hi, long *out);
+bool parse_float(const char *s, double lo, double hi, double *out);
+bool parse_u64(const char *s, uint64_t *out);
+/* Value of option argv[*i]; advances *i. NULL (message printed) when missing. */
+const char *opt_value(int argc, char **argv, int *i);
+
+double now_seconds(void);
+/* Peak resident set size of this process in bytes. */
+long peak_rss_bytes(void);
+
+int cmd_run(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+
+#endif

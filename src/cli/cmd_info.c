@@ -1,0 +1,128 @@
+/* lethe info: metadata and tensor table of a model file. Reads the file
+ * format directly (format/), since the tensor table is a property of the
+ * file rather than of the loaded model. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "format/gguf.h"
+#include "format/llama2c.h"
+#include "tensor/types.h"
+#include "util/error.h"
+
+static void print_str(FILE *f, gguf_str s, size_t max) {
+    fputc('"', f);
+    for (uint64_t i = 0; i < s.len && i < max; i++) {
+        unsigned char c = (unsigned char)s.data[i];
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 32 || c == 127) fprintf(f, "\\x%02x", c);
+        else fputc(c, f);
+    }
+    if (s.len > max) fputs("...", f);
+    fputc('"', f);
+}
+
+static void print_scalar(FILE *f, const gguf_value *v) {
+    switch (v->type) {
+    case GGUF_TYPE_UINT8: case GGUF_TYPE_UINT16: case GGUF_TYPE_UINT32: case GGUF_TYPE_UINT64:
+        fprintf(f, "%llu", (unsigned long long)v->v.u); break;
+    case GGUF_TYPE_INT8: case GGUF_TYPE_INT16: case GGUF_TYPE_INT32: case GGUF_TYPE_INT64:
+        fprintf(f, "%lld", (long long)v->v.i); break;
+    case GGUF_TYPE_FLOAT32: case GGUF_TYPE_FLOAT64: fprintf(f, "%g", v->v.f); break;
+    case GGUF_TYPE_BOOL: fputs(v->v.b ? "true" : "false", f); break;
+    case GGUF_TYPE_STRING: print_str(f, v->v.str, 120); break;
+    default: break;
+    }
+}
+
+static void print_array(FILE *f, const gguf_array *a, int show) {
+    fprintf(f, "[%s x %llu] ", gguf_type_name(a->type), (unsigned long long)a->n);
+    fputc('[', f);
+    for (uint64_t i = 0; i < a->n && i < (uint64_t)show; i++) {
+        if (i) fputs(", ", f);
+        if (a->type == GGUF_TYPE_STRING) print_str(f, a->strs[i], 40);
+        else if (a->type == GGUF_TYPE_ARRAY) print_array(f, &a->arrs[i].v.arr, 3);
+        else if (a->type == GGUF_TYPE_FLOAT32 || a->type == GGUF_TYPE_FLOAT64) fprintf(f, "%g", gguf_arr_f64(a, i));
+        else fprintf(f, "%lld", (long long)gguf_arr_i64(a, i));
+    }
+    if (a->n > (uint64_t)show) fputs(", ...", f);
+    fputc(']', f);
+}
+
+static int info_gguf(const char *path) {
+    char err[LETHE_ERR_MAX];
+    lethe_status st;
+    gguf_file *g = gguf_open(path, err, &st);
+    if (!g) { fprintf(stderr, "lethe info: %s\n", err); return 1; }
+    printf("file: %s\nformat: GGUF v%u, %zu bytes, alignment %zu, data at %llu\n", path, gguf_version(g), gguf_file_size(g),
+           gguf_alignment(g), (unsigned long long)gguf_data_offset(g));
+    printf("metadata (%lld keys):\n", (long long)gguf_n_kv(g));
+    for (int64_t i = 0; i < gguf_n_kv(g); i++) {
+        const gguf_kv *kv = gguf_kv_at(g, i);
+        char key[256];
+        printf("  %-45s ", gguf_str_copy(kv->key, key, sizeof key));
+        if (kv->value.type == GGUF_TYPE_ARRAY) print_array(stdout, &kv->value.v.arr, 8);
+        else print_scalar(stdout, &kv->value);
+        putchar('\n');
+    }
+    printf("tensors (%lld):\n  %-36s %-8s %-24s %12s\n", (long long)gguf_n_tensors(g), "name", "type", "shape", "bytes");
+    size_t total = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        char shape[96];
+        int n = snprintf(shape, sizeof shape, "[");
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            n += snprintf(shape + n, sizeof shape - (size_t)n, "%s%lld", d ? ", " : "", (long long)t->ne[d]);
+        snprintf(shape + n, sizeof shape - (size_t)n, "]");
+        printf("  %-36s %-8s %-24s %12zu%s\n", t->cname, lt_type_name(t->type), shape, t->n_bytes,
+               lt_type_supported(t->type) ? "" : "  (type not supported)");
+        total += t->n_bytes;
+    }
+    printf("total tensor bytes: %zu (%.2f MiB)\n", total, total / 1048576.0);
+    gguf_close(g);
+    return 0;
+}
+
+static int info_llama2c(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { fprintf(stderr, "lethe info: cannot open '%s'\n", path); return 1; }
+    unsigned char head[28];
+    size_t n = fread(head, 1, sizeof head, f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    llama2c_layout L;
+    char err[LETHE_ERR_MAX];
+    if (n < sizeof head || size < 0 || llama2c_parse(head, (size_t)size, &L, err) != LETHE_OK) {
+        fprintf(stderr, "lethe info: '%s' is neither GGUF nor a llama2.c checkpoint: %s\n", path, n < sizeof head ? "too small" : err);
+        return 1;
+    }
+    printf("file: %s\nformat: llama2.c checkpoint (legacy), %ld bytes, F32\n", path, size);
+    printf("  dim %d, hidden_dim %d, n_layers %d, n_heads %d, n_kv_heads %d, vocab_size %d, seq_len %d, %s classifier\n",
+           L.dim, L.hidden_dim, L.n_layers, L.n_heads, L.n_kv_heads, L.vocab_size, L.seq_len,
+           L.shared_classifier ? "shared" : "separate");
+    return 0;
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *model = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: lethe info -m MODEL\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) {
+            if (!(model = opt_value(argc, argv, &i))) return EXIT_USAGE;
+        } else {
+            fprintf(stderr, "lethe info: unknown option '%s'\nusage: lethe info -m MODEL\n", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    if (!model) { fprintf(stderr, "usage: lethe info -m MODEL\n"); return EXIT_USAGE; }
+    FILE *f = fopen(model, "rb");
+    char magic[4] = {0};
+    if (!f) { fprintf(stderr, "lethe info: cannot open '%s'\n", model); return 1; }
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    return n == 4 && !memcmp(magic, "GGUF", 4) ? info_gguf(model) : info_llama2c(model);
+}

@@ -1,0 +1,34 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: lethe <command> [options]\n"
+            "commands:\n"
+            "  run       generate text from a prompt\n"
+            "  info      print a model's metadata and tensor table\n"
+            "  tokenize  print the tokens of a text\n"
+            "  bench     measure prompt / generation speed (also: bench attn, bench kernels)\n"
+            "run 'lethe <command> --help' for the options of a command\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "lethe: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,527 @@
+/* GGUF reader. Parsing is a bounded cursor over the mapped bytes: every read
+ * checks the remaining length first, and every count is checked against the
+ * bytes left before anything is allocated for it, so a hostile header cannot
+ * make us allocate more than the file could describe. */
+#include "format/gguf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/checked.h"
+#include "util/error.h"
+
+#define GGUF_MAGIC "GGUF"
+#define GGUF_MAX_ARRAY_DEPTH 8
+#define GGUF_MAX_NAME 1024
+
+struct gguf_file {
+    const uint8_t *base;
+    size_t size;
+    bool mapped;
+    uint32_t version;
+    size_t alignment;
+    uint64_t data_offset;
+    int64_t n_kv;
+    gguf_kv *kv;
+    int64_t n_tensors;
+    gguf_tensor *tensors;
+};
+
+typedef struct {
+    const uint8_t *p;
+    size_t left;
+    size_t start_size;
+    char *err;
+    lethe_status status;
+} cursor;
+
+static size_t cur_offset(const cursor *c) { return c->start_size - c->left; }
+
+static bool fail(cursor *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool fail(cursor *c, const char *fmt, ...) {
+    if (c->err) {
+        char msg[LETHE_ERR_MAX - 64];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        snprintf(c->err, LETHE_ERR_MAX, "gguf: %s (at byte %zu)", msg, cur_offset(c));
+    }
+    c->status = LETHE_ERR_FORMAT;
+    return false;
+}
+
+static bool take(cursor *c, size_t n, const uint8_t **out, const char *what) {
+    *out = NULL;
+    if (n > c->left) return fail(c, "file truncated while reading %s (need %zu bytes, %zu left)", what, n, c->left);
+    *out = c->p;
+    c->p += n;
+    c->left -= n;
+    return true;
+}
+
+static uint64_t le_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+static uint32_t le_u32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint16_t le_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+static bool read_u32(cursor *c, uint32_t *v, const char *what) {
+    const uint8_t *p;
+    if (!take(c, 4, &p, what)) return false;
+    *v = le_u32(p);
+    return true;
+}
+
+static bool read_u64(cursor *c, uint64_t *v, const char *what) {
+    const uint8_t *p;
+    if (!take(c, 8, &p, what)) return false;
+    *v = le_u64(p);
+    return true;
+}
+
+static bool read_str(cursor *c, gguf_str *s, const char *what) {
+    uint64_t len;
+    const uint8_t *p;
+    if (!read_u64(c, &len, what)) return false;
+    if (len > c->left) return fail(c, "%s: string length %llu runs past the end of the file", what, (unsigned long long)len);
+    if (!take(c, (size_t)len, &p, what)) return false;
+    s->data = (const char *)p;
+    s->len = len;
+    return true;
+}
+
+static size_t scalar_size(gguf_type t) {
+    switch (t) {
+    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
+    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
+    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
+    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
+    default: return 0;
+    }
+}
+
+/* Decodes one fixed-size scalar at p into v (already known to be in range). */
+static void decode_scalar(gguf_type t, const uint8_t *p, gguf_value *v) {
+    v->type = t;
+    switch (t) {
+    case GGUF_TYPE_UINT8: v->v.u = p[0]; break;
+    case GGUF_TYPE_INT8: v->v.i = (int8_t)p[0]; break;
+    case GGUF_TYPE_BOOL: v->v.b = p[0] != 0; break;
+    case GGUF_TYPE_UINT16: v->v.u = le_u16(p); break;
+    case GGUF_TYPE_INT16: v->v.i = (int16_t)le_u16(p); break;
+    case GGUF_TYPE_UINT32: v->v.u = le_u32(p); break;
+    case GGUF_TYPE_INT32: v->v.i = (int32_t)le_u32(p); break;
+    case GGUF_TYPE_UINT64: v->v.u = le_u64(p); break;
+    case GGUF_TYPE_INT64: v->v.i = (int64_t)le_u64(p); break;
+    case GGUF_TYPE_FLOAT32: { uint32_t b = le_u32(p); float f; memcpy(&f, &b, 4); v->v.f = f; break; }
+    case GGUF_TYPE_FLOAT64: { uint64_t b = le_u64(p); double d; memcpy(&d, &b, 8); v->v.f = d; break; }
+    default: break;
+    }
+}
+
+static void free_value(gguf_value *v);
+
+static void free_array(gguf_array *a) {
+    free(a->strs);
+    if (a->arrs) {
+        for (uint64_t i = 0; i < a->n; i++) free_value(&a->arrs[i]);
+        free(a->arrs);
+    }
+    a->strs = NULL;
+    a->arrs = NULL;
+}
+
+static void free_value(gguf_value *v) {
+    if (v->type == GGUF_TYPE_ARRAY) free_array(&v->v.arr);
+}
+
+static bool read_value(cursor *c, gguf_type type, gguf_value *v, int depth, const char *key);
+
+static bool read_array(cursor *c, gguf_value *v, int depth, const char *key) {
+    uint32_t et;
+    uint64_t n;
+    gguf_array *a = &v->v.arr;
+    v->type = GGUF_TYPE_ARRAY;
+    memset(a, 0, sizeof *a);
+    if (depth >= GGUF_MAX_ARRAY_DEPTH) return fail(c, "key '%s': arrays nested deeper than %d", key, GGUF_MAX_ARRAY_DEPTH);
+    if (!read_u32(c, &et, "array element type")) return false;
+    if (et >= GGUF_TYPE_COUNT) return fail(c, "key '%s': unknown array element type %u", key, et);
+    if (!read_u64(c, &n, "array length")) return false;
+    a->type = (gguf_type)et;
+    /* The smallest encoding of one element bounds how many can fit. */
+    size_t min_elem = scalar_size(a->type);
+    if (a->type == GGUF_TYPE_STRING) min_elem = 8;
+    if (a->type == GGUF_TYPE_ARRAY) min_elem = 12;
+    if (n > c->left / min_elem) return fail(c, "key '%s': array of %llu elements runs past the end of the file", key, (unsigned long long)n);
+    a->n = n;
+    if (scalar_size(a->type)) {
+        const uint8_t *p;
+        if (!take(c, (size_t)n * min_elem, &p, "array data")) return false;
+        if (a->type == GGUF_TYPE_BOOL)
+            for (uint64_t i = 0; i < n; i++)
+                if (p[i] > 1) return fail(c, "key '%s': bool array element %llu is %u", key, (unsigned long long)i, p[i]);
+        a->raw = p;
+        return true;
+    }
+    if (a->type == GGUF_TYPE_STRING) {
+        a->strs = calloc(n ? (size_t)n : 1, sizeof *a->strs);
+        if (!a->strs) { c->status = LETHE_ERR_NOMEM; return false; }
+        for (uint64_t i = 0; i < n; i++)
+            if (!read_str(c, &a->strs[i], "array string")) return false;
+        return true;
+    }
+    a->arrs = calloc(n ? (size_t)n : 1, sizeof *a->arrs);
+    if (!a->arrs) { c->status = LETHE_ERR_NOMEM; return false; }
+    for (uint64_t i = 0; i < n; i++)
+        if (!read_value(c, GGUF_TYPE_ARRAY, &a->arrs[i], depth + 1, key)) {
+            a->n = i + 1; /* free what was read, including the partial element */
+            return false;
+        }
+    return true;
+}
+
+static bool read_value(cursor *c, gguf_type type, gguf_value *v, int depth, const char *key) {
+    size_t sz = scalar_size(type);
+    v->type = type;
+    if (sz) {
+        const uint8_t *p;
+        if (!take(c, sz, &p, "value")) return false;
+        if (type == GGUF_TYPE_BOOL && p[0] > 1) return fail(c, "key '%s': bool value %u", key, p[0]);
+        decode_scalar(type, p, v);
+        return true;
+    }
+    if (type == GGUF_TYPE_STRING) return read_str(c, &v->v.str, "string value");
+    if (type == GGUF_TYPE_ARRAY) return read_array(c, v, depth, key);
+    return fail(c, "key '%s': unknown value type %d", key, (int)type);
+}
+
+bool gguf_str_eq(gguf_str s, const char *c) {
+    size_t n = strlen(c);
+    return s.len == n && memcmp(s.data, c, n) == 0;
+}
+
+char *gguf_str_copy(gguf_str s, char *buf, size_t cap) {
+    if (!cap) return buf;
+    size_t n = s.len < cap - 1 ? (size_t)s.len : cap - 1;
+    memcpy(buf, s.data, n);
+    buf[n] = 0;
+    return buf;
+}
+
+static bool same_str(gguf_str a, gguf_str b) { return a.len == b.len && memcmp(a.data, b.data, (size_t)a.len) == 0; }
+
+static bool parse_kv(cursor *c, gguf_file *f, uint64_t n_kv) {
+    /* a key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes */
+    if (n_kv > c->left / 13) return fail(c, "metadata count %llu is larger than the file could hold", (unsigned long long)n_kv);
+    f->kv = calloc(n_kv ? (size_t)n_kv : 1, sizeof *f->kv);
+    if (!f->kv) { c->status = LETHE_ERR_NOMEM; return false; }
+    for (uint64_t i = 0; i < n_kv; i++) {
+        gguf_kv *kv = &f->kv[i];
+        uint32_t type;
+        char key[128];
+        if (!read_str(c, &kv->key, "metadata key")) return false;
+        if (kv->key.len == 0) return fail(c, "metadata key %llu is empty", (unsigned long long)i);
+        gguf_str_copy(kv->key, key, sizeof key);
+        for (uint64_t j = 0; j < i; j++)
+            if (same_str(f->kv[j].key, kv->key)) return fail(c, "duplicate metadata key '%s'", key);
+        if (!read_u32(c, &type, "metadata value type")) return false;
+        if (type >= GGUF_TYPE_COUNT) return fail(c, "key '%s': unknown value type %u", key, type);
+        f->n_kv = (int64_t)i + 1; /* so cleanup frees this value even if it is partial */
+        if (!read_value(c, (gguf_type)type, &kv->value, 0, key)) return false;
+    }
+    f->n_kv = (int64_t)n_kv;
+    return true;
+}
+
+static bool parse_tensor_infos(cursor *c, gguf_file *f, uint64_t n_tensors) {
+    /* name length 8 + n_dims 4 + type 4 + offset 8 at least */
+    if (n_tensors > c->left / 24) return fail(c, "tensor count %llu is larger than the file could hold", (unsigned long long)n_tensors);
+    f->tensors = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *f->tensors);
+    if (!f->tensors) { c->status = LETHE_ERR_NOMEM; return false; }
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        gguf_tensor *t = &f->tensors[i];
+        uint32_t n_dims, type;
+        f->n_tensors = (int64_t)i + 1;
+        if (!read_str(c, &t->name, "tensor name")) return false;
+        if (t->name.len == 0 || t->name.len > GGUF_MAX_NAME) return fail(c, "tensor %llu: name length %llu out of range", (unsigned long long)i, (unsigned long long)t->name.len);
+        t->cname = malloc((size_t)t->name.len + 1);
+        if (!t->cname) { c->status = LETHE_ERR_NOMEM; return false; }
+        gguf_str_copy(t->name, t->cname, (size_t)t->name.len + 1);
+        if (strlen(t->cname) != t->name.len) return fail(c, "tensor %llu: name contains a NUL byte", (unsigned long long)i);
+        for (uint64_t j = 0; j < i; j++)
+            if (same_str(f->tensors[j].name, t->name)) return fail(c, "duplicate tensor name '%s'", t->cname);
+        if (!read_u32(c, &n_dims, "tensor dimension count")) return false;
+        if (n_dims == 0 || n_dims > GGUF_MAX_DIMS) return fail(c, "tensor '%s': %u dimensions (1..%d allowed)", t->cname, n_dims, GGUF_MAX_DIMS);
+        t->n_dims = n_dims;
+        uint64_t n_el = 1;
+        for (int d = 0; d < GGUF_MAX_DIMS; d++) t->ne[d] = 1;
+        for (uint32_t d = 0; d < n_dims; d++) {
+            uint64_t ne;
+            if (!read_u64(c, &ne, "tensor dimension")) return false;
+            if (ne > (uint64_t)INT64_MAX) return fail(c, "tensor '%s': dimension %u is negative", t->cname, d);
+            if (!mul_u64(n_el, ne, &n_el) || n_el > (uint64_t)INT64_MAX)
+                return fail(c, "tensor '%s': element count overflows", t->cname);
+            t->ne[d] = (int64_t)ne;
+        }
+        t->n_elements = n_el;
+        if (!read_u32(c, &type, "tensor type")) return false;
+        const lt_traits *tr = lt_type_traits((lt_type)type);
+        if (type >= LT_TYPE_COUNT || !tr || !tr->known)
+            return fail(c, "tensor '%s': unknown tensor type %u", t->cname, type);
+        t->type = (int)type;
+        if (t->ne[0] % tr->block_size != 0)
+            return fail(c, "tensor '%s': row length %lld is not a multiple of the %s block size %lld", t->cname,
+                        (long long)t->ne[0], tr->name, (long long)tr->block_size);
+        uint64_t bytes;
+        if (!mul_u64(n_el / (uint64_t)tr->block_size, tr->block_bytes, &bytes) || bytes > SIZE_MAX)
+            return fail(c, "tensor '%s': byte size overflows", t->cname);
+        t->n_bytes = (size_t)bytes;
+        if (!read_u64(c, &t->offset, "tensor data offset")) return false;
+    }
+    f->n_tensors = (int64_t)n_tensors;
+    return true;
+}
+
+static bool check_alignment(cursor *c, gguf_file *f) {
+    f->alignment = GGUF_DEFAULT_ALIGNMENT;
+    int64_t i = gguf_find_key(f, "general.alignment");
+    if (i < 0) return true;
+    const gguf_value *v = &f->kv[i].value;
+    if (v->type != GGUF_TYPE_UINT32) return fail(c, "general.alignment has type %s, expected uint32", gguf_type_name(v->type));
+    if (v->v.u == 0 || (v->v.u & (v->v.u - 1)) != 0) return fail(c, "general.alignment %llu is not a power of two", (unsigned long long)v->v.u);
+    f->alignment = (size_t)v->v.u;
+    return true;
+}
+
+static bool place_tensors(cursor *c, gguf_file *f) {
+    uint64_t off = cur_offset(c);
+    uint64_t pad = (f->alignment - off % f->alignment) % f->alignment;
+    if (!add_u64(off, pad, &f->data_offset)) return fail(c, "data offset overflows");
+    if (f->n_tensors == 0) {
+        if (f->data_offset > f->size) f->data_offset = f->size; /* vocab-only files may end unpadded */
+        return true;
+    }
+    if (f->data_offset > f->size) return fail(c, "tensor data section starts past the end of the file");
+    uint64_t data_size = f->size - f->data_offset;
+    for (int64_t i = 0; i < f->n_tensors; i++) {
+        gguf_tensor *t = &f->tensors[i];
+        uint64_t end;
+        if (t->offset % f->alignment != 0)
+            return fail(c, "tensor '%s': data offset %llu is not aligned to %zu", t->cname, (unsigned long long)t->offset, f->alignment);
+        if (!add_u64(t->offset, t->n_bytes, &end) || end > data_size)
+            return fail(c, "tensor '%s': data [%llu, +%zu) lies outside the data section of %llu bytes", t->cname,
+                        (unsigned long long)t->offset, t->n_bytes, (unsigned long long)data_size);
+        t->data = f->base + f->data_offset + t->offset;
+    }
+    /* Overlapping tensors would mean a corrupt table; sort-free O(n^2) is fine for a few thousand tensors. */
+    for (int64_t i = 0; i < f->n_tensors; i++)
+        for (int64_t j = i + 1; j < f->n_tensors; j++) {
+            const gguf_tensor *a = &f->tensors[i], *b = &f->tensors[j];
+            if (a->n_bytes && b->n_bytes && a->offset < b->offset + b->n_bytes && b->offset < a->offset + a->n_bytes)
+                return fail(c, "tensors '%s' and '%s' overlap", a->cname, b->cname);
+        }
+    return true;
+}
+
+static gguf_file *parse(gguf_file *f, char *err, lethe_status *status) {
+    cursor c = {f->base, f->size, f->size, err, LETHE_OK};
+    const uint8_t *magic = NULL;
+    uint64_t n_tensors, n_kv;
+    bool ok = take(&c, 4, &magic, "magic");
+    if (ok && memcmp(magic, GGUF_MAGIC, 4) != 0) ok = fail(&c, "bad magic: not a GGUF file");
+    if (ok) ok = read_u32(&c, &f->version, "version");
+    if (ok && f->version != 2 && f->version != 3) {
+        /* a byte-swapped (big-endian) file reads as a huge version */
+        ok = fail(&c, "unsupported version %u (lethe reads GGUF v2 and v3, little-endian)", f->version);
+        c.status = LETHE_ERR_UNSUPPORTED;
+    }
+    if (ok) ok = read_u64(&c, &n_tensors, "tensor count");
+    if (ok) ok = read_u64(&c, &n_kv, "metadata count");
+    if (ok) ok = parse_kv(&c, f, n_kv);
+    if (ok) ok = check_alignment(&c, f);
+    if (ok) ok = parse_tensor_infos(&c, f, n_tensors);
+    if (ok) ok = place_tensors(&c, f);
+    if (!ok) {
+        if (status) *status = c.status == LETHE_OK ? LETHE_ERR_FORMAT : c.status;
+        if (err && c.status == LETHE_ERR_NOMEM) set_error(err, LETHE_ERR_NOMEM, "gguf: out of memory while reading the header");
+        gguf_close(f);
+        return NULL;
+    }
+    if (status) *status = LETHE_OK;
+    return f;
+}
+
+gguf_file *gguf_open_memory(const void *data, size_t size, char *err, lethe_status *status) {
+    gguf_file *f = calloc(1, sizeof *f);
+    if (!f) {
+        if (status) *status = LETHE_ERR_NOMEM;
+        set_error(err, LETHE_ERR_NOMEM, "gguf: out of memory");
+        return NULL;
+    }
+    f->base = data;
+    f->size = size;
+    return parse(f, err, status);
+}
+
+gguf_file *gguf_open(const char *path, char *err, lethe_status *status) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (status) *status = LETHE_ERR_IO;
+        set_error(err, LETHE_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        if (status) *status = LETHE_ERR_IO;
+        set_error(err, LETHE_ERR_IO, "'%s' is not a regular file", path);
+        return NULL;
+    }
+    size_t size = (size_t)st.st_size;
+    void *map = NULL;
+    if (size > 0) {
+        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            close(fd);
+            if (status) *status = LETHE_ERR_IO;
+            set_error(err, LETHE_ERR_IO, "cannot map '%s': %s", path, strerror(errno));
+            return NULL;
+        }
+    }
+    close(fd);
+    gguf_file *f = calloc(1, sizeof *f);
+    if (!f) {
+        if (map) munmap(map, size);
+        if (status) *status = LETHE_ERR_NOMEM;
+        set_error(err, LETHE_ERR_NOMEM, "gguf: out of memory");
+        return NULL;
+    }
+    f->base = map;
+    f->size = size;
+    f->mapped = map != NULL;
+    return parse(f, err, status);
+}
+
+void gguf_close(gguf_file *f) {
+    if (!f) return;
+    if (f->kv)
+        for (int64_t i = 0; i < f->n_kv; i++) free_value(&f->kv[i].value);
+    free(f->kv);
+    if (f->tensors)
+        for (int64_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].cname);
+    free(f->tensors);
+    if (f->mapped) munmap((void *)f->base, f->size);
+    free(f);
+}
+
+uint32_t gguf_version(const gguf_file *f) { return f->version; }
+size_t gguf_alignment(const gguf_file *f) { return f->alignment; }
+uint64_t gguf_data_offset(const gguf_file *f) { return f->data_offset; }
+size_t gguf_file_size(const gguf_file *f) { return f->size; }
+int64_t gguf_n_kv(const gguf_file *f) { return f->n_kv; }
+const gguf_kv *gguf_kv_at(const gguf_file *f, int64_t i) { return i >= 0 && i < f->n_kv ? &f->kv[i] : NULL; }
+int64_t gguf_n_tensors(const gguf_file *f) { return f->n_tensors; }
+const gguf_tensor *gguf_tensor_at(const gguf_file *f, int64_t i) { return i >= 0 && i < f->n_tensors ? &f->tensors[i] : NULL; }
+
+int64_t gguf_find_key(const gguf_file *f, const char *key) {
+    for (int64_t i = 0; i < f->n_kv; i++)
+        if (gguf_str_eq(f->kv[i].key, key)) return i;
+    return -1;
+}
+
+const gguf_value *gguf_get(const gguf_file *f, const char *key) {
+    int64_t i = gguf_find_key(f, key);
+    return i < 0 ? NULL : &f->kv[i].value;
+}
+
+static bool is_unsigned(gguf_type t) {
+    return t == GGUF_TYPE_UINT8 || t == GGUF_TYPE_UINT16 || t == GGUF_TYPE_UINT32 || t == GGUF_TYPE_UINT64;
+}
+static bool is_signed(gguf_type t) {
+    return t == GGUF_TYPE_INT8 || t == GGUF_TYPE_INT16 || t == GGUF_TYPE_INT32 || t == GGUF_TYPE_INT64;
+}
+
+bool gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
+    const gguf_value *v = gguf_get(f, key);
+    if (!v) return false;
+    if (is_unsigned(v->type)) {
+        if (v->v.u > (uint64_t)INT64_MAX) return false;
+        *out = (int64_t)v->v.u;
+        return true;
+    }
+    if (is_signed(v->type)) {
+        *out = v->v.i;
+        return true;
+    }
+    return false;
+}
+
+bool gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out) {
+    int64_t x;
+    if (!gguf_get_i64(f, key, &x) || x < 0 || x > (int64_t)UINT32_MAX) return false;
+    *out = (uint32_t)x;
+    return true;
+}
+
+bool gguf_get_f32(const gguf_file *f, const char *key, float *out) {
+    const gguf_value *v = gguf_get(f, key);
+    if (!v || (v->type != GGUF_TYPE_FLOAT32 && v->type != GGUF_TYPE_FLOAT64)) return false;
+    *out = (float)v->v.f;
+    return true;
+}
+
+bool gguf_get_bool(const gguf_file *f, const char *key, bool *out) {
+    const gguf_value *v = gguf_get(f, key);
+    if (!v || v->type != GGUF_TYPE_BOOL) return false;
+    *out = v->v.b;
+    return true;
+}
+
+bool gguf_get_str(const gguf_file *f, const char *key, gguf_str *out) {
+    const gguf_value *v = gguf_get(f, key);
+    if (!v || v->type != GGUF_TYPE_STRING) return false;
+    *out = v->v.str;
+    return true;
+}
+
+const gguf_array *gguf_get_arr(const gguf_file *f, const char *key) {
+    const gguf_value *v = gguf_get(f, key);
+    return v && v->type == GGUF_TYPE_ARRAY ? &v->v.arr : NULL;
+}
+
+double gguf_arr_f64(const gguf_array *a, uint64_t i) {
+    gguf_value v;
+    size_t sz = scalar_size(a->type);
+    if (!sz || i >= a->n) return 0.0;
+    decode_scalar(a->type, (const uint8_t *)a->raw + i * sz, &v);
+    if (is_unsigned(a->type)) return (double)v.v.u;
+    if (is_signed(a->type)) return (double)v.v.i;
+    if (a->type == GGUF_TYPE_BOOL) return v.v.b;
+    return v.v.f;
+}
+
+int64_t gguf_arr_i64(const gguf_array *a, uint64_t i) {
+    gguf_value v;
+    size_t sz = scalar_size(a->type);
+    if (!sz || i >= a->n) return 0;
+    decode_scalar(a->type, (const uint8_t *)a->raw + i * sz, &v);
+    if (is_unsigned(a->type)) return (int64_t)v.v.u;
+    if (is_signed(a->type)) return v.v.i;
+    if (a->type == GGUF_TYPE_BOOL) return v.v.b;
+    return (int64_t)v.v.f;
+}
+
+const char *gguf_type_name(gguf_type t) {
+    static const char *names[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
+                                  "bool", "string", "array", "uint64", "int64", "float64"};
+    return (unsigned)t < GGUF_TYPE_COUNT ? names[t] : "unknown";
+}
