@@ -49,6 +49,7 @@ size_t kv_pool_pages_used(const kv_pool *pool);
 size_t kv_pool_bytes_used(const kv_pool *pool); /* pages in use x page bytes; shared pages once */
 size_t kv_pool_bytes_free(const kv_pool *pool);
 size_t kv_pool_peak_pages_used(const kv_pool *pool);
+size_t kv_pool_pages_free(const kv_pool *pool);  /* pages on the free list */
 
 /* Converts n F32 values to / from the pool's dtype (n = head_dim). */
 void kv_store_row(const kv_pool *pool, void *dst, const float *src);

@@ -1,0 +1,201 @@
+/* KV streams: a page table into the pool plus per-slot positions and
+ * optional attention statistics; append, fork (shared pages), compact. */
+#include "kv/kv_stream.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int pages_for(int n, int page_slots) { return (n + page_slots - 1) / page_slots; }
+
+void kv_stream_init(kv_stream *s) { memset(s, 0, sizeof *s); }
+
+void kv_stream_free(kv_pool *pool, kv_stream *s) {
+    if (!s) return;
+    if (pool && s->pages) {
+        int np = pages_for(s->n, kv_pool_page_slots(pool));
+        for (int i = 0; i < np; i++) kv_pool_release(pool, s->pages[i]);
+    }
+    free(s->pages);
+    free(s->pos);
+    free(s->attn_acc);
+    free(s->attn_last);
+    free(s->attn_last_hit);
+    kv_stream_init(s);
+}
+
+/* Grows every per-slot array to hold at least `need` slots. On failure the
+ * arrays that did grow keep their (larger) blocks; cap is left unchanged. */
+static lethe_status reserve_slots(kv_stream *s, int need) {
+    if (need <= s->cap) return LETHE_OK;
+    size_t cap = (size_t)s->cap * 2;
+    if (cap < (size_t)need) cap = (size_t)need;
+    if (cap < 64) cap = 64;
+    if (cap > (size_t)INT32_MAX) cap = (size_t)INT32_MAX;
+    if (cap < (size_t)need) return LETHE_ERR_NOMEM;
+    int32_t *pos = realloc(s->pos, cap * sizeof *pos);
+    if (!pos) return LETHE_ERR_NOMEM;
+    s->pos = pos;
+    if (s->attn_acc) {
+        float *acc = realloc(s->attn_acc, cap * sizeof *acc);
+        if (!acc) return LETHE_ERR_NOMEM;
+        s->attn_acc = acc;
+        float *last = realloc(s->attn_last, cap * sizeof *last);
+        if (!last) return LETHE_ERR_NOMEM;
+        s->attn_last = last;
+        int32_t *hit = realloc(s->attn_last_hit, cap * sizeof *hit);
+        if (!hit) return LETHE_ERR_NOMEM;
+        s->attn_last_hit = hit;
+    }
+    s->cap = (int)cap;
+    return LETHE_OK;
+}
+
+static lethe_status reserve_pages(kv_stream *s, int need) {
+    if (need <= s->pages_cap) return LETHE_OK;
+    size_t cap = (size_t)s->pages_cap * 2;
+    if (cap < (size_t)need) cap = (size_t)need;
+    if (cap < 8) cap = 8;
+    int32_t *pages = realloc(s->pages, cap * sizeof *pages);
+    if (!pages) return LETHE_ERR_NOMEM;
+    s->pages = pages;
+    s->pages_cap = (int)cap;
+    return LETHE_OK;
+}
+
+lethe_status kv_stream_enable_stats(kv_stream *s) {
+    if (s->attn_acc) return LETHE_OK;
+    size_t cap = s->cap > 0 ? (size_t)s->cap : 1;
+    float *acc = calloc(cap, sizeof *acc);
+    float *last = calloc(cap, sizeof *last);
+    int32_t *hit = malloc(cap * sizeof *hit);
+    if (!acc || !last || !hit) {
+        free(acc);
+        free(last);
+        free(hit);
+        return LETHE_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < cap; i++) hit[i] = -1; /* -1: never hit */
+    s->attn_acc = acc;
+    s->attn_last = last;
+    s->attn_last_hit = hit;
+    return LETHE_OK;
+}
+
+/* Replaces page index pi of s by a private copy (copy on write). The caller
+ * has checked that a free page exists. */
+static lethe_status cow_page(kv_pool *pool, kv_stream *s, int pi) {
+    int32_t old = s->pages[pi];
+    int32_t fresh = kv_pool_alloc(pool);
+    if (fresh < 0) return LETHE_ERR_BUDGET;
+    memcpy(kv_page_k_row(pool, fresh, 0), kv_page_k_row(pool, old, 0), kv_pool_page_bytes(pool));
+    kv_pool_release(pool, old);
+    s->pages[pi] = fresh;
+    return LETHE_OK;
+}
+
+lethe_status kv_stream_append(kv_pool *pool, kv_stream *s, const float *k, const float *v,
+                              long k_stride, long v_stride, const int32_t *pos, int n) {
+    if (n < 0 || (n > 0 && (!k || !v || !pos))) return LETHE_ERR_ARG;
+    if (n == 0) return LETHE_OK;
+    if (n > INT32_MAX - s->n) return LETHE_ERR_BUDGET;
+    const int P = kv_pool_page_slots(pool);
+    const int old_pages = pages_for(s->n, P);
+    const int new_pages = pages_for(s->n + n, P);
+    const bool cow = s->n % P != 0 && kv_pool_refcount(pool, s->pages[old_pages - 1]) > 1;
+    const size_t need = (size_t)(new_pages - old_pages) + (cow ? 1 : 0);
+    if (need > kv_pool_pages_free(pool)) return LETHE_ERR_BUDGET;
+    if (reserve_slots(s, s->n + n) != LETHE_OK || reserve_pages(s, new_pages) != LETHE_OK)
+        return LETHE_ERR_NOMEM;
+
+    if (cow) cow_page(pool, s, old_pages - 1); /* cannot fail: checked above */
+    for (int i = old_pages; i < new_pages; i++) s->pages[i] = kv_pool_alloc(pool);
+
+    for (int t = 0; t < n; t++) {
+        int slot = s->n + t;
+        int32_t page = s->pages[slot / P];
+        int row = slot % P;
+        kv_store_row(pool, kv_page_k_row(pool, page, row), k + (long)t * k_stride);
+        kv_store_row(pool, kv_page_v_row(pool, page, row), v + (long)t * v_stride);
+        s->pos[slot] = pos[t];
+        if (s->attn_acc) {
+            s->attn_acc[slot] = 0.0f;
+            s->attn_last[slot] = 0.0f;
+            s->attn_last_hit[slot] = -1;
+        }
+    }
+    s->n += n;
+    return LETHE_OK;
+}
+
+lethe_status kv_stream_fork(kv_pool *pool, const kv_stream *src, kv_stream *dst) {
+    if (dst == src || dst->n != 0) return LETHE_ERR_ARG;
+    const int P = kv_pool_page_slots(pool);
+    const int np = pages_for(src->n, P);
+    if (src->attn_acc && !dst->attn_acc && kv_stream_enable_stats(dst) != LETHE_OK) return LETHE_ERR_NOMEM;
+    if (reserve_slots(dst, src->n) != LETHE_OK || reserve_pages(dst, np) != LETHE_OK) return LETHE_ERR_NOMEM;
+    for (int i = 0; i < np; i++) {
+        kv_pool_retain(pool, src->pages[i]);
+        dst->pages[i] = src->pages[i];
+    }
+    if (src->n > 0) memcpy(dst->pos, src->pos, (size_t)src->n * sizeof *dst->pos);
+    if (dst->attn_acc) {
+        for (int i = 0; i < src->n; i++) {
+            dst->attn_acc[i] = src->attn_acc ? src->attn_acc[i] : 0.0f;
+            dst->attn_last[i] = src->attn_acc ? src->attn_last[i] : 0.0f;
+            dst->attn_last_hit[i] = src->attn_acc ? src->attn_last_hit[i] : -1;
+        }
+    }
+    dst->n = src->n;
+    return LETHE_OK;
+}
+
+lethe_status kv_stream_compact(kv_pool *pool, kv_stream *s, const uint8_t *keep) {
+    if (s->n == 0) return LETHE_OK;
+    if (!keep) return LETHE_ERR_ARG;
+    const int P = kv_pool_page_slots(pool);
+    int first_drop = -1, m = 0;
+    for (int i = 0; i < s->n; i++) {
+        if (keep[i]) m++;
+        else if (first_drop < 0) first_drop = i;
+    }
+    if (first_drop < 0) return LETHE_OK;
+
+    /* Slots first_drop .. m-1 get written: copy their shared pages first. */
+    const int old_pages = pages_for(s->n, P);
+    const int new_pages = pages_for(m, P);
+    const int w0 = first_drop / P;
+    size_t shared = 0;
+    for (int pi = w0; pi < new_pages; pi++)
+        if (kv_pool_refcount(pool, s->pages[pi]) > 1) shared++;
+    if (shared > kv_pool_pages_free(pool)) return LETHE_ERR_BUDGET;
+    for (int pi = w0; pi < new_pages; pi++)
+        if (kv_pool_refcount(pool, s->pages[pi]) > 1) cow_page(pool, s, pi);
+
+    const size_t row_bytes = kv_pool_row_bytes(pool);
+    int j = first_drop;
+    for (int i = first_drop + 1; i < s->n; i++) {
+        if (!keep[i]) continue;
+        memcpy(kv_stream_k(pool, s, j), kv_stream_k(pool, s, i), row_bytes);
+        memcpy(kv_stream_v(pool, s, j), kv_stream_v(pool, s, i), row_bytes);
+        s->pos[j] = s->pos[i];
+        if (s->attn_acc) {
+            s->attn_acc[j] = s->attn_acc[i];
+            s->attn_last[j] = s->attn_last[i];
+            s->attn_last_hit[j] = s->attn_last_hit[i];
+        }
+        j++;
+    }
+    for (int pi = new_pages; pi < old_pages; pi++) kv_pool_release(pool, s->pages[pi]);
+    s->n = m;
+    return LETHE_OK;
+}
+
+void *kv_stream_k(const kv_pool *pool, const kv_stream *s, int i) {
+    int P = kv_pool_page_slots(pool);
+    return kv_page_k_row(pool, s->pages[i / P], i % P);
+}
+
+void *kv_stream_v(const kv_pool *pool, const kv_stream *s, int i) {
+    int P = kv_pool_page_slots(pool);
+    return kv_page_v_row(pool, s->pages[i / P], i % P);
+}
