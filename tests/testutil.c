@@ -101,3 +101,64 @@ char *tu_read_file(const char *path, size_t *size) {
     if (size) *size = (size_t)n;
     return buf;
 }
+
+static const char *json_value(const char *json, const char *key) {
+    char pat[256];
+    snprintf(pat, sizeof pat, "\"%s\"", key);
+    const char *p = strstr(json, pat);
+    if (!p) return NULL;
+    p += strlen(pat);
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    if (*p != ':') return NULL;
+    p++;
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    return p;
+}
+
+int tu_json_int_array(const char *json, const char *key, int *out, int cap) {
+    const char *p = json_value(json, key);
+    if (!p || *p != '[') return -1;
+    p++;
+    int n = 0;
+    for (;;) {
+        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r' || *p == ',') p++;
+        if (*p == ']' || !*p) break;
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) return -1;
+        if (n < cap) out[n] = (int)v;
+        n++;
+        p = end;
+    }
+    return n;
+}
+
+double tu_json_number(const char *json, const char *key, double dflt) {
+    const char *p = json_value(json, key);
+    if (!p) return dflt;
+    char *end;
+    double v = strtod(p, &end);
+    return end == p ? dflt : v;
+}
+
+int tu_json_string(const char *json, const char *key, char *out, int cap) {
+    const char *p = json_value(json, key);
+    if (!p || *p != '"' || cap <= 0) return -1;
+    p++;
+    int n = 0;
+    while (*p && *p != '"') {
+        char c = *p++;
+        if (c == '\\') {
+            char e = *p++;
+            if (e == 'n') c = '\n';
+            else if (e == 't') c = '\t';
+            else if (e == 'u') {
+                c = (char)strtol((char[]){p[0], p[1], p[2], p[3], 0}, NULL, 16);
+                p += 4;
+            } else c = e;
+        }
+        if (n < cap - 1) out[n++] = c;
+    }
+    out[n] = 0;
+    return n;
+}

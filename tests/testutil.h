@@ -34,3 +34,11 @@ int tu_file_exists(const char *path);
 char *tu_read_file(const char *path, size_t *size);
 
 #endif
+
+/* Minimal readers for the flat reference JSON files (not a JSON parser):
+ * the integer array / number / string value of "key". Return the count, the
+ * value, or NULL/-1 when the key is absent. */
+int tu_json_int_array(const char *json, const char *key, int *out, int cap);
+double tu_json_number(const char *json, const char *key, double dflt);
+/* Copies the string value (escapes \" \\ \n \uXXXX-ASCII decoded) into out. */
+int tu_json_string(const char *json, const char *key, char *out, int cap);
