@@ -525,3 +525,9 @@ const char *gguf_type_name(gguf_type t) {
                                   "bool", "string", "array", "uint64", "int64", "float64"};
     return (unsigned)t < GGUF_TYPE_COUNT ? names[t] : "unknown";
 }
+
+const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
+    for (int64_t i = 0; i < f->n_tensors; i++)
+        if (strcmp(f->tensors[i].cname, name) == 0) return &f->tensors[i];
+    return NULL;
+}
