@@ -103,6 +103,31 @@ static int cmp_cand(const void *a, const void *b) {
     return x->id - y->id;
 }
 
+/* Moves the k best candidates (by cmp_cand order) to the front in O(n log k)
+ * with a heap whose root is the worst of those kept. Returns k. */
+static void sift_down(struct cand *h, int k, int i) {
+    for (;;) {
+        int w = i, l = 2 * i + 1, r = l + 1;
+        if (l < k && cmp_cand(&h[l], &h[w]) > 0) w = l;
+        if (r < k && cmp_cand(&h[r], &h[w]) > 0) w = r;
+        if (w == i) return;
+        struct cand t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+static int select_top(struct cand *c, int n, int k) {
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(c, k, i);
+    for (int i = k; i < n; i++)
+        if (cmp_cand(&c[i], &c[0]) < 0) {
+            c[0] = c[i];
+            sift_down(c, k, 0);
+        }
+    return k;
+}
+
 static lethe_token argmax(const float *logits, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -120,11 +145,9 @@ lethe_token lethe_sampler_sample(lethe_sampler *s, float *logits) {
     }
     int n = s->n_vocab;
     for (int i = 0; i < n; i++) s->cand[i] = (struct cand){logits[i], i};
-    /* top-k: partial order is enough, but a full sort of the survivors keeps it simple */
     if (s->p.top_k > 0 && s->p.top_k < n) {
-        /* select the k largest with a quickselect-free approach: sort all once */
+        n = select_top(s->cand, n, s->p.top_k);
         qsort(s->cand, (size_t)n, sizeof *s->cand, cmp_cand);
-        n = s->p.top_k;
     } else {
         qsort(s->cand, (size_t)n, sizeof *s->cand, cmp_cand);
     }
