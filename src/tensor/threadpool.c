@@ -1,6 +1,7 @@
 #include "tensor/threadpool.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
