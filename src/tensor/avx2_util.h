@@ -1,0 +1,59 @@
+/* Small AVX2 helpers shared by the *_avx2.c kernels (include only there:
+ * those files are compiled with -mavx2 -mfma -mf16c). */
+#ifndef LETHE_AVX2_UTIL_H
+#define LETHE_AVX2_UTIL_H
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LT_INLINE static inline __attribute__((always_inline))
+
+LT_INLINE float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+LT_INLINE int hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* One IEEE half to float with F16C. */
+LT_INLINE float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+LT_INLINE __m256i loadu256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+LT_INLINE __m128i loadu128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+
+/* 16 bytes of packed nibbles -> 32 bytes: the low nibbles first, then the
+ * high ones (the element order of all 32-element 4-bit blocks). */
+LT_INLINE __m256i nibbles32(const uint8_t *qs) {
+    const __m128i t = loadu128(qs);
+    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+/* Bit j of a 32-bit word -> byte j = 0xFF if set, 0 if clear. */
+LT_INLINE __m256i bits32_to_mask(uint32_t w) {
+    const __m256i pick = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
+                                           0x0101010101010101LL, 0x0000000000000000LL);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)w), pick);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+/* Sum of u8 x s8 products over each group of 4 bytes -> 8 int32 lanes. */
+LT_INLINE __m256i dot_u8s8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* The same for two signed operands (|values| <= 127). */
+LT_INLINE __m256i dot_s8s8(__m256i a, __m256i b) {
+    return dot_u8s8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+}
+
+#endif

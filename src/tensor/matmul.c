@@ -1,0 +1,181 @@
+/* lt_matmul: y = W x for a batch of tokens, on the thread pool.
+ *
+ * One tp_run does everything. Phase 1 quantises the activations to the
+ * weight type's vec_dot_type: a small batch is quantised by every thread
+ * into its own copy (cheaper than a barrier), a large one is split across
+ * the threads, which then meet at a spin barrier. Phase 2 splits the weight
+ * rows across the threads. A single token runs the tile kernel over groups
+ * of rows (weight bandwidth bound); a batch walks tiles of rows x tokens so
+ * that each weight block is decoded once per tile and stays in L1 while the
+ * tokens of a chunk (sized to stay in L2) stream past it. */
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/matmul.h"
+#include "tensor/quant_impl.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Quantised activations of at most this many bytes are made by each thread. */
+#define PRIVATE_QUANT_BYTES 8192
+/* Token chunk: its activations should stay in L2 while a thread walks its rows. */
+#define CHUNK_BYTES (192 * 1024)
+
+typedef struct {
+    const lt_traits *tr, *vt;
+    const lt_tile *tile;
+    const char *W;
+    size_t wrb;        /* bytes per weight row */
+    int64_t n_rows, n_cols, n_tok;
+    const float *x;
+    float *y;
+    char *qbuf;        /* quantised activations, NULL when vec_dot_type is F32 */
+    size_t arb;        /* bytes per activation row */
+    bool private_quant;
+    atomic_int arrived;
+} mm_ctx;
+
+void lt_workspace_free(lt_workspace *ws) {
+    if (!ws) return;
+    free(ws->buf);
+    ws->buf = NULL;
+    ws->cap = 0;
+}
+
+static int ws_reserve(lt_workspace *ws, size_t need) {
+    if (need <= ws->cap) return 0;
+    size_t cap = need + need / 4 + 64;
+    cap = (cap + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, cap);
+    if (!p) return -1;
+    free(ws->buf);
+    ws->buf = p;
+    ws->cap = cap;
+    return 0;
+}
+
+static void quantize_range(const mm_ctx *c, char *dst, int64_t lo, int64_t hi) {
+    /* [lo, hi) counts vec_dot_type blocks over all tokens */
+    const int64_t bs = c->vt->block_size, bpr = c->n_cols / bs;
+    while (lo < hi) {
+        const int64_t t = lo / bpr, b0 = lo % bpr;
+        int64_t cnt = bpr - b0;
+        if (cnt > hi - lo) cnt = hi - lo;
+        c->vt->from_float(c->x + t * c->n_cols + b0 * bs, dst + (size_t)t * c->arb + (size_t)b0 * c->vt->block_bytes,
+                          cnt * bs);
+        lo += cnt;
+    }
+}
+
+static void barrier(atomic_int *arrived, int nth) {
+    atomic_fetch_add_explicit(arrived, 1, memory_order_acq_rel);
+    int spins = 0;
+    while (atomic_load_explicit(arrived, memory_order_acquire) < nth) {
+        if (++spins < 4096) {
+            cpu_relax();
+        } else {
+            sched_yield(); /* more threads than cores */
+            spins = 0;
+        }
+    }
+}
+
+static void rows_loop(const mm_ctx *c, const char *act, int64_t r0, int64_t r1) {
+    const lt_tile *tl = c->tile;
+    const int64_t n = c->n_cols;
+    if (c->n_tok == 1) {
+        if (tl->fn) {
+            for (int64_t r = r0; r < r1; r += tl->rows1) {
+                const int nr = (int)(r1 - r < tl->rows1 ? r1 - r : tl->rows1);
+                tl->fn(n, c->W + (size_t)r * c->wrb, c->wrb, act, 0, c->y + r, 1, nr, 1);
+            }
+        } else {
+            for (int64_t r = r0; r < r1; r++) c->y[r] = c->tr->vec_dot(n, c->W + (size_t)r * c->wrb, act);
+        }
+        return;
+    }
+    int64_t chunk = (int64_t)(CHUNK_BYTES / c->arb);
+    if (chunk < tl->cols) chunk = tl->cols;
+    chunk -= chunk % tl->cols;
+    for (int64_t t0 = 0; t0 < c->n_tok; t0 += chunk) {
+        const int64_t t1 = t0 + chunk < c->n_tok ? t0 + chunk : c->n_tok;
+        for (int64_t r = r0; r < r1; r += tl->rows) {
+            const int nr = (int)(r1 - r < tl->rows ? r1 - r : tl->rows);
+            const char *w = c->W + (size_t)r * c->wrb;
+            for (int64_t t = t0; t < t1; t += tl->cols) {
+                const int nc = (int)(t1 - t < tl->cols ? t1 - t : tl->cols);
+                float *out = c->y + t * c->n_rows + r;
+                const char *a = act + (size_t)t * c->arb;
+                if (tl->fn) {
+                    tl->fn(n, w, c->wrb, a, c->arb, out, (size_t)c->n_rows, nr, nc);
+                } else {
+                    for (int i = 0; i < nr; i++)
+                        for (int j = 0; j < nc; j++)
+                            out[j * c->n_rows + i] = c->tr->vec_dot(n, w + (size_t)i * c->wrb, a + (size_t)j * c->arb);
+                }
+            }
+        }
+    }
+}
+
+static void mm_task(void *vctx, int ith, int nth) {
+    mm_ctx *c = vctx;
+    const char *act = (const char *)c->x;
+    if (c->qbuf) {
+        const int64_t total = c->n_tok * (c->n_cols / c->vt->block_size);
+        if (c->private_quant) {
+            char *mine = c->qbuf + (size_t)ith * c->arb * (size_t)c->n_tok;
+            quantize_range(c, mine, 0, total);
+            act = mine;
+        } else {
+            long lo, hi;
+            tp_split((long)total, ith, nth, &lo, &hi);
+            quantize_range(c, c->qbuf, lo, hi);
+            barrier(&c->arrived, nth);
+            act = c->qbuf;
+        }
+    }
+    const int unit = c->n_tok == 1 ? c->tile->rows1 : c->tile->rows;
+    const int64_t units = (c->n_rows + unit - 1) / unit;
+    long lo, hi;
+    tp_split((long)units, ith, nth, &lo, &hi);
+    const int64_t r0 = (int64_t)lo * unit;
+    const int64_t r1 = (int64_t)hi * unit < c->n_rows ? (int64_t)hi * unit : c->n_rows;
+    if (r0 < r1) rows_loop(c, act, r0, r1);
+}
+
+int lt_matmul(threadpool *tp, lt_workspace *ws, lt_type wtype, const void *W, int64_t n_rows,
+              int64_t n_cols, const float *x, int64_t n_tok, float *y) {
+    const lt_traits *tr = lt_type_traits(wtype);
+    if (!tr || !tr->vec_dot || n_rows < 0 || n_cols <= 0 || n_tok < 0) return -1;
+    const lt_traits *vt = lt_type_traits(tr->vec_dot_type);
+    const size_t wrb = lt_row_bytes(wtype, n_cols);
+    const size_t arb = lt_row_bytes(tr->vec_dot_type, n_cols);
+    if (!vt || wrb == 0 || arb == 0) return -1;
+    if (n_rows == 0 || n_tok == 0) return 0;
+
+    mm_ctx c = {
+        .tr = tr, .vt = vt, .tile = lt_type_tile(wtype), .W = W, .wrb = wrb,
+        .n_rows = n_rows, .n_cols = n_cols, .n_tok = n_tok, .x = x, .y = y,
+        .qbuf = NULL, .arb = arb, .private_quant = false,
+    };
+    atomic_init(&c.arrived, 0);
+    const int nth = tp_n_threads(tp);
+    if (tr->vec_dot_type != LT_F32) {
+        if (!vt->from_float) return -1;
+        if ((size_t)n_tok > SIZE_MAX / arb / (size_t)nth) return -1;
+        const size_t one = arb * (size_t)n_tok;
+        c.private_quant = nth > 1 && one <= PRIVATE_QUANT_BYTES;
+        if (ws_reserve(ws, c.private_quant ? one * (size_t)nth : one) != 0) return -1;
+        c.qbuf = ws->buf;
+    }
+    tp_run(nth > 1 ? tp : NULL, mm_task, &c);
+    return 0;
+}

@@ -1,0 +1,230 @@
+/* AVX2 kernels of the k-quants Q4_K, Q5_K, Q6_K against Q8_K activations,
+ * and the Q8_K quantiser.
+ *
+ * A weight super-block is decoded into 8 vectors of 32 unsigned quants
+ * (0..15, 0..31 or 0..63), one int16 scale vector per 32 quants (lanes 0-7
+ * carry the scale of the first 16 quants, lanes 8-15 that of the other 16,
+ * matching the lanes of maddubs' output), and an int16 offset per 16 quants
+ * that multiplies Q8_K's per-16 sums: the mins of Q4_K/Q5_K (scaled by dmin)
+ * or 32*scale for Q6_K, whose quants are stored with +32. Integer sums are
+ * exact, so the result differs from the scalar code only by float rounding. */
+#include <math.h>
+
+#include "tensor/avx2_util.h"
+#include "tensor/quant_impl.h"
+
+enum { K_Q4_K, K_Q5_K, K_Q6_K };
+
+typedef struct {
+    __m256i q[8];
+    __m256i sc[8];
+    __m256i off;
+    float d, dmin;
+} kdec;
+
+LT_INLINE size_t kblk_bytes(int kind) {
+    return kind == K_Q4_K ? sizeof(blk_q4_K) : kind == K_Q5_K ? sizeof(blk_q5_K) : sizeof(blk_q6_K);
+}
+
+/* The 12-byte Q4_K/Q5_K scale field -> 16 bytes: 8 scales, then 8 mins.
+ * Bytes 0-3 hold scales 0-3 and bytes 4-7 mins 0-3 in their low 6 bits;
+ * bytes 8-11 hold scales 4-7 (low nibble) and mins 4-7 (high nibble) whose
+ * top two bits are the top bits of bytes 0-3 and 4-7. */
+LT_INLINE __m128i k4_scales_mins(const uint8_t *p) {
+    uint32_t w[3], o[4];
+    memcpy(w, p, 12);
+    o[0] = w[0] & 0x3f3f3f3fu;
+    o[1] = (w[2] & 0x0f0f0f0fu) | ((w[0] >> 6) & 0x03030303u) << 4;
+    o[2] = w[1] & 0x3f3f3f3fu;
+    o[3] = ((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 6) & 0x03030303u) << 4;
+    return loadu128(o);
+}
+
+LT_INLINE void kdecode(int kind, const char *p, kdec *k) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (kind == K_Q4_K || kind == K_Q5_K) {
+        const uint16_t *dd = (const uint16_t *)p; /* d, dmin lead both layouts */
+        const uint8_t *scales = (const uint8_t *)p + 4;
+        const uint8_t *qs = kind == K_Q4_K ? ((const blk_q4_K *)p)->qs : ((const blk_q5_K *)p)->qs;
+        k->d = h2f(dd[0]);
+        k->dmin = h2f(dd[1]);
+        const __m128i sm = k4_scales_mins(scales);
+        const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+        const __m256i m16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(sm, 8)));
+        /* mins per 16 quants: m0 m0 m1 m1 ... m7 m7 (int16) */
+        k->off = _mm256_shuffle_epi8(m16, _mm256_setr_epi8(0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7,
+                                                           8, 9, 8, 9, 10, 11, 10, 11, 12, 13, 12, 13, 14,
+                                                           15, 14, 15));
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            k->sc[j] = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 * (2 * j + 1) + 2 * j)));
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            const __m256i v = loadu256(qs + 32 * c);
+            k->q[2 * c] = _mm256_and_si256(v, m4);
+            k->q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+        if (kind == K_Q5_K) {
+            const __m256i qh = loadu256(((const blk_q5_K *)p)->qh);
+            const __m256i one = _mm256_set1_epi8(1);
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(qh, j), one);
+                k->q[j] = _mm256_or_si256(k->q[j], _mm256_slli_epi16(bit, 4));
+            }
+        }
+    } else {
+        const blk_q6_K *b = (const blk_q6_K *)p;
+        const __m256i m30 = _mm256_set1_epi8(0x30);
+        k->d = h2f(b->d);
+        k->dmin = 0.0f;
+        k->off = _mm256_slli_epi16(_mm256_cvtepi8_epi16(loadu128(b->scales)), 5);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = loadu256(b->ql + 64 * h), l1 = loadu256(b->ql + 64 * h + 32);
+            const __m256i qh = loadu256(b->qh + 32 * h);
+            k->q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+            k->q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+            k->q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m30));
+            k->q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                              _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+            /* 8 int16 scales of this half in both 128-bit lanes; quants
+             * 32k..32k+15 take scale 2k (low lane), the next 16 scale 2k+1 */
+            uint64_t s8;
+            memcpy(&s8, b->scales + 8 * h, 8);
+            const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_cvtsi64_si128((long long)s8)));
+#pragma GCC unroll 4
+            for (int kk = 0; kk < 4; kk++) {
+                const short lo = (short)(0x0100 * (4 * kk + 1) + 4 * kk);
+                const short hi = (short)(0x0100 * (4 * kk + 3) + 4 * kk + 2);
+                const __m256i idx = _mm256_setr_epi16(lo, lo, lo, lo, lo, lo, lo, lo, hi, hi, hi, hi, hi, hi, hi, hi);
+                k->sc[4 * h + kk] = _mm256_shuffle_epi8(s16, idx);
+            }
+        }
+    }
+}
+
+/* acc += the dot product of one decoded super-block with one Q8_K block. */
+LT_INLINE __m256 kpair(int kind, const kdec *k, const blk_q8_K *y, __m256 acc) {
+    __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        const __m256i p = _mm256_maddubs_epi16(k->q[j], loadu256(y->qs + 32 * j));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, k->sc[j]));
+    }
+    const __m256i moff = _mm256_madd_epi16(k->off, loadu256(y->bsums));
+    if (kind == K_Q6_K) {
+        isum = _mm256_sub_epi32(isum, moff);
+        return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(k->d * y->d), acc);
+    }
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(k->d * y->d), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(moff), _mm256_set1_ps(k->dmin * y->d), acc);
+}
+
+/* RM rows x RN tokens; each super-block of a row is decoded once per tile. */
+LT_INLINE void ktile(int kind, const int RM, const int RN, int64_t n, const char *x, size_t bx,
+                     const char *y, size_t by, float *s, size_t ldc) {
+    const int64_t nb = n / QK_K;
+    const size_t xs = kblk_bytes(kind);
+    __m256 acc[4][8];
+#pragma GCC unroll 4
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 8
+        for (int c = 0; c < RN; c++) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < RM; r++) {
+            kdec k;
+            kdecode(kind, x + r * bx + b * xs, &k);
+#pragma GCC unroll 8
+            for (int c = 0; c < RN; c++)
+                acc[r][c] = kpair(kind, &k, (const blk_q8_K *)(y + c * by) + b, acc[r][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 8
+        for (int c = 0; c < RN; c++) s[c * ldc + r] = hsum_ps(acc[r][c]);
+}
+
+#define KT_RM 1
+#define KT_RN 4
+
+#define DEFINE_KTILES(name, kind)                                                                 \
+    static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
+                            float *s, size_t ldc) {                                               \
+        ktile(kind, KT_RM, KT_RN, n, x, bx, y, by, s, ldc);                                       \
+    }                                                                                             \
+    static void name##_one(int64_t n, const char *x, const char *y, float *s) {                   \
+        ktile(kind, 1, 1, n, x, 0, y, 0, s, 1);                                                   \
+    }                                                                                             \
+    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, float *s,   \
+                     size_t ldc, int nr, int nc) {                                                \
+        const char *x = vx, *y = vy;                                                              \
+        if (nr == KT_RM && nc == KT_RN) {                                                         \
+            name##_full(n, x, bx, y, by, s, ldc);                                                 \
+        } else {                                                                                  \
+            for (int r = 0; r < nr; r++)                                                          \
+                for (int c = 0; c < nc; c++) name##_one(n, x + r * bx, y + c * by, s + c * ldc + r); \
+        }                                                                                         \
+    }                                                                                             \
+    float lt_##name##_dot_avx2(int64_t n, const void *x, const void *y) {                         \
+        float s;                                                                                  \
+        name##_one(n, x, y, &s);                                                                  \
+        return s;                                                                                 \
+    }
+
+DEFINE_KTILES(q4_K, K_Q4_K)
+DEFINE_KTILES(q5_K, K_Q5_K)
+DEFINE_KTILES(q6_K, K_Q6_K)
+
+void lt_tiles_k_avx2(lt_tile *t) {
+    t[LT_Q4_K] = (lt_tile){q4_K, KT_RM, KT_RN, KT_RM};
+    t[LT_Q5_K] = (lt_tile){q5_K, KT_RM, KT_RN, KT_RM};
+    t[LT_Q6_K] = (lt_tile){q6_K, KT_RM, KT_RN, KT_RM};
+}
+
+/* ---- Q8_K quantiser, bit-exact with lt_q8_K_from_float ---- */
+
+void lt_q8_K_from_float_avx2(const float *x, void *dst, int64_t n) {
+    blk_q8_K *out = dst;
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        blk_q8_K *b = &out[i];
+        __m256 vmax = _mm256_setzero_ps();
+        for (int e = 0; e < QK_K; e += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(x + e), absmask));
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        const float amax = _mm_cvtss_f32(m);
+        if (amax == 0.0f) {
+            memset(b, 0, sizeof *b);
+            continue;
+        }
+        float max = 0.0f; /* the first element of largest magnitude, signed */
+        for (int e = 0; e < QK_K; e++)
+            if (fabsf(x[e]) == amax) {
+                max = x[e];
+                break;
+            }
+        const float iscale = -127.0f / max;
+        const __m256 is = _mm256_set1_ps(iscale);
+        for (int g = 0; g < QK_K / 32; g++) {
+            __m256i v[4];
+            for (int k = 0; k < 4; k++) /* rounds half to even, as ggml's nearest_int */
+                v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * g + 8 * k), is));
+            /* packs saturate 128 to 127, as the scalar MIN(127, q) */
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(b->qs + 32 * g), p);
+            /* lane k of w: the sum of quants 4k..4k+3 */
+            const __m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), p), _mm256_set1_epi16(1));
+            const __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+            b->bsums[2 * g] = (int16_t)(_mm_extract_epi32(lo, 0) + _mm_extract_epi32(lo, 1) +
+                                        _mm_extract_epi32(lo, 2) + _mm_extract_epi32(lo, 3));
+            b->bsums[2 * g + 1] = (int16_t)(_mm_extract_epi32(hi, 0) + _mm_extract_epi32(hi, 1) +
+                                            _mm_extract_epi32(hi, 2) + _mm_extract_epi32(hi, 3));
+        }
+        b->d = 1.0f / iscale;
+    }
+}

@@ -1,0 +1,253 @@
+/* AVX2 kernels of the 32-element block types: Q4_0, Q5_0, Q8_0, IQ4_NL
+ * (against Q8_0 activations) and Q4_1, Q5_1 (against Q8_1), plus the Q8_0 /
+ * Q8_1 activation quantisers. Per block the integer dot product is exact and
+ * is scaled once, as in the scalar code, so the two differ only in the order
+ * of the float additions. */
+#include <math.h>
+
+#include "tensor/avx2_util.h"
+#include "tensor/quant_impl.h"
+#include "util/fp16.h"
+
+enum { K_Q4_0, K_Q5_0, K_Q8_0, K_IQ4_NL, K_Q4_1, K_Q5_1 };
+
+LT_INLINE size_t blk_bytes(int kind) {
+    switch (kind) {
+    case K_Q4_0: return sizeof(blk_q4_0);
+    case K_Q5_0: return sizeof(blk_q5_0);
+    case K_Q8_0: return sizeof(blk_q8_0);
+    case K_IQ4_NL: return sizeof(blk_iq4_nl);
+    case K_Q4_1: return sizeof(blk_q4_1);
+    default: return sizeof(blk_q5_1);
+    }
+}
+
+LT_INLINE uint32_t qh32(const uint8_t *p) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w;
+}
+
+/* The 32 quants of one block as bytes: signed values (q-8, q-16, q,
+ * table value) for the Q8_0-activation kinds, unsigned 0..31 for Q4_1 /
+ * Q5_1; *d gets the scale and *m the offset (the _1 kinds). */
+LT_INLINE __m256i decode(int kind, const char *p, float *d, float *m) {
+    switch (kind) {
+    case K_Q4_0: {
+        const blk_q4_0 *b = (const blk_q4_0 *)p;
+        *d = h2f(b->d);
+        return _mm256_sub_epi8(nibbles32(b->qs), _mm256_set1_epi8(8));
+    }
+    case K_Q5_0: {
+        const blk_q5_0 *b = (const blk_q5_0 *)p;
+        *d = h2f(b->d);
+        /* q - 16 = q_low - 16 + 16*bit: the low nibble with 0xF0 or-ed in
+         * (= q_low - 16 as int8) where the fifth bit is clear. */
+        const __m256i hi = _mm256_andnot_si256(bits32_to_mask(qh32(b->qh)), _mm256_set1_epi8((char)0xF0));
+        return _mm256_or_si256(nibbles32(b->qs), hi);
+    }
+    case K_Q8_0: {
+        const blk_q8_0 *b = (const blk_q8_0 *)p;
+        *d = h2f(b->d);
+        return loadu256(b->qs);
+    }
+    case K_IQ4_NL: {
+        const blk_iq4_nl *b = (const blk_iq4_nl *)p;
+        *d = h2f(b->d);
+        const __m256i table = _mm256_broadcastsi128_si256(loadu128(lt_iq4nl_values));
+        return _mm256_shuffle_epi8(table, nibbles32(b->qs));
+    }
+    case K_Q4_1: {
+        const blk_q4_1 *b = (const blk_q4_1 *)p;
+        *d = h2f(b->d);
+        *m = h2f(b->m);
+        return nibbles32(b->qs);
+    }
+    default: {
+        const blk_q5_1 *b = (const blk_q5_1 *)p;
+        *d = h2f(b->d);
+        *m = h2f(b->m);
+        const __m256i hi = _mm256_and_si256(bits32_to_mask(qh32(b->qh)), _mm256_set1_epi8(0x10));
+        return _mm256_or_si256(nibbles32(b->qs), hi);
+    }
+    }
+}
+
+LT_INLINE int is_signed_kind(int kind) { return kind <= K_IQ4_NL; }
+
+/* RM weight rows x RN tokens. Signed kinds use |x| * sign(y, x) so that
+ * maddubs (unsigned x signed) applies; the _1 kinds are unsigned already and
+ * add m * s per block, s = d_y * sum(q_y) as stored in Q8_1. */
+LT_INLINE void ltile(int kind, const int RM, const int RN, int64_t n, const char *x, size_t bx,
+                     const char *y, size_t by, float *s, size_t ldc) {
+    const int64_t nb = n / 32;
+    const size_t xs = blk_bytes(kind);
+    const size_t ys = is_signed_kind(kind) ? sizeof(blk_q8_0) : sizeof(blk_q8_1);
+    __m256 acc[4][4];
+    float macc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) {
+            acc[r][c] = _mm256_setzero_ps();
+            macc[r][c] = 0.0f;
+        }
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i qx[4], ax[4];
+        float dx[4], mx[4] = {0, 0, 0, 0};
+#pragma GCC unroll 4
+        for (int r = 0; r < RM; r++) {
+            qx[r] = decode(kind, x + r * bx + b * xs, &dx[r], &mx[r]);
+            if (is_signed_kind(kind)) ax[r] = _mm256_sign_epi8(qx[r], qx[r]);
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) {
+            const char *yb = y + c * by + b * ys;
+            if (is_signed_kind(kind)) {
+                const blk_q8_0 *q8 = (const blk_q8_0 *)yb;
+                const __m256i qy = loadu256(q8->qs);
+                const float dy = h2f(q8->d);
+#pragma GCC unroll 4
+                for (int r = 0; r < RM; r++) {
+                    const __m256i i = dot_u8s8(ax[r], _mm256_sign_epi8(qy, qx[r]));
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(dx[r] * dy), acc[r][c]);
+                }
+            } else {
+                const blk_q8_1 *q8 = (const blk_q8_1 *)yb;
+                const __m256i qy = loadu256(q8->qs);
+                const float dy = h2f(q8->d), sy = h2f(q8->s);
+#pragma GCC unroll 4
+                for (int r = 0; r < RM; r++) {
+                    const __m256i i = dot_u8s8(qx[r], qy);
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(dx[r] * dy), acc[r][c]);
+                    macc[r][c] += mx[r] * sy;
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) s[c * ldc + r] = hsum_ps(acc[r][c]) + macc[r][c];
+}
+
+LT_INLINE float ldot(int kind, int64_t n, const char *x, const char *y) {
+    float s;
+    ltile(kind, 1, 1, n, x, 0, y, 0, &s, 1);
+    return s;
+}
+
+#define LT_RM 4
+#define LT_RN 2
+
+#define DEFINE_LTILES(name, kind)                                                                 \
+    static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
+                            float *s, size_t ldc) {                                               \
+        ltile(kind, LT_RM, LT_RN, n, x, bx, y, by, s, ldc);                                       \
+    }                                                                                             \
+    static void name##_rows(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
+                            float *s, size_t ldc) {                                               \
+        ltile(kind, LT_RM, 1, n, x, bx, y, by, s, ldc);                                           \
+    }                                                                                             \
+    static void name##_cols(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
+                            float *s, size_t ldc) {                                               \
+        ltile(kind, 1, LT_RN, n, x, bx, y, by, s, ldc);                                           \
+    }                                                                                             \
+    static void name##_one(int64_t n, const char *x, const char *y, float *s) {                   \
+        ltile(kind, 1, 1, n, x, 0, y, 0, s, 1);                                                   \
+    }                                                                                             \
+    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, float *s,   \
+                     size_t ldc, int nr, int nc) {                                                \
+        const char *x = vx, *y = vy;                                                              \
+        if (nr == LT_RM && nc == LT_RN) {                                                         \
+            name##_full(n, x, bx, y, by, s, ldc);                                                 \
+        } else if (nr == LT_RM) {                                                                 \
+            for (int c = 0; c < nc; c++) name##_rows(n, x, bx, y + c * by, by, s + c * ldc, ldc); \
+        } else if (nc == LT_RN) {                                                                 \
+            for (int r = 0; r < nr; r++) name##_cols(n, x + r * bx, bx, y, by, s + r, ldc);       \
+        } else {                                                                                  \
+            for (int r = 0; r < nr; r++)                                                          \
+                for (int c = 0; c < nc; c++) name##_one(n, x + r * bx, y + c * by, s + c * ldc + r); \
+        }                                                                                         \
+    }
+
+DEFINE_LTILES(tile_q4_0, K_Q4_0)
+DEFINE_LTILES(tile_q5_0, K_Q5_0)
+DEFINE_LTILES(tile_q8_0, K_Q8_0)
+DEFINE_LTILES(tile_iq4_nl, K_IQ4_NL)
+DEFINE_LTILES(tile_q4_1, K_Q4_1)
+DEFINE_LTILES(tile_q5_1, K_Q5_1)
+
+float lt_q4_0_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q4_0, n, x, y); }
+float lt_q5_0_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q5_0, n, x, y); }
+float lt_q8_0_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q8_0, n, x, y); }
+float lt_iq4_nl_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_IQ4_NL, n, x, y); }
+float lt_q4_1_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q4_1, n, x, y); }
+float lt_q5_1_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q5_1, n, x, y); }
+
+void lt_tiles_legacy_avx2(lt_tile *t) {
+    t[LT_Q4_0] = (lt_tile){tile_q4_0, LT_RM, LT_RN, LT_RM};
+    t[LT_Q5_0] = (lt_tile){tile_q5_0, LT_RM, LT_RN, LT_RM};
+    t[LT_Q8_0] = (lt_tile){tile_q8_0, LT_RM, LT_RN, LT_RM};
+    t[LT_IQ4_NL] = (lt_tile){tile_iq4_nl, LT_RM, LT_RN, LT_RM};
+    t[LT_Q4_1] = (lt_tile){tile_q4_1, LT_RM, LT_RN, LT_RM};
+    t[LT_Q5_1] = (lt_tile){tile_q5_1, LT_RM, LT_RN, LT_RM};
+}
+
+/* ---- activation quantisers, bit-exact with the scalar ones ---- */
+
+/* roundf: halves away from zero (_mm256_round_ps rounds them to even). */
+LT_INLINE __m256 round_away(__m256 v) {
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 frac = _mm256_sub_ps(v, t); /* exact */
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 ge_half = _mm256_cmp_ps(_mm256_and_ps(frac, absmask), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_andnot_ps(absmask, v)); /* copysign(1, v) */
+    return _mm256_add_ps(t, _mm256_and_ps(ge_half, one));
+}
+
+/* 32 floats -> 32 int8 (in order) with d = amax/127; returns d, *sum = sum(q). */
+LT_INLINE float q8_block_avx2(const float *x, int8_t *q, int *sum) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        amax = _mm256_max_ps(amax, _mm256_and_ps(v[k], absmask));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float d = _mm_cvtss_f32(m) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i i[4];
+    for (int k = 0; k < 4; k++) i[k] = _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v[k], idv)));
+    /* pack 32-bit -> 16 -> 8; packs work per 128-bit lane, so fix the order */
+    __m256i p16a = _mm256_packs_epi32(i[0], i[1]);
+    __m256i p16b = _mm256_packs_epi32(i[2], i[3]);
+    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p8);
+    const __m256i s32 = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+    *sum = hsum_epi32(s32);
+    return d;
+}
+
+void lt_q8_0_from_float_avx2(const float *x, void *dst, int64_t n) {
+    blk_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++) {
+        int sum;
+        b[i].d = fp32_to_fp16(q8_block_avx2(x + 32 * i, b[i].qs, &sum));
+    }
+}
+
+void lt_q8_1_from_float_avx2(const float *x, void *dst, int64_t n) {
+    blk_q8_1 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++) {
+        int sum;
+        const float d = q8_block_avx2(x + 32 * i, b[i].qs, &sum);
+        b[i].d = fp32_to_fp16(d);
+        b[i].s = fp32_to_fp16((float)sum * d);
+    }
+}
