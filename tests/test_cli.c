@@ -96,7 +96,7 @@ int main(void) {
     const char *ckpt = tu_model_path("llama2c/stories260K.bin"), *tok = tu_model_path("llama2c/tok512.bin");
     char *expected = tu_read_file(tu_model_path("stories260K.greedy200.expected.txt"), NULL);
     if (tu_file_exists(ckpt) && tu_file_exists(tok) && expected) {
-        snprintf(args, sizeof args, "run -m %s -z %s -p \"\" -n 199 --temp 0 --kv-type f32", ckpt, tok);
+        snprintf(args, sizeof args, "run -m %s -z %s -p \"\" -n 200 --temp 0 --kv-type f32", ckpt, tok);
         CHECK(run(args) == 0);
         o = out_text();
         const char *text = o && o[0] == ' ' ? o + 1 : o; /* llama2.c strips the space after BOS */
