@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "format/gguf.h"
 #include "lethe.h"
@@ -48,5 +49,9 @@ int detok_stream_push(detok_stream *d, const tokenizer *t, lethe_token id, char 
                       bool render_special);
 /* Flushes whatever is held back (an incomplete sequence at the end). */
 int detok_stream_flush(detok_stream *d, char *out, int cap);
+
+/* Tokenises ~1 MB of generated text and prints MB/s and tokens/s to out
+ * (`lethe bench`). */
+void tokenizer_bench(FILE *out, const tokenizer *t);
 
 #endif

@@ -1,0 +1,687 @@
+/* Tokenizer tests:
+ *  - every NAME.gguf in $LETHE_MODELS/vocab with NAME.gguf.inp / .out (llama.cpp's
+ *    test vectors, add_special = parse_special = false) must match 100%;
+ *  - detokenise(tokenise(x)) == x on those inputs, random valid UTF-8 and
+ *    random bytes (SPM: with the added leading space);
+ *  - llama2.c tokenizer.bin / tok512.bin against the GGUF and reference ids;
+ *  - streaming detokenisation, parse_special, errors, 1 MB timing. */
+#include <dirent.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "format/gguf.h"
+#include "testutil.h"
+#include "tokenize/tokenizer.h"
+
+/* ---- helpers ---- */
+
+static uint64_t rng = 0x243F6A8885A308D3ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Tokenises into a malloc'd array; *n = count, NULL on error. */
+static lethe_token *encode(const tokenizer *t, const char *s, size_t len, bool add_special, bool parse_special, int *n) {
+    int need = tokenizer_encode(t, s, len, NULL, 0, add_special, parse_special);
+    *n = need;
+    if (need < 0) return NULL;
+    lethe_token *ids = malloc((size_t)(need > 0 ? need : 1) * sizeof *ids);
+    if (!ids) return NULL;
+    int got = tokenizer_encode(t, s, len, ids, need, add_special, parse_special);
+    if (got != need) {
+        free(ids);
+        *n = -1;
+        return NULL;
+    }
+    return ids;
+}
+
+/* Concatenated pieces (malloc'd, length in *len). */
+static char *decode(const tokenizer *t, const lethe_token *ids, int n, bool render_special, size_t *len) {
+    size_t cap = 64, used = 0;
+    char *out = malloc(cap);
+    for (int i = 0; out && i < n; i++) {
+        int k = tokenizer_piece(t, ids[i], NULL, 0, render_special);
+        if (k < 0) {
+            free(out);
+            return NULL;
+        }
+        while (used + (size_t)k + 1 > cap) {
+            char *o = realloc(out, cap *= 2);
+            if (!o) {
+                free(out);
+                return NULL;
+            }
+            out = o;
+        }
+        tokenizer_piece(t, ids[i], out + used, k, render_special);
+        used += (size_t)k;
+    }
+    if (out) out[used] = 0;
+    *len = used;
+    return out;
+}
+
+static bool strict_utf8(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        int k;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c < 0x80) k = 1;
+        else if (c >= 0xC2 && c <= 0xDF) k = 2;
+        else if (c >= 0xE0 && c <= 0xEF) k = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        else if (c >= 0xF0 && c <= 0xF4) k = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        else return false;
+        if (i + (size_t)k > n) return false;
+        for (int j = 1; j < k; j++) {
+            unsigned char b = s[i + (size_t)j];
+            if (j == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return false;
+        }
+        i += (size_t)k;
+    }
+    return true;
+}
+
+static size_t put_cp(char *o, uint32_t cp) {
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | (cp >> 6));
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18));
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Random valid UTF-8: mostly ASCII words and spaces, some Latin-1, Cyrillic,
+ * CJK, emoji and arbitrary code points. Returns the length (buf >= 4*maxcp). */
+static size_t random_utf8(char *buf, int maxcp) {
+    int n = (int)(rnd() % (unsigned)maxcp) + 1;
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t r = rnd() % 100, cp;
+        if (r < 50) cp = "abcdefghijklmnopqrstuvwxyz   ETAOIN.,'!?0123456789"[rnd() % 50];
+        else if (r < 60) cp = "\n\t \r"[rnd() % 4];
+        else if (r < 70) cp = 0xA0 + rnd() % 0x60;
+        else if (r < 78) cp = 0x400 + rnd() % 0x100;
+        else if (r < 86) cp = 0x4E00 + rnd() % 0x5000;
+        else if (r < 92) cp = 0x1F300 + rnd() % 0x300;
+        else {
+            do cp = 1 + rnd() % 0x10FFFF;
+            while (cp >= 0xD800 && cp <= 0xDFFF);
+        }
+        len += put_cp(buf + len, cp);
+    }
+    return len;
+}
+
+/* ---- llama.cpp test vectors ---- */
+
+typedef struct {
+    char **text;
+    size_t *len;
+    lethe_token **ids;
+    int *n_ids;
+    int n;
+} cases;
+
+static void free_cases(cases *c) {
+    for (int i = 0; i < c->n; i++) free(c->ids[i]);
+    free(c->text);
+    free(c->len);
+    free(c->ids);
+    free(c->n_ids);
+}
+
+/* Splits the .inp at "\n__ggml_vocab_test__\n" (the file ends with one) and
+ * pairs the pieces with the lines of the .out. inp stays owned by the caller. */
+static bool load_cases(char *inp, size_t inp_len, char *out, cases *c) {
+    static const char sep[] = "\n__ggml_vocab_test__\n";
+    const size_t ls = sizeof sep - 1;
+    memset(c, 0, sizeof *c);
+    int cap = 0;
+    char *p = inp, *end = inp + inp_len;
+    while (p < end) {
+        char *q = memmem(p, (size_t)(end - p), sep, ls);
+        if (!q) break;
+        if (c->n == cap) {
+            cap = cap ? cap * 2 : 64;
+            c->text = realloc(c->text, (size_t)cap * sizeof *c->text);
+            c->len = realloc(c->len, (size_t)cap * sizeof *c->len);
+            if (!c->text || !c->len) return false;
+        }
+        c->text[c->n] = p;
+        c->len[c->n] = (size_t)(q - p);
+        c->n++;
+        p = q + ls;
+    }
+    c->ids = calloc((size_t)c->n + 1, sizeof *c->ids);
+    c->n_ids = calloc((size_t)c->n + 1, sizeof *c->n_ids);
+    if (!c->ids || !c->n_ids) return false;
+    char *line = out;
+    for (int i = 0; i < c->n; i++) {
+        if (!line || !*line) return false;
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        int cap_ids = 16;
+        c->ids[i] = malloc((size_t)cap_ids * sizeof(lethe_token));
+        char *s = line;
+        for (;;) {
+            char *e;
+            long v = strtol(s, &e, 10);
+            if (e == s) break;
+            if (c->n_ids[i] == cap_ids) c->ids[i] = realloc(c->ids[i], (size_t)(cap_ids *= 2) * sizeof(lethe_token));
+            c->ids[i][c->n_ids[i]++] = (lethe_token)v;
+            s = e;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    return true;
+}
+
+static void print_ids(const char *what, const lethe_token *ids, int n) {
+    fprintf(stderr, "    %s (%d):", what, n);
+    for (int i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
+    fprintf(stderr, n > 40 ? " ...\n" : "\n");
+}
+
+/* The SPM round trip adds one leading space to non-empty text. */
+static bool roundtrip_ok(const tokenizer *t, bool spm, const char *s, size_t len, bool report) {
+    int n;
+    lethe_token *ids = encode(t, s, len, false, false, &n);
+    if (!ids) return false;
+    size_t dl;
+    char *d = decode(t, ids, n, false, &dl);
+    free(ids);
+    if (!d) return false;
+    size_t off = spm && len > 0 ? 1 : 0;
+    bool ok = dl == len + off && (!off || d[0] == ' ') && memcmp(d + off, s, len) == 0;
+    if (!ok && report) {
+        fprintf(stderr, "    round trip failed:");
+        for (size_t i = 0; i < len && i < 48; i++) fprintf(stderr, " %02x", (unsigned char)s[i]);
+        fprintf(stderr, " ->");
+        for (size_t i = 0; i < dl && i < 48; i++) fprintf(stderr, " %02x", (unsigned char)d[i]);
+        fprintf(stderr, "\n");
+    }
+    free(d);
+    return ok;
+}
+
+/* Bytes that come back unchanged as a one-byte text: those the vocabulary can
+ * represent on their own. */
+static void representable_bytes(const tokenizer *t, bool spm, bool rep[256]) {
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        rep[b] = roundtrip_ok(t, spm, &c, 1, false);
+    }
+}
+
+static void test_vocab(const char *dir, const char *name) {
+    char path[4096], pinp[4200], pout[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(pinp, sizeof pinp, "%s.inp", path);
+    snprintf(pout, sizeof pout, "%s.out", path);
+    if (!tu_file_exists(pinp) || !tu_file_exists(pout)) {
+        printf("  %s: no .inp/.out, load check only\n", name);
+    }
+    char err[512] = "";
+    lethe_status st;
+    gguf_file *f = gguf_open(path, err, &st);
+    if (!CHECKF(f != NULL, "%s: gguf_open: %s", name, err)) return;
+    tokenizer *t = tokenizer_from_gguf(f, err, &st);
+    if (!CHECKF(t != NULL, "%s: tokenizer_from_gguf failed (status %d): %s", name, (int)st, err)) {
+        gguf_close(f);
+        return;
+    }
+    gguf_str model;
+    bool spm = gguf_get_str(f, "tokenizer.ggml.model", &model) && gguf_str_eq(model, "llama");
+
+    size_t inp_len = 0;
+    char *inp = tu_file_exists(pinp) ? tu_read_file(pinp, &inp_len) : NULL;
+    char *out = tu_file_exists(pout) ? tu_read_file(pout, NULL) : NULL;
+    if (inp && out) {
+        cases c;
+        bool loaded = load_cases(inp, inp_len, out, &c);
+        CHECKF(loaded && c.n > 0, "%s: cannot parse the test vectors", name);
+        int matched = 0, shown = 0, rt_ok = 0;
+        for (int i = 0; loaded && i < c.n; i++) {
+            int n;
+            lethe_token *ids = encode(t, c.text[i], c.len[i], false, false, &n);
+            bool ok = ids && n == c.n_ids[i] && memcmp(ids, c.ids[i], (size_t)n * sizeof *ids) == 0;
+            if (ok) matched++;
+            else if (shown++ < 3) {
+                fprintf(stderr, "  %s case %d mismatch, text \"%.*s\"\n", name, i, (int)c.len[i], c.text[i]);
+                print_ids("expected", c.ids[i], c.n_ids[i]);
+                print_ids("got     ", ids, n);
+            }
+            free(ids);
+            if (roundtrip_ok(t, spm, c.text[i], c.len[i], true)) rt_ok++;
+        }
+        printf("  %-34s %2d/%2d cases match, %2d/%2d round trips\n", name, matched, c.n, rt_ok, c.n);
+        CHECKF(loaded && matched == c.n, "%s: %d of %d test vectors differ", name, c.n - matched, c.n);
+        CHECKF(loaded && rt_ok == c.n, "%s: %d of %d round trips failed", name, c.n - rt_ok, c.n);
+        free_cases(&c);
+    }
+    free(inp);
+    free(out);
+
+    /* Bytes the vocabulary can spell on its own. Some byte-level vocabularies
+     * lack a few (falcon, starcoder: e.g. the lead bytes F1..F3 of planes
+     * 1..3), and like llama.cpp we then drop them, so the round trips below
+     * are only asserted for texts made of representable bytes. */
+    bool rep[256];
+    representable_bytes(t, spm, rep);
+    int n_rep = 0;
+    for (int b = 0; b < 256; b++) n_rep += rep[b];
+
+    /* random valid UTF-8 */
+    char buf[4 * 64 + 8];
+    int bad = 0, tried = 0;
+    for (int i = 0; i < 300; i++) {
+        size_t len = random_utf8(buf, 64);
+        bool all = true;
+        for (size_t j = 0; j < len; j++) all = all && rep[(unsigned char)buf[j]];
+        int n;
+        lethe_token *ids = encode(t, buf, len, false, false, &n);
+        CHECK(ids != NULL);
+        free(ids);
+        if (!all) continue;
+        tried++;
+        if (!roundtrip_ok(t, spm, buf, len, bad == 0)) bad++;
+    }
+    CHECKF(bad == 0, "%s: %d of %d random UTF-8 strings did not round-trip", name, bad, tried);
+
+    /* random bytes (mostly invalid UTF-8): no crash; round trip where every
+     * byte is representable on its own */
+    static const char *const edge[] = {"\x80", "\xbf\x80", "\xc0\x80", "\xc3", "\xe2\x82", "\xe2\x82x", "\xed\xa0\x80",
+                                       "\xf4\x90\x80\x80", "\xf5\xff", "a\xff b", "\xf0\x9f\x98", "\x00\x01"};
+    int crashed = 0, rt_bad = 0, rt_tried = 0;
+    for (int i = 0; i < 300 + 12; i++) {
+        char raw[48];
+        size_t len;
+        if (i < 12) {
+            len = strlen(edge[i]) + (i == 11 ? 2 : 0);
+            memcpy(raw, edge[i], len);
+        } else {
+            len = rnd() % sizeof raw;
+            for (size_t j = 0; j < len; j++) raw[j] = (char)(rnd() % 3 ? 0x80 + rnd() % 0x80 : rnd() % 0x80);
+        }
+        int n;
+        lethe_token *ids = encode(t, raw, len, false, false, &n);
+        if (!ids) {
+            crashed++;
+            continue;
+        }
+        free(ids);
+        bool all = true;
+        for (size_t j = 0; j < len; j++) all = all && rep[(unsigned char)raw[j]];
+        if (all) {
+            rt_tried++;
+            if (!roundtrip_ok(t, spm, raw, len, rt_bad == 0)) rt_bad++;
+        }
+    }
+    CHECKF(crashed == 0, "%s: %d invalid UTF-8 inputs failed to tokenise", name, crashed);
+    CHECKF(rt_bad == 0, "%s: %d of %d invalid UTF-8 inputs did not round-trip", name, rt_bad, rt_tried);
+    printf("  %-34s random UTF-8: %d/%d round-trip, invalid: %d/%d (%d bytes representable alone)\n", "", tried - bad,
+           tried, rt_tried - rt_bad, rt_tried, n_rep);
+    tokenizer_free(t);
+    gguf_close(f);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void test_vocab_dir(void) {
+    const char *dir = tu_model_path("vocab");
+    DIR *d = opendir(dir);
+    if (!d) tu_skip("vocab folder %s absent (set LETHE_MODELS)", dir);
+    char *names[256];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 256) {
+        size_t l = strlen(e->d_name);
+        if (l > 5 && strcmp(e->d_name + l - 5, ".gguf") == 0) names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    printf("vocab test vectors (%d files in %s):\n", n, dir);
+    for (int i = 0; i < n; i++) {
+        test_vocab(dir, names[i]);
+        free(names[i]);
+    }
+}
+
+/* ---- GGUF / llama2.c specific ---- */
+
+static tokenizer *open_vocab(const char *rel, gguf_file **fp) {
+    const char *p = tu_model_path(rel);
+    *fp = NULL;
+    if (!tu_file_exists(p)) return NULL;
+    char err[512];
+    lethe_status st;
+    *fp = gguf_open(p, err, &st);
+    if (!*fp) return NULL;
+    tokenizer *t = tokenizer_from_gguf(*fp, err, &st);
+    CHECKF(t != NULL, "%s: %s", rel, err);
+    return t;
+}
+
+static bool ids_eq(const lethe_token *a, int na, const lethe_token *b, int nb) {
+    return na == nb && (na == 0 || memcmp(a, b, (size_t)na * sizeof *a) == 0);
+}
+
+static void test_llama2c(void) {
+    char err[512];
+    lethe_status st;
+    const char *tb = tu_model_path("llama2c/tokenizer.bin");
+    gguf_file *f;
+    tokenizer *spm = open_vocab("vocab/ggml-vocab-llama-spm.gguf", &f);
+    if (tu_file_exists(tb) && spm) {
+        tokenizer *t = tokenizer_from_llama2c(tb, 32000, err, &st);
+        if (CHECKF(t != NULL, "tokenizer.bin: %s", err)) {
+            size_t inp_len;
+            char *inp = tu_read_file(tu_model_path("vocab/ggml-vocab-llama-spm.gguf.inp"), &inp_len);
+            int same = 0, total = 0;
+            static const char sep[] = "\n__ggml_vocab_test__\n";
+            for (char *p = inp, *q; inp && (q = memmem(p, inp_len - (size_t)(p - inp), sep, sizeof sep - 1));
+                 p = q + sizeof sep - 1) {
+                for (int mode = 0; mode < 2; mode++) {
+                    int na, nb;
+                    lethe_token *a = encode(t, p, (size_t)(q - p), mode, mode, &na);
+                    lethe_token *b = encode(spm, p, (size_t)(q - p), mode, mode, &nb);
+                    total++;
+                    if (a && b && ids_eq(a, na, b, nb)) same++;
+                    free(a);
+                    free(b);
+                }
+            }
+            printf("llama2.c tokenizer.bin vs ggml-vocab-llama-spm.gguf: %d/%d tokenisations identical\n", same, total);
+            CHECKF(total > 0 && same == total, "tokenizer.bin differs from the GGUF vocab on %d inputs", total - same);
+            CHECK(tokenizer_bos(t) == 1 && tokenizer_eos(t) == 2 && tokenizer_is_eog(t, 2));
+            free(inp);
+            tokenizer_free(t);
+        }
+    } else {
+        printf("tokenizer.bin or ggml-vocab-llama-spm.gguf absent: skipped\n");
+    }
+    tokenizer_free(spm);
+    if (f) gguf_close(f);
+
+    const char *t512 = tu_model_path("llama2c/tok512.bin");
+    if (!tu_file_exists(t512)) {
+        printf("tok512.bin absent: skipped\n");
+        return;
+    }
+    tokenizer *t = tokenizer_from_llama2c(t512, 512, err, &st);
+    if (!CHECKF(t != NULL, "tok512.bin: %s", err)) return;
+    /* prompt_ids of shared/reference/stories260K.greedy.<n>.json */
+    static const struct {
+        const char *prompt;
+        lethe_token ids[12];
+        int n;
+    } ref[] = {
+        {"Once upon a time", {1, 403, 407, 261, 378}, 5},
+        {"The little dog", {1, 291, 376, 400, 428}, 5},
+        {"Lily and Ben went to the park", {1, 317, 269, 368, 302, 263, 377, 267, 265, 282, 295, 433}, 12},
+        {"One day, a big", {1, 385, 328, 432, 261, 370}, 6},
+        {"Tom had a red ball", {1, 274, 287, 381, 261, 352, 266, 268, 388}, 9},
+        {"", {1}, 1},
+    };
+    gguf_file *g;
+    tokenizer *gt = open_vocab("stories260K.gguf", &g);
+    int ok = 0;
+    for (int i = 0; i < 6; i++) {
+        int n;
+        lethe_token *ids = encode(t, ref[i].prompt, strlen(ref[i].prompt), true, false, &n);
+        bool same = ids && ids_eq(ids, n, ref[i].ids, ref[i].n);
+        if (!same) {
+            fprintf(stderr, "  tok512 \"%s\":\n", ref[i].prompt);
+            print_ids("expected", ref[i].ids, ref[i].n);
+            print_ids("got     ", ids, n);
+        }
+        ok += same;
+        free(ids);
+        if (gt) { /* the GGUF carries the same vocabulary */
+            ids = encode(gt, ref[i].prompt, strlen(ref[i].prompt), true, false, &n);
+            CHECKF(ids && ids_eq(ids, n, ref[i].ids, ref[i].n), "stories260K.gguf prompt %d", i);
+            free(ids);
+        }
+    }
+    printf("tok512.bin: %d/6 reference prompts match\n", ok);
+    CHECKF(ok == 6, "tok512.bin: %d of 6 prompts differ", 6 - ok);
+    /* pieces: BOS renders as "<s>" only with render_special */
+    char piece[32];
+    CHECK(tokenizer_piece(t, 1, piece, sizeof piece, false) == 0);
+    CHECK(tokenizer_piece(t, 1, piece, sizeof piece, true) == 3 && memcmp(piece, "<s>", 3) == 0);
+    CHECK(tokenizer_piece(t, 403, piece, sizeof piece, false) > 0 && piece[0] == ' ');
+    CHECK(tokenizer_piece(t, 3 + 0x41, piece, sizeof piece, false) == 1 && piece[0] == 'A');
+    CHECK(tokenizer_piece(t, 512, piece, sizeof piece, false) == -1);
+    tokenizer_free(t);
+    tokenizer_free(gt);
+    if (g) gguf_close(g);
+    t = tokenizer_from_llama2c(t512, 100000, err, &st);
+    CHECK(t == NULL && st == LETHE_ERR_FORMAT);
+    t = tokenizer_from_llama2c("/nonexistent/tok.bin", 512, err, &st);
+    CHECK(t == NULL && st == LETHE_ERR_IO);
+}
+
+static void test_stream(const char *rel) {
+    gguf_file *f;
+    tokenizer *t = open_vocab(rel, &f);
+    if (!t) {
+        printf("%s absent: streaming test skipped\n", rel);
+        if (f) gguf_close(f);
+        return;
+    }
+    static const char *const texts[] = {
+        "H\xc3\xa9llo w\xc3\xb6rld \xf0\x9f\x98\x80 \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xe2\x82\xac 3\xc2\xbd \xf0\x9f\xa6\x99\xf0\x9f\xa6\x99",
+        "\xe1\x9e\x80\xe1\x9e\xb6\xe1\x9e\x93\xe1\x9f\x8b\xe1\x9e\x8f\xe1\x9f\x82 \xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82",
+        "bad \xe2\x82x \xff\xfe tail \xf0\x9f\x98", /* invalid: passed through */
+    };
+    for (int k = 0; k < 3; k++) {
+        int n;
+        lethe_token *ids = encode(t, texts[k], strlen(texts[k]), false, false, &n);
+        if (!CHECK(ids != NULL)) continue;
+        size_t full_len;
+        char *full = decode(t, ids, n, false, &full_len);
+        char cat[1024], chunk[512];
+        size_t used = 0;
+        bool chunks_valid = true;
+        detok_stream d;
+        detok_stream_init(&d);
+        for (int i = 0; i < n; i++) {
+            int m = detok_stream_push(&d, t, ids[i], chunk, sizeof chunk, false);
+            if (!CHECK(m >= 0)) break;
+            if (k < 2 && !strict_utf8((unsigned char *)chunk, (size_t)m)) chunks_valid = false;
+            memcpy(cat + used, chunk, (size_t)m);
+            used += (size_t)m;
+        }
+        int m = detok_stream_flush(&d, chunk, sizeof chunk);
+        CHECK(m >= 0);
+        if (m > 0) memcpy(cat + used, chunk, (size_t)m), used += (size_t)m;
+        CHECKF(chunks_valid, "%s: streaming emitted a broken UTF-8 chunk (text %d)", rel, k);
+        CHECKF(full && used == full_len && memcmp(cat, full, used) == 0, "%s: streamed text differs (text %d)", rel, k);
+        free(full);
+        free(ids);
+    }
+    /* a tiny output buffer is refused without losing state */
+    detok_stream d;
+    detok_stream_init(&d);
+    int n;
+    lethe_token *ids = encode(t, "hello", 5, false, false, &n);
+    char small[1];
+    if (ids && n > 0) CHECK(detok_stream_push(&d, t, ids[0], small, 0, false) == -1 && d.n_pending == 0);
+    free(ids);
+    tokenizer_free(t);
+    gguf_close(f);
+}
+
+static void test_special(void) {
+    gguf_file *f;
+    tokenizer *t = open_vocab("vocab/ggml-vocab-gpt-2.gguf", &f);
+    if (t) {
+        int n;
+        lethe_token *ids = encode(t, "<|endoftext|>", 13, false, true, &n);
+        CHECK(ids && n == 1 && ids[0] == 50256);
+        free(ids);
+        ids = encode(t, "<|endoftext|>", 13, false, false, &n);
+        CHECK(ids && n > 1);
+        free(ids);
+        ids = encode(t, "a<|endoftext|>b", 15, false, true, &n);
+        CHECK(ids && n == 3 && ids[1] == 50256);
+        free(ids);
+        CHECK(tokenizer_is_eog(t, 50256) && !tokenizer_is_eog(t, 0));
+        char p[32];
+        CHECK(tokenizer_piece(t, 50256, p, sizeof p, false) == 0);
+        CHECK(tokenizer_piece(t, 50256, p, sizeof p, true) == 13);
+        /* cap smaller than needed: returns the full count, writes cap ids */
+        lethe_token two[2] = {-7, -7};
+        int need = tokenizer_encode(t, "Hello world and more", 20, two, 1, false, false);
+        CHECK(need > 1 && two[0] >= 0 && two[1] == -7);
+        CHECK(tokenizer_encode(t, "", 0, NULL, 0, true, true) == 0);
+        tokenizer_free(t);
+        gguf_close(f);
+    }
+    t = open_vocab("vocab/ggml-vocab-llama-spm.gguf", &f);
+    if (t) {
+        int n;
+        lethe_token *ids = encode(t, "<s>Hi", 5, false, true, &n);
+        CHECK(ids && n >= 2 && ids[0] == 1);
+        free(ids);
+        ids = encode(t, "", 0, true, false, &n);
+        CHECK(ids && n == 1 && ids[0] == 1);
+        free(ids);
+        CHECK(tokenizer_bos(t) == 1 && tokenizer_eos(t) == 2 && tokenizer_n_vocab(t) == 32000);
+        tokenizer_free(t);
+        gguf_close(f);
+    }
+}
+
+/* ---- a hand-made GGUF with an unknown pre-tokenizer ---- */
+
+typedef struct {
+    unsigned char b[1024];
+    size_t n;
+} gbuf;
+
+static void g_raw(gbuf *g, const void *p, size_t n) {
+    memcpy(g->b + g->n, p, n);
+    g->n += n;
+}
+static void g_u32(gbuf *g, uint32_t v) {
+    for (int i = 0; i < 4; i++) g->b[g->n++] = (unsigned char)(v >> (8 * i));
+}
+static void g_u64(gbuf *g, uint64_t v) {
+    for (int i = 0; i < 8; i++) g->b[g->n++] = (unsigned char)(v >> (8 * i));
+}
+static void g_str(gbuf *g, const char *s) {
+    g_u64(g, strlen(s));
+    g_raw(g, s, strlen(s));
+}
+static void g_kv_str(gbuf *g, const char *k, const char *v) {
+    g_str(g, k);
+    g_u32(g, 8);
+    g_str(g, v);
+}
+static void g_kv_strs(gbuf *g, const char *k, const char *const *v, int n) {
+    g_str(g, k);
+    g_u32(g, 9);
+    g_u32(g, 8);
+    g_u64(g, (uint64_t)n);
+    for (int i = 0; i < n; i++) g_str(g, v[i]);
+}
+
+static void test_unknown_pre(void) {
+    static const char *const toks[] = {"a", "b", "ab"};
+    static const char *const merges[] = {"a b"};
+    const char *pres[] = {"no-such-pre", "gpt-2"};
+    for (int i = 0; i < 2; i++) {
+        gbuf g = {.n = 0};
+        g_raw(&g, "GGUF", 4);
+        g_u32(&g, 3);
+        g_u64(&g, 0);
+        g_u64(&g, 4);
+        g_kv_str(&g, "tokenizer.ggml.model", "gpt2");
+        g_kv_str(&g, "tokenizer.ggml.pre", pres[i]);
+        g_kv_strs(&g, "tokenizer.ggml.tokens", toks, 3);
+        g_kv_strs(&g, "tokenizer.ggml.merges", merges, 1);
+        while (g.n % 32) g.b[g.n++] = 0;
+        char err[512] = "";
+        lethe_status st = LETHE_OK;
+        gguf_file *f = gguf_open_memory(g.b, g.n, err, &st);
+        if (!CHECKF(f != NULL, "hand-made GGUF rejected: %s", err)) return;
+        tokenizer *t = tokenizer_from_gguf(f, err, &st);
+        if (i == 0) {
+            CHECKF(t == NULL && st == LETHE_ERR_UNSUPPORTED && strstr(err, "no-such-pre"),
+                   "unknown pre must be LETHE_ERR_UNSUPPORTED (got status %d: %s)", (int)st, err);
+        } else if (CHECKF(t != NULL, "tiny gpt-2 vocab: %s", err)) {
+            int n;
+            lethe_token *ids = encode(t, "abab", 4, false, false, &n);
+            CHECK(ids && n == 2 && ids[0] == 2 && ids[1] == 2); /* one pre-token, merged to ab ab */
+            free(ids);
+        }
+        tokenizer_free(t);
+        gguf_close(f);
+    }
+}
+
+/* ---- speed ---- */
+
+static void test_speed(const char *rel) {
+    gguf_file *f;
+    tokenizer *t = open_vocab(rel, &f);
+    if (!t) {
+        if (f) gguf_close(f);
+        return;
+    }
+    size_t size = 1 << 20, len = 0;
+    char *text = malloc(size);
+    while (text && len + 300 < size) len += random_utf8(text + len, 64);
+    double t0 = now_s();
+    int n = tokenizer_encode(t, text, len, NULL, 0, false, false);
+    double dt = now_s() - t0;
+    printf("%s: %zu bytes of random text -> %d tokens in %.3f s (%.2f MB/s)\n", rel, len, n, dt, len / 1e6 / dt);
+    CHECKF(n > 0 && dt < 5.0, "%s: 1 MB took %.2f s", rel, dt);
+    tokenizer_bench(stdout, t);
+    free(text);
+    tokenizer_free(t);
+    gguf_close(f);
+}
+
+int main(void) {
+    test_vocab_dir();
+    test_llama2c();
+    test_stream("vocab/ggml-vocab-gpt-2.gguf");
+    test_stream("vocab/ggml-vocab-llama-spm.gguf");
+    test_special();
+    test_unknown_pre();
+    test_speed("vocab/ggml-vocab-gpt-2.gguf");
+    test_speed("vocab/ggml-vocab-llama-spm.gguf");
+    test_speed("vocab/ggml-vocab-deepseek-llm.gguf");
+    return tu_finish("test_tokenizer");
+}
