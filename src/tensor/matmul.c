@@ -38,6 +38,8 @@ typedef struct {
     float *y;
     char *qbuf;        /* quantised activations, NULL when vec_dot_type is F32 */
     size_t arb;        /* bytes per activation row */
+    size_t tab_off;    /* offset of the activation tables in a copy (0: none) */
+    size_t copy_bytes; /* bytes of one copy of rows + tables */
     bool private_quant;
     atomic_int arrived;
 } mm_ctx;
@@ -64,12 +66,15 @@ static int ws_reserve(lt_workspace *ws, size_t need) {
 static void quantize_range(const mm_ctx *c, char *dst, int64_t lo, int64_t hi) {
     /* [lo, hi) counts vec_dot_type blocks over all tokens */
     const int64_t bs = c->vt->block_size, bpr = c->n_cols / bs;
+    float *dtab = c->tab_off ? (float *)(dst + c->tab_off) : NULL;
+    float *stab = dtab ? dtab + bpr * c->n_tok : NULL;
     while (lo < hi) {
         const int64_t t = lo / bpr, b0 = lo % bpr;
         int64_t cnt = bpr - b0;
         if (cnt > hi - lo) cnt = hi - lo;
-        c->vt->from_float(c->x + t * c->n_cols + b0 * bs, dst + (size_t)t * c->arb + (size_t)b0 * c->vt->block_bytes,
-                          cnt * bs);
+        char *row = dst + (size_t)t * c->arb;
+        c->vt->from_float(c->x + t * c->n_cols + b0 * bs, row + (size_t)b0 * c->vt->block_bytes, cnt * bs);
+        if (dtab) lt_act_tables(c->tr->vec_dot_type, row, b0, cnt, dtab + t, stab + t, (size_t)c->n_tok);
         lo += cnt;
     }
 }
@@ -90,11 +95,13 @@ static void barrier(atomic_int *arrived, int nth) {
 static void rows_loop(const mm_ctx *c, const char *act, int64_t r0, int64_t r1) {
     const lt_tile *tl = c->tile;
     const int64_t n = c->n_cols;
+    const float *tab = c->tab_off ? (const float *)(act + c->tab_off) : NULL;
+    const size_t ld = (size_t)c->n_tok;
     if (c->n_tok == 1) {
         if (tl->fn) {
             for (int64_t r = r0; r < r1; r += tl->rows1) {
                 const int nr = (int)(r1 - r < tl->rows1 ? r1 - r : tl->rows1);
-                tl->fn(n, c->W + (size_t)r * c->wrb, c->wrb, act, 0, c->y + r, 1, nr, 1);
+                tl->fn(n, c->W + (size_t)r * c->wrb, c->wrb, act, 0, tab, ld, c->y + r, 1, nr, 1);
             }
         } else {
             for (int64_t r = r0; r < r1; r++) c->y[r] = c->tr->vec_dot(n, c->W + (size_t)r * c->wrb, act);
@@ -114,7 +121,7 @@ static void rows_loop(const mm_ctx *c, const char *act, int64_t r0, int64_t r1) 
                 float *out = c->y + t * c->n_rows + r;
                 const char *a = act + (size_t)t * c->arb;
                 if (tl->fn) {
-                    tl->fn(n, w, c->wrb, a, c->arb, out, (size_t)c->n_rows, nr, nc);
+                    tl->fn(n, w, c->wrb, a, c->arb, tab ? tab + t : NULL, ld, out, (size_t)c->n_rows, nr, nc);
                 } else {
                     for (int i = 0; i < nr; i++)
                         for (int j = 0; j < nc; j++)
@@ -131,7 +138,7 @@ static void mm_task(void *vctx, int ith, int nth) {
     if (c->qbuf) {
         const int64_t total = c->n_tok * (c->n_cols / c->vt->block_size);
         if (c->private_quant) {
-            char *mine = c->qbuf + (size_t)ith * c->arb * (size_t)c->n_tok;
+            char *mine = c->qbuf + (size_t)ith * c->copy_bytes;
             quantize_range(c, mine, 0, total);
             act = mine;
         } else {
@@ -164,15 +171,23 @@ int lt_matmul(threadpool *tp, lt_workspace *ws, lt_type wtype, const void *W, in
     mm_ctx c = {
         .tr = tr, .vt = vt, .tile = lt_type_tile(wtype), .W = W, .wrb = wrb,
         .n_rows = n_rows, .n_cols = n_cols, .n_tok = n_tok, .x = x, .y = y,
-        .qbuf = NULL, .arb = arb, .private_quant = false,
+        .qbuf = NULL, .arb = arb, .tab_off = 0, .copy_bytes = 0, .private_quant = false,
     };
     atomic_init(&c.arrived, 0);
     const int nth = tp_n_threads(tp);
     if (tr->vec_dot_type != LT_F32) {
         if (!vt->from_float) return -1;
-        if ((size_t)n_tok > SIZE_MAX / arb / (size_t)nth) return -1;
-        const size_t one = arb * (size_t)n_tok;
-        c.private_quant = nth > 1 && one <= PRIVATE_QUANT_BYTES;
+        /* sizes: n_tok rows of arb bytes, then (for tiles that want them)
+         * two float tables of n_blocks x n_tok, padded by 4 floats */
+        const size_t nb = (size_t)(n_cols / vt->block_size);
+        if ((size_t)n_tok > SIZE_MAX / 4 / (arb + 8 * nb) / (size_t)nth) return -1;
+        size_t one = (arb * (size_t)n_tok + 63) & ~(size_t)63;
+        if (c.tile->fn && c.tile->aux) {
+            c.tab_off = one;
+            one += ((2 * nb * (size_t)n_tok + 4) * sizeof(float) + 63) & ~(size_t)63;
+        }
+        c.copy_bytes = one;
+        c.private_quant = nth > 1 && arb * (size_t)n_tok <= PRIVATE_QUANT_BYTES;
         if (ws_reserve(ws, c.private_quant ? one * (size_t)nth : one) != 0) return -1;
         c.qbuf = ws->buf;
     }

@@ -99,8 +99,10 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
                             float *s, size_t ldc) {                                               \
         ftile(kind, 1, FT_RN, n, x, bx, y, by, s, ldc);                                           \
     }                                                                                             \
-    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, float *s,   \
-                     size_t ldc, int nr, int nc) {                                                \
+    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by,            \
+                     const float *aux, size_t ld, float *s, size_t ldc, int nr, int nc) {         \
+        (void)aux;                                                                                \
+        (void)ld;                                                                                 \
         const char *x = vx, *y = vy;                                                              \
         if (nr == FT_RM && nc == FT_RN) {                                                         \
             name##_full(n, x, bx, y, by, s, ldc);                                                 \
@@ -120,7 +122,7 @@ DEFINE_FTILES(tile_f16, K_F16)
 DEFINE_FTILES(tile_bf16, K_BF16)
 
 void lt_tiles_float_avx2(lt_tile *t) {
-    t[LT_F32] = (lt_tile){tile_f32, FT_RM, FT_RN, FT_RM};
-    t[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM};
-    t[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM};
+    t[LT_F32] = (lt_tile){tile_f32, FT_RM, FT_RN, FT_RM, false};
+    t[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM, false};
+    t[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM, false};
 }

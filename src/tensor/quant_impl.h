@@ -4,6 +4,7 @@
 #ifndef LETHE_QUANT_IMPL_H
 #define LETHE_QUANT_IMPL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -125,15 +126,24 @@ void lt_q8_K_from_float_avx2(const float *src, void *dst, int64_t n);
 /* ---- tile kernels for lt_matmul ----
  * s[c*ldc + r] = dot(row r of x, row c of y) for r < nr, c < nc, where row r
  * of x starts at x + r*bx and row c of y (activations of vec_dot_type) at
- * y + c*by. nr <= rows and nc <= cols of the lt_tile entry. */
+ * y + c*by. nr <= rows and nc <= cols of the lt_tile entry. When the entry
+ * asks for aux, aux points to the tables of lt_act_tables for token 0 of
+ * the tile (aux[b*ld + c] is block b of token c); otherwise it is unused. */
 typedef void (*lt_tile_fn)(int64_t n, const void *x, size_t bx, const void *y, size_t by,
-                           float *s, size_t ldc, int nr, int nc);
+                           const float *aux, size_t ld, float *s, size_t ldc, int nr, int nc);
 typedef struct {
     lt_tile_fn fn; /* NULL: lt_matmul loops over vec_dot */
     int rows;      /* largest nr the kernel takes */
     int cols;      /* largest nc the kernel takes */
-    int rows1;     /* rows to use when there is a single token */
+    int rows1;     /* rows per call when there is a single token */
+    bool aux;      /* wants the activation tables */
 } lt_tile;
+
+/* Tables of Q8_0 / Q8_1 activation rows, block-major across the batch:
+ * for blocks [b0, b0+cnt) of one token, d[b*ld] = the block's scale and
+ * s[b*ld] = d * sum(q) (Q8_0) or the stored s (Q8_1); d and s point at the
+ * token's column. The tables need 4 floats of padding after their end. */
+void lt_act_tables(lt_type vdt, const void *row, int64_t b0, int64_t cnt, float *d, float *s, size_t ld);
 
 /* Tile kernel of the dispatched (fastest) implementation; never NULL for an
  * id in the table, but fn may be NULL. */

@@ -158,8 +158,10 @@ LT_INLINE void ktile(int kind, const int RM, const int RN, int64_t n, const char
     static void name##_one(int64_t n, const char *x, const char *y, float *s) {                   \
         ktile(kind, 1, 1, n, x, 0, y, 0, s, 1);                                                   \
     }                                                                                             \
-    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, float *s,   \
-                     size_t ldc, int nr, int nc) {                                                \
+    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by,            \
+                     const float *aux, size_t ld, float *s, size_t ldc, int nr, int nc) {         \
+        (void)aux;                                                                                \
+        (void)ld;                                                                                 \
         const char *x = vx, *y = vy;                                                              \
         if (nr == KT_RM && nc == KT_RN) {                                                         \
             name##_full(n, x, bx, y, by, s, ldc);                                                 \
@@ -179,9 +181,9 @@ DEFINE_KTILES(q5_K, K_Q5_K)
 DEFINE_KTILES(q6_K, K_Q6_K)
 
 void lt_tiles_k_avx2(lt_tile *t) {
-    t[LT_Q4_K] = (lt_tile){q4_K, KT_RM, KT_RN, KT_RM};
-    t[LT_Q5_K] = (lt_tile){q5_K, KT_RM, KT_RN, KT_RM};
-    t[LT_Q6_K] = (lt_tile){q6_K, KT_RM, KT_RN, KT_RM};
+    t[LT_Q4_K] = (lt_tile){q4_K, KT_RM, KT_RN, KT_RM, false};
+    t[LT_Q5_K] = (lt_tile){q5_K, KT_RM, KT_RN, KT_RM, false};
+    t[LT_Q6_K] = (lt_tile){q6_K, KT_RM, KT_RN, KT_RM, false};
 }
 
 /* ---- Q8_K quantiser, bit-exact with lt_q8_K_from_float ---- */

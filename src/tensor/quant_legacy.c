@@ -327,3 +327,21 @@ float lt_iq4_nl_dot(int64_t n, const void *vx, const void *vy) {
     }
     return sum;
 }
+
+/* ---- activation tables for the matmul tiles ---- */
+
+void lt_act_tables(lt_type vdt, const void *row, int64_t b0, int64_t cnt, float *d, float *s, size_t ld) {
+    for (int64_t b = b0; b < b0 + cnt; b++) {
+        if (vdt == LT_Q8_1) {
+            const blk_q8_1 *q = (const blk_q8_1 *)row + b;
+            d[(size_t)b * ld] = F16(q->d);
+            s[(size_t)b * ld] = F16(q->s);
+        } else {
+            const blk_q8_0 *q = (const blk_q8_0 *)row + b;
+            int sum = 0;
+            for (int j = 0; j < 32; j++) sum += q->qs[j];
+            d[(size_t)b * ld] = F16(q->d);
+            s[(size_t)b * ld] = F16(q->d) * (float)sum;
+        }
+    }
+}

@@ -137,46 +137,132 @@ LT_INLINE float ldot(int kind, int64_t n, const char *x, const char *y) {
     return s;
 }
 
-#define LT_RM 4
-#define LT_RN 2
+/* ---- matmul tiles ----
+ * lt_matmul passes, besides the activation rows, two tables of floats laid
+ * out block-major across the batch (aux[b*ld + t]): the activation scales
+ * d_y, then sT = d_y * sum(q_y) (Q8_0) or Q8_1's own s. With them:
+ *  - the scale products d_x * d_y of a block are made with one vector
+ *    multiply per row and read back as broadcasts;
+ *  - Q4_0 / Q5_0 use their quants unsigned (q + 8, q + 16), so no sign
+ *    fix-up is needed per row x token pair, and subtract 8 (16) * d_x * sT
+ *    per block; Q4_1 / Q5_1 add m * s the same way. These corrections are a
+ *    small float product over the blocks, one FMA per row per block. */
 
-#define DEFINE_LTILES(name, kind)                                                                 \
-    static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
-                            float *s, size_t ldc) {                                               \
-        ltile(kind, LT_RM, LT_RN, n, x, bx, y, by, s, ldc);                                       \
-    }                                                                                             \
-    static void name##_rows(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
-                            float *s, size_t ldc) {                                               \
-        ltile(kind, LT_RM, 1, n, x, bx, y, by, s, ldc);                                           \
-    }                                                                                             \
-    static void name##_cols(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
-                            float *s, size_t ldc) {                                               \
-        ltile(kind, 1, LT_RN, n, x, bx, y, by, s, ldc);                                           \
-    }                                                                                             \
-    static void name##_one(int64_t n, const char *x, const char *y, float *s) {                   \
-        ltile(kind, 1, 1, n, x, 0, y, 0, s, 1);                                                   \
-    }                                                                                             \
-    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, float *s,   \
-                     size_t ldc, int nr, int nc) {                                                \
-        const char *x = vx, *y = vy;                                                              \
-        if (nr == LT_RM && nc == LT_RN) {                                                         \
-            name##_full(n, x, bx, y, by, s, ldc);                                                 \
-        } else if (nr == LT_RM) {                                                                 \
-            for (int c = 0; c < nc; c++) name##_rows(n, x, bx, y + c * by, by, s + c * ldc, ldc); \
-        } else if (nc == LT_RN) {                                                                 \
-            for (int r = 0; r < nr; r++) name##_cols(n, x + r * bx, bx, y, by, s + r, ldc);       \
-        } else {                                                                                  \
-            for (int r = 0; r < nr; r++)                                                          \
-                for (int c = 0; c < nc; c++) name##_one(n, x + r * bx, y + c * by, s + c * ldc + r); \
-        }                                                                                         \
+LT_INLINE __m256i decode_unsigned(int kind, const char *p, float *d, float *m) {
+    switch (kind) {
+    case K_Q4_0: {
+        const blk_q4_0 *b = (const blk_q4_0 *)p;
+        *d = h2f(b->d);
+        *m = *d;
+        return nibbles32(b->qs);
+    }
+    case K_Q5_0: {
+        const blk_q5_0 *b = (const blk_q5_0 *)p;
+        *d = h2f(b->d);
+        *m = *d;
+        const __m256i hi = _mm256_and_si256(bits32_to_mask(qh32(b->qh)), _mm256_set1_epi8(0x10));
+        return _mm256_or_si256(nibbles32(b->qs), hi);
+    }
+    default:
+        return decode(kind, p, d, m);
+    }
+}
+
+LT_INLINE float corr_factor(int kind) {
+    return kind == K_Q4_0 ? -8.0f : kind == K_Q5_0 ? -16.0f : 1.0f;
+}
+
+LT_INLINE int has_corr(int kind) { return kind == K_Q4_0 || kind == K_Q5_0 || kind == K_Q4_1 || kind == K_Q5_1; }
+
+LT_INLINE void mtile(int kind, const int RM, const int RN, int64_t n, const char *x, size_t bx, const char *y,
+                     size_t by, const float *aux, size_t ld, float *s, size_t ldc) {
+    const int64_t nb = n / 32;
+    const size_t xs = blk_bytes(kind);
+    const size_t ys = kind == K_Q4_1 || kind == K_Q5_1 ? sizeof(blk_q8_1) : sizeof(blk_q8_0);
+    const int sgn = kind == K_Q8_0 || kind == K_IQ4_NL;
+    const float *sT = aux + nb * ld;
+    __m256 acc[4][4];
+    __m128 corr[4];
+    float prod[4][4] __attribute__((aligned(16)));
+#pragma GCC unroll 4
+    for (int r = 0; r < RM; r++) {
+        corr[r] = _mm_setzero_ps();
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) acc[r][c] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        /* the table rows are padded, so 4 floats can be read for any RN */
+        const __m128 dy = _mm_loadu_ps(aux + b * ld);
+        __m256i qx[4], ax[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < RM; r++) {
+            float dx, m;
+            qx[r] = decode_unsigned(kind, x + r * bx + b * xs, &dx, &m);
+            if (sgn) ax[r] = _mm256_sign_epi8(qx[r], qx[r]);
+            _mm_store_ps(prod[r], _mm_mul_ps(_mm_set1_ps(dx), dy));
+            if (has_corr(kind)) corr[r] = _mm_fmadd_ps(_mm_set1_ps(m), _mm_loadu_ps(sT + b * ld), corr[r]);
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) {
+            const __m256i qy = loadu256(y + c * by + b * ys + (ys == sizeof(blk_q8_1) ? 4 : 2));
+#pragma GCC unroll 4
+            for (int r = 0; r < RM; r++) {
+                const __m256i i = sgn ? dot_u8s8(ax[r], _mm256_sign_epi8(qy, qx[r])) : dot_u8s8(qx[r], qy);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_broadcast_ss(&prod[r][c]), acc[r][c]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RM; r++) {
+        float cr[4];
+        _mm_storeu_ps(cr, _mm_mul_ps(corr[r], _mm_set1_ps(corr_factor(kind))));
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) s[c * ldc + r] = hsum_ps(acc[r][c]) + (has_corr(kind) ? cr[c] : 0.0f);
+    }
+}
+
+#define MT_RM 3
+#define MT_RN 4
+
+#define DEFINE_MTILES(name, kind)                                                                        \
+    static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,              \
+                            const float *aux, size_t ld, float *s, size_t ldc) {                         \
+        mtile(kind, MT_RM, MT_RN, n, x, bx, y, by, aux, ld, s, ldc);                                     \
+    }                                                                                                    \
+    static void name##_rows(int64_t n, const char *x, size_t bx, const char *y, const float *aux,        \
+                            size_t ld, float *s) {                                                       \
+        mtile(kind, MT_RM, 1, n, x, bx, y, 0, aux, ld, s, 1);                                            \
+    }                                                                                                    \
+    static void name##_cols(int64_t n, const char *x, const char *y, size_t by, const float *aux,        \
+                            size_t ld, float *s, size_t ldc) {                                           \
+        mtile(kind, 1, MT_RN, n, x, 0, y, by, aux, ld, s, ldc);                                          \
+    }                                                                                                    \
+    static void name##_one(int64_t n, const char *x, const char *y, const float *aux, size_t ld,         \
+                           float *s) {                                                                   \
+        mtile(kind, 1, 1, n, x, 0, y, 0, aux, ld, s, 1);                                                 \
+    }                                                                                                    \
+    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, \
+                     size_t ld, float *s, size_t ldc, int nr, int nc) {                                  \
+        const char *x = vx, *y = vy;                                                                     \
+        if (nr == MT_RM && nc == MT_RN) {                                                                \
+            name##_full(n, x, bx, y, by, aux, ld, s, ldc);                                               \
+        } else if (nr == MT_RM) {                                                                        \
+            for (int c = 0; c < nc; c++) name##_rows(n, x, bx, y + c * by, aux + c, ld, s + c * ldc);    \
+        } else if (nc == MT_RN) {                                                                        \
+            for (int r = 0; r < nr; r++) name##_cols(n, x + r * bx, y, by, aux, ld, s + r, ldc);         \
+        } else {                                                                                         \
+            for (int r = 0; r < nr; r++)                                                                 \
+                for (int c = 0; c < nc; c++)                                                             \
+                    name##_one(n, x + r * bx, y + c * by, aux + c, ld, s + c * ldc + r);                 \
+        }                                                                                                \
     }
 
-DEFINE_LTILES(tile_q4_0, K_Q4_0)
-DEFINE_LTILES(tile_q5_0, K_Q5_0)
-DEFINE_LTILES(tile_q8_0, K_Q8_0)
-DEFINE_LTILES(tile_iq4_nl, K_IQ4_NL)
-DEFINE_LTILES(tile_q4_1, K_Q4_1)
-DEFINE_LTILES(tile_q5_1, K_Q5_1)
+DEFINE_MTILES(tile_q4_0, K_Q4_0)
+DEFINE_MTILES(tile_q5_0, K_Q5_0)
+DEFINE_MTILES(tile_q8_0, K_Q8_0)
+DEFINE_MTILES(tile_iq4_nl, K_IQ4_NL)
+DEFINE_MTILES(tile_q4_1, K_Q4_1)
+DEFINE_MTILES(tile_q5_1, K_Q5_1)
 
 float lt_q4_0_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q4_0, n, x, y); }
 float lt_q5_0_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q5_0, n, x, y); }
@@ -186,12 +272,12 @@ float lt_q4_1_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_
 float lt_q5_1_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q5_1, n, x, y); }
 
 void lt_tiles_legacy_avx2(lt_tile *t) {
-    t[LT_Q4_0] = (lt_tile){tile_q4_0, LT_RM, LT_RN, LT_RM};
-    t[LT_Q5_0] = (lt_tile){tile_q5_0, LT_RM, LT_RN, LT_RM};
-    t[LT_Q8_0] = (lt_tile){tile_q8_0, LT_RM, LT_RN, LT_RM};
-    t[LT_IQ4_NL] = (lt_tile){tile_iq4_nl, LT_RM, LT_RN, LT_RM};
-    t[LT_Q4_1] = (lt_tile){tile_q4_1, LT_RM, LT_RN, LT_RM};
-    t[LT_Q5_1] = (lt_tile){tile_q5_1, LT_RM, LT_RN, LT_RM};
+    t[LT_Q4_0] = (lt_tile){tile_q4_0, MT_RM, MT_RN, MT_RM, true};
+    t[LT_Q5_0] = (lt_tile){tile_q5_0, MT_RM, MT_RN, MT_RM, true};
+    t[LT_Q8_0] = (lt_tile){tile_q8_0, MT_RM, MT_RN, MT_RM, true};
+    t[LT_IQ4_NL] = (lt_tile){tile_iq4_nl, MT_RM, MT_RN, MT_RM, true};
+    t[LT_Q4_1] = (lt_tile){tile_q4_1, MT_RM, MT_RN, MT_RM, true};
+    t[LT_Q5_1] = (lt_tile){tile_q5_1, MT_RM, MT_RN, MT_RM, true};
 }
 
 /* ---- activation quantisers, bit-exact with the scalar ones ---- */

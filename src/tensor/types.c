@@ -94,7 +94,7 @@ static void use_avx2(void) {
 
 static void init_tables(void) {
     memcpy(simd_table, scalar_table, sizeof simd_table);
-    for (int t = 0; t < LT_TYPE_COUNT; t++) tile_table[t] = (lt_tile){NULL, 1, 1, 1};
+    for (int t = 0; t < LT_TYPE_COUNT; t++) tile_table[t] = (lt_tile){NULL, 1, 1, 1, false};
     const char *env = getenv("LETHE_SIMD");
     bool force_scalar = env && strcmp(env, "scalar") == 0;
     if (!force_scalar && cpu_has_avx2()) use_avx2();
@@ -112,7 +112,7 @@ const lt_traits *lt_type_traits_scalar(lt_type t) {
 }
 
 const lt_tile *lt_type_tile(lt_type t) {
-    static const lt_tile none = {NULL, 1, 1, 1};
+    static const lt_tile none = {NULL, 1, 1, 1, false};
     if ((int)t < 0 || t >= LT_TYPE_COUNT) return &none;
     pthread_once(&init_once, init_tables);
     return &tile_table[t];
