@@ -65,5 +65,7 @@ int attn_forward(threadpool *tp, attn_scratch *scr, const attn_layer *L, const f
 /* Plain reference for tests and `lethe bench attn`: materialises the full
  * score row per query (O(n) scratch per query, O(n_tok * n) for all). */
 int attn_naive(const attn_layer *L, const float *q, const int32_t *q_pos, int n_tok, float *out);
+/* Bytes attn_naive allocates for n_tok queries against L's streams. */
+size_t attn_naive_scratch_bytes(const attn_layer *L, int n_tok);
 
 #endif

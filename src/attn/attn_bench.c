@@ -1,0 +1,198 @@
+/* `lethe bench attn`: time per decode step and per prefill chunk, tiled
+ * (FlashAttention-2 prefill, Flash-Decoding split-KV decode) versus the
+ * naive kernel, with peak scratch bytes, at contexts 1K..64K. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attn/attn.h"
+#include "attn/attn_kernels.h"
+#include "util/error.h"
+
+void attn_bench(FILE *out, int n_threads);
+
+#define BENCH_HEADS 32
+#define BENCH_HEADS_KV 8
+#define BENCH_PAGE 32
+#define BENCH_CHUNK 256                          /* prefill queries */
+#define NAIVE_SCRATCH_LIMIT ((size_t)1 << 30)    /* run naive only below this */
+#define NAIVE_TIME_LIMIT 4.0                     /* ... and when expected under this (s) */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint32_t lcg = 12345u;
+static float brand(void) {
+    lcg = lcg * 1664525u + 1013904223u;
+    return (float)(lcg >> 8) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+typedef struct {
+    kv_pool *pool;
+    kv_stream streams[BENCH_HEADS_KV];
+    attn_layer L;
+    float *q_dec, *q_pre, *o;
+    int32_t q_pos[BENCH_CHUNK];
+} bench_setup;
+
+static void setup_free(bench_setup *b) {
+    for (int g = 0; g < BENCH_HEADS_KV; g++) kv_stream_free(b->pool, &b->streams[g]);
+    kv_pool_free(b->pool);
+    free(b->q_dec), free(b->q_pre), free(b->o);
+}
+
+static int setup(bench_setup *b, int ctx, int d, char *err) {
+    memset(b, 0, sizeof *b);
+    kv_pool_params pp = {.page_slots = BENCH_PAGE, .head_dim = d, .dtype = LT_F32,
+                         .n_pages = (size_t)BENCH_HEADS_KV * ((size_t)ctx / BENCH_PAGE + 1)};
+    b->pool = kv_pool_create(&pp, err);
+    const int step = 1024;
+    float *k = malloc((size_t)step * d * sizeof *k), *v = malloc((size_t)step * d * sizeof *v);
+    int32_t *pos = malloc((size_t)step * sizeof *pos);
+    b->q_dec = malloc((size_t)BENCH_HEADS * d * sizeof(float));
+    b->q_pre = malloc((size_t)BENCH_CHUNK * BENCH_HEADS * d * sizeof(float));
+    b->o = malloc((size_t)BENCH_CHUNK * BENCH_HEADS * d * sizeof(float));
+    int ok = b->pool && k && v && pos && b->q_dec && b->q_pre && b->o;
+    for (int g = 0; g < BENCH_HEADS_KV && ok; g++) {
+        kv_stream_init(&b->streams[g]);
+        for (int at = 0; at < ctx && ok; at += step) {
+            int n = ctx - at < step ? ctx - at : step;
+            for (long i = 0; i < (long)n * d; i++) k[i] = brand(), v[i] = brand();
+            for (int i = 0; i < n; i++) pos[i] = at + i;
+            ok = kv_stream_append(b->pool, &b->streams[g], k, v, d, d, pos, n) == LETHE_OK;
+        }
+    }
+    free(k), free(v), free(pos);
+    if (!ok) {
+        if (b->pool) snprintf(err, LETHE_ERR_MAX, "out of memory for a %d-slot context", ctx);
+        setup_free(b);
+        return 0;
+    }
+    for (long i = 0; i < (long)BENCH_HEADS * d; i++) b->q_dec[i] = brand();
+    for (long i = 0; i < (long)BENCH_CHUNK * BENCH_HEADS * d; i++) b->q_pre[i] = brand();
+    for (int t = 0; t < BENCH_CHUNK; t++) b->q_pos[t] = ctx - BENCH_CHUNK + t; /* the last slots */
+    b->L = (attn_layer){b->pool, b->streams, BENCH_HEADS, BENCH_HEADS_KV, d, 1.0f / sqrtf((float)d)};
+    return 1;
+}
+
+typedef struct {
+    double ms;       /* per call, NAN when not run */
+    size_t scratch;  /* peak bytes */
+} bench_result;
+
+enum { K_DEC, K_DEC1, K_PRE, K_NAIVE_DEC, K_NAIVE_PRE };
+
+/* Runs one kernel reps times (after one warm-up call) and returns ms per call. */
+static bench_result run(bench_setup *b, int kind, threadpool *tp, int reps) {
+    bench_result r = {NAN, 0};
+    attn_scratch *scr = attn_scratch_create();
+    if (!scr) return r;
+    const int ctx = b->streams[0].n;
+    int32_t qp = ctx - 1;
+    double best = INFINITY;
+    for (int i = 0; i <= reps; i++) {
+        double t0 = now_s();
+        int rc = 0;
+        switch (kind) {
+        case K_DEC:
+        case K_DEC1: rc = attn_decode(tp, scr, &b->L, b->q_dec, qp, b->o, NULL); break;
+        case K_PRE: rc = attn_prefill(tp, scr, &b->L, b->q_pre, b->q_pos, BENCH_CHUNK, b->o, NULL); break;
+        case K_NAIVE_DEC: rc = attn_naive(&b->L, b->q_dec, &qp, 1, b->o); break;
+        default: rc = attn_naive(&b->L, b->q_pre, b->q_pos, BENCH_CHUNK, b->o); break;
+        }
+        double dt = now_s() - t0;
+        if (rc != 0) {
+            attn_scratch_free(scr);
+            return r;
+        }
+        if (i > 0 || reps == 0) best = dt < best ? dt : best; /* the first call warms up */
+    }
+    r.ms = best * 1e3;
+    r.scratch = kind == K_NAIVE_DEC ? attn_naive_scratch_bytes(&b->L, 1)
+                : kind == K_NAIVE_PRE ? attn_naive_scratch_bytes(&b->L, BENCH_CHUNK)
+                                      : attn_scratch_peak_bytes(scr);
+    attn_scratch_free(scr);
+    return r;
+}
+
+static void fmt_ms(char *buf, size_t n, double ms) {
+    if (isnan(ms)) snprintf(buf, n, "-");
+    else if (ms < 10) snprintf(buf, n, "%.3f", ms);
+    else snprintf(buf, n, "%.1f", ms);
+}
+
+static void fmt_bytes(char *buf, size_t n, size_t b) {
+    if (b >= (size_t)1 << 20) snprintf(buf, n, "%.1f MiB", (double)b / (1 << 20));
+    else snprintf(buf, n, "%.1f KiB", (double)b / 1024);
+}
+
+void attn_bench(FILE *out, int n_threads) {
+    threadpool *tp = tp_create(n_threads);
+    if (!tp) {
+        fprintf(out, "bench attn: cannot create the thread pool\n");
+        return;
+    }
+    const int nth = tp_n_threads(tp);
+    fprintf(out, "attention bench: %d query heads, %d KV heads (GQA %d), F32 KV, %d-slot pages, %d thread%s, %s kernels\n",
+            BENCH_HEADS, BENCH_HEADS_KV, BENCH_HEADS / BENCH_HEADS_KV, BENCH_PAGE, nth, nth == 1 ? "" : "s",
+            attn_kernels_get()->name);
+    fprintf(out, "decode: one query per head against the whole context; prefill: a chunk of %d new queries\n"
+                 "(the last %d slots, causal) against the context. Times are the best of the repeats, in ms.\n"
+                 "scratch: peak bytes of attention scratch (tiled: measured; naive: its score matrix).\n\n",
+            BENCH_CHUNK, BENCH_CHUNK);
+    fprintf(out, "%6s %4s | %10s %10s %10s | %10s %10s | %11s %11s %11s %11s\n", "ctx", "hd", "dec tiled",
+            "dec 1thr", "dec naive", "pre tiled", "pre naive", "scr dec", "scr pre", "scr naiv dec", "scr naiv pre");
+    const int ctxs[4] = {1024, 4096, 16384, 65536};
+    const int dims[2] = {64, 128};
+    int skipped_time = 0;
+    for (int di = 0; di < 2; di++)
+        for (int ci = 0; ci < 4; ci++) {
+            int ctx = ctxs[ci], d = dims[di];
+            bench_setup b;
+            char err[LETHE_ERR_MAX] = "";
+            if (!setup(&b, ctx, d, err)) {
+                fprintf(out, "%6d %4d | setup failed: %s\n", ctx, d, err);
+                continue;
+            }
+            int dec_reps = ctx <= 4096 ? 20 : ctx <= 16384 ? 8 : 3;
+            int pre_reps = ctx <= 1024 ? 3 : ctx <= 4096 ? 2 : ctx <= 16384 ? 1 : 0;
+            bench_result dec = run(&b, K_DEC, tp, dec_reps);
+            bench_result dec1 = nth > 1 ? run(&b, K_DEC1, NULL, dec_reps) : dec;
+            bench_result pre = run(&b, K_PRE, tp, pre_reps);
+            /* Naive: only where its scratch fits and the expected time is short
+             * (estimated from its decode time: prefill does BENCH_CHUNK x the work). */
+            bench_result ndec = {NAN, attn_naive_scratch_bytes(&b.L, 1)};
+            bench_result npre = {NAN, attn_naive_scratch_bytes(&b.L, BENCH_CHUNK)};
+            if (ndec.scratch <= NAIVE_SCRATCH_LIMIT) ndec = run(&b, K_NAIVE_DEC, NULL, ctx <= 4096 ? 3 : 1);
+            if (npre.scratch <= NAIVE_SCRATCH_LIMIT && !isnan(ndec.ms) &&
+                ndec.ms * BENCH_CHUNK * 1e-3 <= NAIVE_TIME_LIMIT)
+                npre = run(&b, K_NAIVE_PRE, NULL, 0);
+            else
+                skipped_time += npre.scratch <= NAIVE_SCRATCH_LIMIT;
+            char s[9][32];
+            fmt_ms(s[0], 32, dec.ms);
+            fmt_ms(s[1], 32, dec1.ms);
+            fmt_ms(s[2], 32, ndec.ms);
+            fmt_ms(s[3], 32, pre.ms);
+            fmt_ms(s[4], 32, npre.ms);
+            fmt_bytes(s[5], 32, dec.scratch);
+            fmt_bytes(s[6], 32, pre.scratch);
+            fmt_bytes(s[7], 32, ndec.scratch);
+            fmt_bytes(s[8], 32, npre.scratch);
+            fprintf(out, "%6d %4d | %10s %10s %10s | %10s %10s | %11s %11s %11s %11s\n", ctx, d, s[0], s[1], s[2],
+                    s[3], s[4], s[5], s[6], s[7], s[8]);
+            fflush(out);
+            setup_free(&b);
+        }
+    if (skipped_time)
+        fprintf(out, "\n\"-\" for naive prefill: skipped, estimated over %.0f s a call (naive is single-threaded "
+                     "scalar); naive runs only below %zu MiB of scratch.\n",
+                NAIVE_TIME_LIMIT, NAIVE_SCRATCH_LIMIT >> 20);
+    tp_free(tp);
+}

@@ -1,0 +1,106 @@
+/* FlashAttention-2 (Dao 2023): online-softmax tiles over paged KV. */
+#include "attn/attn_flash.h"
+
+#include <math.h>
+
+static long round16(long n) { return (n + 15) / 16 * 16; } /* keep every part 64-byte aligned */
+
+long attn_tile_floats(const kv_pool *pool, int rows, int chunk_slots) {
+    long d = kv_pool_head_dim(pool), p = kv_pool_page_slots(pool);
+    return round16(kv_tile_reader_floats(pool)) + round16(rows * p) + round16(rows) /* alpha */ +
+           2 * round16(rows * d) + 2 * round16(rows) + round16(rows) /* qpos */ + round16(p) +
+           2 * round16(chunk_slots);
+}
+
+void attn_tile_init(attn_tile *t, attn_tile_mem *mem, const kv_pool *pool, const attn_kernels *kern, float *buf,
+                    int rows, int chunk_slots) {
+    long d = kv_pool_head_dim(pool), p = kv_pool_page_slots(pool);
+    t->kern = kern;
+    t->d = (int)d;
+    t->p = (int)p;
+    kv_tile_reader_init(&t->rd, pool, buf);
+    buf += round16(kv_tile_reader_floats(pool));
+    t->s = buf, buf += round16(rows * p);
+    t->alpha = buf, buf += round16(rows);
+    mem->q = buf, buf += round16(rows * d);
+    mem->o = buf, buf += round16(rows * d);
+    mem->m = buf, buf += round16(rows);
+    mem->l = buf, buf += round16(rows);
+    mem->qpos = (int32_t *)(void *)buf, buf += round16(rows);
+    mem->tmp = buf, buf += round16(p);
+    mem->mass = buf, buf += round16(chunk_slots);
+    mem->hit = (int32_t *)(void *)buf;
+}
+
+int attn_tile_scores(attn_tile *t, const kv_stream *st, const float *q, const int32_t *qpos, int nr, int pi) {
+    int first;
+    int nk = kv_tile_rows(&t->rd, st, pi, &first);
+    if (nk <= 0) return 0;
+    const int32_t *pos = st->pos + first;
+    int32_t pmin = pos[0], pmax = pos[0];
+    for (int j = 1; j < nk; j++) {
+        if (pos[j] < pmin) pmin = pos[j];
+        if (pos[j] > pmax) pmax = pos[j];
+    }
+    int32_t qmin = qpos[0], qmax = qpos[0];
+    for (int r = 1; r < nr; r++) {
+        if (qpos[r] < qmin) qmin = qpos[r];
+        if (qpos[r] > qmax) qmax = qpos[r];
+    }
+    if (pmin > qmax) return 0; /* the whole page lies in every row's future */
+    const float *k = kv_tile_k(&t->rd, st->pages[pi], nk);
+    t->kern->scores(q, t->d, nr, k, nk, t->d, t->s, t->p);
+    if (pmax > qmin) { /* some slot is invisible to some row: causal mask by position */
+        for (int r = 0; r < nr; r++) {
+            float *sr = t->s + (long)r * t->p;
+            for (int j = 0; j < nk; j++)
+                if (pos[j] > qpos[r]) sr[j] = -INFINITY;
+        }
+    }
+    return nk;
+}
+
+void attn_tile_rows(attn_tile *t, const kv_stream *st, const float *q, const int32_t *qpos, int nr, int pg0,
+                    int pg1, float *m, float *l, float *o, float *sink, long sink_stride) {
+    const int P = t->p;
+    for (int pi = pg0; pi < pg1; pi++) {
+        int nk = attn_tile_scores(t, st, q, qpos, nr, pi);
+        if (nk == 0) {
+            if (sink) {
+                int first, cnt = kv_tile_rows(&t->rd, st, pi, &first);
+                for (int r = 0; r < nr; r++)
+                    for (int j = 0; j < cnt; j++) sink[r * sink_stride + first + j] = -INFINITY;
+            }
+            continue;
+        }
+        if (sink) {
+            long first = (long)pi * P;
+            for (int r = 0; r < nr; r++)
+                for (int j = 0; j < nk; j++) sink[r * sink_stride + first + j] = t->s[(long)r * P + j];
+        }
+        /* Running max and sum per row; alpha rescales what was accumulated. */
+        for (int r = 0; r < nr; r++) {
+            float *sr = t->s + (long)r * P;
+            float mx = sr[0];
+            for (int j = 1; j < nk; j++) mx = sr[j] > mx ? sr[j] : mx;
+            float m_new = mx > m[r] ? mx : m[r];
+            if (m_new == -INFINITY) { /* nothing visible to this row yet */
+                t->alpha[r] = 1.0f;
+                for (int j = 0; j < nk; j++) sr[j] = 0.0f;
+                continue;
+            }
+            t->alpha[r] = m[r] == -INFINITY ? 0.0f : m[r] == m_new ? 1.0f : expf(m[r] - m_new);
+            float sum = t->kern->exp_sum(sr, nk, m_new);
+            l[r] = l[r] * t->alpha[r] + sum;
+            m[r] = m_new;
+        }
+        const float *v = kv_tile_v(&t->rd, st->pages[pi], nk);
+        t->kern->pv(o, nr, t->alpha, t->s, P, v, nk, t->d);
+    }
+}
+
+void attn_stats_store(const kv_stream *st, int slot, float mass, int hit, int32_t step) {
+    st->attn_last[slot] = mass;
+    st->attn_acc[slot] += mass;
+    if (hit) st->attn_last_hit[slot] = step;
+}

@@ -1,0 +1,237 @@
+/* AVX2/FMA kernels for the tiled attention: register-blocked dot products
+ * (several query rows x several keys, reduced with one horizontal-add tree),
+ * a vector exp, and a blocked P x V accumulate. Same contracts as the scalar
+ * kernels in attn_kernels.c; head dims that are not a multiple of 8 go to
+ * the scalar code. */
+#include "attn/attn_kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include <math.h>
+
+/* Horizontal sums of 8 vectors: result lane i = sum of a[i]'s lanes. */
+static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6,
+                             __m256 a7) {
+    __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
+    __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* Horizontal sums of 4 vectors: lane i = sum of a[i]'s lanes. */
+static inline __m128 hsum4x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    __m256 u = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+}
+
+static inline float hsum(__m256 a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+static void scores_avx2(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
+                        int s_stride) {
+    if (d % 8) {
+        attn_kernels_scalar()->scores(q, q_stride, nr, k, nk, d, S, s_stride);
+        return;
+    }
+    float res[8];
+    int r = 0;
+    /* 4 rows x 2 keys: 6 loads feed 8 FMAs. */
+    for (; r + 4 <= nr; r += 4) {
+        const float *q0 = q + (long)r * q_stride, *q1 = q0 + q_stride, *q2 = q1 + q_stride, *q3 = q2 + q_stride;
+        float *s0 = S + (long)r * s_stride;
+        int j = 0;
+        for (; j + 2 <= nk; j += 2) {
+            const float *k0 = k + (long)j * d, *k1 = k0 + d;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
+            __m256 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            for (int e = 0; e < d; e += 8) {
+                __m256 kv0 = _mm256_loadu_ps(k0 + e), kv1 = _mm256_loadu_ps(k1 + e);
+                __m256 x = _mm256_loadu_ps(q0 + e);
+                a00 = _mm256_fmadd_ps(x, kv0, a00);
+                a01 = _mm256_fmadd_ps(x, kv1, a01);
+                x = _mm256_loadu_ps(q1 + e);
+                a10 = _mm256_fmadd_ps(x, kv0, a10);
+                a11 = _mm256_fmadd_ps(x, kv1, a11);
+                x = _mm256_loadu_ps(q2 + e);
+                a20 = _mm256_fmadd_ps(x, kv0, a20);
+                a21 = _mm256_fmadd_ps(x, kv1, a21);
+                x = _mm256_loadu_ps(q3 + e);
+                a30 = _mm256_fmadd_ps(x, kv0, a30);
+                a31 = _mm256_fmadd_ps(x, kv1, a31);
+            }
+            _mm256_storeu_ps(res, hsum8x8(a00, a01, a10, a11, a20, a21, a30, a31));
+            for (int i = 0; i < 4; i++) {
+                s0[(long)i * s_stride + j] = res[2 * i];
+                s0[(long)i * s_stride + j + 1] = res[2 * i + 1];
+            }
+        }
+        for (; j < nk; j++) {
+            const float *k0 = k + (long)j * d;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int e = 0; e < d; e += 8) {
+                __m256 kv0 = _mm256_loadu_ps(k0 + e);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + e), kv0, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + e), kv0, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q2 + e), kv0, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q3 + e), kv0, a3);
+            }
+            _mm_storeu_ps(res, hsum4x8(a0, a1, a2, a3));
+            for (int i = 0; i < 4; i++) s0[(long)i * s_stride + j] = res[i];
+        }
+    }
+    /* Remaining rows one at a time, 4 keys per pass. */
+    for (; r < nr; r++) {
+        const float *q0 = q + (long)r * q_stride;
+        float *s0 = S + (long)r * s_stride;
+        int j = 0;
+        for (; j + 4 <= nk; j += 4) {
+            const float *k0 = k + (long)j * d, *k1 = k0 + d, *k2 = k1 + d, *k3 = k2 + d;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int e = 0; e < d; e += 8) {
+                __m256 x = _mm256_loadu_ps(q0 + e);
+                a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + e), a0);
+                a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k1 + e), a1);
+                a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k2 + e), a2);
+                a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k3 + e), a3);
+            }
+            _mm_storeu_ps(s0 + j, hsum4x8(a0, a1, a2, a3));
+        }
+        for (; j < nk; j++) {
+            const float *k0 = k + (long)j * d;
+            __m256 a0 = _mm256_setzero_ps();
+            for (int e = 0; e < d; e += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + e), _mm256_loadu_ps(k0 + e), a0);
+            s0[j] = hsum(a0);
+        }
+    }
+}
+
+/* exp(x) for x <= 88: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-7
+ * Taylor polynomial (truncation < 1e-8 relative), times 2^n built in the
+ * exponent field. Inputs below -87.3 (where exp(x) < FLT_MIN) give 0. */
+static inline __m256 exp256(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.0f);
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 res = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LT_OQ), res); /* also maps -inf (and nan) to 0 */
+}
+
+static float exp_sum_avx2(float *s, int n, float m) {
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+        _mm256_storeu_ps(s + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float sum = hsum(acc);
+    for (; j < n; j++) {
+        float e = expf(s[j] - m);
+        s[j] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+/* Rows r, r + 1 over dims [e0, e0 + 8 * W) for W = 4 (one block of 32). */
+static inline void pv_2x32(float *o0, float *o1, float al0, float al1, const float *p0, const float *p1,
+                           const float *v, int nk, int d) {
+    __m256 b0 = _mm256_set1_ps(al0), b1 = _mm256_set1_ps(al1);
+    __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), b0), x1 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 8), b0);
+    __m256 x2 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 16), b0), x3 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 24), b0);
+    __m256 y0 = _mm256_mul_ps(_mm256_loadu_ps(o1), b1), y1 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 8), b1);
+    __m256 y2 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 16), b1), y3 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 24), b1);
+    for (int j = 0; j < nk; j++) {
+        const float *vj = v + (long)j * d;
+        __m256 w0 = _mm256_set1_ps(p0[j]), w1 = _mm256_set1_ps(p1[j]);
+        __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
+        __m256 v2 = _mm256_loadu_ps(vj + 16), v3 = _mm256_loadu_ps(vj + 24);
+        x0 = _mm256_fmadd_ps(w0, v0, x0);
+        x1 = _mm256_fmadd_ps(w0, v1, x1);
+        x2 = _mm256_fmadd_ps(w0, v2, x2);
+        x3 = _mm256_fmadd_ps(w0, v3, x3);
+        y0 = _mm256_fmadd_ps(w1, v0, y0);
+        y1 = _mm256_fmadd_ps(w1, v1, y1);
+        y2 = _mm256_fmadd_ps(w1, v2, y2);
+        y3 = _mm256_fmadd_ps(w1, v3, y3);
+    }
+    _mm256_storeu_ps(o0, x0);
+    _mm256_storeu_ps(o0 + 8, x1);
+    _mm256_storeu_ps(o0 + 16, x2);
+    _mm256_storeu_ps(o0 + 24, x3);
+    _mm256_storeu_ps(o1, y0);
+    _mm256_storeu_ps(o1 + 8, y1);
+    _mm256_storeu_ps(o1 + 16, y2);
+    _mm256_storeu_ps(o1 + 24, y3);
+}
+
+static inline void pv_1x32(float *o0, float al0, const float *p0, const float *v, int nk, int d) {
+    __m256 b0 = _mm256_set1_ps(al0);
+    __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), b0), x1 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 8), b0);
+    __m256 x2 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 16), b0), x3 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 24), b0);
+    for (int j = 0; j < nk; j++) {
+        const float *vj = v + (long)j * d;
+        __m256 w0 = _mm256_set1_ps(p0[j]);
+        x0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(vj), x0);
+        x1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(vj + 8), x1);
+        x2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(vj + 16), x2);
+        x3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(vj + 24), x3);
+    }
+    _mm256_storeu_ps(o0, x0);
+    _mm256_storeu_ps(o0 + 8, x1);
+    _mm256_storeu_ps(o0 + 16, x2);
+    _mm256_storeu_ps(o0 + 24, x3);
+}
+
+static inline void pv_1x8(float *o0, float al0, const float *p0, const float *v, int nk, int d) {
+    __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), _mm256_set1_ps(al0));
+    for (int j = 0; j < nk; j++) x0 = _mm256_fmadd_ps(_mm256_set1_ps(p0[j]), _mm256_loadu_ps(v + (long)j * d), x0);
+    _mm256_storeu_ps(o0, x0);
+}
+
+static void pv_avx2(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
+                    int d) {
+    if (d % 8) {
+        attn_kernels_scalar()->pv(o, nr, alpha, p, p_stride, v, nk, d);
+        return;
+    }
+    int r = 0;
+    for (; r + 2 <= nr; r += 2) {
+        float *o0 = o + (long)r * d, *o1 = o0 + d;
+        const float *p0 = p + (long)r * p_stride, *p1 = p0 + p_stride;
+        int e = 0;
+        for (; e + 32 <= d; e += 32) pv_2x32(o0 + e, o1 + e, alpha[r], alpha[r + 1], p0, p1, v + e, nk, d);
+        for (; e < d; e += 8) {
+            pv_1x8(o0 + e, alpha[r], p0, v + e, nk, d);
+            pv_1x8(o1 + e, alpha[r + 1], p1, v + e, nk, d);
+        }
+    }
+    for (; r < nr; r++) {
+        float *o0 = o + (long)r * d;
+        const float *p0 = p + (long)r * p_stride;
+        int e = 0;
+        for (; e + 32 <= d; e += 32) pv_1x32(o0 + e, alpha[r], p0, v + e, nk, d);
+        for (; e < d; e += 8) pv_1x8(o0 + e, alpha[r], p0, v + e, nk, d);
+    }
+}
+
+const attn_kernels attn_kernels_avx2_table = {"avx2", scores_avx2, exp_sum_avx2, pv_avx2};
+
+#endif

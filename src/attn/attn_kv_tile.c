@@ -1,0 +1,39 @@
+/* Page row accessor: F32 in place, F16 / Q8_0 converted into a tile buffer. */
+#include "attn/attn_kv_tile.h"
+
+long kv_tile_reader_floats(const kv_pool *pool) {
+    if (kv_pool_dtype(pool) == LT_F32) return 0;
+    return 2L * kv_pool_page_slots(pool) * kv_pool_head_dim(pool);
+}
+
+void kv_tile_reader_init(kv_tile_reader *r, const kv_pool *pool, float *buf) {
+    r->pool = pool;
+    r->head_dim = kv_pool_head_dim(pool);
+    r->page_slots = kv_pool_page_slots(pool);
+    r->direct = kv_pool_dtype(pool) == LT_F32;
+    r->kbuf = r->direct ? NULL : buf;
+    r->vbuf = r->direct ? NULL : buf + (long)r->page_slots * r->head_dim;
+}
+
+int kv_tile_rows(const kv_tile_reader *r, const kv_stream *s, int pi, int *first) {
+    int f = pi * r->page_slots;
+    int n = s->n - f;
+    *first = f;
+    return n < r->page_slots ? n : r->page_slots;
+}
+
+static const float *load(kv_tile_reader *r, const void *row0, float *buf, int rows) {
+    if (r->direct) return row0;
+    size_t rb = kv_pool_row_bytes(r->pool);
+    const unsigned char *src = row0;
+    for (int i = 0; i < rows; i++) kv_load_row(r->pool, src + (size_t)i * rb, buf + (long)i * r->head_dim);
+    return buf;
+}
+
+const float *kv_tile_k(kv_tile_reader *r, int32_t page, int rows) {
+    return load(r, kv_page_k_row(r->pool, page, 0), r->kbuf, rows);
+}
+
+const float *kv_tile_v(kv_tile_reader *r, int32_t page, int rows) {
+    return load(r, kv_page_v_row(r->pool, page, 0), r->vbuf, rows);
+}

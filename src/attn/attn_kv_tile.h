@@ -1,0 +1,33 @@
+/* Per-page access to a stream's K / V rows as F32, so the attention math
+ * never sees the pool's dtype: F32 pages are read in place, F16 and Q8_0
+ * pages are converted row by row into a small tile buffer. */
+#ifndef LETHE_ATTN_KV_TILE_H
+#define LETHE_ATTN_KV_TILE_H
+
+#include <stdint.h>
+
+#include "kv/kv_pool.h"
+#include "kv/kv_stream.h"
+
+typedef struct {
+    const kv_pool *pool;
+    int head_dim;
+    int page_slots;
+    int direct;  /* F32 pool: rows are read in place */
+    float *kbuf; /* page_slots x head_dim, unused when direct */
+    float *vbuf;
+} kv_tile_reader;
+
+/* Floats of tile buffer a reader needs (0 for F32 pools). */
+long kv_tile_reader_floats(const kv_pool *pool);
+/* buf: kv_tile_reader_floats(pool) floats (may be NULL when that is 0). */
+void kv_tile_reader_init(kv_tile_reader *r, const kv_pool *pool, float *buf);
+
+/* Rows of page index pi of stream s: the slot range [*first, *first + count). */
+int kv_tile_rows(const kv_tile_reader *r, const kv_stream *s, int pi, int *first);
+
+/* The first `rows` K (V) rows of a page as F32, rows head_dim floats apart. */
+const float *kv_tile_k(kv_tile_reader *r, int32_t page, int rows);
+const float *kv_tile_v(kv_tile_reader *r, int32_t page, int rows);
+
+#endif

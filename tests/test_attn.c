@@ -1,0 +1,570 @@
+/* Tiled prefill and split-KV decode against a plain double-precision
+ * attention written here, over randomised shapes, page sizes, GQA ratios,
+ * thread counts, position layouts and KV dtypes; the statistics hook; the
+ * scalar and AVX2 kernels; scratch size independent of the context. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn/attn.h"
+#include "attn/attn_kernels.h"
+#include "kv/kv_pool.h"
+#include "kv/kv_stream.h"
+#include "testutil.h"
+#include "util/error.h"
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static uint64_t next_u64(void) {
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 0x2545f4914f6cdd1dull;
+}
+static double urand(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); } /* [0, 1) */
+static float frand(void) { return (float)(2.0 * urand() - 1.0); }                            /* [-1, 1) */
+static int irand(int n) { return (int)(next_u64() % (uint64_t)n); }
+
+enum { POS_SEQ, POS_GAPS, POS_SHUFFLED };
+
+typedef struct {
+    int n_head, n_head_kv, d, p, n;
+    lt_type dtype;
+    kv_pool *pool;
+    kv_stream *streams;
+    float *k, *v;   /* [n_head_kv][n][d] the values appended */
+    float *kd, *vd; /* the same read back from the pool (dequantised) */
+    float *ek, *ev; /* per-element bound of the storage error |kd - k| */
+    int32_t *pos;   /* [n], shared by the streams */
+    attn_layer L;
+} fixture;
+
+/* Bound on |dequant(quant(x)) - x| for every element of one row. */
+static void error_bound(lt_type t, const float *x, float *e, int d) {
+    for (int i = 0; i < d; i++) e[i] = 0.0f;
+    if (t == LT_F16) {
+        for (int i = 0; i < d; i++) e[i] = fmaxf(fabsf(x[i]) * 0x1p-11f, 0x1p-25f);
+    } else if (t == LT_Q8_0) {
+        /* d_stored / 2 with d_stored within 2^-11 of amax / 127 (see test_kv). */
+        for (int b = 0; b < d / 32; b++) {
+            float amax = 0.0f;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            float bound = fmaxf(amax / 254.0f * (1.0f + 0x1p-11f), 127.0f * 0x1p-25f) + amax * 0x1p-22f;
+            for (int j = 0; j < 32; j++) e[b * 32 + j] = bound;
+        }
+    }
+}
+
+static int fixture_make(fixture *f, int n_head, int n_head_kv, int d, int p, lt_type dtype, int n, int pos_mode) {
+    memset(f, 0, sizeof *f);
+    f->n_head = n_head, f->n_head_kv = n_head_kv, f->d = d, f->p = p, f->n = n, f->dtype = dtype;
+    char err[LETHE_ERR_MAX];
+    kv_pool_params pp = {.page_slots = p, .head_dim = d, .dtype = dtype,
+                         .n_pages = (size_t)n_head_kv * ((size_t)(n + p - 1) / p + 1) + 1};
+    f->pool = kv_pool_create(&pp, err);
+    size_t sz = (size_t)n_head_kv * (n > 0 ? n : 1) * d;
+    f->streams = calloc((size_t)n_head_kv, sizeof *f->streams);
+    f->k = malloc(sz * sizeof(float)), f->v = malloc(sz * sizeof(float));
+    f->kd = malloc(sz * sizeof(float)), f->vd = malloc(sz * sizeof(float));
+    f->ek = malloc(sz * sizeof(float)), f->ev = malloc(sz * sizeof(float));
+    f->pos = malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));
+    if (!f->pool || !f->streams || !f->k || !f->v || !f->kd || !f->vd || !f->ek || !f->ev || !f->pos) {
+        fprintf(stderr, "fixture: allocation failed (%s)\n", f->pool ? "" : err);
+        return 0;
+    }
+    /* Positions: 0..n-1, increasing with gaps (as after compaction), or shuffled. */
+    int32_t at = irand(5);
+    for (int i = 0; i < n; i++) {
+        f->pos[i] = pos_mode == POS_SEQ ? i : at;
+        at += 1 + (pos_mode != POS_SEQ ? irand(3) : 0);
+    }
+    if (pos_mode == POS_SHUFFLED)
+        for (int i = n - 1; i > 0; i--) {
+            int j = irand(i + 1);
+            int32_t t = f->pos[i];
+            f->pos[i] = f->pos[j], f->pos[j] = t;
+        }
+    for (size_t i = 0; i < sz; i++) f->k[i] = frand(), f->v[i] = frand();
+    for (int g = 0; g < n_head_kv; g++) {
+        kv_stream_init(&f->streams[g]);
+        const float *kg = f->k + (size_t)g * n * d, *vg = f->v + (size_t)g * n * d;
+        /* Two appends, split at a random point, to cross page boundaries mid-call. */
+        int cut = n > 0 ? irand(n + 1) : 0;
+        if (kv_stream_append(f->pool, &f->streams[g], kg, vg, d, d, f->pos, cut) != LETHE_OK ||
+            kv_stream_append(f->pool, &f->streams[g], kg + (size_t)cut * d, vg + (size_t)cut * d, d, d,
+                             f->pos + cut, n - cut) != LETHE_OK) {
+            fprintf(stderr, "fixture: append failed\n");
+            return 0;
+        }
+        for (int i = 0; i < n; i++) {
+            size_t o = ((size_t)g * n + i) * d;
+            kv_load_row(f->pool, kv_stream_k(f->pool, &f->streams[g], i), f->kd + o);
+            kv_load_row(f->pool, kv_stream_v(f->pool, &f->streams[g], i), f->vd + o);
+            error_bound(dtype, f->k + o, f->ek + o, d);
+            error_bound(dtype, f->v + o, f->ev + o, d);
+        }
+    }
+    f->L = (attn_layer){f->pool, f->streams, n_head, n_head_kv, d, 1.0f / sqrtf((float)d)};
+    return 1;
+}
+
+static void fixture_free(fixture *f) {
+    if (f->streams)
+        for (int g = 0; g < f->n_head_kv; g++) kv_stream_free(f->pool, &f->streams[g]);
+    kv_pool_free(f->pool);
+    free(f->streams);
+    free(f->k), free(f->v), free(f->kd), free(f->vd), free(f->ek), free(f->ev), free(f->pos);
+}
+
+/* Plain attention in double over the given K / V values ([n_head_kv][n][d]).
+ * out: outputs; wabs: sum_j p_j |v_j| per element (the scale of the weighted
+ * sum, used for relative tolerances). Optional: probs [t][h][n]; for the
+ * loose (quantisation) bound, valt / ev / ek give bound terms in lbound. */
+typedef struct {
+    const float *K, *V;
+    double *out, *wabs, *probs;
+    const float *valt, *ev, *ek;
+    double *lbound;
+} ref_io;
+
+static void reference(const fixture *f, const float *q, const int32_t *q_pos, int n_tok, ref_io *io) {
+    const int n = f->n, d = f->d, G = f->n_head / f->n_head_kv;
+    const double scale = 1.0 / sqrt((double)d);
+    double *s = malloc((size_t)(n > 0 ? n : 1) * sizeof *s);
+    for (int t = 0; t < n_tok; t++)
+        for (int h = 0; h < f->n_head; h++) {
+            const int g = h / G;
+            const float *qt = q + ((size_t)t * f->n_head + h) * d;
+            double mx = -INFINITY, delta = 0.0;
+            for (int i = 0; i < n; i++) {
+                if (f->pos[i] > q_pos[t]) { s[i] = -INFINITY; continue; }
+                const float *ki = io->K + ((size_t)g * n + i) * d;
+                double acc = 0.0, dev = 0.0;
+                for (int e = 0; e < d; e++) acc += (double)qt[e] * ki[e];
+                s[i] = acc * scale;
+                if (s[i] > mx) mx = s[i];
+                if (io->ek) {
+                    const float *eki = io->ek + ((size_t)g * n + i) * d;
+                    for (int e = 0; e < d; e++) dev += fabs((double)qt[e]) * eki[e];
+                    if (dev * scale > delta) delta = dev * scale;
+                }
+            }
+            double sum = 0.0;
+            for (int i = 0; i < n; i++) {
+                s[i] = mx == -INFINITY ? 0.0 : exp(s[i] - mx);
+                sum += s[i];
+            }
+            double *o = io->out + ((size_t)t * f->n_head + h) * d;
+            double *w = io->wabs + ((size_t)t * f->n_head + h) * d;
+            double *lb = io->lbound ? io->lbound + ((size_t)t * f->n_head + h) * d : NULL;
+            for (int e = 0; e < d; e++) {
+                o[e] = w[e] = 0.0;
+                if (lb) lb[e] = 0.0;
+            }
+            for (int i = 0; i < n; i++) {
+                double p = sum > 0.0 ? s[i] / sum : 0.0;
+                if (io->probs) io->probs[((size_t)t * f->n_head + h) * n + i] = p;
+                if (p == 0.0) continue;
+                size_t row = ((size_t)g * n + i) * d;
+                for (int e = 0; e < d; e++) {
+                    o[e] += p * io->V[row + e];
+                    w[e] += p * fabs((double)io->V[row + e]);
+                    if (lb) lb[e] += (expm1(2.0 * delta) * fabs((double)io->valt[row + e]) + io->ev[row + e]) * p;
+                }
+            }
+        }
+    free(s);
+}
+
+/* Largest |out - ref| / (wabs + floor) over all elements; the floor keeps
+ * rows with nothing visible (all zero) meaningful. */
+static double rel_err(const float *out, const double *ref, const double *wabs, size_t count) {
+    double worst = 0.0;
+    for (size_t i = 0; i < count; i++) {
+        double e = fabs((double)out[i] - ref[i]) / (wabs[i] + 1e-30);
+        if (out[i] != out[i]) e = INFINITY;
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+typedef struct {
+    threadpool *tp[4]; /* index = threads; tp[1] = NULL (inline) */
+    attn_scratch *scr;
+} env;
+
+static float *make_queries(int n_tok, int n_head, int d, float sharp) {
+    float *q = malloc((size_t)n_tok * n_head * d * sizeof *q);
+    for (size_t i = 0; i < (size_t)n_tok * n_head * d; i++) q[i] = frand() * sharp;
+    return q;
+}
+
+/* One case: runs the dispatched kernels (decode when n_tok == 1, and prefill
+ * too) against the reference on the pool's values (1e-5), and for F16 / Q8_0
+ * against the reference on the original values within the derived bound. */
+static void run_case(env *E, fixture *f, int threads, int n_tok, const int32_t *q_pos, float sharp, const char *what) {
+    const size_t count = (size_t)n_tok * f->n_head * f->d;
+    float *q = make_queries(n_tok, f->n_head, f->d, sharp);
+    float *out = malloc(count * sizeof *out);
+    double *ref = malloc(count * sizeof *ref), *wabs = malloc(count * sizeof *wabs);
+    threadpool *tp = E->tp[threads];
+    ref_io io = {.K = f->kd, .V = f->vd, .out = ref, .wabs = wabs};
+    reference(f, q, q_pos, n_tok, &io);
+
+    CHECK(attn_forward(tp, E->scr, &f->L, q, q_pos, n_tok, out, NULL) == 0);
+    double e1 = rel_err(out, ref, wabs, count);
+    if (getenv("ATTN_TEST_VERBOSE"))
+        printf("%-15s n=%-5d n_tok=%-3d d=%-3d heads=%d/%d P=%d thr=%d dtype=%d err=%.3g\n", what, f->n, n_tok, f->d,
+               f->n_head, f->n_head_kv, f->p, threads, f->dtype, e1);
+    CHECKF(e1 <= 1e-5, "%s: forward n=%d n_tok=%d d=%d heads=%d/%d P=%d threads=%d dtype=%d: rel err %.3g",
+           what, f->n, n_tok, f->d, f->n_head, f->n_head_kv, f->p, threads, f->dtype, e1);
+    if (n_tok == 1) { /* the prefill path must agree on single queries too */
+        CHECK(attn_prefill(tp, E->scr, &f->L, q, q_pos, 1, out, NULL) == 0);
+        double e2 = rel_err(out, ref, wabs, count);
+        CHECKF(e2 <= 1e-5, "%s: prefill(1) n=%d d=%d P=%d threads=%d: rel err %.3g", what, f->n, f->d, f->p,
+               threads, e2);
+        CHECK(attn_forward(tp, E->scr, &f->L, q, q_pos, 1, out, NULL) == 0);
+    }
+    if (f->dtype != LT_F32) {
+        /* Against the unquantised values: |K err| <= ek gives every score an
+         * error <= delta = scale * sum |q| ek, so each probability moves by a
+         * factor within exp(+-2 delta); with |V err| <= ev the output error is
+         * <= sum_j p_j ((e^{2 delta} - 1) |v'_j| + ev_j), plus rounding. */
+        double *lb = malloc(count * sizeof *lb), *ref2 = malloc(count * sizeof *ref2);
+        double *w2 = malloc(count * sizeof *w2);
+        ref_io io2 = {.K = f->k, .V = f->v, .out = ref2, .wabs = w2, .valt = f->vd, .ev = f->ev, .ek = f->ek,
+                      .lbound = lb};
+        reference(f, q, q_pos, n_tok, &io2);
+        size_t bad = 0;
+        double worst = 0.0, worst_bound = 0.0;
+        for (size_t i = 0; i < count; i++) {
+            double err = fabs((double)out[i] - ref2[i]);
+            double bound = lb[i] * 1.001 + 2e-5 * wabs[i] + 1e-30;
+            if (err > bound) bad++;
+            if (err / bound > worst) worst = err / bound, worst_bound = bound;
+        }
+        CHECKF(bad == 0, "%s: dtype %d vs F32 values: %zu elements over the quantisation bound (worst %.3g of %.3g)",
+               what, f->dtype, bad, worst, worst_bound);
+        free(lb), free(ref2), free(w2);
+    }
+    free(q), free(out), free(ref), free(wabs);
+}
+
+static int32_t max_pos(const fixture *f) {
+    int32_t m = -1;
+    for (int i = 0; i < f->n; i++) m = f->pos[i] > m ? f->pos[i] : m;
+    return m;
+}
+
+/* Decode and prefill on randomised shapes, with the page-boundary lengths. */
+static void test_shapes(env *E) {
+    const int dims[3] = {64, 80, 128}, ratios[3] = {1, 4, 8}, pages[2] = {16, 32};
+    int lengths[64], nl = 0;
+    for (int pi = 0; pi < 2; pi++) {
+        int P = pages[pi];
+        int l[] = {1, 2, P - 1, P, P + 1, 2 * P - 1, 2 * P, 2 * P + 1, 5 * P + 3};
+        for (size_t i = 0; i < sizeof l / sizeof l[0]; i++) lengths[nl++] = l[i];
+    }
+    int big[] = {100, 255, 256, 257, 700, 1023, 1024, 1025, 2048, 4095, 4096, 4097};
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) lengths[nl++] = big[i];
+    for (int li = 0; li < nl; li++) {
+        int n = lengths[li];
+        int d = dims[irand(3)], ratio = ratios[irand(3)], P = pages[li < 9 ? 0 : li < 18 ? 1 : irand(2)];
+        int n_head_kv = n > 1500 ? 1 + irand(2) : 1 + irand(3);
+        int threads = 1 + irand(3);
+        int pos_mode = li % 3 == 2 ? POS_GAPS : POS_SEQ;
+        fixture f;
+        if (!CHECK(fixture_make(&f, n_head_kv * ratio, n_head_kv, d, P, LT_F32, n, pos_mode))) {
+            fixture_free(&f);
+            continue;
+        }
+        float sharp = li % 2 ? 1.0f : 4.0f;
+        /* decode: the newest position sees every slot */
+        int32_t qp = max_pos(&f);
+        run_case(E, &f, threads, 1, &qp, sharp, "decode");
+        /* decode with some slots in the query's future (masked) */
+        if (n > 1) {
+            qp = f.pos[irand(n)];
+            run_case(E, &f, threads, 1, &qp, sharp, "decode-masked");
+        }
+        /* prefill: the queries are the last n_tok slots (causal within the chunk) */
+        int n_tok = n < 70 ? n : (n > 1500 ? 1 + irand(24) : 1 + irand(70));
+        if (n_tok >= 1 && pos_mode != POS_SHUFFLED) {
+            int32_t *q_pos = malloc((size_t)n_tok * sizeof *q_pos);
+            for (int t = 0; t < n_tok; t++) q_pos[t] = f.pos[n - n_tok + t];
+            run_case(E, &f, threads, n_tok, q_pos, sharp, "prefill-chunk");
+            free(q_pos);
+        }
+        fixture_free(&f);
+    }
+}
+
+/* Prefill with arbitrary query positions over shuffled slot positions: some
+ * rows see a few slots, some none (those output zeros). */
+static void test_masking(env *E) {
+    for (int rep = 0; rep < 8; rep++) {
+        int P = rep % 2 ? 16 : 32, n = 1 + irand(300), d = rep % 3 == 0 ? 80 : 64, ratio = 1 << irand(3);
+        fixture f;
+        if (!CHECK(fixture_make(&f, 2 * ratio, 2, d, P, LT_F32, n, POS_SHUFFLED))) {
+            fixture_free(&f);
+            continue;
+        }
+        int n_tok = 1 + irand(40);
+        int32_t *q_pos = malloc((size_t)n_tok * sizeof *q_pos);
+        int32_t hi = max_pos(&f);
+        for (int t = 0; t < n_tok; t++) q_pos[t] = -3 + irand(hi + 6);
+        q_pos[0] = -1; /* sees nothing */
+        run_case(E, &f, 1 + rep % 3, n_tok, q_pos, 2.0f, "prefill-masked");
+        /* rows with nothing visible come out as zeros */
+        float *q = make_queries(n_tok, f.n_head, d, 1.0f);
+        float *out = malloc((size_t)n_tok * f.n_head * d * sizeof *out);
+        CHECK(attn_prefill(E->tp[2], E->scr, &f.L, q, q_pos, n_tok, out, NULL) == 0);
+        int zeros = 1;
+        for (int i = 0; i < f.n_head * d; i++) zeros &= out[i] == 0.0f;
+        CHECK(zeros);
+        int32_t none = -1;
+        CHECK(attn_decode(E->tp[3], E->scr, &f.L, q, none, out, NULL) == 0);
+        zeros = 1;
+        for (int i = 0; i < f.n_head * d; i++) zeros &= out[i] == 0.0f;
+        CHECK(zeros);
+        free(q), free(out), free(q_pos);
+        fixture_free(&f);
+    }
+    /* Empty streams: zeros, no crash. */
+    fixture f;
+    if (CHECK(fixture_make(&f, 4, 2, 64, 16, LT_F32, 0, POS_SEQ))) {
+        float q[2 * 4 * 64], out[2 * 4 * 64];
+        for (int i = 0; i < 2 * 4 * 64; i++) q[i] = frand(), out[i] = 1.0f;
+        int32_t q_pos[2] = {0, 1};
+        CHECK(attn_forward(E->tp[2], E->scr, &f.L, q, q_pos, 1, out, NULL) == 0);
+        CHECK(attn_forward(E->tp[2], E->scr, &f.L, q, q_pos, 2, out, NULL) == 0);
+        int zeros = 1;
+        for (int i = 0; i < 2 * 4 * 64; i++) zeros &= out[i] == 0.0f;
+        CHECK(zeros);
+    }
+    fixture_free(&f);
+}
+
+/* F16 and Q8_0 caches: tight against the dequantised values, within the
+ * derived bound against the originals. */
+static void test_dtypes(env *E) {
+    lt_type types[2] = {LT_F16, LT_Q8_0};
+    int lengths[] = {1, 31, 33, 64, 200, 1000, 2049};
+    for (int ti = 0; ti < 2; ti++)
+        for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+            int n = lengths[li], d = li % 2 ? 128 : 64, ratio = 1 << (li % 4 == 3 ? 3 : li % 3 == 1 ? 2 : 0);
+            int P = li % 2 ? 32 : 16;
+            fixture f;
+            if (!CHECK(fixture_make(&f, 2 * ratio, 2, d, P, types[ti], n, li % 3 == 2 ? POS_GAPS : POS_SEQ))) {
+                fixture_free(&f);
+                continue;
+            }
+            int32_t qp = max_pos(&f);
+            run_case(E, &f, 1 + (int)li % 3, 1, &qp, li % 2 ? 1.0f : 3.0f, "dtype-decode");
+            int n_tok = n < 20 ? n : 20;
+            int32_t q_pos[20];
+            for (int t = 0; t < n_tok; t++) q_pos[t] = f.pos[n - n_tok + t];
+            run_case(E, &f, 1 + (int)(li + 1) % 3, n_tok, q_pos, 2.0f, "dtype-prefill");
+            fixture_free(&f);
+        }
+}
+
+/* The statistics hook, decode and prefill, against the reference probabilities. */
+static void check_stats(env *E, fixture *f, int threads, int n_tok, const int32_t *q_pos, float thr) {
+    const int n = f->n, G = f->n_head / f->n_head_kv;
+    const size_t count = (size_t)n_tok * f->n_head * f->d;
+    for (int g = 0; g < f->n_head_kv; g++) {
+        kv_stream_free(f->pool, &f->streams[g]); /* fresh streams with stats on */
+        CHECK(kv_stream_enable_stats(&f->streams[g]) == LETHE_OK);
+        CHECK(kv_stream_append(f->pool, &f->streams[g], f->k + (size_t)g * n * f->d, f->v + (size_t)g * n * f->d,
+                               f->d, f->d, f->pos, n) == LETHE_OK);
+    }
+    float *q = make_queries(n_tok, f->n_head, f->d, 4.0f);
+    float *out = malloc(count * sizeof *out), *out_plain = malloc(count * sizeof *out);
+    double *ref = malloc(count * sizeof *ref), *wabs = malloc(count * sizeof *wabs);
+    double *probs = malloc((size_t)n_tok * f->n_head * n * sizeof *probs);
+    ref_io io = {.K = f->kd, .V = f->vd, .out = ref, .wabs = wabs, .probs = probs};
+    reference(f, q, q_pos, n_tok, &io);
+
+    /* Off: nothing touched. */
+    for (int g = 0; g < f->n_head_kv; g++)
+        for (int i = 0; i < n; i++) f->streams[g].attn_last[i] = -5.0f;
+    attn_stats_cfg off = {.enabled = 0, .hit_threshold = thr, .step = 3};
+    CHECK(attn_forward(E->tp[threads], E->scr, &f->L, q, q_pos, n_tok, out_plain, &off) == 0);
+    int untouched = 1;
+    for (int g = 0; g < f->n_head_kv; g++)
+        for (int i = 0; i < n; i++)
+            untouched &= f->streams[g].attn_last[i] == -5.0f && f->streams[g].attn_acc[i] == 0.0f &&
+                         f->streams[g].attn_last_hit[i] == -1;
+    CHECK(untouched);
+
+    for (int step = 7; step <= 8; step++) {
+        attn_stats_cfg on = {.enabled = 1, .hit_threshold = thr, .step = step};
+        CHECK(attn_forward(E->tp[threads], E->scr, &f->L, q, q_pos, n_tok, out, &on) == 0);
+        CHECK(memcmp(out, out_plain, count * sizeof *out) == 0); /* statistics do not change the output */
+        CHECK(rel_err(out, ref, wabs, count) <= 1e-5);
+        int rows_seeing = 0;
+        for (int t = 0; t < n_tok; t++)
+            for (int i = 0; i < n; i++)
+                if (f->pos[i] <= q_pos[t]) { rows_seeing++; break; }
+        int bad_mass = 0, bad_hit = 0, checked_hits = 0;
+        for (int g = 0; g < f->n_head_kv; g++) {
+            const kv_stream *st = &f->streams[g];
+            double total = 0.0;
+            for (int i = 0; i < n; i++) {
+                double mass = 0.0, pmax = 0.0;
+                for (int t = 0; t < n_tok; t++)
+                    for (int h = g * G; h < (g + 1) * G; h++) {
+                        double p = probs[((size_t)t * f->n_head + h) * n + i];
+                        mass += p;
+                        if (p > pmax) pmax = p;
+                    }
+                total += st->attn_last[i];
+                if (fabs(st->attn_last[i] - mass) > 2e-5 * mass + 1e-12) bad_mass++;
+                if (fabs(st->attn_acc[i] - (step - 6) * mass) > 4e-5 * mass + 1e-12) bad_mass++;
+                if (fabs(pmax - thr) > 1e-5) {
+                    int32_t want = pmax >= thr ? step : step == 8 ? -1 : -1;
+                    checked_hits += pmax >= thr;
+                    if (st->attn_last_hit[i] != want) bad_hit++;
+                }
+            }
+            /* every query head of the group, every query that sees a slot, contributes mass 1 */
+            CHECKF(fabs(total - (double)G * rows_seeing) <= 1e-4 * G * rows_seeing,
+                   "stats: mass sums to %.6f, want %d x %d", total, G, rows_seeing);
+        }
+        CHECKF(bad_mass == 0, "stats: %d slots with wrong mass (n=%d n_tok=%d threads=%d)", bad_mass, n, n_tok, threads);
+        CHECKF(bad_hit == 0, "stats: %d slots with wrong hit step", bad_hit);
+        CHECK(checked_hits > 0 || n > 1000);
+    }
+    free(q), free(out), free(out_plain), free(ref), free(wabs), free(probs);
+}
+
+static void test_stats(env *E) {
+    struct { int n, d, ratio, P, threads, n_tok; lt_type t; } cases[] = {
+        {1, 64, 1, 16, 1, 1, LT_F32},     {40, 64, 4, 16, 2, 1, LT_F32},  {513, 128, 8, 32, 3, 1, LT_F32},
+        {2000, 64, 4, 16, 2, 1, LT_F32},  {33, 80, 1, 16, 2, 5, LT_F32},  {300, 64, 4, 32, 3, 17, LT_F32},
+        {700, 128, 8, 16, 2, 40, LT_F32}, {100, 64, 4, 16, 2, 1, LT_Q8_0}, {150, 64, 2, 32, 3, 9, LT_F16},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        fixture f;
+        if (!CHECK(fixture_make(&f, 2 * cases[ci].ratio, 2, cases[ci].d, cases[ci].P, cases[ci].t, cases[ci].n,
+                                ci % 3 == 1 ? POS_GAPS : POS_SEQ))) {
+            fixture_free(&f);
+            continue;
+        }
+        int n_tok = cases[ci].n_tok < cases[ci].n ? cases[ci].n_tok : cases[ci].n;
+        int32_t *q_pos = malloc((size_t)n_tok * sizeof *q_pos);
+        for (int t = 0; t < n_tok; t++) q_pos[t] = f.pos[f.n - n_tok + t];
+        if (ci == 1) q_pos[0] = f.pos[f.n / 2]; /* decode with masked slots */
+        check_stats(E, &f, cases[ci].threads, n_tok, q_pos, ci % 2 ? 0.05f : 0.02f);
+        free(q_pos);
+        fixture_free(&f);
+    }
+}
+
+/* The AVX2 kernels equal the scalar ones (to rounding), and both the reference. */
+static void test_kernels(env *E) {
+    if (!attn_kernels_avx2()) {
+        printf("no AVX2: kernel comparison skipped\n");
+        return;
+    }
+    const attn_kernels *ks = attn_kernels_scalar(), *kv = attn_kernels_avx2();
+    /* exp_sum accuracy on a wide range, -inf giving 0 */
+    float a[67], b[67];
+    for (int i = 0; i < 67; i++) a[i] = b[i] = (float)(-100.0 + 101.0 * urand());
+    a[5] = b[5] = -INFINITY;
+    float sa = ks->exp_sum(a, 67, 0.5f), sb = kv->exp_sum(b, 67, 0.5f);
+    int ok = fabsf(sa - sb) <= 1e-6f * sa && b[5] == 0.0f;
+    for (int i = 0; i < 67; i++) ok &= fabsf(a[i] - b[i]) <= 4e-7f * a[i] + 1e-37f;
+    CHECK(ok);
+    /* scores and pv on odd shapes */
+    for (int rep = 0; rep < 40; rep++) {
+        int d = 8 * (1 + irand(20)), nr = 1 + irand(11), nk = 1 + irand(35);
+        float *q = malloc((size_t)nr * d * 4), *k = malloc((size_t)nk * d * 4), *s1 = malloc((size_t)nr * 40 * 4);
+        float *s2 = malloc((size_t)nr * 40 * 4), *o1 = malloc((size_t)nr * d * 4), *o2 = malloc((size_t)nr * d * 4);
+        float alpha[12];
+        for (int i = 0; i < nr * d; i++) q[i] = frand(), o1[i] = o2[i] = frand();
+        for (int i = 0; i < nk * d; i++) k[i] = frand();
+        for (int r = 0; r < nr; r++) alpha[r] = r % 3 ? (float)urand() : 1.0f;
+        ks->scores(q, d, nr, k, nk, d, s1, 40);
+        kv->scores(q, d, nr, k, nk, d, s2, 40);
+        int same = 1;
+        for (int r = 0; r < nr; r++)
+            for (int j = 0; j < nk; j++) same &= fabsf(s1[r * 40 + j] - s2[r * 40 + j]) <= 2e-6f * d;
+        CHECKF(same, "scores differ d=%d nr=%d nk=%d", d, nr, nk);
+        for (int i = 0; i < nr * 40; i++) s1[i] = fabsf(s1[i]);
+        ks->pv(o1, nr, alpha, s1, 40, k, nk, d);
+        kv->pv(o2, nr, alpha, s1, 40, k, nk, d);
+        same = 1;
+        for (int i = 0; i < nr * d; i++) same &= fabsf(o1[i] - o2[i]) <= 1e-5f * (1.0f + fabsf(o1[i]));
+        CHECKF(same, "pv differs d=%d nr=%d nk=%d", d, nr, nk);
+        free(q), free(k), free(s1), free(s2), free(o1), free(o2);
+    }
+    /* Whole kernels with the scalar table forced: same reference, same result to rounding. */
+    attn_force_scalar(true);
+    CHECK(attn_kernels_get() == ks);
+    fixture f;
+    if (CHECK(fixture_make(&f, 8, 2, 80, 16, LT_F32, 777, POS_GAPS))) {
+        int32_t qp = max_pos(&f);
+        run_case(E, &f, 2, 1, &qp, 3.0f, "scalar-decode");
+        int32_t q_pos[9];
+        for (int t = 0; t < 9; t++) q_pos[t] = f.pos[f.n - 9 + t];
+        run_case(E, &f, 3, 9, q_pos, 3.0f, "scalar-prefill");
+    }
+    fixture_free(&f);
+    attn_force_scalar(false);
+    CHECK(attn_kernels_get() == kv);
+}
+
+/* Prefill scratch does not grow with the context; decode scratch is small. */
+static void test_scratch(env *E) {
+    size_t peak[2];
+    int lens[2] = {300, 3000};
+    for (int i = 0; i < 2; i++) {
+        fixture f;
+        if (!CHECK(fixture_make(&f, 8, 2, 64, 16, LT_F16, lens[i], POS_SEQ))) {
+            fixture_free(&f);
+            return;
+        }
+        attn_scratch *scr = attn_scratch_create();
+        int n_tok = 48;
+        int32_t q_pos[48];
+        for (int t = 0; t < n_tok; t++) q_pos[t] = f.pos[f.n - n_tok + t];
+        float *q = make_queries(n_tok, 8, 64, 1.0f), *out = malloc((size_t)n_tok * 8 * 64 * sizeof *out);
+        CHECK(attn_prefill(E->tp[2], scr, &f.L, q, q_pos, n_tok, out, NULL) == 0);
+        peak[i] = attn_scratch_peak_bytes(scr);
+        attn_scratch_free(scr);
+        scr = attn_scratch_create();
+        CHECK(attn_decode(E->tp[2], scr, &f.L, q, q_pos[n_tok - 1], out, NULL) == 0);
+        /* partials: items x group x (d + 2) plus per-thread tiles */
+        CHECKF(attn_scratch_peak_bytes(scr) < 64 * 1024, "decode scratch %zu bytes", attn_scratch_peak_bytes(scr));
+        attn_scratch_free(scr);
+        free(q), free(out);
+        fixture_free(&f);
+    }
+    CHECKF(peak[0] == peak[1] && peak[0] > 0, "prefill scratch %zu (n=300) vs %zu (n=3000)", peak[0], peak[1]);
+}
+
+int main(void) {
+    env E;
+    memset(&E, 0, sizeof E);
+    E.tp[1] = NULL;
+    E.tp[2] = tp_create(2);
+    E.tp[3] = tp_create(3);
+    E.scr = attn_scratch_create();
+    if (!E.tp[2] || !E.tp[3] || !E.scr) {
+        fprintf(stderr, "setup failed\n");
+        return 1;
+    }
+    printf("kernels: %s\n", attn_kernels_get()->name);
+    test_kernels(&E);
+    test_shapes(&E);
+    test_masking(&E);
+    test_dtypes(&E);
+    test_stats(&E);
+    test_scratch(&E);
+    tp_free(E.tp[2]);
+    tp_free(E.tp[3]);
+    attn_scratch_free(E.scr);
+    return tu_finish("test_attn");
+}
