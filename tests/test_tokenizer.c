@@ -15,6 +15,7 @@
 
 #include "format/gguf.h"
 #include "testutil.h"
+#include "tokenize/tok_internal.h" /* special_partition, checked against a naive reference */
 #include "tokenize/tokenizer.h"
 
 /* ---- helpers ---- */
@@ -582,6 +583,110 @@ static void test_special(void) {
     }
 }
 
+/* ---- special-token partition vs llama.cpp's algorithm, done naively ---- */
+
+static bool c_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+/* tokenizer_st_partition as llama.cpp writes it: one pass per special token
+ * over every raw fragment. */
+static void naive_partition(const tokenizer *t, const char *text, size_t len, bool parse_special, fragvec *out) {
+    fragvec cur = {0}, next = {0};
+    cur.v = malloc(sizeof *cur.v);
+    cur.cap = 1;
+    cur.n = 0;
+    if (len) cur.v[cur.n++] = (tok_frag){0, len, -1};
+    for (int r = 0; r < t->n_special; r++) {
+        lethe_token id = t->special[r];
+        if (!parse_special && (t->attr[id] & (TA_CONTROL | TA_UNKNOWN))) continue;
+        const char *tt = t->text + t->text_off[id];
+        size_t L = t->text_len[id];
+        next.n = 0;
+        for (size_t i = 0; i < cur.n; i++) {
+            if (next.n + 3 > next.cap) next.v = realloc(next.v, (next.cap = next.cap * 2 + 8) * sizeof *next.v);
+            if (cur.v[i].id >= 0) {
+                next.v[next.n++] = cur.v[i];
+                continue;
+            }
+            size_t base = cur.v[i].off, blen = cur.v[i].len;
+            for (;;) {
+                if (next.n + 3 > next.cap) next.v = realloc(next.v, (next.cap = next.cap * 2 + 8) * sizeof *next.v);
+                const char *m = memmem(text + base, blen, tt, L);
+                if (!m) {
+                    if (blen) next.v[next.n++] = (tok_frag){base, blen, -1};
+                    break;
+                }
+                size_t mp = (size_t)(m - text), ll = mp - base;
+                if (t->attr[id] & TA_LSTRIP)
+                    while (ll > 0 && c_space((unsigned char)text[base + ll - 1])) ll--;
+                if (ll) next.v[next.n++] = (tok_frag){base, ll, -1};
+                next.v[next.n++] = (tok_frag){mp, L, id};
+                size_t rs = mp + L, rl = base + blen - rs;
+                if (t->attr[id] & TA_RSTRIP)
+                    while (rl > 0 && c_space((unsigned char)text[rs])) rs++, rl--;
+                base = rs;
+                blen = rl;
+                if (!blen) break;
+            }
+        }
+        fragvec tmp = cur;
+        cur = next;
+        next = tmp;
+    }
+    free(next.v);
+    *out = cur;
+}
+
+static void test_partition(const char *rel) {
+    gguf_file *f;
+    tokenizer *t = open_vocab(rel, &f);
+    if (!t) {
+        if (f) gguf_close(f);
+        return;
+    }
+    int bad = 0, with_tokens = 0;
+    for (int i = 0; i < 400; i++) {
+        char buf[512];
+        size_t len = 0;
+        while (len < 400) {
+            uint32_t r = rnd() % 10;
+            if (r < 4 && t->n_special > 0) { /* a special text, maybe cut short */
+                lethe_token id = t->special[rnd() % (uint32_t)t->n_special];
+                size_t L = t->text_len[id];
+                if (rnd() % 4 == 0) L = rnd() % L;
+                if (L > 64) L = 64;
+                memcpy(buf + len, t->text + t->text_off[id], L);
+                len += L;
+            } else if (r < 7) {
+                size_t k = rnd() % 6;
+                while (k--) buf[len++] = " \n\t"[rnd() % 3];
+            } else {
+                buf[len++] = "ab<|>s/"[rnd() % 7];
+            }
+        }
+        for (int mode = 0; mode < 2; mode++) {
+            fragvec a = {0}, b = {0};
+            bool ok = special_partition(t, buf, len, mode, &a);
+            naive_partition(t, buf, len, mode, &b);
+            bool same = ok && a.n == b.n;
+            for (size_t k = 0; same && k < a.n; k++)
+                same = a.v[k].id == b.v[k].id && a.v[k].off == b.v[k].off && a.v[k].len == b.v[k].len;
+            for (size_t k = 0; k < b.n; k++)
+                if (b.v[k].id >= 0) {
+                    with_tokens++;
+                    break;
+                }
+            if (!same) bad++;
+            free(a.v);
+            free(b.v);
+        }
+    }
+    printf("%s: special-token partition = llama.cpp's algorithm on %d/800 texts (%d with special tokens)\n", rel,
+           800 - bad, with_tokens);
+    CHECKF(bad == 0, "%s: partition differs on %d texts", rel, bad);
+    tokenizer_free(t);
+    gguf_close(f);
+}
+
 /* ---- a hand-made GGUF with an unknown pre-tokenizer ---- */
 
 typedef struct {
@@ -679,6 +784,10 @@ int main(void) {
     test_stream("vocab/ggml-vocab-gpt-2.gguf");
     test_stream("vocab/ggml-vocab-llama-spm.gguf");
     test_special();
+    test_partition("vocab/ggml-vocab-phi-3.gguf");
+    test_partition("vocab/ggml-vocab-mpt.gguf");
+    test_partition("vocab/ggml-vocab-deepseek-coder.gguf");
+    test_partition("vocab/ggml-vocab-starcoder.gguf");
     test_unknown_pre();
     test_speed("vocab/ggml-vocab-gpt-2.gguf");
     test_speed("vocab/ggml-vocab-llama-spm.gguf");

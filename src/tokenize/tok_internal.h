@@ -133,11 +133,11 @@ struct pretok;
 
 /* Lookup structure for the special tokens active in one parse mode. */
 typedef struct {
-    strmap map;             /* text -> rank in tokenizer.special (first = highest priority) */
-    bool first[256];        /* first bytes of the active texts */
-    uint32_t len_off[257];  /* distinct lengths of texts starting with byte b: lens[len_off[b] .. len_off[b+1]) */
-    uint32_t *lens;
+    strmap map;          /* text -> rank in tokenizer.special (first = highest priority) */
     int n_active;
+    int n_len;           /* distinct text lengths, longest first */
+    uint32_t *len;
+    uint8_t (*first)[32]; /* per length: bitmap of the first bytes of its texts */
 } special_index;
 
 struct tokenizer {
