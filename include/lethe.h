@@ -124,6 +124,8 @@ void lethe_seq_free(lethe_seq *s);
 /* Runs n tokens through the model at the next positions. When logits is
  * non-NULL it receives the n_vocab logits after the last token. */
 lethe_status lethe_seq_append(lethe_seq *s, const lethe_token *ids, int n, float *logits);
+/* One decode step: lethe_seq_append of a single token. */
+lethe_status lethe_seq_decode(lethe_seq *s, lethe_token id, float *logits);
 /* Like lethe_seq_append, but writes n x n_vocab logits (one row per token). */
 lethe_status lethe_seq_append_all_logits(lethe_seq *s, const lethe_token *ids, int n, float *logits);
 int lethe_seq_n_past(const lethe_seq *s);

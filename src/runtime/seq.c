@@ -100,3 +100,5 @@ lethe_status lethe_seq_append(lethe_seq *s, const lethe_token *ids, int n, float
 lethe_status lethe_seq_append_all_logits(lethe_seq *s, const lethe_token *ids, int n, float *logits) {
     return append(s, ids, n, logits, true);
 }
+
+lethe_status lethe_seq_decode(lethe_seq *s, lethe_token id, float *logits) { return append(s, &id, 1, logits, false); }
