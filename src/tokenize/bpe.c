@@ -11,17 +11,6 @@
 
 #include "tokenize/tok_internal.h"
 
-static bool reserve_symbols(tok_work *w, size_t n) {
-    if (n <= w->sym_cap) return true;
-    size_t cap = w->sym_cap ? w->sym_cap : 256;
-    while (cap < n) cap *= 2;
-    tok_symbol *s = realloc(w->sym, cap * sizeof *s);
-    if (!s) return false;
-    w->sym = s;
-    w->sym_cap = cap;
-    return true;
-}
-
 static bool add_pair(const tokenizer *t, tok_work *w, const char *enc, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return true;
     const tok_symbol *l = &w->sym[left], *r = &w->sym[right];
@@ -46,7 +35,7 @@ static void emit(const tokenizer *t, const char *s, size_t n, tokvec *out) {
 
 static bool merge_word(const tokenizer *t, tok_work *w, const unsigned char *word, size_t len, tokvec *out) {
     /* spell the word in the byte alphabet */
-    if (!bytebuf_reserve(&w->work, 2 * len) || !reserve_symbols(w, len)) return false;
+    if (!bytebuf_reserve(&w->work, 2 * len) || !tok_work_symbols(w, len)) return false;
     char *enc = w->work.v;
     size_t k = 0;
     for (size_t i = 0; i < len; i++) {

@@ -37,3 +37,17 @@ bool bytebuf_reserve(bytebuf *b, size_t need) {
     b->cap = cap;
     return true;
 }
+
+bool tok_work_symbols(tok_work *w, size_t n) {
+    if (n <= w->sym_cap) return true;
+    size_t cap = w->sym_cap ? w->sym_cap : 256;
+    while (cap < n) {
+        if (cap > SIZE_MAX / 2 / sizeof(tok_symbol)) return false;
+        cap *= 2;
+    }
+    tok_symbol *s = realloc(w->sym, cap * sizeof *s);
+    if (!s) return false;
+    w->sym = s;
+    w->sym_cap = cap;
+    return true;
+}

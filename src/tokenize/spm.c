@@ -19,20 +19,8 @@
  * most "\n" or before most U+2581): no merge can ever cross such a cut, and
  * the merges on either side do not depend on each other, so every piece can
  * be merged on its own with a small heap. */
-#include <stdlib.h>
 
 #include "tokenize/tok_internal.h"
-
-static bool reserve_symbols(tok_work *w, size_t n) {
-    if (n <= w->sym_cap) return true;
-    size_t cap = w->sym_cap ? w->sym_cap : 256;
-    while (cap < n) cap *= 2;
-    tok_symbol *s = realloc(w->sym, cap * sizeof *s);
-    if (!s) return false;
-    w->sym = s;
-    w->sym_cap = cap;
-    return true;
-}
 
 static bool try_add(const tokenizer *t, tok_work *w, const char *text, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return true;
@@ -106,7 +94,7 @@ static bool merge_piece(const tokenizer *t, tok_work *w, const char *text, int32
 
 bool spm_tokenize(const tokenizer *t, tok_work *w, const char *text, size_t len, tokvec *out) {
     if (len == 0) return true;
-    if (len > INT32_MAX || !reserve_symbols(w, len)) return false;
+    if (len > INT32_MAX || !tok_work_symbols(w, len)) return false;
 
     int32_t n = 0;
     for (size_t off = 0; off < len; n++) {

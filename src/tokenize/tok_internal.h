@@ -225,6 +225,8 @@ typedef struct {
 } tok_work;
 
 void tok_work_free(tok_work *w);
+/* Room for n symbols in w->sym (buf.c). */
+bool tok_work_symbols(tok_work *w, size_t n);
 bool spm_tokenize(const tokenizer *t, tok_work *w, const char *text, size_t len, tokvec *out);
 bool spm_build_pairs(tokenizer *t);
 bool bpe_tokenize(const tokenizer *t, tok_work *w, const char *text, size_t len, tokvec *out);
@@ -236,8 +238,9 @@ typedef struct pretok pretok;
  * that llama.cpp ties to the value (ignore_merges, add_bos, ...). */
 pretok *pretok_create(const char *pre, tokenizer *t, char *err, lethe_status *status);
 void pretok_free(pretok *p);
-/* Splits text[0..len) (valid UTF-8) into pre-tokens, written to w->spans as
- * (offset, length) pairs. False on failure. */
+/* Splits text[0..len) into pre-tokens, written to w->spans as (offset,
+ * length) pairs; bytes outside valid UTF-8 count as U+FFFD-like symbols.
+ * False on failure (allocation, regex match limit). */
 bool pretok_split(const pretok *p, tok_work *w, const char *text, size_t len);
 /* Frees the regex state kept in w. */
 void pretok_work_free(tok_work *w);
