@@ -57,6 +57,7 @@ typedef struct {
     int n_seq_max;        /* sequences that may hold n_ctx tokens at once (sizes the KV pool) */
     lethe_kv_type kv_type;
     int kv_page_slots;    /* cache slots per KV page */
+    double kv_budget_mib; /* > 0: the KV pool holds at most this many MiB (overrides n_ctx sizing) */
 } lethe_model_params;
 
 /* Defaults: all cores, context from the model, one sequence, F16 KV in
@@ -111,9 +112,31 @@ void lethe_detok_free(lethe_detok *d);
 
 typedef struct lethe_seq lethe_seq;
 
+/* Which KV slots a sequence keeps once its budget is reached, and the
+ * parameters of the policies (each uses the ones it needs). */
 typedef struct {
-    int n_ctx;            /* max tokens this sequence holds; <= 0: the model's n_ctx */
+    const char *name;     /* "full" (default), "window", "h2o", ...: lethe_kv_policy_names() */
+    int budget;           /* slots per layer and KV head; 0: the context (or the pool's share) */
+    int sink;             /* attention sinks kept (default 4) */
+    int window;           /* most recent slots kept; < 0: a quarter of the budget (default) */
+    float hit_threshold;  /* attention probability that counts as a hit (lazy; default 0.02) */
+    int lag;              /* lazy: evict once every `lag` steps (default 16) */
+    int obs_window;       /* snapkv: observation window of last prompt queries (default 16) */
+    int pool_kernel;      /* snapkv: pooling width (default 7) */
+    bool keyformer;       /* h2o: Keyformer's Gumbel-regularised score */
+    float keyformer_tau;  /* Keyformer temperature (default 1) */
+    uint64_t seed;
+    const char *calib_path; /* headwise: calibration file */
+} lethe_kv_policy_params;
+
+typedef struct {
+    int n_ctx;            /* max slots this sequence holds without a policy; <= 0: the model's n_ctx */
+    lethe_kv_policy_params kv;
 } lethe_seq_params;
+
+/* NULL-terminated list of policy names, and a one-line summary of each. */
+const char *const *lethe_kv_policy_names(void);
+const char *lethe_kv_policy_summary(const char *name);
 
 lethe_seq_params lethe_seq_default_params(void);
 lethe_seq *lethe_seq_create(lethe_model *m, const lethe_seq_params *params, char *err, size_t err_size);

@@ -53,9 +53,18 @@ static lethe_status create_engine(lethe_model *m) {
         return set_error(m->err, LETHE_ERR_UNSUPPORTED, "a Q8_0 KV cache needs a head dimension divisible by 32 (this model: %d)",
                          hp->head_dim);
     size_t P = (size_t)m->params.kv_page_slots;
+    size_t n_streams = (size_t)hp->n_layer * (size_t)hp->n_head_kv;
     size_t pages_per_stream = ((size_t)m->params.n_ctx + P - 1) / P;
-    kv_pool_params kp = {m->params.kv_page_slots, hp->head_dim, dtype,
-                         pages_per_stream * (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)m->params.n_seq_max};
+    kv_pool_params kp = {m->params.kv_page_slots, hp->head_dim, dtype, pages_per_stream * n_streams * (size_t)m->params.n_seq_max};
+    if (p->kv_budget_mib > 0) {
+        /* the pool is the budget: sequences share it, each stream at most its fair share */
+        size_t page_bytes = lt_row_bytes(dtype, hp->head_dim) * 2 * P;
+        kp.n_pages = (size_t)(p->kv_budget_mib * 1048576.0) / page_bytes;
+        if (kp.n_pages < n_streams * (size_t)m->params.n_seq_max)
+            return set_error(m->err, LETHE_ERR_BUDGET,
+                             "a KV budget of %.3f MiB holds %zu pages of %zu bytes, fewer than one per layer and KV head (%zu)",
+                             p->kv_budget_mib, kp.n_pages, page_bytes, n_streams * (size_t)m->params.n_seq_max);
+    }
     char err[LETHE_ERR_MAX];
     m->kv = kv_pool_create(&kp, err);
     if (!m->kv) return set_error(m->err, LETHE_ERR_NOMEM, "cannot create the KV pool: %s", err);

@@ -1,0 +1,113 @@
+/* Policy registry, defaults and the selection helper most policies share. */
+#include "policy/policy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+extern const kv_policy_ops policy_full_ops;
+extern const kv_policy_ops policy_window_ops;
+
+static const kv_policy_ops *const POLICIES[] = {
+    &policy_full_ops,
+    &policy_window_ops,
+    NULL,
+};
+
+const kv_policy_ops *const *policy_list(void) { return POLICIES; }
+
+const kv_policy_ops *policy_find(const char *name) {
+    for (int i = 0; POLICIES[i]; i++)
+        if (!strcmp(POLICIES[i]->name, name)) return POLICIES[i];
+    return NULL;
+}
+
+policy_params policy_default_params(void) {
+    policy_params p;
+    memset(&p, 0, sizeof p);
+    p.name = "full";
+    p.sink = 4;
+    p.window = -1;
+    p.hit_threshold = 0.02f;
+    p.lag = 16;
+    p.obs_window = 16;
+    p.pool_kernel = 7;
+    p.keyformer = false;
+    p.keyformer_tau = 1.0f;
+    p.seed = 0;
+    return p;
+}
+
+kv_policy *policy_create(const kv_policy_ops *ops, const policy_params *params) {
+    kv_policy *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->ops = ops;
+    p->params = params ? *params : policy_default_params();
+    return p;
+}
+
+void policy_free(kv_policy *p) {
+    if (!p) return;
+    if (p->ops->destroy) p->ops->destroy(p);
+    free(p);
+}
+
+int policy_window_for(const policy_params *pp, int target) {
+    int w = pp->window >= 0 ? pp->window : target / 4;
+    if (w < 1) w = 1;
+    return w;
+}
+
+typedef struct {
+    float score;
+    int32_t pos;
+    int idx;
+} ranked;
+
+/* lowest score first; among equals the older slot goes first */
+static int cmp_ranked(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+static int cmp_pos(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+void policy_keep_top(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep) {
+    int n = s->n, kept = 0;
+    for (int i = 0; i < n; i++) kept += keep[i] != 0;
+    if (kept <= target) return;
+    if (target < 0) target = 0;
+    ranked *r = malloc((size_t)n * sizeof *r);
+    if (!r) { /* fall back to dropping the oldest unprotected slots: still within budget */
+        for (int i = 0; i < n && kept > target; i++)
+            if (keep[i]) { keep[i] = 0; kept--; }
+        return;
+    }
+    for (int i = 0; i < n; i++) r[i] = (ranked){score ? score[i] : 0.0f, s->pos[i], i};
+    /* protect sinks (oldest) and window (newest) by position */
+    qsort(r, (size_t)n, sizeof *r, cmp_pos);
+    if (sink + window > target) { /* not enough room: shrink the window first, then the sinks */
+        window = target - sink > 0 ? target - sink : 0;
+        if (sink > target) sink = target;
+    }
+    int lo = sink < n ? sink : n, hi = n - window > lo ? n - window : lo;
+    /* candidates r[lo, hi): drop the lowest scores */
+    qsort(r + lo, (size_t)(hi - lo), sizeof *r, cmp_ranked);
+    for (int i = lo; i < hi && kept > target; i++)
+        if (keep[r[i].idx]) { keep[r[i].idx] = 0; kept--; }
+    free(r);
+}
+
+const char *const *lethe_kv_policy_names(void) {
+    static const char *names[sizeof POLICIES / sizeof POLICIES[0]];
+    for (size_t i = 0; POLICIES[i]; i++) names[i] = POLICIES[i]->name;
+    return names;
+}
+
+const char *lethe_kv_policy_summary(const char *name) {
+    const kv_policy_ops *ops = policy_find(name);
+    return ops ? ops->summary : NULL;
+}

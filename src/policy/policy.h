@@ -1,0 +1,87 @@
+/* KV policies: what stays in a sequence's cache when its budget is reached.
+ *
+ * A policy never touches memory itself. The runtime asks it for a plan when
+ * appending would take a stream past its slot budget, and carries the plan
+ * out (kv_stream_compact for drops, the cold tier for demotions). Between
+ * steps the policy observes the attention statistics the kernel hook
+ * accumulated into each stream (attn_acc / attn_last / attn_last_hit) and
+ * may keep per-slot state of its own in the stream's aux channels, which
+ * move with their slots when a stream is compacted.
+ *
+ * Streams are the sequence's n_layer x n_head_kv page tables, layer-major.
+ * One file per policy implements a kv_policy_ops table. */
+#ifndef LETHE_POLICY_H
+#define LETHE_POLICY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kv/kv_pool.h"
+#include "kv/kv_stream.h"
+#include "lethe.h"
+
+typedef struct {
+    int n_layer, n_head_kv, n_head, head_dim;
+    const kv_pool *pool;
+    kv_stream *streams;  /* n_layer * n_head_kv */
+    int32_t n_past;      /* position of the next token */
+    int32_t step;        /* position of the last query the statistics saw */
+    bool in_prefill;     /* the statistics came from prompt queries */
+} policy_view;
+
+/* Per stream: keep[i] = 0 drops slot i. The runtime sets every mask to 1
+ * before calling plan, so a policy only clears what it drops. */
+typedef struct {
+    uint8_t **keep;
+} policy_plan;
+
+typedef struct kv_policy kv_policy;
+
+typedef struct {
+    const char *name;
+    const char *summary;           /* one line for --help */
+    bool needs_stats;              /* turn the attention statistics hook on */
+    bool obs_window_only;          /* in prefill, statistics from the last obs_window queries only (SnapKV) */
+    bool may_evict;                /* false for "full": exceeding the budget is an error */
+    int aux_width;                 /* per-slot floats of policy state (0: none) */
+    /* Optional: per-stream slot budgets whose sum is at most
+     * n_streams * budget (each a multiple of the page size unless it equals
+     * budget). NULL: every stream gets `budget`. */
+    lethe_status (*budgets)(kv_policy *p, const policy_view *v, int budget, int *out);
+    /* Called after every forward step (prompt chunk or decode token). */
+    void (*observe)(kv_policy *p, const policy_view *v);
+    /* Make every stream s hold at most target[s] slots by clearing keep
+     * bits. Return LETHE_OK, or an error with a message in p->err. */
+    lethe_status (*plan)(kv_policy *p, const policy_view *v, const int *target, policy_plan *out);
+    void (*destroy)(kv_policy *p);
+} kv_policy_ops;
+
+/* Parameters, set from CLI flags or the public API; each policy reads
+ * those it uses. */
+typedef lethe_kv_policy_params policy_params;
+
+struct kv_policy {
+    const kv_policy_ops *ops;
+    policy_params params;
+    void *state;
+    char err[256];
+};
+
+policy_params policy_default_params(void);
+/* Looks a policy up by name ("full", "window", "h2o", ...). NULL if unknown. */
+const kv_policy_ops *policy_find(const char *name);
+/* All policies, NULL-terminated, for --help and sweeps. */
+const kv_policy_ops *const *policy_list(void);
+
+kv_policy *policy_create(const kv_policy_ops *ops, const policy_params *params);
+void policy_free(kv_policy *p);
+
+/* Helpers for plan(): the recent window a policy keeps for a budget, and
+ * "drop the lowest-scoring slots" with sinks and window protected. */
+int policy_window_for(const policy_params *pp, int target);
+/* Clears keep bits of the slots with the lowest score[i] until at most
+ * target remain, never dropping the `sink` lowest positions or the
+ * `window` highest positions (unless target leaves no room for them). */
+void policy_keep_top(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep);
+
+#endif
