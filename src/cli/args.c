@@ -62,12 +62,37 @@ const char *MODEL_OPTS_USAGE =
     "  -t, --threads N        worker threads (default: all cores)\n"
     "  -c, --ctx-size N       context length (default: the model's, at most 4096)\n"
     "  --kv-type T            KV cache storage: f32, f16 (default) or q8_0\n"
-    "  --kv-page N            cache slots per KV page (default 32)\n";
+    "  --kv-page N            cache slots per KV page (default 32)\n"
+    "  --kv-policy P          what stays when the budget is reached: full (default: exceeding is an error),\n"
+    "                         window, h2o, tova, snapkv, lazy, knorm, headwise, quest, mixed (see docs/policies.md)\n"
+    "  --kv-budget N          KV slots per layer and KV head of a sequence (a hard cap)\n"
+    "  --kv-budget-mib M      the whole KV pool, in MiB (a hard cap)\n"
+    "  --kv-sink N            attention sinks kept (default 4)\n"
+    "  --kv-window N          most recent tokens kept (default: a quarter of the budget)\n"
+    "  --kv-lag N             lazy: evict once every N steps (default 16)\n"
+    "  --kv-threshold P       attention probability that counts as a hit (default 0.02)\n"
+    "  --kv-obs-window N      snapkv: observation window (default 16)\n"
+    "  --kv-pool N            snapkv: pooling kernel (default 7)\n"
+    "  --kv-keyformer         h2o: Keyformer's Gumbel-regularised score\n"
+    "  --kv-calib FILE        headwise: calibration file (made on first use)\n";
 
 void model_opts_init(model_opts *o) {
     memset(o, 0, sizeof *o);
     o->kv_type = LETHE_KV_F16;
     o->kv_page_slots = 32;
+    o->kv = lethe_seq_default_params().kv;
+}
+
+lethe_seq_params model_opts_seq_params(const model_opts *o) {
+    lethe_seq_params p = lethe_seq_default_params();
+    p.kv = o->kv;
+    return p;
+}
+
+static bool known_policy(const char *name) {
+    for (const char *const *n = lethe_kv_policy_names(); *n; n++)
+        if (!strcmp(*n, name)) return true;
+    return false;
 }
 
 int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
@@ -97,6 +122,36 @@ int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
         if (!(v = opt_value(argc, argv, i))) return -1;
         if (!parse_int(v, 1, 4096, &n)) { fprintf(stderr, "lethe: bad KV page size '%s'\n", v); return -1; }
         o->kv_page_slots = (int)n;
+    } else if (!strcmp(a, "--kv-policy")) {
+        if (!(v = opt_value(argc, argv, i))) return -1;
+        if (!known_policy(v)) { fprintf(stderr, "lethe: unknown KV policy '%s'\n", v); return -1; }
+        o->kv.name = v;
+    } else if (!strcmp(a, "--kv-budget") || !strcmp(a, "--kv-sink") || !strcmp(a, "--kv-window") || !strcmp(a, "--kv-lag") ||
+               !strcmp(a, "--kv-obs-window") || !strcmp(a, "--kv-pool")) {
+        if (!(v = opt_value(argc, argv, i))) return -1;
+        if (!parse_int(v, !strcmp(a, "--kv-sink") || !strcmp(a, "--kv-window") ? 0 : 1, 1 << 24, &n)) {
+            fprintf(stderr, "lethe: bad value '%s' for %s\n", v, a);
+            return -1;
+        }
+        int *dst = !strcmp(a, "--kv-budget") ? &o->kv.budget : !strcmp(a, "--kv-sink") ? &o->kv.sink
+                 : !strcmp(a, "--kv-window") ? &o->kv.window : !strcmp(a, "--kv-lag") ? &o->kv.lag
+                 : !strcmp(a, "--kv-obs-window") ? &o->kv.obs_window : &o->kv.pool_kernel;
+        *dst = (int)n;
+    } else if (!strcmp(a, "--kv-budget-mib")) {
+        double x;
+        if (!(v = opt_value(argc, argv, i))) return -1;
+        if (!parse_float(v, 1e-6, 1e9, &x)) { fprintf(stderr, "lethe: bad KV budget '%s' MiB\n", v); return -1; }
+        o->kv_budget_mib = x;
+    } else if (!strcmp(a, "--kv-threshold")) {
+        double x;
+        if (!(v = opt_value(argc, argv, i))) return -1;
+        if (!parse_float(v, 0, 1, &x)) { fprintf(stderr, "lethe: bad threshold '%s'\n", v); return -1; }
+        o->kv.hit_threshold = (float)x;
+    } else if (!strcmp(a, "--kv-keyformer")) {
+        o->kv.keyformer = true;
+    } else if (!strcmp(a, "--kv-calib")) {
+        if (!(v = opt_value(argc, argv, i))) return -1;
+        o->kv.calib_path = v;
     } else {
         return 0;
     }
@@ -111,6 +166,7 @@ lethe_model *model_opts_load(const model_opts *o) {
     p.n_ctx = o->n_ctx;
     p.kv_type = o->kv_type;
     p.kv_page_slots = o->kv_page_slots;
+    p.kv_budget_mib = o->kv_budget_mib;
     lethe_model *m = lethe_model_load(o->model, &p, err, sizeof err);
     if (!m) fprintf(stderr, "lethe: cannot load '%s': %s\n", o->model, err);
     return m;

@@ -19,6 +19,8 @@ typedef struct {
     int n_ctx;
     lethe_kv_type kv_type;
     int kv_page_slots;
+    double kv_budget_mib;
+    lethe_kv_policy_params kv; /* policy name, budget and parameters */
 } model_opts;
 
 void model_opts_init(model_opts *o);
@@ -26,6 +28,8 @@ void model_opts_init(model_opts *o);
  * consumed, 0 if not a model option, -1 on a bad value (message printed). */
 int model_opts_parse(model_opts *o, int argc, char **argv, int *i);
 lethe_model *model_opts_load(const model_opts *o);
+/* Sequence parameters (context, KV policy) from the options. */
+lethe_seq_params model_opts_seq_params(const model_opts *o);
 extern const char *MODEL_OPTS_USAGE;
 
 /* Strict number parsing: the whole string must be a number in range. */

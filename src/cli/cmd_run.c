@@ -116,7 +116,8 @@ int cmd_run(int argc, char **argv) {
         if (info.bos < 0) { fprintf(stderr, "lethe run: empty prompt and the vocabulary has no BOS token\n"); goto out; }
         toks[n_tok++] = info.bos;
     }
-    seq = lethe_seq_create(m, NULL, err, sizeof err);
+    lethe_seq_params sq = model_opts_seq_params(&mo);
+    seq = lethe_seq_create(m, &sq, err, sizeof err);
     smp = lethe_sampler_create(&sp, info.n_vocab);
     dt = lethe_detok_create(m, false);
     logits = malloc((size_t)info.n_vocab * sizeof *logits);
@@ -164,8 +165,10 @@ int cmd_run(int argc, char **argv) {
     }
     printf("\n");
     fflush(stdout);
-    fprintf(stderr, "\nstop: %s\nprompt: %d tokens in %.3f s (%.1f tok/s) | generation: %ld tokens in %.3f s (%.1f tok/s) | peak RSS: %.1f MiB\n",
-            stop, n_tok, t_prompt, n_tok / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
+    lethe_kv_usage ku;
+    lethe_model_kv_usage(m, &ku);
+    fprintf(stderr, "\nstop: %s\nKV: policy %s, %.2f MiB held at peak of %.2f MiB pool\nprompt: %d tokens in %.3f s (%.1f tok/s) | generation: %ld tokens in %.3f s (%.1f tok/s) | peak RSS: %.1f MiB\n",
+            stop, mo.kv.name, ku.bytes_peak / 1048576.0, ku.bytes_total / 1048576.0, n_tok, t_prompt, n_tok / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
             n_gen / (t_gen > 0 ? t_gen : 1e-9), peak_rss_bytes() / 1048576.0);
     rc = 0;
 out:
