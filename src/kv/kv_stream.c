@@ -20,6 +20,7 @@ void kv_stream_free(kv_pool *pool, kv_stream *s) {
     free(s->attn_acc);
     free(s->attn_last);
     free(s->attn_last_hit);
+    free(s->aux);
     kv_stream_init(s);
 }
 
@@ -45,6 +46,11 @@ static lethe_status reserve_slots(kv_stream *s, int need) {
         int32_t *hit = realloc(s->attn_last_hit, cap * sizeof *hit);
         if (!hit) return LETHE_ERR_NOMEM;
         s->attn_last_hit = hit;
+    }
+    if (s->aux) {
+        float *aux = realloc(s->aux, cap * (size_t)s->aux_width * sizeof *aux);
+        if (!aux) return LETHE_ERR_NOMEM;
+        s->aux = aux;
     }
     s->cap = (int)cap;
     return LETHE_OK;
@@ -78,6 +84,17 @@ lethe_status kv_stream_enable_stats(kv_stream *s) {
     s->attn_acc = acc;
     s->attn_last = last;
     s->attn_last_hit = hit;
+    return LETHE_OK;
+}
+
+lethe_status kv_stream_enable_aux(kv_stream *s, int width) {
+    if (width <= 0) return LETHE_ERR_ARG;
+    if (s->aux) return s->aux_width == width ? LETHE_OK : LETHE_ERR_ARG;
+    size_t cap = s->cap > 0 ? (size_t)s->cap : 1;
+    float *aux = calloc(cap * (size_t)width, sizeof *aux);
+    if (!aux) return LETHE_ERR_NOMEM;
+    s->aux = aux;
+    s->aux_width = width;
     return LETHE_OK;
 }
 
@@ -122,6 +139,7 @@ lethe_status kv_stream_append(kv_pool *pool, kv_stream *s, const float *k, const
             s->attn_last[slot] = 0.0f;
             s->attn_last_hit[slot] = -1;
         }
+        if (s->aux) memset(s->aux + (size_t)slot * s->aux_width, 0, (size_t)s->aux_width * sizeof *s->aux);
     }
     s->n += n;
     return LETHE_OK;
@@ -132,6 +150,7 @@ lethe_status kv_stream_fork(kv_pool *pool, const kv_stream *src, kv_stream *dst)
     const int P = kv_pool_page_slots(pool);
     const int np = pages_for(src->n, P);
     if (src->attn_acc && !dst->attn_acc && kv_stream_enable_stats(dst) != LETHE_OK) return LETHE_ERR_NOMEM;
+    if (src->aux && kv_stream_enable_aux(dst, src->aux_width) != LETHE_OK) return LETHE_ERR_NOMEM;
     if (reserve_slots(dst, src->n) != LETHE_OK || reserve_pages(dst, np) != LETHE_OK) return LETHE_ERR_NOMEM;
     for (int i = 0; i < np; i++) {
         kv_pool_retain(pool, src->pages[i]);
@@ -145,6 +164,7 @@ lethe_status kv_stream_fork(kv_pool *pool, const kv_stream *src, kv_stream *dst)
             dst->attn_last_hit[i] = src->attn_acc ? src->attn_last_hit[i] : -1;
         }
     }
+    if (src->aux && src->n > 0) memcpy(dst->aux, src->aux, (size_t)src->n * (size_t)src->aux_width * sizeof *dst->aux);
     dst->n = src->n;
     return LETHE_OK;
 }
@@ -183,6 +203,8 @@ lethe_status kv_stream_compact(kv_pool *pool, kv_stream *s, const uint8_t *keep)
             s->attn_last[j] = s->attn_last[i];
             s->attn_last_hit[j] = s->attn_last_hit[i];
         }
+        if (s->aux)
+            memcpy(s->aux + (size_t)j * s->aux_width, s->aux + (size_t)i * s->aux_width, (size_t)s->aux_width * sizeof *s->aux);
         j++;
     }
     for (int pi = new_pages; pi < old_pages; pi++) kv_pool_release(pool, s->pages[pi]);

@@ -22,6 +22,10 @@ typedef struct {
     float *attn_acc;      /* attention mass accumulated over all steps (summed over the group's query heads) */
     float *attn_last;     /* mass received in the most recent step */
     int32_t *attn_last_hit; /* last step whose mass exceeded the hit threshold, -1 never */
+    /* Per-slot state of the KV policy: aux_width floats per slot (zero on
+     * append), NULL unless enabled with kv_stream_enable_aux. */
+    float *aux;
+    int aux_width;
 } kv_stream;
 
 void kv_stream_init(kv_stream *s);
@@ -29,6 +33,9 @@ void kv_stream_init(kv_stream *s);
 void kv_stream_free(kv_pool *pool, kv_stream *s);
 /* Allocates (zeroed) statistics arrays; idempotent. Returns LETHE_OK or NOMEM. */
 lethe_status kv_stream_enable_stats(kv_stream *s);
+/* Allocates (zeroed) width floats of policy state per slot; idempotent for
+ * the same width, LETHE_ERR_ARG for another. */
+lethe_status kv_stream_enable_aux(kv_stream *s, int width);
 
 /* Appends n rows: row t of K is k + t * k_stride (head_dim floats), same for
  * v; pos[t] its position. A shared last page is copied first (copy on

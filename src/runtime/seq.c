@@ -94,6 +94,8 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
         if (s->budget[i] < s->min_budget) s->min_budget = s->budget[i];
         if (ops->needs_stats && kv_stream_enable_stats(&s->streams[i]) != LETHE_OK)
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+        if (ops->aux_width > 0 && kv_stream_enable_aux(&s->streams[i], ops->aux_width) != LETHE_OK)
+            return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     }
     if (s->min_budget < 1) return set_error(s->err, LETHE_ERR_BUDGET, "policy %s gave a stream no slots", name);
     return LETHE_OK;
