@@ -27,6 +27,10 @@ typedef struct {
     int32_t n_past;      /* position of the next token */
     int32_t step;        /* position of the last query the statistics saw */
     bool in_prefill;     /* the statistics came from prompt queries */
+    /* Policies with needs_calibration: per stream, the share of attention
+     * mass each (layer, KV head) sent beyond the recent window during the
+     * calibration pass (runtime/calibrate.c); NULL otherwise. */
+    const float *head_reach;
 } policy_view;
 
 /* Per stream: keep[i] = 0 drops slot i. The runtime sets every mask to 1
@@ -43,6 +47,7 @@ typedef struct {
     bool needs_stats;              /* turn the attention statistics hook on */
     bool obs_window_only;          /* in prefill, statistics from the last obs_window queries only (SnapKV) */
     bool may_evict;                /* false for "full": exceeding the budget is an error */
+    bool needs_calibration;        /* the runtime supplies view->head_reach */
     int aux_width;                 /* per-slot floats of policy state (0: none) */
     /* Optional: per-stream slot budgets whose sum is at most
      * n_streams * budget (each a multiple of the page size unless it equals

@@ -9,6 +9,7 @@
 #include "model/forward.h"
 #include "model/model.h"
 #include "policy/policy.h"
+#include "runtime/calibrate.h"
 
 struct lethe_seq {
     lethe_model *m;
@@ -17,6 +18,7 @@ struct lethe_seq {
     int n_past;
     int n_ctx;
     kv_policy *policy;
+    float *head_reach; /* calibration, for policies that need it */
     int *budget;       /* slot budget of each stream */
     int min_budget;
     int *target;       /* plan scratch */
@@ -56,7 +58,7 @@ static lethe_seq *seq_alloc(lethe_model *m, int n_ctx) {
 static policy_view view_of(lethe_seq *s, bool prefill) {
     const hparams *hp = &s->m->hp;
     policy_view v = {hp->n_layer, hp->n_head_kv, hp->n_head, hp->head_dim, s->m->kv, s->streams, s->n_past,
-                     s->n_past - 1, prefill};
+                     s->n_past - 1, prefill, s->head_reach};
     return v;
 }
 
@@ -79,6 +81,12 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
     s->policy = policy_create(ops, kp);
     if (!s->policy) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     s->policy->params.budget = budget;
+    if (ops->needs_calibration) {
+        s->head_reach = malloc((size_t)s->n_streams * sizeof *s->head_reach);
+        if (!s->head_reach) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+        lethe_status st = calibrate_load_or_run(m, &s->policy->params, s->head_reach, s->err);
+        if (st) return st;
+    }
     policy_view v = view_of(s, false);
     for (int i = 0; i < s->n_streams; i++) s->budget[i] = budget;
     if (ops->budgets) {
@@ -147,6 +155,7 @@ void lethe_seq_free(lethe_seq *s) {
     if (s->keep)
         for (int i = 0; i < s->n_streams; i++) free(s->keep[i]);
     policy_free(s->policy);
+    free(s->head_reach);
     free(s->streams);
     free(s->budget);
     free(s->target);

@@ -1,0 +1,126 @@
+/* Per-head reach calibration for the headwise policy (Task-KV /
+ * RazorAttention / HACK idea: a few heads look far back, most look at the
+ * recent window and the sinks). One token at a time through a calibration
+ * text with the full cache and the attention statistics on; for every
+ * stream we add up the probability mass that went to slots older than the
+ * window. The result is a small text file, reused on later runs. */
+#include "runtime/calibrate.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/forward.h"
+
+#define CALIB_MAGIC "lethe-headwise-calibration v1"
+#define CALIB_MAX_TOKENS 256
+
+/* Plain narrative text: long enough to give every head something to look back at. */
+static const char CALIB_TEXT[] =
+    "Once upon a time, in a small town near the sea, there lived a girl named Mia. Every morning Mia walked to the "
+    "harbour with her grandfather, who had been a fisherman for fifty years. He told her about the storms he had seen, "
+    "the whales that followed his boat, and the lighthouse keeper who sang to the ships at night. One day Mia found a "
+    "small wooden box on the beach. Inside the box was a map, a brass key and a letter that began with the words: "
+    "\"To whoever finds this, the treasure is where the lighthouse keeper sang.\" Mia ran home to show her "
+    "grandfather. He read the letter twice, then smiled. \"The lighthouse keeper was my friend,\" he said. \"He sang "
+    "from the top of the old tower, above the rocks.\" The next morning they climbed the tower together. At the top "
+    "there was a door with a brass lock. Mia took out the key from the box, and it turned. Behind the door they found "
+    "a chest full of letters, drawings and songs that the keeper had written for the sailors. It was not gold, but "
+    "Mia and her grandfather thought it was the best treasure in the world, and they shared the songs with the whole "
+    "town.";
+
+static int window_of(const policy_params *p) {
+    int w = p->window >= 0 ? p->window : p->budget / 4;
+    return w < 1 ? 1 : w;
+}
+
+static lethe_status load(const char *path, const hparams *hp, int window, float *reach, char *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return set_error(err, LETHE_ERR_IO, "cannot read calibration '%s': %s", path, strerror(errno));
+    char magic[64];
+    int L, H, W;
+    lethe_status st = LETHE_OK;
+    if (!fgets(magic, sizeof magic, f) || strncmp(magic, CALIB_MAGIC, strlen(CALIB_MAGIC)) != 0 ||
+        fscanf(f, " n_layer %d n_head_kv %d window %d", &L, &H, &W) != 3) {
+        st = set_error(err, LETHE_ERR_FORMAT, "'%s' is not a lethe headwise calibration file", path);
+    } else if (L != hp->n_layer || H != hp->n_head_kv) {
+        st = set_error(err, LETHE_ERR_ARG, "calibration '%s' is for %d layers x %d KV heads, the model has %d x %d", path, L,
+                       H, hp->n_layer, hp->n_head_kv);
+    } else if (W != window) {
+        st = set_error(err, LETHE_ERR_ARG, "calibration '%s' was measured with window %d, this run uses %d", path, W, window);
+    } else {
+        for (int i = 0; i < L * H && !st; i++)
+            if (fscanf(f, "%f", &reach[i]) != 1 || !(reach[i] >= 0.0f && reach[i] <= 1.0f))
+                st = set_error(err, LETHE_ERR_FORMAT, "calibration '%s': value %d missing or outside [0, 1]", path, i);
+    }
+    fclose(f);
+    return st;
+}
+
+static lethe_status save(const char *path, const hparams *hp, int window, const float *reach, char *err) {
+    FILE *f = fopen(path, "w");
+    if (!f) return set_error(err, LETHE_ERR_IO, "cannot write calibration '%s': %s", path, strerror(errno));
+    fprintf(f, "%s\nn_layer %d n_head_kv %d window %d\n", CALIB_MAGIC, hp->n_layer, hp->n_head_kv, window);
+    for (int l = 0; l < hp->n_layer; l++) {
+        for (int h = 0; h < hp->n_head_kv; h++) fprintf(f, "%s%.6f", h ? " " : "", reach[l * hp->n_head_kv + h]);
+        fputc('\n', f);
+    }
+    bool ok = fclose(f) == 0;
+    return ok ? LETHE_OK : set_error(err, LETHE_ERR_IO, "cannot write calibration '%s'", path);
+}
+
+static lethe_status measure(lethe_model *m, int window, float *reach, char *err) {
+    const hparams *hp = &m->hp;
+    const int n_streams = hp->n_layer * hp->n_head_kv;
+    const size_t P = (size_t)kv_pool_page_slots(m->kv);
+    /* the tokens must fit in the pool next to nothing else */
+    size_t fit = kv_pool_pages_free(m->kv) / (size_t)n_streams * P;
+    lethe_token ids[CALIB_MAX_TOKENS];
+    int n = tokenizer_encode(m->tok, CALIB_TEXT, strlen(CALIB_TEXT), ids, CALIB_MAX_TOKENS, true, false);
+    if (n > CALIB_MAX_TOKENS) n = CALIB_MAX_TOKENS;
+    if ((size_t)n > fit) n = (int)fit;
+    if (n <= window + 1)
+        return set_error(err, LETHE_ERR_BUDGET, "calibration needs more than %d tokens of KV room (window %d), the pool has %zu",
+                         window + 1, window, fit);
+    kv_stream *streams = calloc((size_t)n_streams, sizeof *streams);
+    double *far = calloc((size_t)n_streams, sizeof *far), *total = calloc((size_t)n_streams, sizeof *total);
+    lethe_status st = streams && far && total ? LETHE_OK : LETHE_ERR_NOMEM;
+    for (int i = 0; i < n_streams && !st; i++) {
+        kv_stream_init(&streams[i]);
+        st = kv_stream_enable_stats(&streams[i]);
+    }
+    for (int t = 0; t < n && !st; t++) {
+        int32_t pos = t;
+        attn_stats_cfg cfg = {1, 1.0f, t};
+        forward_state fs = {streams, &cfg};
+        st = forward_batch(m, &fs, &ids[t], &pos, 1, NULL, false, err);
+        for (int i = 0; i < n_streams && !st; i++) {
+            const kv_stream *s = &streams[i];
+            for (int j = 0; j < s->n; j++) {
+                total[i] += s->attn_last[j];
+                if (s->pos[j] < t - window) far[i] += s->attn_last[j];
+            }
+        }
+    }
+    for (int i = 0; i < n_streams && !st; i++) reach[i] = total[i] > 0 ? (float)(far[i] / total[i]) : 0.0f;
+    if (streams)
+        for (int i = 0; i < n_streams; i++) kv_stream_free(m->kv, &streams[i]);
+    free(streams);
+    free(far);
+    free(total);
+    if (st == LETHE_ERR_NOMEM) set_error(err, st, "calibration: out of memory");
+    return st;
+}
+
+lethe_status calibrate_load_or_run(lethe_model *m, const policy_params *params, float *reach, char *err) {
+    const int window = window_of(params);
+    FILE *f = params->calib_path ? fopen(params->calib_path, "r") : NULL;
+    if (f) {
+        fclose(f);
+        return load(params->calib_path, &m->hp, window, reach, err);
+    }
+    lethe_status st = measure(m, window, reach, err);
+    if (!st && params->calib_path) st = save(params->calib_path, &m->hp, window, reach, err);
+    return st;
+}
