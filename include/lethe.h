@@ -161,6 +161,8 @@ typedef struct {
     int page_slots;
 } lethe_kv_usage;
 void lethe_model_kv_usage(const lethe_model *m, lethe_kv_usage *u);
+/* Restarts the peak from the bytes held now (to measure one run). */
+void lethe_model_kv_reset_peak(lethe_model *m);
 const char *lethe_seq_error(const lethe_seq *s);
 
 /* ---- sampling ------------------------------------------------------------ */

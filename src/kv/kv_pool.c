@@ -4,12 +4,17 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kv/kv_convert.h"
 #include "util/checked.h"
 #include "util/error.h"
 
 #define KV_POOL_ALIGN 64
+/* Pools of at least this size are aligned to 2 MiB and offered to the kernel
+ * as transparent huge pages: attention streams through the pages of a
+ * stream, and hardware prefetchers stop at every 4 KiB boundary. */
+#define KV_POOL_HUGE ((size_t)2 << 20)
 
 struct kv_pool {
     int page_slots;
@@ -56,7 +61,12 @@ kv_pool *kv_pool_create(const kv_pool_params *p, char *err) {
         set_error(err, LETHE_ERR_ARG, "kv_pool_create: pool size overflows");
         return NULL;
     }
-    total -= total % KV_POOL_ALIGN; /* aligned_alloc wants a multiple of the alignment */
+    size_t align = KV_POOL_ALIGN;
+    if (total >= KV_POOL_HUGE && total <= SIZE_MAX - KV_POOL_HUGE) {
+        align = KV_POOL_HUGE;
+        total += KV_POOL_HUGE - KV_POOL_ALIGN;
+    }
+    total -= total % align; /* aligned_alloc wants a multiple of the alignment */
 
     kv_pool *pool = calloc(1, sizeof *pool);
     if (!pool) goto nomem;
@@ -66,7 +76,10 @@ kv_pool *kv_pool_create(const kv_pool_params *p, char *err) {
     pool->n_pages = p->n_pages;
     pool->row_bytes = row;
     pool->page_bytes = page_bytes;
-    pool->data = aligned_alloc(KV_POOL_ALIGN, total);
+    pool->data = aligned_alloc(align, total);
+#ifdef MADV_HUGEPAGE
+    if (pool->data && align == KV_POOL_HUGE) madvise(pool->data, total, MADV_HUGEPAGE); /* a hint: failure is fine */
+#endif
     pool->refcount = calloc(p->n_pages, sizeof *pool->refcount);
     pool->free_ids = malloc(p->n_pages * sizeof *pool->free_ids);
     if (!pool->data || !pool->refcount || !pool->free_ids) goto nomem;
@@ -134,6 +147,7 @@ size_t kv_pool_pages_used(const kv_pool *pool) { return pool->n_pages - pool->n_
 size_t kv_pool_bytes_used(const kv_pool *pool) { return kv_pool_pages_used(pool) * pool->page_bytes; }
 size_t kv_pool_bytes_free(const kv_pool *pool) { return pool->n_free * pool->page_bytes; }
 size_t kv_pool_peak_pages_used(const kv_pool *pool) { return pool->peak_used; }
+void kv_pool_reset_peak(kv_pool *pool) { pool->peak_used = kv_pool_pages_used(pool); }
 size_t kv_pool_pages_free(const kv_pool *pool) { return pool->n_free; }
 
 void kv_store_row(const kv_pool *pool, void *dst, const float *src) {

@@ -49,6 +49,8 @@ size_t kv_pool_pages_used(const kv_pool *pool);
 size_t kv_pool_bytes_used(const kv_pool *pool); /* pages in use x page bytes; shared pages once */
 size_t kv_pool_bytes_free(const kv_pool *pool);
 size_t kv_pool_peak_pages_used(const kv_pool *pool);
+/* Restarts peak tracking from the pages in use now. */
+void kv_pool_reset_peak(kv_pool *pool);
 size_t kv_pool_pages_free(const kv_pool *pool);  /* pages on the free list */
 
 /* Converts n F32 values to / from the pool's dtype (n = head_dim). */

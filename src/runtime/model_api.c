@@ -129,6 +129,8 @@ void lethe_model_kv_usage(const lethe_model *m, lethe_kv_usage *u) {
     u->page_slots = kv_pool_page_slots(m->kv);
 }
 
+void lethe_model_kv_reset_peak(lethe_model *m) { kv_pool_reset_peak(m->kv); }
+
 int lethe_tokenize(const lethe_model *m, const char *text, size_t len, lethe_token *ids, int cap, bool add_special,
                    bool parse_special) {
     return tokenizer_encode(m->tok, text, len, ids, cap, add_special, parse_special);
