@@ -1,0 +1,111 @@
+/* The KV budget is a hard cap: for every registered policy that may evict,
+ * streaming 8x the budget through one sequence never makes the pool hold
+ * more than the budget's pages, and the process's resident memory stays
+ * flat while it streams (no per-token growth anywhere). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lethe.h"
+#include "policy/policy.h"
+#include "testutil.h"
+
+static long rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+    fclose(f);
+    return rss * sysconf(_SC_PAGESIZE);
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+int main(void) {
+    const char *path = tu_require_model("stories260K.gguf");
+    const int budget = 64, page = 16, n_tokens = 8 * budget;
+    lethe_model_params mp = lethe_model_default_params();
+    mp.kv_type = LETHE_KV_F32;
+    mp.n_ctx = 512;
+    mp.kv_page_slots = page;
+    mp.n_threads = 2;
+    char err[512];
+    lethe_model *m = lethe_model_load(path, &mp, err, sizeof err);
+    if (!CHECKF(m != NULL, "load: %s", err)) return tu_finish("test_budget");
+    lethe_model_info info;
+    lethe_model_get_info(m, &info);
+    float *logits = malloc(sizeof(float) * (size_t)info.n_vocab);
+    int tested = 0;
+    for (const kv_policy_ops *const *ops = policy_list(); *ops; ops++) {
+        if (!(*ops)->may_evict) continue;
+        lethe_seq_params sp = lethe_seq_default_params();
+        sp.kv.name = (*ops)->name;
+        sp.kv.budget = budget;
+        lethe_seq *s = lethe_seq_create(m, &sp, err, sizeof err);
+        if (!CHECKF(s != NULL, "%s: %s", (*ops)->name, err)) continue;
+        tested++;
+        lethe_model_kv_reset_peak(m);
+        lethe_kv_usage u;
+        lethe_model_kv_usage(m, &u);
+        const size_t cap = (size_t)info.n_layer * info.n_head_kv * ((budget + page - 1) / page) * u.page_bytes;
+        lethe_token t = 1;
+        long rss_early = 0, rss_max = 0;
+        int ok = 1;
+        for (int i = 0; i < n_tokens && ok; i++) {
+            ok = lethe_seq_decode(s, t, logits) == LETHE_OK;
+            CHECKF(ok, "%s: step %d: %s", (*ops)->name, i, lethe_seq_error(s));
+            t = argmax(logits, info.n_vocab);
+            if (t == info.eos || t == info.bos) t = 13; /* keep streaming text */
+            lethe_model_kv_usage(m, &u);
+            if (u.bytes_used > cap) {
+                CHECKF(0, "%s: step %d holds %zu bytes > budget %zu", (*ops)->name, i, u.bytes_used, cap);
+                ok = 0;
+            }
+            long r = rss_bytes();
+            if (i == 2 * budget) rss_early = r;
+            if (i > 2 * budget && r > rss_max) rss_max = r;
+        }
+        lethe_model_kv_usage(m, &u);
+        printf("%-9s budget %d: peak %zu bytes (cap %zu), RSS after 2x budget %.2f MiB, max after %.2f MiB\n", (*ops)->name,
+               budget, u.bytes_peak, cap, rss_early / 1048576.0, rss_max / 1048576.0);
+        CHECK(u.bytes_peak <= cap);
+        /* flat: less than 256 KiB of growth over the last 6x budget tokens */
+        CHECKF(rss_max - rss_early < 256 * 1024, "%s: RSS grew by %ld bytes while streaming", (*ops)->name, rss_max - rss_early);
+        lethe_seq_free(s);
+    }
+    CHECK(tested >= 1);
+
+    /* the full policy refuses to exceed its budget, cleanly */
+    lethe_seq_params sp = lethe_seq_default_params();
+    sp.kv.budget = budget;
+    lethe_seq *s = lethe_seq_create(m, &sp, err, sizeof err);
+    lethe_token ids[80];
+    for (int i = 0; i < 80; i++) ids[i] = 13;
+    CHECK(s && lethe_seq_append(s, ids, 80, logits) == LETHE_ERR_BUDGET);
+    CHECK(s && lethe_seq_append(s, ids, 64, logits) == LETHE_OK);
+    CHECK(s && lethe_seq_decode(s, 13, logits) == LETHE_ERR_BUDGET);
+    lethe_seq_free(s);
+
+    /* a pool budget in MiB caps the pool itself */
+    lethe_model_free(m);
+    mp.kv_budget_mib = 0.25;
+    m = lethe_model_load(path, &mp, err, sizeof err);
+    if (CHECKF(m != NULL, "load with MiB budget: %s", err)) {
+        lethe_kv_usage u;
+        lethe_model_kv_usage(m, &u);
+        CHECK(u.bytes_total <= (size_t)(0.25 * 1048576));
+        lethe_model_free(m);
+    }
+    mp.kv_budget_mib = 0.001; /* fewer pages than streams: a clear error */
+    m = lethe_model_load(path, &mp, err, sizeof err);
+    CHECKF(m == NULL && strstr(err, "MiB"), "tiny pool budget rejected: %s", err);
+    lethe_model_free(m);
+    free(logits);
+    return tu_finish("test_budget");
+}
