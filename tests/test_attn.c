@@ -189,7 +189,7 @@ static double rel_err(const float *out, const double *ref, const double *wabs, s
 }
 
 typedef struct {
-    threadpool *tp[4]; /* index = threads; tp[1] = NULL (inline) */
+    threadpool *tp[4]; /* index = threads */
     attn_scratch *scr;
 } env;
 
@@ -315,6 +315,14 @@ static void test_masking(env *E) {
         for (int t = 0; t < n_tok; t++) q_pos[t] = -3 + irand(hi + 6);
         q_pos[0] = -1; /* sees nothing */
         run_case(E, &f, 1 + rep % 3, n_tok, q_pos, 2.0f, "prefill-masked");
+        if (rep == 0) { /* no thread pool at all: everything inline */
+            threadpool *keep = E->tp[1];
+            E->tp[1] = NULL;
+            run_case(E, &f, 1, n_tok, q_pos, 2.0f, "prefill-no-pool");
+            int32_t qp = max_pos(&f);
+            run_case(E, &f, 1, 1, &qp, 2.0f, "decode-no-pool");
+            E->tp[1] = keep;
+        }
         /* rows with nothing visible come out as zeros */
         float *q = make_queries(n_tok, f.n_head, d, 1.0f);
         float *out = malloc((size_t)n_tok * f.n_head * d * sizeof *out);
@@ -548,11 +556,11 @@ static void test_scratch(env *E) {
 int main(void) {
     env E;
     memset(&E, 0, sizeof E);
-    E.tp[1] = NULL;
+    E.tp[1] = tp_create(1);
     E.tp[2] = tp_create(2);
     E.tp[3] = tp_create(3);
     E.scr = attn_scratch_create();
-    if (!E.tp[2] || !E.tp[3] || !E.scr) {
+    if (!E.tp[1] || !E.tp[2] || !E.tp[3] || !E.scr) {
         fprintf(stderr, "setup failed\n");
         return 1;
     }
@@ -563,8 +571,7 @@ int main(void) {
     test_dtypes(&E);
     test_stats(&E);
     test_scratch(&E);
-    tp_free(E.tp[2]);
-    tp_free(E.tp[3]);
+    for (int i = 1; i <= 3; i++) tp_free(E.tp[i]);
     attn_scratch_free(E.scr);
     return tu_finish("test_attn");
 }

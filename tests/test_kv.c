@@ -137,6 +137,31 @@ static void test_pool(void) {
     kv_pool_free(pool);
 }
 
+/* A pool large enough for the huge-page path: every page usable end to end. */
+static void test_big_pool(void) {
+    const int P = 16, D = 128;
+    kv_pool *pool = make_pool(P, D, LT_F32, 700); /* 700 x 16 KiB */
+    if (!CHECK(pool != NULL)) return;
+    CHECK(((uintptr_t)kv_page_k_row(pool, 0, 0) & 63) == 0);
+    int ok = 1;
+    for (int i = 0; i < 700; i++) {
+        int32_t id = kv_pool_alloc(pool);
+        ok &= id == i;
+        float *k = kv_page_k_row(pool, id, 0), *v = kv_page_v_row(pool, id, P - 1);
+        k[0] = (float)i;
+        v[D - 1] = (float)-i;
+    }
+    CHECK(ok);
+    CHECK(kv_pool_alloc(pool) == -1);
+    for (int i = 0; i < 700; i++) {
+        ok &= ((float *)kv_page_k_row(pool, i, 0))[0] == (float)i;
+        ok &= ((float *)kv_page_v_row(pool, i, P - 1))[D - 1] == (float)-i;
+    }
+    CHECK(ok);
+    CHECK(kv_pool_bytes_used(pool) == 700 * kv_pool_page_bytes(pool));
+    kv_pool_free(pool);
+}
+
 static void test_append(int P) {
     const int D = 32;
     kv_pool *pool = make_pool(P, D, LT_F32, 64);
@@ -473,6 +498,7 @@ static void test_dtypes(void) {
 int main(void) {
     test_bad_params();
     test_pool();
+    test_big_pool();
     test_append(16);
     test_append(32);
     test_append(1);

@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "kv/kv_pool.h"
 #include "kv/kv_stream.h"
@@ -67,5 +68,9 @@ int attn_forward(threadpool *tp, attn_scratch *scr, const attn_layer *L, const f
 int attn_naive(const attn_layer *L, const float *q, const int32_t *q_pos, int n_tok, float *out);
 /* Bytes attn_naive allocates for n_tok queries against L's streams. */
 size_t attn_naive_scratch_bytes(const attn_layer *L, int n_tok);
+
+/* `lethe bench attn`: decode-step and prefill-chunk times, tiled vs naive,
+ * with peak scratch, at contexts 1K..64K; n_threads <= 0: all cores. */
+void attn_bench(FILE *out, int n_threads);
 
 #endif
