@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tensor/threadpool.h"
 #include "tensor/types.h"
@@ -27,5 +28,9 @@ void lt_workspace_free(lt_workspace *ws);
  * dot product (checked at load time, so this is not expected). */
 int lt_matmul(threadpool *tp, lt_workspace *ws, lt_type wtype, const void *W,
               int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y);
+
+/* Prints GFLOP/s of lt_matmul per weight type for decode- (1 token) and
+ * prefill-shaped (64 tokens) products (`lethe bench kernels`). */
+void lt_matmul_bench(FILE *out, int n_threads);
 
 #endif

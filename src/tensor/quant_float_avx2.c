@@ -83,8 +83,12 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
         }
 }
 
-#define FT_RM 4
-#define FT_RN 3
+#ifndef FT_RM
+#define FT_RM 3
+#endif
+#ifndef FT_RN
+#define FT_RN 4
+#endif
 
 #define DEFINE_FTILES(name, kind)                                                                 \
     static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \

@@ -147,24 +147,39 @@ LT_INLINE void ktile(int kind, const int RM, const int RN, int64_t n, const char
         for (int c = 0; c < RN; c++) s[c * ldc + r] = hsum_ps(acc[r][c]);
 }
 
-#define KT_RM 1
-#define KT_RN 4
+#ifndef KT_RM
+#define KT_RM 2
+#endif
+#ifndef KT_RN
+#define KT_RN 8
+#endif
 
 #define DEFINE_KTILES(name, kind)                                                                 \
     static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
                             float *s, size_t ldc) {                                               \
         ktile(kind, KT_RM, KT_RN, n, x, bx, y, by, s, ldc);                                       \
     }                                                                                             \
+    static void name##_rows(int64_t n, const char *x, size_t bx, const char *y, float *s) {       \
+        ktile(kind, KT_RM, 1, n, x, bx, y, 0, s, 1);                                              \
+    }                                                                                             \
+    static void name##_cols(int64_t n, const char *x, const char *y, size_t by, float *s,         \
+                            size_t ldc) {                                                         \
+        ktile(kind, 1, KT_RN, n, x, 0, y, by, s, ldc);                                            \
+    }                                                                                             \
     static void name##_one(int64_t n, const char *x, const char *y, float *s) {                   \
         ktile(kind, 1, 1, n, x, 0, y, 0, s, 1);                                                   \
     }                                                                                             \
     static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by,            \
                      const float *aux, size_t ld, float *s, size_t ldc, int nr, int nc) {         \
+        const char *x = vx, *y = vy;                                                              \
         (void)aux;                                                                                \
         (void)ld;                                                                                 \
-        const char *x = vx, *y = vy;                                                              \
         if (nr == KT_RM && nc == KT_RN) {                                                         \
             name##_full(n, x, bx, y, by, s, ldc);                                                 \
+        } else if (nr == KT_RM) {                                                                 \
+            for (int c = 0; c < nc; c++) name##_rows(n, x, bx, y + c * by, s + c * ldc);          \
+        } else if (nc == KT_RN) {                                                                 \
+            for (int r = 0; r < nr; r++) name##_cols(n, x + r * bx, y, by, s + r, ldc);           \
         } else {                                                                                  \
             for (int r = 0; r < nr; r++)                                                          \
                 for (int c = 0; c < nc; c++) name##_one(n, x + r * bx, y + c * by, s + c * ldc + r); \
