@@ -6,10 +6,22 @@
 
 extern const kv_policy_ops policy_full_ops;
 extern const kv_policy_ops policy_window_ops;
+extern const kv_policy_ops policy_h2o_ops;
+extern const kv_policy_ops policy_tova_ops;
+extern const kv_policy_ops policy_snapkv_ops;
+extern const kv_policy_ops policy_lazy_ops;
+extern const kv_policy_ops policy_knorm_ops;
+extern const kv_policy_ops policy_headwise_ops;
 
 static const kv_policy_ops *const POLICIES[] = {
     &policy_full_ops,
     &policy_window_ops,
+    &policy_h2o_ops,
+    &policy_tova_ops,
+    &policy_snapkv_ops,
+    &policy_lazy_ops,
+    &policy_knorm_ops,
+    &policy_headwise_ops,
     NULL,
 };
 
@@ -75,20 +87,33 @@ static int cmp_pos(const void *a, const void *b) {
     return (x->pos > y->pos) - (x->pos < y->pos);
 }
 
-void policy_keep_top(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep) {
+void policy_keep_top_buf(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep,
+                         void **buf, size_t *cap) {
     int n = s->n, kept = 0;
     for (int i = 0; i < n; i++) kept += keep[i] != 0;
     if (kept <= target) return;
     if (target < 0) target = 0;
-    ranked *r = malloc((size_t)n * sizeof *r);
-    if (!r) { /* fall back to dropping the oldest unprotected slots: still within budget */
-        for (int i = 0; i < n && kept > target; i++)
-            if (keep[i]) { keep[i] = 0; kept--; }
-        return;
+    if (sink < 0) sink = 0;
+    if (window < 0) window = 0;
+    size_t need = (size_t)n * sizeof(ranked);
+    if (need > *cap) {
+        void *b = realloc(*buf, need);
+        if (!b) { /* fall back to dropping the oldest slots: still within budget */
+            for (int i = 0; i < n && kept > target; i++)
+                if (keep[i]) { keep[i] = 0; kept--; }
+            return;
+        }
+        *buf = b;
+        *cap = need;
     }
-    for (int i = 0; i < n; i++) r[i] = (ranked){score ? score[i] : 0.0f, s->pos[i], i};
+    ranked *r = *buf;
+    bool sorted = true;
+    for (int i = 0; i < n; i++) {
+        r[i] = (ranked){score ? score[i] : 0.0f, s->pos[i], i};
+        if (i > 0 && s->pos[i] < s->pos[i - 1]) sorted = false;
+    }
     /* protect sinks (oldest) and window (newest) by position */
-    qsort(r, (size_t)n, sizeof *r, cmp_pos);
+    if (!sorted) qsort(r, (size_t)n, sizeof *r, cmp_pos);
     if (sink + window > target) { /* not enough room: shrink the window first, then the sinks */
         window = target - sink > 0 ? target - sink : 0;
         if (sink > target) sink = target;
@@ -98,7 +123,13 @@ void policy_keep_top(const kv_stream *s, const float *score, int target, int sin
     qsort(r + lo, (size_t)(hi - lo), sizeof *r, cmp_ranked);
     for (int i = lo; i < hi && kept > target; i++)
         if (keep[r[i].idx]) { keep[r[i].idx] = 0; kept--; }
-    free(r);
+}
+
+void policy_keep_top(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep) {
+    void *buf = NULL;
+    size_t cap = 0;
+    policy_keep_top_buf(s, score, target, sink, window, keep, &buf, &cap);
+    free(buf);
 }
 
 const char *const *lethe_kv_policy_names(void) {

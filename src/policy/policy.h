@@ -88,5 +88,10 @@ int policy_window_for(const policy_params *pp, int target);
  * target remain, never dropping the `sink` lowest positions or the
  * `window` highest positions (unless target leaves no room for them). */
 void policy_keep_top(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep);
+/* The same with a caller-owned scratch buffer (*buf of *cap bytes, grown
+ * with realloc, freed by the caller), so that a plan() keeping it in
+ * p->state allocates nothing per step. */
+void policy_keep_top_buf(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep,
+                         void **buf, size_t *cap);
 
 #endif
