@@ -1,9 +1,10 @@
 /* lt_matmul: y = W x for a batch of tokens, on the thread pool.
  *
  * One tp_run does everything. Phase 1 quantises the activations to the
- * weight type's vec_dot_type: a small batch is quantised by every thread
- * into its own copy (cheaper than a barrier), a large one is split across
- * the threads, which then meet at a spin barrier. Phase 2 splits the weight
+ * weight type's vec_dot_type: usually every thread quantises the whole batch
+ * into its own copy (cheaper than a barrier, and robust when a thread gets
+ * descheduled); only when there are few rows per thread is the work split,
+ * and the threads meet at a spin barrier. Phase 2 splits the weight
  * rows across the threads. A single token runs the tile kernel over groups
  * of rows (weight bandwidth bound); a batch walks tiles of rows x tokens so
  * that each weight block is decoded once per tile and stays in L1 while the
@@ -25,6 +26,10 @@
 
 /* Quantised activations of at most this many bytes are made by each thread. */
 #define PRIVATE_QUANT_BYTES 8192
+/* ... and so are larger ones while each thread has at least this many rows
+ * per token to compute: quantising costs about one row's work per token,
+ * far less than a barrier when the cores are shared with other programs. */
+#define PRIVATE_QUANT_ROWS 16
 /* Token chunk: its activations should stay in L2 while a thread walks its rows. */
 #define CHUNK_BYTES (192 * 1024)
 
@@ -99,9 +104,18 @@ static void rows_loop(const mm_ctx *c, const char *act, int64_t r0, int64_t r1) 
     const size_t ld = (size_t)c->n_tok;
     if (c->n_tok == 1) {
         if (tl->fn) {
+#ifndef PF_DIST
+#define PF_DIST 4096
+#endif
+            const char *end = c->W + (size_t)r1 * c->wrb;
             for (int64_t r = r0; r < r1; r += tl->rows1) {
                 const int nr = (int)(r1 - r < tl->rows1 ? r1 - r : tl->rows1);
-                tl->fn(n, c->W + (size_t)r * c->wrb, c->wrb, act, 0, tab, ld, c->y + r, 1, nr, 1);
+                const char *w = c->W + (size_t)r * c->wrb;
+                /* one pass over the weights: fetch ahead of the kernel */
+                if (PF_DIST > 0)
+                    for (const char *p = w + PF_DIST; p < w + PF_DIST + (size_t)nr * c->wrb && p < end; p += 64)
+                        __builtin_prefetch(p, 0, 0);
+                tl->fn(n, w, c->wrb, act, 0, tab, ld, c->y + r, 1, nr, 1);
             }
         } else {
             for (int64_t r = r0; r < r1; r++) c->y[r] = c->tr->vec_dot(n, c->W + (size_t)r * c->wrb, act);
@@ -187,7 +201,8 @@ int lt_matmul(threadpool *tp, lt_workspace *ws, lt_type wtype, const void *W, in
             one += ((2 * nb * (size_t)n_tok + 4) * sizeof(float) + 63) & ~(size_t)63;
         }
         c.copy_bytes = one;
-        c.private_quant = nth > 1 && arb * (size_t)n_tok <= PRIVATE_QUANT_BYTES;
+        c.private_quant = nth > 1 && (arb * (size_t)n_tok <= PRIVATE_QUANT_BYTES ||
+                                      n_rows >= (int64_t)PRIVATE_QUANT_ROWS * nth);
         if (ws_reserve(ws, c.private_quant ? one * (size_t)nth : one) != 0) return -1;
         c.qbuf = ws->buf;
     }

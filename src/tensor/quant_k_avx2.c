@@ -1,29 +1,73 @@
-/* AVX2 kernels of the k-quants Q4_K, Q5_K, Q6_K against Q8_K activations,
- * and the Q8_K quantiser.
+/* AVX2 kernels of the k-quants Q2_K..Q6_K and IQ4_XS against Q8_K
+ * activations, and the Q8_K quantiser.
  *
  * A weight super-block is decoded into 8 vectors of 32 unsigned quants
- * (0..15, 0..31 or 0..63), one int16 scale vector per 32 quants (lanes 0-7
- * carry the scale of the first 16 quants, lanes 8-15 that of the other 16,
- * matching the lanes of maddubs' output), and an int16 offset per 16 quants
- * that multiplies Q8_K's per-16 sums: the mins of Q4_K/Q5_K (scaled by dmin)
- * or 32*scale for Q6_K, whose quants are stored with +32. Integer sums are
- * exact, so the result differs from the scalar code only by float rounding. */
+ * (0..3, 0..7, 0..15, 0..31 or 0..63), one int16 scale vector per 32 quants
+ * (lanes 0-7 carry the scale of the first 16 quants, lanes 8-15 that of the
+ * other 16, matching the lanes of maddubs' output), and an int16 offset per
+ * 16 quants that multiplies Q8_K's per-16 sums: the mins of Q2_K/Q4_K/Q5_K
+ * (scaled by dmin), or 32*scale (Q6_K) and 4*scale (Q3_K), whose quants are
+ * stored with that offset. IQ4_XS's table values are signed: its vectors
+ * hold their magnitudes and the values themselves give the signs. Integer
+ * sums are exact, so the result differs from the scalar code only by float
+ * rounding. */
 #include <math.h>
 
 #include "tensor/avx2_util.h"
 #include "tensor/quant_impl.h"
 
-enum { K_Q4_K, K_Q5_K, K_Q6_K };
+enum { K_Q4_K, K_Q5_K, K_Q6_K, K_Q2_K, K_Q3_K, K_IQ4_XS };
 
 typedef struct {
     __m256i q[8];
+    __m256i sgn[8]; /* IQ4_XS only */
     __m256i sc[8];
     __m256i off;
     float d, dmin;
 } kdec;
 
 LT_INLINE size_t kblk_bytes(int kind) {
-    return kind == K_Q4_K ? sizeof(blk_q4_K) : kind == K_Q5_K ? sizeof(blk_q5_K) : sizeof(blk_q6_K);
+    switch (kind) {
+    case K_Q4_K: return sizeof(blk_q4_K);
+    case K_Q5_K: return sizeof(blk_q5_K);
+    case K_Q6_K: return sizeof(blk_q6_K);
+    case K_Q2_K: return sizeof(blk_q2_K);
+    case K_Q3_K: return sizeof(blk_q3_K);
+    default: return sizeof(blk_iq4_xs);
+    }
+}
+
+/* The scale vectors of sub-blocks 4h..4h+3 from the 8 int16 scales s16 (in
+ * both 128-bit lanes) of groups 8h..8h+7: quants 32k..32k+15 take scale 2k
+ * (low lane), the next 16 scale 2k+1. */
+LT_INLINE void scales16(__m256i s16, __m256i *sc) {
+#pragma GCC unroll 4
+    for (int kk = 0; kk < 4; kk++) {
+        const short lo = (short)(0x0100 * (4 * kk + 1) + 4 * kk);
+        const short hi = (short)(0x0100 * (4 * kk + 3) + 4 * kk + 2);
+        sc[kk] = _mm256_shuffle_epi8(s16, _mm256_setr_epi16(lo, lo, lo, lo, lo, lo, lo, lo, hi, hi, hi, hi, hi, hi, hi, hi));
+    }
+}
+
+/* 8 bytes -> 8 int16 (sign- or zero-extended) in both 128-bit lanes */
+LT_INLINE __m256i bcast8_epi16(const void *p, int is_signed) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    const __m128i b = _mm_cvtsi64_si128((long long)v);
+    return _mm256_broadcastsi128_si256(is_signed ? _mm_cvtepi8_epi16(b) : _mm_cvtepu8_epi16(b));
+}
+
+/* The 12-byte Q3_K scale field -> 16 signed scales (stored +32). Scale s
+ * has its low nibble in nibble s/8 of byte s%8 and its top two bits at bit
+ * 2(s/4) of byte 8 + s%4. */
+LT_INLINE void q3k_scales(const uint8_t *p, int8_t out[16]) {
+    uint32_t w[3], o[4];
+    memcpy(w, p, 12);
+    o[0] = (w[0] & 0x0f0f0f0fu) | (w[2] & 0x03030303u) << 4;
+    o[1] = (w[1] & 0x0f0f0f0fu) | ((w[2] >> 2) & 0x03030303u) << 4;
+    o[2] = ((w[0] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 4) & 0x03030303u) << 4;
+    o[3] = ((w[1] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 6) & 0x03030303u) << 4;
+    _mm_storeu_si128((__m128i *)out, _mm_sub_epi8(loadu128(o), _mm_set1_epi8(32)));
 }
 
 /* The 12-byte Q4_K/Q5_K scale field -> 16 bytes: 8 scales, then 8 mins.
@@ -73,6 +117,54 @@ LT_INLINE void kdecode(int kind, const char *p, kdec *k) {
                 k->q[j] = _mm256_or_si256(k->q[j], _mm256_slli_epi16(bit, 4));
             }
         }
+    } else if (kind == K_Q2_K || kind == K_Q3_K) {
+        const uint8_t *qs = kind == K_Q2_K ? ((const blk_q2_K *)p)->qs : ((const blk_q3_K *)p)->qs;
+        const __m256i m3 = _mm256_set1_epi8(3);
+        int8_t s8[16];
+        if (kind == K_Q2_K) {
+            const blk_q2_K *b = (const blk_q2_K *)p;
+            k->d = h2f(b->d);
+            k->dmin = h2f(b->dmin);
+            const __m128i raw = loadu128(b->scales);
+            _mm_storeu_si128((__m128i *)s8, _mm_and_si128(raw, _mm_set1_epi8(0x0F)));
+            k->off = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+        } else {
+            const blk_q3_K *b = (const blk_q3_K *)p;
+            k->d = h2f(b->d);
+            k->dmin = 0.0f;
+            q3k_scales(b->scales, s8);
+            k->off = _mm256_slli_epi16(_mm256_cvtepi8_epi16(loadu128(s8)), 2);
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m256i v = loadu256(qs + 32 * h);
+#pragma GCC unroll 4
+            for (int kk = 0; kk < 4; kk++) k->q[4 * h + kk] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * kk), m3);
+            scales16(bcast8_epi16(s8 + 8 * h, 1), &k->sc[4 * h]);
+        }
+        if (kind == K_Q3_K) { /* the high bit of quant 32j + l is bit j of hmask[l] */
+            const __m256i hm = loadu256(((const blk_q3_K *)p)->hmask);
+            const __m256i one = _mm256_set1_epi8(1);
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(hm, j), one);
+                k->q[j] = _mm256_or_si256(k->q[j], _mm256_slli_epi16(bit, 2));
+            }
+        }
+    } else if (kind == K_IQ4_XS) {
+        const blk_iq4_xs *b = (const blk_iq4_xs *)p;
+        const __m256i table = _mm256_broadcastsi128_si256(loadu128(lt_iq4nl_values));
+        k->d = h2f(b->d);
+        k->dmin = 0.0f;
+        k->off = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const int ls = (((b->scales_l[j / 2] >> (4 * (j % 2))) & 15) | ((b->scales_h >> (2 * j)) & 3) << 4) - 32;
+            const __m256i v = _mm256_shuffle_epi8(table, nibbles32(b->qs + 16 * j));
+            k->sgn[j] = v;
+            k->q[j] = _mm256_sign_epi8(v, v);
+            k->sc[j] = _mm256_set1_epi16((short)ls);
+        }
     } else {
         const blk_q6_K *b = (const blk_q6_K *)p;
         const __m256i m30 = _mm256_set1_epi8(0x30);
@@ -109,11 +201,14 @@ LT_INLINE __m256 kpair(int kind, const kdec *k, const blk_q8_K *y, __m256 acc) {
     __m256i isum = _mm256_setzero_si256();
 #pragma GCC unroll 8
     for (int j = 0; j < 8; j++) {
-        const __m256i p = _mm256_maddubs_epi16(k->q[j], loadu256(y->qs + 32 * j));
+        __m256i yq = loadu256(y->qs + 32 * j);
+        if (kind == K_IQ4_XS) yq = _mm256_sign_epi8(yq, k->sgn[j]);
+        const __m256i p = _mm256_maddubs_epi16(k->q[j], yq);
         isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, k->sc[j]));
     }
+    if (kind == K_IQ4_XS) return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(k->d * y->d), acc);
     const __m256i moff = _mm256_madd_epi16(k->off, loadu256(y->bsums));
-    if (kind == K_Q6_K) {
+    if (kind == K_Q6_K || kind == K_Q3_K) {
         isum = _mm256_sub_epi32(isum, moff);
         return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(k->d * y->d), acc);
     }
@@ -194,11 +289,17 @@ LT_INLINE void ktile(int kind, const int RM, const int RN, int64_t n, const char
 DEFINE_KTILES(q4_K, K_Q4_K)
 DEFINE_KTILES(q5_K, K_Q5_K)
 DEFINE_KTILES(q6_K, K_Q6_K)
+DEFINE_KTILES(q2_K, K_Q2_K)
+DEFINE_KTILES(q3_K, K_Q3_K)
+DEFINE_KTILES(iq4_xs, K_IQ4_XS)
 
 void lt_tiles_k_avx2(lt_tile *t) {
     t[LT_Q4_K] = (lt_tile){q4_K, KT_RM, KT_RN, KT_RM, false};
     t[LT_Q5_K] = (lt_tile){q5_K, KT_RM, KT_RN, KT_RM, false};
     t[LT_Q6_K] = (lt_tile){q6_K, KT_RM, KT_RN, KT_RM, false};
+    t[LT_Q2_K] = (lt_tile){q2_K, KT_RM, KT_RN, KT_RM, false};
+    t[LT_Q3_K] = (lt_tile){q3_K, KT_RM, KT_RN, KT_RM, false};
+    t[LT_IQ4_XS] = (lt_tile){iq4_xs, KT_RM, KT_RN, KT_RM, false};
 }
 
 /* ---- Q8_K quantiser, bit-exact with lt_q8_K_from_float ---- */
