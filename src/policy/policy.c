@@ -82,6 +82,36 @@ static int cmp_ranked(const void *a, const void *b) {
     return (x->pos > y->pos) - (x->pos < y->pos);
 }
 
+static void swap_ranked(ranked *x, ranked *y) {
+    ranked t = *x;
+    *x = *y;
+    *y = t;
+}
+
+/* Moves the k lowest of r[0, m) (cmp_ranked order) to r[0, k):
+ * quickselect with a median-of-three pivot, expected O(m). */
+static void select_lowest(ranked *r, int m, int k) {
+    int a = 0, b = m - 1;
+    const int t = k - 1;
+    while (a < b) {
+        int mid = a + (b - a) / 2;
+        if (cmp_ranked(&r[mid], &r[a]) < 0) swap_ranked(&r[mid], &r[a]);
+        if (cmp_ranked(&r[b], &r[a]) < 0) swap_ranked(&r[b], &r[a]);
+        if (cmp_ranked(&r[b], &r[mid]) < 0) swap_ranked(&r[b], &r[mid]);
+        const ranked piv = r[mid];
+        int i = a, j = b;
+        while (i <= j) {
+            while (cmp_ranked(&r[i], &piv) < 0) i++;
+            while (cmp_ranked(&r[j], &piv) > 0) j--;
+            if (i <= j) swap_ranked(&r[i++], &r[j--]);
+        }
+        /* r[a, j] <= pivot <= r[i, b], and r[j+1, i-1] equal to it */
+        if (t <= j) b = j;
+        else if (t >= i) a = i;
+        else break;
+    }
+}
+
 static int cmp_pos(const void *a, const void *b) {
     const ranked *x = a, *y = b;
     return (x->pos > y->pos) - (x->pos < y->pos);
@@ -119,10 +149,14 @@ void policy_keep_top_buf(const kv_stream *s, const float *score, int target, int
         if (sink > target) sink = target;
     }
     int lo = sink < n ? sink : n, hi = n - window > lo ? n - window : lo;
-    /* candidates r[lo, hi): drop the lowest scores */
-    qsort(r + lo, (size_t)(hi - lo), sizeof *r, cmp_ranked);
-    for (int i = lo; i < hi && kept > target; i++)
-        if (keep[r[i].idx]) { keep[r[i].idx] = 0; kept--; }
+    /* candidates: the slots in r[lo, hi) still kept; drop the lowest scores */
+    int m = 0;
+    for (int i = lo; i < hi; i++)
+        if (keep[r[i].idx]) r[lo + m++] = r[i];
+    int k = kept - target < m ? kept - target : m;
+    if (k <= 0) return;
+    if (k < m) select_lowest(r + lo, m, k);
+    for (int i = lo; i < lo + k; i++) keep[r[i].idx] = 0;
 }
 
 void policy_keep_top(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep) {
