@@ -674,8 +674,9 @@ static lethe_model *load(const char *path) {
 static int greedy(lethe_model *m, lethe_seq *s, const char *prompt, int *out, int n) {
     lethe_model_info info;
     lethe_model_get_info(m, &info);
-    lethe_token ids[64];
-    int np = lethe_tokenize(m, prompt, strlen(prompt), ids, 64, true, false);
+    lethe_token ids[512];
+    int np = lethe_tokenize(m, prompt, strlen(prompt), ids, 512, true, false);
+    if (!CHECKF(np > 0 && np < 512, "prompt of %d tokens", np)) return 0;
     float *logits = malloc(sizeof(float) * (size_t)info.n_vocab);
     int done = 0;
     if (lethe_seq_append(s, ids, np, logits) == LETHE_OK)
@@ -687,6 +688,14 @@ static int greedy(lethe_model *m, lethe_seq *s, const char *prompt, int *out, in
     free(logits);
     return done;
 }
+
+static const char long_prompt[] =
+    "Once upon a time, there was a little girl named Lily. She loved to play in the park with her big red ball. "
+    "One day, Lily saw a small dog under a tree. The dog was sad because it was lost. Lily wanted to help the dog "
+    "find its home. She asked her mom, and her mom said they could look together. They walked down the street and "
+    "knocked on every door. At the last house, an old man opened the door and smiled. \"That is my dog, Max!\" he "
+    "said. Max wagged his tail and jumped into his arms. The old man gave Lily a cookie to say thank you. Lily was "
+    "happy that she helped Max find his home, and she went back to the park to play with her ball.";
 
 static void test_end_to_end(void) {
     const char *path = tu_require_model("stories260K.gguf");
@@ -724,7 +733,8 @@ static void test_end_to_end(void) {
                    kf ? "+keyformer" : "");
             lethe_seq_free(s);
 
-            /* 64 slots streaming 512 tokens: the pool never holds more than the budget's pages */
+            /* 64 slots streaming 512 tokens (a prompt of several chunks, then
+             * decoding): the pool never holds more than the budget's pages */
             if (!list[k]->may_evict) continue;
             sp.kv.budget = 64;
             sp.kv.window = -1;
@@ -732,9 +742,10 @@ static void test_end_to_end(void) {
             if (!CHECKF(s != NULL, "%s: %s", name, err)) continue;
             lethe_model_kv_reset_peak(m); /* after headwise's calibration pass */
             int *toks = malloc(sizeof(int) * 512);
-            lethe_token ids[16];
-            int np = lethe_tokenize(m, prompt, strlen(prompt), ids, 16, true, false);
-            n = greedy(m, s, prompt, toks, 512 - np);
+            lethe_token ids[512];
+            int np = lethe_tokenize(m, long_prompt, strlen(long_prompt), ids, 512, true, false);
+            CHECKF(np > 4 * 32, "the long prompt spans more than four chunks (%d tokens)", np);
+            n = greedy(m, s, long_prompt, toks, 512 - np);
             CHECKF(n == 512 - np && lethe_seq_n_past(s) == 512, "%s%s: streamed %d of %d tokens", name,
                    kf ? "+keyformer" : "", n, 512 - np);
             lethe_kv_usage u;
