@@ -1,4 +1,4 @@
-/* headwise: per-head budgets after Task-KV (He et al., 2025), RazorAttention (Tang et al., 2024) and HACK.
+/* headwise: per-head budgets after Task-KV (2025), RazorAttention (Tang et al., 2024) and HACK: far-reaching heads get the room.
  *
  * Most heads only look at the sinks and the recent window; a few reach far
  * back. A calibration pass (runtime/calibrate.c) measures each stream's
