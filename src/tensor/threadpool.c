@@ -1,6 +1,7 @@
 #include "tensor/threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -127,5 +128,14 @@ void tp_run(threadpool *tp, tp_task_fn fn, void *ctx) {
     if (tp->sleepers) pthread_cond_broadcast(&tp->wake);
     pthread_mutex_unlock(&tp->mutex);
     fn(ctx, 0, tp->n_threads);
-    while (atomic_load_explicit(&tp->pending, memory_order_acquire) != 0) cpu_relax();
+    /* Spin for the stragglers, but yield now and then: when the machine has
+     * fewer free cores than threads, the worker we wait for needs ours. */
+    for (int spins = 0; atomic_load_explicit(&tp->pending, memory_order_acquire) != 0;) {
+        if (++spins < 2048) {
+            cpu_relax();
+        } else {
+            sched_yield();
+            spins = 0;
+        }
+    }
 }
