@@ -11,6 +11,7 @@ static void usage(FILE *f) {
             "  info      print a model's metadata and tensor table\n"
             "  tokenize  print the tokens of a text\n"
             "  bench     measure prompt / generation speed (also: bench attn, bench kernels)\n"
+            "  eval      quality per KV byte of the KV policies against the full cache (ppl, passkey, agree, sweep)\n"
             "run 'lethe <command> --help' for the options of a command\n");
 }
 
@@ -24,6 +25,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

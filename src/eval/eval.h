@@ -1,0 +1,220 @@
+/* Quality per byte: how much a KV policy under a budget costs in quality,
+ * measured against the full cache on the same model and data.
+ *
+ * Three jobs, each run on one model with one lethe_seq_params (policy,
+ * budget, policy parameters):
+ *   ppl      perplexity of a token stream, cut into windows that each start
+ *            from BOS in a fresh sequence (eval_ppl.c)
+ *   passkey  the synthetic pass-key retrieval test at several prompt lengths
+ *            and depths (eval_passkey.c)
+ *   agree    greedy tokens of the full cache vs. the policy teacher-forced on
+ *            them: argmax agreement and KL(full || policy) (eval_agree.c)
+ * and a sweep over policies x budgets that writes a CSV and a gnuplot
+ * script (eval_sweep.c, eval_plot.c), with a progress bar (eval_progress.c).
+ *
+ * Every job reports what it cost: the KV bytes the pool actually held at
+ * its peak (the pool's peak is restarted after each sequence is created and
+ * read after it ran) and the decode speed. Only lethe.h and the standard
+ * library are used here. */
+#ifndef LETHE_EVAL_H
+#define LETHE_EVAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "lethe.h"
+
+/* ---- shared ---------------------------------------------------------- */
+
+typedef struct {
+    size_t kv_bytes_peak;   /* most KV bytes one sequence of the job held (pages x page bytes) */
+    size_t kv_page_bytes;   /* bytes of one page (K + V of page_slots slots) */
+    int kv_page_slots;
+    long decode_tokens;     /* tokens run in the timed (decode) part */
+    double decode_seconds;
+} eval_cost;
+
+/* decode_tokens / decode_seconds, or 0. */
+double eval_cost_tok_s(const eval_cost *c);
+/* Adds b into a: the larger peak, the sum of the timed tokens and seconds. */
+void eval_cost_merge(eval_cost *a, const eval_cost *b);
+
+/* Wall-clock seconds (C11 timespec_get). */
+double eval_now(void);
+/* Index of the largest value; the lowest index on ties. */
+int eval_argmax(const float *x, int n);
+/* log(sum(exp(x))) in double precision. */
+double eval_logsumexp(const float *x, int n);
+
+/* Creates a sequence and restarts the pool's peak, so that the peak read
+ * later is this sequence's (the pool is otherwise empty while a job runs).
+ * NULL with a message in err. */
+lethe_seq *eval_seq_open(lethe_model *m, const lethe_seq_params *sp, char *err, size_t err_size);
+/* Folds the pool's peak since eval_seq_open into c. */
+void eval_cost_take_peak(lethe_model *m, eval_cost *c);
+
+/* ---- progress ---------------------------------------------------------- */
+
+/* A bar on a stream: "[#####-----] 12/40 window@25% ppl". In redraw mode
+ * (a terminal) one line is rewritten in place; otherwise a line is printed
+ * whenever the label changes, so logs stay readable. out NULL: silent. */
+typedef struct {
+    FILE *out;
+    bool redraw;
+    long total, done;
+    char label[96];
+    double last_draw;
+    int last_width;
+} eval_progress;
+
+void eval_progress_begin(eval_progress *p, FILE *out, bool redraw, long total);
+/* Sets what is being worked on (printed with the bar). */
+void eval_progress_label(eval_progress *p, const char *label);
+/* Counts n units done. p may be NULL. */
+void eval_progress_step(eval_progress *p, long n);
+/* Finishes the line. */
+void eval_progress_end(eval_progress *p);
+
+/* ---- perplexity -------------------------------------------------------- */
+
+typedef struct {
+    int ctx;    /* tokens per window, the BOS included (>= 2) */
+    int batch;  /* tokens per append: 1 = every token a decode step (evictions
+                   between tokens, as in generation); larger is faster, with
+                   evictions only between batches */
+} eval_ppl_cfg;
+
+typedef struct {
+    double ppl;        /* exp(nll / n_scored) */
+    double nll;        /* summed negative log-likelihood, nats */
+    long n_scored;
+    int n_windows;
+    eval_cost cost;
+} eval_ppl_result;
+
+/* Windows the text (ids without BOS) falls into for a window size. */
+int eval_ppl_n_windows(const lethe_model *m, int n_text, int ctx);
+/* Perplexity of text (n_text ids, tokenised WITHOUT BOS) under sp. */
+lethe_status eval_ppl(lethe_model *m, const lethe_seq_params *sp, const lethe_token *text, int n_text,
+                      const eval_ppl_cfg *cfg, eval_progress *pg, eval_ppl_result *r, char *err, size_t err_size);
+
+/* ---- pass key ---------------------------------------------------------- */
+
+typedef struct {
+    const int *lengths;    /* prompt lengths in tokens, BOS included */
+    int n_lengths;
+    const double *depths;  /* where the key sits: 0 = start of the filler, 1 = end */
+    int n_depths;
+    int trials;            /* pass keys per length x depth */
+    int n_gen;             /* greedy tokens generated after the question */
+    uint64_t seed;
+    FILE *log;             /* non-NULL: a line per case with the model's answer */
+} eval_passkey_cfg;
+
+typedef struct {
+    int *correct;       /* [length][depth]: trials answered correctly (malloc'd) */
+    int *prompt_len;    /* per length: the longest prompt actually built, tokens */
+    int n_correct, n_total;
+    double accuracy;    /* percent */
+    eval_cost cost;
+} eval_passkey_result;
+
+int eval_passkey_n_cases(const eval_passkey_cfg *cfg);
+/* The pass key of one case (5 digits), from the seed and the case index. */
+int eval_passkey_key(uint64_t seed, int case_index);
+/* Builds the prompt text of one case with about `length` tokens (at most
+ * that many); malloc'd, NULL with a message in err. */
+char *eval_passkey_prompt(const lethe_model *m, int length, double depth, int key, int *n_tokens, char *err,
+                          size_t err_size);
+lethe_status eval_passkey(lethe_model *m, const lethe_seq_params *sp, const eval_passkey_cfg *cfg, eval_progress *pg,
+                          eval_passkey_result *r, char *err, size_t err_size);
+void eval_passkey_result_free(eval_passkey_result *r);
+
+/* ---- agreement with the full cache ------------------------------------- */
+
+/* Built-in story openings (NULL-terminated). */
+const char *const *eval_agree_default_prompts(void);
+
+typedef struct {
+    const char *const *prompts;
+    int n_prompts;
+    int n_gen;     /* > 0: tokens generated per prompt; <= 0: up to fill_to tokens in all */
+    int fill_to;
+} eval_agree_cfg;
+
+typedef struct {
+    double agree;   /* share of steps whose argmax is the full cache's token */
+    double kl;      /* mean KL(full || policy) of the next-token distributions, nats */
+    long n_steps, n_match;
+    eval_cost cost; /* of the policy's sequence only */
+} eval_agree_result;
+
+/* The full cache (policy "full", the whole context) generates greedily while
+ * the policy's sequence is fed the same tokens, step by step: nothing is
+ * stored, and the policy's KV bytes are its own (the reference's are
+ * subtracted). The model's pool must hold both sequences (n_seq_max 2). */
+lethe_status eval_agree(lethe_model *m, const lethe_seq_params *sp, const eval_agree_cfg *cfg, eval_progress *pg,
+                        eval_agree_result *r, char *err, size_t err_size);
+
+/* ---- sweep --------------------------------------------------------------- */
+
+typedef struct {
+    int slots;     /* > 0 */
+    double pct;    /* percent of ctx (computed for absolute budgets) */
+} eval_budget;
+
+typedef struct {
+    char policy[48];
+    int budget_slots;   /* 0 with the baseline: the model's whole context */
+    double budget_pct;
+    bool baseline;
+    bool has_ppl, has_passkey, has_agree;
+    double ppl, passkey_acc, agree, kl;
+    size_t kv_bytes_peak;
+    double decode_tok_s;
+    long peak_rss_bytes;  /* the process's peak RSS after the row (a running maximum) */
+    char note[320];     /* "" or why (part of) the row could not run */
+} eval_row;
+
+typedef struct {
+    lethe_model *m;
+    lethe_kv_policy_params kv;     /* parameters shared by every row (sink, window, ...) */
+    const char *const *policies;
+    int n_policies;
+    const eval_budget *budgets;
+    int n_budgets;
+    int ctx;                       /* what the percentages are of */
+    int baseline_slots;            /* the baseline row's budget as printed (its run uses the whole context) */
+    bool do_ppl, do_passkey, do_agree;
+    const lethe_token *text;       /* ppl: ids without BOS */
+    int n_text;
+    eval_ppl_cfg ppl;
+    eval_passkey_cfg passkey;
+    eval_agree_cfg agree;
+    long (*peak_rss)(void);        /* optional: the process's peak RSS so far */
+    eval_progress *progress;
+} eval_sweep_cfg;
+
+/* Progress units of the whole sweep (for eval_progress_begin). */
+long eval_sweep_units(const eval_sweep_cfg *c);
+/* Runs the baseline (full cache) row, then every policy x budget. A
+ * configuration that fails becomes a row with a note. Returns malloc'd rows
+ * (count in *n_rows), NULL only when out of memory. */
+eval_row *eval_sweep_run(const eval_sweep_cfg *c, int *n_rows);
+/* Writes the CSV (header + one line per row). 0, or -1. */
+int eval_sweep_write_csv(const char *path, const eval_row *rows, int n_rows);
+extern const char EVAL_CSV_HEADER[];
+
+/* ---- plot ------------------------------------------------------------- */
+
+/* Writes dir/<base>.gp: quality against KV bytes, one curve per policy and
+ * the baseline as a point, into <base>.png and <base>.svg (paths in the
+ * script are relative to dir). 0, or -1. */
+int eval_plot_write_script(const char *dir, const char *base, const eval_row *rows, int n_rows);
+/* Runs gnuplot on dir/<base>.gp inside dir. 0 ok, 1 gnuplot is not
+ * installed, 2 it failed, 3 the directory name cannot be passed to a shell. */
+int eval_plot_run(const char *dir, const char *base);
+
+#endif

@@ -1,0 +1,152 @@
+/* Sweep: every policy at every budget, plus the full cache as the baseline
+ * row, each running the chosen jobs (ppl, passkey, agree) on the same model
+ * and data. A configuration that cannot run is a row with a note. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval/eval.h"
+
+const char EVAL_CSV_HEADER[] =
+    "policy,budget_slots,budget_pct,kv_bytes_peak,ppl,passkey_acc,agree,kl,decode_tok_s,peak_rss_bytes,note";
+
+static long units_per_config(const eval_sweep_cfg *c) {
+    long u = 0;
+    if (c->do_ppl) u += eval_ppl_n_windows(c->m, c->n_text, c->ppl.ctx);
+    if (c->do_passkey) u += eval_passkey_n_cases(&c->passkey);
+    if (c->do_agree) u += c->agree.n_prompts;
+    return u;
+}
+
+long eval_sweep_units(const eval_sweep_cfg *c) {
+    return units_per_config(c) * (1 + (long)c->n_policies * c->n_budgets);
+}
+
+static void add_note(eval_row *row, const char *job, const char *msg) {
+    size_t len = strlen(row->note);
+    snprintf(row->note + len, sizeof row->note - len, "%s%s: %s", len ? "; " : "", job, msg);
+}
+
+/* Moves the bar to where it would be had the job run all its units. */
+static void skip_units(eval_progress *pg, long start, long units) {
+    if (pg && pg->done < start + units) eval_progress_step(pg, start + units - pg->done);
+}
+
+static void run_row(const eval_sweep_cfg *c, eval_row *row, const char *tag) {
+    lethe_seq_params sp = lethe_seq_default_params();
+    sp.kv = c->kv;
+    sp.kv.name = row->policy;
+    sp.kv.budget = row->baseline ? 0 : row->budget_slots;
+    eval_cost cost = {0};
+    eval_progress *pg = c->progress;
+    char label[96], err[400];
+    if (c->do_ppl) {
+        snprintf(label, sizeof label, "%s ppl", tag);
+        eval_progress_label(pg, label);
+        long start = pg ? pg->done : 0;
+        eval_ppl_result r;
+        if (eval_ppl(c->m, &sp, c->text, c->n_text, &c->ppl, pg, &r, err, sizeof err) == LETHE_OK) {
+            row->has_ppl = true;
+            row->ppl = r.ppl;
+            eval_cost_merge(&cost, &r.cost);
+        } else {
+            add_note(row, "ppl", err);
+        }
+        skip_units(pg, start, eval_ppl_n_windows(c->m, c->n_text, c->ppl.ctx));
+    }
+    if (c->do_passkey) {
+        snprintf(label, sizeof label, "%s passkey", tag);
+        eval_progress_label(pg, label);
+        long start = pg ? pg->done : 0;
+        eval_passkey_result r;
+        if (eval_passkey(c->m, &sp, &c->passkey, pg, &r, err, sizeof err) == LETHE_OK) {
+            row->has_passkey = true;
+            row->passkey_acc = r.accuracy;
+            eval_cost_merge(&cost, &r.cost);
+        } else {
+            add_note(row, "passkey", err);
+        }
+        eval_passkey_result_free(&r);
+        skip_units(pg, start, eval_passkey_n_cases(&c->passkey));
+    }
+    if (c->do_agree) {
+        snprintf(label, sizeof label, "%s agree", tag);
+        eval_progress_label(pg, label);
+        long start = pg ? pg->done : 0;
+        eval_agree_result r;
+        if (eval_agree(c->m, &sp, &c->agree, pg, &r, err, sizeof err) == LETHE_OK) {
+            row->has_agree = true;
+            row->agree = r.agree;
+            row->kl = r.kl;
+            eval_cost_merge(&cost, &r.cost);
+        } else {
+            add_note(row, "agree", err);
+        }
+        skip_units(pg, start, c->agree.n_prompts);
+    }
+    row->kv_bytes_peak = cost.kv_bytes_peak;
+    row->decode_tok_s = eval_cost_tok_s(&cost);
+    row->peak_rss_bytes = c->peak_rss ? c->peak_rss() : 0;
+}
+
+eval_row *eval_sweep_run(const eval_sweep_cfg *c, int *n_rows) {
+    int n = 1 + c->n_policies * c->n_budgets;
+    eval_row *rows = calloc((size_t)n, sizeof *rows);
+    if (!rows) return NULL;
+    char tag[96];
+    eval_row *row = &rows[0];
+    snprintf(row->policy, sizeof row->policy, "full");
+    row->baseline = true;
+    row->budget_slots = c->baseline_slots;
+    row->budget_pct = c->ctx > 0 ? 100.0 * c->baseline_slots / c->ctx : 100.0;
+    run_row(c, row, "full (baseline)");
+    for (int p = 0; p < c->n_policies; p++) {
+        for (int b = 0; b < c->n_budgets; b++) {
+            row = &rows[1 + p * c->n_budgets + b];
+            snprintf(row->policy, sizeof row->policy, "%s", c->policies[p]);
+            row->budget_slots = c->budgets[b].slots;
+            row->budget_pct = c->budgets[b].pct;
+            snprintf(tag, sizeof tag, "%s@%.4g%%", row->policy, row->budget_pct);
+            run_row(c, row, tag);
+        }
+    }
+    *n_rows = n;
+    return rows;
+}
+
+/* A CSV field: quoted when it holds a comma, quote or line break. */
+static void csv_text(FILE *f, const char *s) {
+    if (!strpbrk(s, ",\"\n\r")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, f);
+    }
+    fputc('"', f);
+}
+
+int eval_sweep_write_csv(const char *path, const eval_row *rows, int n_rows) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f, "%s\n", EVAL_CSV_HEADER);
+    for (int i = 0; i < n_rows; i++) {
+        const eval_row *r = &rows[i];
+        csv_text(f, r->policy);
+        fprintf(f, ",%d,%.2f,%zu,", r->budget_slots, r->budget_pct, r->kv_bytes_peak);
+        if (r->has_ppl && isfinite(r->ppl)) fprintf(f, "%.6f", r->ppl);
+        fputc(',', f);
+        if (r->has_passkey) fprintf(f, "%.2f", r->passkey_acc);
+        fputc(',', f);
+        if (r->has_agree) fprintf(f, "%.6f,%.6g", r->agree, r->kl);
+        else fputc(',', f);
+        fprintf(f, ",%.1f,%ld,", r->decode_tok_s, r->peak_rss_bytes);
+        csv_text(f, r->note);
+        fputc('\n', f);
+    }
+    int bad = ferror(f);
+    return fclose(f) != 0 || bad ? -1 : 0;
+}
