@@ -1,0 +1,63 @@
+/* The cold tier of one stream: slots moved out of the hot pool, stored in
+ * pages quantised to Q8_0 / Q4_0 (or F16), each page with the per-dimension
+ * min and max of its keys so that an upper bound of q.k over the page can be
+ * computed without touching the keys (Quest: Tang et al., "Quest:
+ * Query-Aware Sparsity for Efficient Long-Context LLM Inference", 2024).
+ *
+ * A cold page's K (and V) block is the page's slots x head_dim values,
+ * quantised as one flat row, so block quantisation works for any head_dim
+ * whose page block is a multiple of 32 values. To attend cold slots, the
+ * runtime loads the chosen pages back into an F32 view stream of a scratch
+ * pool (kv_cold_load). */
+#ifndef LETHE_KV_COLD_H
+#define LETHE_KV_COLD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv/kv_pool.h"
+#include "kv/kv_stream.h"
+
+typedef struct {
+    int n;          /* slots used */
+    int32_t *pos;   /* page_slots positions */
+    float *score;   /* page_slots importance scores carried from the hot tier */
+    float *kmin, *kmax; /* head_dim each */
+    uint8_t *k, *v; /* quantised blocks */
+} kv_cold_page;
+
+typedef struct {
+    lt_type dtype;
+    int page_slots, head_dim;
+    size_t block_bytes; /* bytes of one page's K (or V) block */
+    kv_cold_page *pages;
+    int n_pages, cap_pages;
+    int n_slots;
+} kv_cold;
+
+/* dtype: LT_Q8_0 or LT_Q4_0 (falls back to LT_F16 when page_slots *
+ * head_dim is not a multiple of 32), or LT_F16. */
+lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim);
+void kv_cold_free(kv_cold *c);
+/* Bytes held (quantised blocks, positions, scores and bounds). */
+size_t kv_cold_bytes(const kv_cold *c);
+/* Bytes one slot costs in this tier (K + V), for budget arithmetic. */
+double kv_cold_slot_bytes(const kv_cold *c);
+
+/* Moves slots idx[0..n) of stream s (read through pool) into the tier, with
+ * their scores (may be NULL). Slots fill the last page first, then new pages. */
+lethe_status kv_cold_add(kv_cold *c, const kv_pool *pool, const kv_stream *s, const int *idx, const float *score, int n);
+
+/* Upper bound of q . k (times scale) over page p's keys. */
+float kv_cold_bound(const kv_cold *c, int p, const float *q, float scale);
+
+/* Appends the slots of pages[0..n) to the (empty or not) F32 stream view of
+ * the scratch pool, in page order. LETHE_ERR_BUDGET when the scratch pool
+ * is full. */
+lethe_status kv_cold_load(const kv_cold *c, const int *pages, int n, kv_pool *scratch, kv_stream *view);
+
+/* Drops the cold slots whose keep flag (in page order, n_slots flags) is 0,
+ * repacking pages. */
+lethe_status kv_cold_compact(kv_cold *c, const uint8_t *keep);
+
+#endif
