@@ -16,6 +16,23 @@ LT_INLINE float hsum_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* The sums of four vectors: [sum a, sum b, sum c, sum d]. */
+LT_INLINE __m128 hsum4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+    const __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+    const __m256 s = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+/* Stores the 4 lanes of v at p[0], p[ld], p[2 ld], p[3 ld]. */
+LT_INLINE void store4_strided(float *p, size_t ld, __m128 v) {
+    _mm_store_ss(p, v);
+    _mm_store_ss(p + ld, _mm_shuffle_ps(v, v, 1));
+    _mm_store_ss(p + 2 * ld, _mm_movehl_ps(v, v));
+    _mm_store_ss(p + 3 * ld, _mm_shuffle_ps(v, v, 3));
+}
+
 LT_INLINE int hsum_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));

@@ -72,6 +72,11 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
             for (int r = 0; r < RM; r++) acc[r][c] = _mm256_fmadd_ps(w[r], v, acc[r][c]);
         }
     }
+    if (RN == 4 && k == n) {
+#pragma GCC unroll 4
+        for (int r = 0; r < RM; r++) store4_strided(s + r, ldc, hsum4_ps(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+        return;
+    }
 #pragma GCC unroll 4
     for (int r = 0; r < RM; r++)
 #pragma GCC unroll 4

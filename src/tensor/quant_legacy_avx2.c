@@ -214,15 +214,26 @@ LT_INLINE void mtile(int kind, const int RM, const int RN, int64_t n, const char
     }
 #pragma GCC unroll 4
     for (int r = 0; r < RM; r++) {
-        float cr[4];
-        _mm_storeu_ps(cr, _mm_mul_ps(corr[r], _mm_set1_ps(corr_factor(kind))));
+        const __m128 cr = _mm_mul_ps(corr[r], _mm_set1_ps(corr_factor(kind)));
+        if (RN == 4) {
+            __m128 v = hsum4_ps(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+            if (has_corr(kind)) v = _mm_add_ps(v, cr);
+            store4_strided(s + r, ldc, v);
+        } else {
+            float crs[4];
+            _mm_storeu_ps(crs, cr);
 #pragma GCC unroll 4
-        for (int c = 0; c < RN; c++) s[c * ldc + r] = hsum_ps(acc[r][c]) + (has_corr(kind) ? cr[c] : 0.0f);
+            for (int c = 0; c < RN; c++) s[c * ldc + r] = hsum_ps(acc[r][c]) + (has_corr(kind) ? crs[c] : 0.0f);
+        }
     }
 }
 
+#ifndef MT_RM
 #define MT_RM 3
+#endif
+#ifndef MT_RN
 #define MT_RN 4
+#endif
 
 #define DEFINE_MTILES(name, kind)                                                                        \
     static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,              \
@@ -257,12 +268,136 @@ LT_INLINE void mtile(int kind, const int RM, const int RN, int64_t n, const char
         }                                                                                                \
     }
 
+/* The unsigned kinds (Q4_0, Q5_0 as q + 8 / q + 16, Q4_1, Q5_1) in row
+ * pairs: their maddubs sums are small (|p| <= 2*31*127), so the products of
+ * two rows with one token are added pairwise (hadd) before a single widening
+ * madd, cvt and FMA. This saves a quarter of the integer multiplies, which
+ * bound these loops. acc lanes 0,1,4,5 belong to the even row, 2,3,6,7 to
+ * the odd one; the scale vector is [s0 s0 s1 s1 s0 s0 s1 s1]. */
+LT_INLINE void ptile(int kind, const int RP, const int RN, int64_t n, const char *x, size_t bx, const char *y,
+                     size_t by, const float *aux, size_t ld, float *s, size_t ldc) {
+    const int64_t nb = n / 32;
+    const size_t xs = blk_bytes(kind);
+    const size_t ys = kind == K_Q4_1 || kind == K_Q5_1 ? sizeof(blk_q8_1) : sizeof(blk_q8_0);
+    const size_t qoff = ys == sizeof(blk_q8_1) ? 4 : 2;
+    const float *sT = aux + nb * ld;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[2][4];
+    __m128 corr[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 2 * RP; r++) corr[r] = _mm_setzero_ps();
+#pragma GCC unroll 2
+    for (int p = 0; p < RP; p++)
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) acc[p][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i qx[4];
+        __m256 dxv[2];
+#pragma GCC unroll 2
+        for (int p = 0; p < RP; p++) {
+            float d0, d1, m0, m1;
+            qx[2 * p] = decode_unsigned(kind, x + (2 * p) * bx + b * xs, &d0, &m0);
+            qx[2 * p + 1] = decode_unsigned(kind, x + (2 * p + 1) * bx + b * xs, &d1, &m1);
+            const __m128 dd = _mm_setr_ps(d0, d0, d1, d1);
+            dxv[p] = _mm256_set_m128(dd, dd);
+            const __m128 st = _mm_loadu_ps(sT + b * ld);
+            corr[2 * p] = _mm_fmadd_ps(_mm_set1_ps(m0), st, corr[2 * p]);
+            corr[2 * p + 1] = _mm_fmadd_ps(_mm_set1_ps(m1), st, corr[2 * p + 1]);
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) {
+            const __m256i qy = loadu256(y + c * by + b * ys + qoff);
+            const __m256 dy = _mm256_broadcast_ss(aux + b * ld + c);
+#pragma GCC unroll 2
+            for (int p = 0; p < RP; p++) {
+                const __m256i h = _mm256_hadd_epi16(_mm256_maddubs_epi16(qx[2 * p], qy),
+                                                    _mm256_maddubs_epi16(qx[2 * p + 1], qy));
+                const __m256i i = _mm256_madd_epi16(h, ones);
+                acc[p][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(dxv[p], dy), acc[p][c]);
+            }
+        }
+    }
+    const __m128 f = _mm_set1_ps(corr_factor(kind));
+#pragma GCC unroll 2
+    for (int p = 0; p < RP; p++) {
+        if (RN == 4) {
+            __m128 t[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) /* [a a b b]: halves added */
+                t[c] = _mm_add_ps(_mm256_castps256_ps128(acc[p][c]), _mm256_extractf128_ps(acc[p][c], 1));
+            const __m128 u01 = _mm_hadd_ps(t[0], t[1]); /* a0 b0 a1 b1 */
+            const __m128 u23 = _mm_hadd_ps(t[2], t[3]); /* a2 b2 a3 b3 */
+            const __m128 ra = _mm_shuffle_ps(u01, u23, _MM_SHUFFLE(2, 0, 2, 0));
+            const __m128 rb = _mm_shuffle_ps(u01, u23, _MM_SHUFFLE(3, 1, 3, 1));
+            store4_strided(s + 2 * p, ldc, _mm_fmadd_ps(corr[2 * p], f, ra));
+            store4_strided(s + 2 * p + 1, ldc, _mm_fmadd_ps(corr[2 * p + 1], f, rb));
+        } else {
+            float ca[4], cb[4];
+            _mm_storeu_ps(ca, _mm_mul_ps(corr[2 * p], f));
+            _mm_storeu_ps(cb, _mm_mul_ps(corr[2 * p + 1], f));
+#pragma GCC unroll 4
+            for (int c = 0; c < RN; c++) {
+                const __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc[p][c]), _mm256_extractf128_ps(acc[p][c], 1));
+                const __m128 u = _mm_hadd_ps(t, t); /* a b a b */
+                s[c * ldc + 2 * p] = _mm_cvtss_f32(u) + ca[c];
+                s[c * ldc + 2 * p + 1] = _mm_cvtss_f32(_mm_shuffle_ps(u, u, 1)) + cb[c];
+            }
+        }
+    }
+}
+
+#ifndef PT_RP
+#define PT_RP 2
+#endif
+
+#define DEFINE_PTILES(name, kind)                                                                        \
+    static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,              \
+                            const float *aux, size_t ld, float *s, size_t ldc) {                         \
+        ptile(kind, PT_RP, MT_RN, n, x, bx, y, by, aux, ld, s, ldc);                                     \
+    }                                                                                                    \
+    static void name##_rows(int64_t n, const char *x, size_t bx, const char *y, const float *aux,        \
+                            size_t ld, float *s) {                                                       \
+        ptile(kind, PT_RP, 1, n, x, bx, y, 0, aux, ld, s, 1);                                            \
+    }                                                                                                    \
+    static void name##_cols(int64_t n, const char *x, const char *y, size_t by, const float *aux,        \
+                            size_t ld, float *s, size_t ldc) {                                           \
+        mtile(kind, 1, MT_RN, n, x, 0, y, by, aux, ld, s, ldc);                                          \
+    }                                                                                                    \
+    static void name##_one(int64_t n, const char *x, const char *y, const float *aux, size_t ld,         \
+                           float *s) {                                                                   \
+        mtile(kind, 1, 1, n, x, 0, y, 0, aux, ld, s, 1);                                                 \
+    }                                                                                                    \
+    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, \
+                     size_t ld, float *s, size_t ldc, int nr, int nc) {                                  \
+        const char *x = vx, *y = vy;                                                                     \
+        if (nr == 2 * PT_RP && nc == MT_RN) {                                                            \
+            name##_full(n, x, bx, y, by, aux, ld, s, ldc);                                               \
+        } else if (nr == 2 * PT_RP) {                                                                    \
+            for (int c = 0; c < nc; c++) name##_rows(n, x, bx, y + c * by, aux + c, ld, s + c * ldc);    \
+        } else if (nc == MT_RN) {                                                                        \
+            for (int r = 0; r < nr; r++) name##_cols(n, x + r * bx, y, by, aux, ld, s + r, ldc);         \
+        } else {                                                                                         \
+            for (int r = 0; r < nr; r++)                                                                 \
+                for (int c = 0; c < nc; c++)                                                             \
+                    name##_one(n, x + r * bx, y + c * by, aux + c, ld, s + c * ldc + r);                 \
+        }                                                                                                \
+    }
+
+#ifdef NO_PTILE
 DEFINE_MTILES(tile_q4_0, K_Q4_0)
 DEFINE_MTILES(tile_q5_0, K_Q5_0)
-DEFINE_MTILES(tile_q8_0, K_Q8_0)
-DEFINE_MTILES(tile_iq4_nl, K_IQ4_NL)
 DEFINE_MTILES(tile_q4_1, K_Q4_1)
 DEFINE_MTILES(tile_q5_1, K_Q5_1)
+#define P_ROWS MT_RM
+#else
+DEFINE_PTILES(tile_q4_0, K_Q4_0)
+DEFINE_PTILES(tile_q5_0, K_Q5_0)
+DEFINE_PTILES(tile_q4_1, K_Q4_1)
+DEFINE_PTILES(tile_q5_1, K_Q5_1)
+#define P_ROWS (2 * PT_RP)
+#endif
+DEFINE_MTILES(tile_q8_0, K_Q8_0)
+DEFINE_MTILES(tile_iq4_nl, K_IQ4_NL)
 
 float lt_q4_0_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q4_0, n, x, y); }
 float lt_q5_0_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q5_0, n, x, y); }
@@ -272,12 +407,12 @@ float lt_q4_1_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_
 float lt_q5_1_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q5_1, n, x, y); }
 
 void lt_tiles_legacy_avx2(lt_tile *t) {
-    t[LT_Q4_0] = (lt_tile){tile_q4_0, MT_RM, MT_RN, MT_RM, true};
-    t[LT_Q5_0] = (lt_tile){tile_q5_0, MT_RM, MT_RN, MT_RM, true};
+    t[LT_Q4_0] = (lt_tile){tile_q4_0, P_ROWS, MT_RN, P_ROWS, true};
+    t[LT_Q5_0] = (lt_tile){tile_q5_0, P_ROWS, MT_RN, P_ROWS, true};
     t[LT_Q8_0] = (lt_tile){tile_q8_0, MT_RM, MT_RN, MT_RM, true};
     t[LT_IQ4_NL] = (lt_tile){tile_iq4_nl, MT_RM, MT_RN, MT_RM, true};
-    t[LT_Q4_1] = (lt_tile){tile_q4_1, MT_RM, MT_RN, MT_RM, true};
-    t[LT_Q5_1] = (lt_tile){tile_q5_1, MT_RM, MT_RN, MT_RM, true};
+    t[LT_Q4_1] = (lt_tile){tile_q4_1, P_ROWS, MT_RN, P_ROWS, true};
+    t[LT_Q5_1] = (lt_tile){tile_q5_1, P_ROWS, MT_RN, P_ROWS, true};
 }
 
 /* ---- activation quantisers, bit-exact with the scalar ones ---- */
