@@ -511,7 +511,7 @@ static void random_row(lt_type t, int64_t n, uint8_t *row) {
 /* Double-precision reference: dequantised weights . dequantised activations.
  * *mag gets sum |w_i a_i|, the scale of the rounding error. */
 static double ref_dot(lt_type t, int64_t n, const void *w, const void *act, double *mag) {
-    static float wf[4096], af[4096];
+    static float wf[4096], af[4096]; /* n <= 4096 */
     const lt_traits *tr = lt_type_traits_scalar(t);
     const lt_traits *vt = lt_type_traits_scalar(tr->vec_dot_type);
     tr->to_float(w, wf, n);
@@ -659,6 +659,35 @@ static void test_matmul(void) {
         free(w32);
         free(x32);
         free(y32);
+    }
+    /* long quantised rows: the batch is walked in several token chunks */
+    {
+        const lt_type lt[2] = {LT_Q8_0, LT_Q4_K};
+        const int64_t nc = 4096, nr = 9, nt = 50;
+        uint8_t *wq = malloc(lt_row_bytes(LT_Q8_0, nc) * (size_t)nr);
+        uint8_t *aq = malloc(lt_row_bytes(LT_Q8_K, nc) * (size_t)nt);
+        float *xl = malloc(sizeof(float) * (size_t)(nt * nc)), *yl = malloc(sizeof(float) * (size_t)(nt * nr));
+        for (int k = 0; k < 2; k++) {
+            const lt_traits *sc = lt_type_traits_scalar(lt[k]), *vt = lt_type_traits_scalar(sc->vec_dot_type);
+            const size_t wrb = lt_row_bytes(lt[k], nc), arb = lt_row_bytes(sc->vec_dot_type, nc);
+            for (int64_t r = 0; r < nr; r++) random_row(lt[k], nc, wq + (size_t)r * wrb);
+            for (int64_t i = 0; i < nt * nc; i++) xl[i] = rnd_f();
+            for (int64_t tk = 0; tk < nt; tk++) vt->from_float(xl + tk * nc, aq + (size_t)tk * arb, nc);
+            CHECK(lt_matmul(pools[1], &ws, lt[k], wq, nr, nc, xl, nt, yl) == 0);
+            int bad = 0;
+            for (int64_t tk = 0; tk < nt; tk++)
+                for (int64_t r = 0; r < nr; r++) {
+                    double m;
+                    ref_dot(lt[k], nc, wq + (size_t)r * wrb, aq + (size_t)tk * arb, &m);
+                    const float want = sc->vec_dot(nc, wq + (size_t)r * wrb, aq + (size_t)tk * arb);
+                    bad += !close_to(yl[tk * nr + r], want, 1e-5 * m + 1e-30);
+                }
+            CHECKF(bad == 0, "lt_matmul %s 4096 columns x 50 tokens: %d wrong", lt_type_name(lt[k]), bad);
+        }
+        free(wq);
+        free(aq);
+        free(xl);
+        free(yl);
     }
     /* errors: no dot product, a row length that is not whole blocks */
     CHECK(lt_matmul(pools[0], &ws, LT_IQ2_XXS, W, 1, 256, x, 1, y) == -1);

@@ -30,6 +30,8 @@
  * per token to compute: quantising costs about one row's work per token,
  * far less than a barrier when the cores are shared with other programs. */
 #define PRIVATE_QUANT_ROWS 16
+/* ... as long as all the copies together stay below this. */
+#define PRIVATE_QUANT_MAX (8u << 20)
 /* Token chunk: its activations should stay in L2 while a thread walks its rows. */
 #define CHUNK_BYTES (192 * 1024)
 
@@ -202,7 +204,8 @@ int lt_matmul(threadpool *tp, lt_workspace *ws, lt_type wtype, const void *W, in
         }
         c.copy_bytes = one;
         c.private_quant = nth > 1 && (arb * (size_t)n_tok <= PRIVATE_QUANT_BYTES ||
-                                      n_rows >= (int64_t)PRIVATE_QUANT_ROWS * nth);
+                                      (n_rows >= (int64_t)PRIVATE_QUANT_ROWS * nth &&
+                                       one * (size_t)nth <= PRIVATE_QUANT_MAX));
         if (ws_reserve(ws, c.private_quant ? one * (size_t)nth : one) != 0) return -1;
         c.qbuf = ws->buf;
     }
