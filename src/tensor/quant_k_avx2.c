@@ -262,6 +262,9 @@ LT_INLINE void ktile(int kind, const int RM, const int RN, int64_t n, const char
 #ifndef KT_RN
 #define KT_RN 8
 #endif
+#ifndef KT_RM1 /* rows per call for a single token */
+#define KT_RM1 2
+#endif
 
 #define DEFINE_KTILES(name, kind)                                                                 \
     static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
@@ -308,12 +311,12 @@ DEFINE_KTILES(q3_K, K_Q3_K)
 DEFINE_KTILES(iq4_xs, K_IQ4_XS)
 
 void lt_tiles_k_avx2(lt_tile *t) {
-    t[LT_Q4_K] = (lt_tile){q4_K, KT_RM, KT_RN, KT_RM, false};
-    t[LT_Q5_K] = (lt_tile){q5_K, KT_RM, KT_RN, KT_RM, false};
-    t[LT_Q6_K] = (lt_tile){q6_K, KT_RM, KT_RN, KT_RM, false};
-    t[LT_Q2_K] = (lt_tile){q2_K, KT_RM, KT_RN, KT_RM, false};
-    t[LT_Q3_K] = (lt_tile){q3_K, KT_RM, KT_RN, KT_RM, false};
-    t[LT_IQ4_XS] = (lt_tile){iq4_xs, KT_RM, KT_RN, KT_RM, false};
+    t[LT_Q4_K] = (lt_tile){q4_K, KT_RM, KT_RN, KT_RM1, false};
+    t[LT_Q5_K] = (lt_tile){q5_K, KT_RM, KT_RN, KT_RM1, false};
+    t[LT_Q6_K] = (lt_tile){q6_K, KT_RM, KT_RN, KT_RM1, false};
+    t[LT_Q2_K] = (lt_tile){q2_K, KT_RM, KT_RN, KT_RM1, false};
+    t[LT_Q3_K] = (lt_tile){q3_K, KT_RM, KT_RN, KT_RM1, false};
+    t[LT_IQ4_XS] = (lt_tile){iq4_xs, KT_RM, KT_RN, KT_RM1, false};
 }
 
 /* ---- Q8_K quantiser, bit-exact with lt_q8_K_from_float ---- */

@@ -191,6 +191,22 @@ LT_INLINE void mtile(int kind, const int RM, const int RN, int64_t n, const char
         for (int c = 0; c < RN; c++) acc[r][c] = _mm256_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
+        if (RN == 1) {
+            /* one token: a scalar scale product, no table of products.
+             * (|x| with sign(y, x), not |y| with sign(x, y): a Q8_0 weight
+             * may be -128, which has no negation in int8.) */
+            const __m256i qy = loadu256(y + b * ys + (ys == sizeof(blk_q8_1) ? 4 : 2));
+            const float dy1 = aux[b * ld];
+#pragma GCC unroll 4
+            for (int r = 0; r < RM; r++) {
+                float dx, m;
+                const __m256i q = decode_unsigned(kind, x + r * bx + b * xs, &dx, &m);
+                const __m256i i = sgn ? dot_s8s8(q, qy) : dot_u8s8(q, qy);
+                acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(dx * dy1), acc[r][0]);
+                if (has_corr(kind)) corr[r] = _mm_fmadd_ps(_mm_set1_ps(m), _mm_load_ss(sT + b * ld), corr[r]);
+            }
+            continue;
+        }
         /* the table rows are padded, so 4 floats can be read for any RN */
         const __m128 dy = _mm_loadu_ps(aux + b * ld);
         __m256i qx[4], ax[4];
@@ -234,6 +250,9 @@ LT_INLINE void mtile(int kind, const int RM, const int RN, int64_t n, const char
 #ifndef MT_RN
 #define MT_RN 4
 #endif
+#ifndef MT_RM1 /* rows per call for a single token */
+#define MT_RM1 4
+#endif
 
 #define DEFINE_MTILES(name, kind)                                                                        \
     static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,              \
@@ -252,10 +271,16 @@ LT_INLINE void mtile(int kind, const int RM, const int RN, int64_t n, const char
                            float *s) {                                                                   \
         mtile(kind, 1, 1, n, x, 0, y, 0, aux, ld, s, 1);                                                 \
     }                                                                                                    \
+    static void name##_dec(int64_t n, const char *x, size_t bx, const char *y, const float *aux,         \
+                           size_t ld, float *s) {                                                        \
+        mtile(kind, MT_RM1, 1, n, x, bx, y, 0, aux, ld, s, 1);                                           \
+    }                                                                                                    \
     static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, \
                      size_t ld, float *s, size_t ldc, int nr, int nc) {                                  \
         const char *x = vx, *y = vy;                                                                     \
-        if (nr == MT_RM && nc == MT_RN) {                                                                \
+        if (nc == 1 && nr == MT_RM1 && MT_RM1 != MT_RM) {                                                \
+            name##_dec(n, x, bx, y, aux, ld, s);                                                         \
+        } else if (nr == MT_RM && nc == MT_RN) {                                                         \
             name##_full(n, x, bx, y, by, aux, ld, s, ldc);                                               \
         } else if (nr == MT_RM) {                                                                        \
             for (int c = 0; c < nc; c++) name##_rows(n, x, bx, y + c * by, aux + c, ld, s + c * ldc);    \
@@ -349,6 +374,9 @@ LT_INLINE void ptile(int kind, const int RP, const int RN, int64_t n, const char
 #ifndef PT_RP
 #define PT_RP 2
 #endif
+#ifndef PT_DEC_MTILE /* single token: mtile rows instead of row pairs */
+#define PT_DEC_MTILE 1
+#endif
 
 #define DEFINE_PTILES(name, kind)                                                                        \
     static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,              \
@@ -367,10 +395,16 @@ LT_INLINE void ptile(int kind, const int RP, const int RN, int64_t n, const char
                            float *s) {                                                                   \
         mtile(kind, 1, 1, n, x, 0, y, 0, aux, ld, s, 1);                                                 \
     }                                                                                                    \
+    static void name##_dec(int64_t n, const char *x, size_t bx, const char *y, const float *aux,         \
+                           size_t ld, float *s) {                                                        \
+        mtile(kind, MT_RM1, 1, n, x, bx, y, 0, aux, ld, s, 1);                                           \
+    }                                                                                                    \
     static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, \
                      size_t ld, float *s, size_t ldc, int nr, int nc) {                                  \
         const char *x = vx, *y = vy;                                                                     \
-        if (nr == 2 * PT_RP && nc == MT_RN) {                                                            \
+        if (PT_DEC_MTILE && nc == 1 && nr == MT_RM1) {                                                   \
+            name##_dec(n, x, bx, y, aux, ld, s);                                                         \
+        } else if (nr == 2 * PT_RP && nc == MT_RN) {                                                     \
             name##_full(n, x, bx, y, by, aux, ld, s, ldc);                                               \
         } else if (nr == 2 * PT_RP) {                                                                    \
             for (int c = 0; c < nc; c++) name##_rows(n, x, bx, y + c * by, aux + c, ld, s + c * ldc);    \
@@ -389,12 +423,14 @@ DEFINE_MTILES(tile_q5_0, K_Q5_0)
 DEFINE_MTILES(tile_q4_1, K_Q4_1)
 DEFINE_MTILES(tile_q5_1, K_Q5_1)
 #define P_ROWS MT_RM
+#define P_ROWS1 MT_RM
 #else
 DEFINE_PTILES(tile_q4_0, K_Q4_0)
 DEFINE_PTILES(tile_q5_0, K_Q5_0)
 DEFINE_PTILES(tile_q4_1, K_Q4_1)
 DEFINE_PTILES(tile_q5_1, K_Q5_1)
 #define P_ROWS (2 * PT_RP)
+#define P_ROWS1 (PT_DEC_MTILE ? MT_RM1 : 2 * PT_RP)
 #endif
 DEFINE_MTILES(tile_q8_0, K_Q8_0)
 DEFINE_MTILES(tile_iq4_nl, K_IQ4_NL)
@@ -407,12 +443,12 @@ float lt_q4_1_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_
 float lt_q5_1_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q5_1, n, x, y); }
 
 void lt_tiles_legacy_avx2(lt_tile *t) {
-    t[LT_Q4_0] = (lt_tile){tile_q4_0, P_ROWS, MT_RN, P_ROWS, true};
-    t[LT_Q5_0] = (lt_tile){tile_q5_0, P_ROWS, MT_RN, P_ROWS, true};
-    t[LT_Q8_0] = (lt_tile){tile_q8_0, MT_RM, MT_RN, MT_RM, true};
-    t[LT_IQ4_NL] = (lt_tile){tile_iq4_nl, MT_RM, MT_RN, MT_RM, true};
-    t[LT_Q4_1] = (lt_tile){tile_q4_1, P_ROWS, MT_RN, P_ROWS, true};
-    t[LT_Q5_1] = (lt_tile){tile_q5_1, P_ROWS, MT_RN, P_ROWS, true};
+    t[LT_Q4_0] = (lt_tile){tile_q4_0, P_ROWS, MT_RN, P_ROWS1, true};
+    t[LT_Q5_0] = (lt_tile){tile_q5_0, P_ROWS, MT_RN, P_ROWS1, true};
+    t[LT_Q8_0] = (lt_tile){tile_q8_0, MT_RM, MT_RN, MT_RM1, true};
+    t[LT_IQ4_NL] = (lt_tile){tile_iq4_nl, MT_RM, MT_RN, MT_RM1, true};
+    t[LT_Q4_1] = (lt_tile){tile_q4_1, P_ROWS, MT_RN, P_ROWS1, true};
+    t[LT_Q5_1] = (lt_tile){tile_q5_1, P_ROWS, MT_RN, P_ROWS1, true};
 }
 
 /* ---- activation quantisers, bit-exact with the scalar ones ---- */
