@@ -95,7 +95,7 @@ static void stats_task(void *arg, int ith, int nth) {
                 for (int j = 0; j < nk; j++) {
                     float p = mem.tmp[j] * inv;
                     mem.mass[j] += p;
-                    if (p >= c->stats->hit_threshold) mem.hit[j] = 1;
+                    if (p > 0.0f && p >= c->stats->hit_threshold) mem.hit[j] = 1; /* a masked slot never hits */
                 }
             }
             for (int j = 0; j < nk; j++) attn_stats_store(st, first + j, mem.mass[j], mem.hit[j], c->stats->step);

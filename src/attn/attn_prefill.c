@@ -130,7 +130,7 @@ static void stats_task(void *arg, int ith, int nth) {
                     for (int j = 0; j < nk; j++) {
                         float p = sr[j] * inv;
                         mem.mass[off + j] += p;
-                        if (p >= c->stats->hit_threshold) mem.hit[off + j] = 1;
+                        if (p > 0.0f && p >= c->stats->hit_threshold) mem.hit[off + j] = 1;
                     }
                 }
             }
