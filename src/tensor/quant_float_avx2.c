@@ -61,6 +61,21 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) acc[r][c] = _mm256_setzero_ps();
     int64_t k = 0;
+    if (RN == 1) { /* one token: two accumulators per row hide the FMA latency */
+        __m256 acc2[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < RM; r++) acc2[r] = _mm256_setzero_ps();
+        for (; k + 16 <= n; k += 16) {
+            const __m256 v0 = _mm256_loadu_ps((const float *)y + k), v1 = _mm256_loadu_ps((const float *)y + k + 8);
+#pragma GCC unroll 4
+            for (int r = 0; r < RM; r++) {
+                acc[r][0] = _mm256_fmadd_ps(load8(kind, x + r * bx, k), v0, acc[r][0]);
+                acc2[r] = _mm256_fmadd_ps(load8(kind, x + r * bx, k + 8), v1, acc2[r]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < RM; r++) acc[r][0] = _mm256_add_ps(acc[r][0], acc2[r]);
+    }
     for (; k + 8 <= n; k += 8) {
         __m256 w[4];
 #pragma GCC unroll 4

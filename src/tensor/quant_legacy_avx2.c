@@ -374,9 +374,6 @@ LT_INLINE void ptile(int kind, const int RP, const int RN, int64_t n, const char
 #ifndef PT_RP
 #define PT_RP 2
 #endif
-#ifndef PT_DEC_MTILE /* single token: mtile rows instead of row pairs */
-#define PT_DEC_MTILE 1
-#endif
 
 #define DEFINE_PTILES(name, kind)                                                                        \
     static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,              \
@@ -402,7 +399,7 @@ LT_INLINE void ptile(int kind, const int RP, const int RN, int64_t n, const char
     static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, \
                      size_t ld, float *s, size_t ldc, int nr, int nc) {                                  \
         const char *x = vx, *y = vy;                                                                     \
-        if (PT_DEC_MTILE && nc == 1 && nr == MT_RM1) {                                                   \
+        if (nc == 1 && nr == MT_RM1) { /* a single token: plain rows beat row pairs */                 \
             name##_dec(n, x, bx, y, aux, ld, s);                                                         \
         } else if (nr == 2 * PT_RP && nc == MT_RN) {                                                     \
             name##_full(n, x, bx, y, by, aux, ld, s, ldc);                                               \
@@ -417,21 +414,12 @@ LT_INLINE void ptile(int kind, const int RP, const int RN, int64_t n, const char
         }                                                                                                \
     }
 
-#ifdef NO_PTILE
-DEFINE_MTILES(tile_q4_0, K_Q4_0)
-DEFINE_MTILES(tile_q5_0, K_Q5_0)
-DEFINE_MTILES(tile_q4_1, K_Q4_1)
-DEFINE_MTILES(tile_q5_1, K_Q5_1)
-#define P_ROWS MT_RM
-#define P_ROWS1 MT_RM
-#else
 DEFINE_PTILES(tile_q4_0, K_Q4_0)
 DEFINE_PTILES(tile_q5_0, K_Q5_0)
 DEFINE_PTILES(tile_q4_1, K_Q4_1)
 DEFINE_PTILES(tile_q5_1, K_Q5_1)
 #define P_ROWS (2 * PT_RP)
-#define P_ROWS1 (PT_DEC_MTILE ? MT_RM1 : 2 * PT_RP)
-#endif
+#define P_ROWS1 MT_RM1
 DEFINE_MTILES(tile_q8_0, K_Q8_0)
 DEFINE_MTILES(tile_iq4_nl, K_IQ4_NL)
 
