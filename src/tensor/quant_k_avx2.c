@@ -1,5 +1,5 @@
-/* AVX2 kernels of the k-quants Q2_K..Q6_K and IQ4_XS against Q8_K
- * activations, and the Q8_K quantiser.
+/* AVX2 dot products and matmul tiles of the k-quants Q2_K..Q6_K and IQ4_XS
+ * against Q8_K activations.
  *
  * A weight super-block is decoded into 8 vectors of 32 unsigned quants
  * (0..3, 0..7, 0..15, 0..31 or 0..63), one int16 scale vector per 32 quants
@@ -11,8 +11,6 @@
  * hold their magnitudes and the values themselves give the signs. Integer
  * sums are exact, so the result differs from the scalar code only by float
  * rounding. */
-#include <math.h>
-
 #include "tensor/avx2_util.h"
 #include "tensor/quant_impl.h"
 
@@ -317,49 +315,4 @@ void lt_tiles_k_avx2(lt_tile *t) {
     t[LT_Q2_K] = (lt_tile){q2_K, KT_RM, KT_RN, KT_RM1, false};
     t[LT_Q3_K] = (lt_tile){q3_K, KT_RM, KT_RN, KT_RM1, false};
     t[LT_IQ4_XS] = (lt_tile){iq4_xs, KT_RM, KT_RN, KT_RM1, false};
-}
-
-/* ---- Q8_K quantiser, bit-exact with lt_q8_K_from_float ---- */
-
-void lt_q8_K_from_float_avx2(const float *x, void *dst, int64_t n) {
-    blk_q8_K *out = dst;
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
-        blk_q8_K *b = &out[i];
-        __m256 vmax = _mm256_setzero_ps();
-        for (int e = 0; e < QK_K; e += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(x + e), absmask));
-        __m128 m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
-        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        m = _mm_max_ss(m, _mm_movehdup_ps(m));
-        const float amax = _mm_cvtss_f32(m);
-        if (amax == 0.0f) {
-            memset(b, 0, sizeof *b);
-            continue;
-        }
-        float max = 0.0f; /* the first element of largest magnitude, signed */
-        for (int e = 0; e < QK_K; e++)
-            if (fabsf(x[e]) == amax) {
-                max = x[e];
-                break;
-            }
-        const float iscale = -127.0f / max;
-        const __m256 is = _mm256_set1_ps(iscale);
-        for (int g = 0; g < QK_K / 32; g++) {
-            __m256i v[4];
-            for (int k = 0; k < 4; k++) /* rounds half to even, as ggml's nearest_int */
-                v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * g + 8 * k), is));
-            /* packs saturate 128 to 127, as the scalar MIN(127, q) */
-            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
-            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            _mm256_storeu_si256((__m256i *)(b->qs + 32 * g), p);
-            /* lane k of w: the sum of quants 4k..4k+3 */
-            const __m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), p), _mm256_set1_epi16(1));
-            const __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
-            b->bsums[2 * g] = (int16_t)(_mm_extract_epi32(lo, 0) + _mm_extract_epi32(lo, 1) +
-                                        _mm_extract_epi32(lo, 2) + _mm_extract_epi32(lo, 3));
-            b->bsums[2 * g + 1] = (int16_t)(_mm_extract_epi32(hi, 0) + _mm_extract_epi32(hi, 1) +
-                                            _mm_extract_epi32(hi, 2) + _mm_extract_epi32(hi, 3));
-        }
-        b->d = 1.0f / iscale;
-    }
 }

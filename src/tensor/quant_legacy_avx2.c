@@ -1,13 +1,10 @@
-/* AVX2 kernels of the 32-element block types: Q4_0, Q5_0, Q8_0, IQ4_NL
- * (against Q8_0 activations) and Q4_1, Q5_1 (against Q8_1), plus the Q8_0 /
- * Q8_1 activation quantisers. Per block the integer dot product is exact and
- * is scaled once, as in the scalar code, so the two differ only in the order
- * of the float additions. */
-#include <math.h>
-
+/* AVX2 dot products and matmul tiles of the 32-element block types: Q4_0,
+ * Q5_0, Q8_0, IQ4_NL (against Q8_0 activations) and Q4_1, Q5_1 (against
+ * Q8_1). Per block the integer dot product is exact and is scaled once, as
+ * in the scalar code, so the two differ only in the order of the float
+ * additions. */
 #include "tensor/avx2_util.h"
 #include "tensor/quant_impl.h"
-#include "util/fp16.h"
 
 enum { K_Q4_0, K_Q5_0, K_Q8_0, K_IQ4_NL, K_Q4_1, K_Q5_1 };
 
@@ -437,62 +434,4 @@ void lt_tiles_legacy_avx2(lt_tile *t) {
     t[LT_IQ4_NL] = (lt_tile){tile_iq4_nl, MT_RM, MT_RN, MT_RM1, true};
     t[LT_Q4_1] = (lt_tile){tile_q4_1, P_ROWS, MT_RN, P_ROWS1, true};
     t[LT_Q5_1] = (lt_tile){tile_q5_1, P_ROWS, MT_RN, P_ROWS1, true};
-}
-
-/* ---- activation quantisers, bit-exact with the scalar ones ---- */
-
-/* roundf: halves away from zero (_mm256_round_ps rounds them to even). */
-LT_INLINE __m256 round_away(__m256 v) {
-    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256 frac = _mm256_sub_ps(v, t); /* exact */
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 ge_half = _mm256_cmp_ps(_mm256_and_ps(frac, absmask), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-    const __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_andnot_ps(absmask, v)); /* copysign(1, v) */
-    return _mm256_add_ps(t, _mm256_and_ps(ge_half, one));
-}
-
-/* 32 floats -> 32 int8 (in order) with d = amax/127; returns d, *sum = sum(q). */
-LT_INLINE float q8_block_avx2(const float *x, int8_t *q, int *sum) {
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
-    for (int k = 0; k < 4; k++) {
-        v[k] = _mm256_loadu_ps(x + 8 * k);
-        amax = _mm256_max_ps(amax, _mm256_and_ps(v[k], absmask));
-    }
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float d = _mm_cvtss_f32(m) / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const __m256 idv = _mm256_set1_ps(id);
-    __m256i i[4];
-    for (int k = 0; k < 4; k++) i[k] = _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v[k], idv)));
-    /* pack 32-bit -> 16 -> 8; packs work per 128-bit lane, so fix the order */
-    __m256i p16a = _mm256_packs_epi32(i[0], i[1]);
-    __m256i p16b = _mm256_packs_epi32(i[2], i[3]);
-    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
-    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256((__m256i *)q, p8);
-    const __m256i s32 = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
-    *sum = hsum_epi32(s32);
-    return d;
-}
-
-void lt_q8_0_from_float_avx2(const float *x, void *dst, int64_t n) {
-    blk_q8_0 *b = dst;
-    for (int64_t i = 0; i < n / 32; i++) {
-        int sum;
-        b[i].d = fp32_to_fp16(q8_block_avx2(x + 32 * i, b[i].qs, &sum));
-    }
-}
-
-void lt_q8_1_from_float_avx2(const float *x, void *dst, int64_t n) {
-    blk_q8_1 *b = dst;
-    for (int64_t i = 0; i < n / 32; i++) {
-        int sum;
-        const float d = q8_block_avx2(x + 32 * i, b[i].qs, &sum);
-        b[i].d = fp32_to_fp16(d);
-        b[i].s = fp32_to_fp16((float)sum * d);
-    }
 }
