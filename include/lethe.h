@@ -127,6 +127,8 @@ typedef struct {
     float keyformer_tau;  /* Keyformer temperature (default 1) */
     uint64_t seed;
     const char *calib_path; /* headwise: calibration file */
+    int quest_pages;      /* quest: cold pages attended per step; 0: budget / page size */
+    float hot_fraction;   /* mixed: share of the budget's bytes kept at full precision (default 0.5) */
 } lethe_kv_policy_params;
 
 typedef struct {
@@ -156,9 +158,10 @@ int lethe_seq_n_past(const lethe_seq *s);
 /* KV memory of the model's pool: bytes held by all sequences (shared pages
  * once), its capacity, and the peak since load. */
 typedef struct {
-    size_t bytes_used, bytes_total, bytes_peak;
+    size_t bytes_used, bytes_total, bytes_peak; /* the pool (hot tier) */
     size_t page_bytes;
     int page_slots;
+    size_t cold_bytes, cold_peak;               /* cold tiers of all sequences (quest, mixed) */
 } lethe_kv_usage;
 void lethe_model_kv_usage(const lethe_model *m, lethe_kv_usage *u);
 /* Restarts the peak from the bytes held now (to measure one run). */

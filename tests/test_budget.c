@@ -56,6 +56,8 @@ int main(void) {
         const size_t cap = (size_t)info.n_layer * info.n_head_kv * ((budget + page - 1) / page) * u.page_bytes;
         lethe_token t = 1;
         long rss_early = 0, rss_max = 0;
+        size_t cold_early = 0;
+        const bool cold_outside = (*ops)->cold_tier && !(*ops)->cold_in_budget; /* quest: the budget bounds the hot tier */
         int ok = 1;
         for (int i = 0; i < n_tokens && ok; i++) {
             ok = lethe_seq_decode(s, t, logits) == LETHE_OK;
@@ -63,20 +65,25 @@ int main(void) {
             t = argmax(logits, info.n_vocab);
             if (t == info.eos || t == info.bos) t = 13; /* keep streaming text */
             lethe_model_kv_usage(m, &u);
-            if (u.bytes_used > cap) {
-                CHECKF(0, "%s: step %d holds %zu bytes > budget %zu", (*ops)->name, i, u.bytes_used, cap);
+            size_t held = u.bytes_used + (cold_outside ? 0 : u.cold_bytes);
+            if (held > cap) {
+                CHECKF(0, "%s: step %d holds %zu bytes > budget %zu", (*ops)->name, i, held, cap);
                 ok = 0;
             }
             long r = rss_bytes();
-            if (i == 2 * budget) rss_early = r;
+            if (i == 2 * budget) rss_early = r, cold_early = u.cold_bytes;
             if (i > 2 * budget && r > rss_max) rss_max = r;
         }
         lethe_model_kv_usage(m, &u);
-        printf("%-9s budget %d: peak %zu bytes (cap %zu), RSS after 2x budget %.2f MiB, max after %.2f MiB\n", (*ops)->name,
-               budget, u.bytes_peak, cap, rss_early / 1048576.0, rss_max / 1048576.0);
-        CHECK(u.bytes_peak <= cap);
-        /* flat: less than 256 KiB of growth over the last 6x budget tokens */
-        CHECKF(rss_max - rss_early < 256 * 1024, "%s: RSS grew by %ld bytes while streaming", (*ops)->name, rss_max - rss_early);
+        printf("%-9s budget %d: peak %zu + cold %zu bytes (cap %zu), RSS after 2x budget %.2f MiB, max after %.2f MiB\n",
+               (*ops)->name, budget, u.bytes_peak, u.cold_peak, cap, rss_early / 1048576.0, rss_max / 1048576.0);
+        CHECK(u.bytes_peak + (cold_outside ? 0 : u.cold_peak) <= cap);
+        /* flat: less than 256 KiB of growth over the last 6x budget tokens,
+         * beyond what a cold tier outside the budget is documented to grow */
+        long allowed = 256 * 1024 + (cold_outside ? (long)(u.cold_bytes - cold_early) : 0);
+        CHECKF(rss_max - rss_early < allowed, "%s: RSS grew by %ld bytes while streaming (allowed %ld)", (*ops)->name,
+               rss_max - rss_early, allowed);
+        if (cold_outside) CHECKF(u.cold_bytes > cold_early, "%s: the cold tier keeps every evicted token", (*ops)->name);
         lethe_seq_free(s);
     }
     CHECK(tested >= 1);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kv/kv_cold.h"
 #include "kv/kv_pool.h"
 #include "kv/kv_stream.h"
 #include "lethe.h"
@@ -42,6 +43,9 @@ typedef struct {
     int n_layer, n_head_kv, n_streams;
     kv_stream *st;
     uint8_t **keep;
+    uint8_t **demote, **cold_keep; /* cold-tier policies */
+    kv_cold *cold;
+    int cold_capacity;
     int *target;
     int32_t n_past;
     const float *head_reach;
@@ -59,7 +63,12 @@ static void rig_init(rig *r, int n_layer, int n_head_kv, int page_slots, const k
     r->st = calloc((size_t)r->n_streams, sizeof *r->st);
     r->keep = calloc((size_t)r->n_streams, sizeof *r->keep);
     r->target = calloc((size_t)r->n_streams, sizeof *r->target);
+    r->demote = calloc((size_t)r->n_streams, sizeof *r->demote);
+    r->cold_keep = calloc((size_t)r->n_streams, sizeof *r->cold_keep);
+    r->cold = calloc((size_t)r->n_streams, sizeof *r->cold);
+    r->cold_capacity = 2 * page_slots;
     for (int s = 0; s < r->n_streams; s++) {
+        CHECK(kv_cold_init(&r->cold[s], LT_Q8_0, page_slots, D) == LETHE_OK);
         kv_stream_init(&r->st[s]);
         if (ops && ops->needs_stats) CHECK(kv_stream_enable_stats(&r->st[s]) == LETHE_OK);
         if (ops && ops->aux_width > 0) CHECK(kv_stream_enable_aux(&r->st[s], ops->aux_width) == LETHE_OK);
@@ -70,9 +79,15 @@ static void rig_free(rig *r) {
     for (int s = 0; s < r->n_streams; s++) {
         kv_stream_free(r->pool, &r->st[s]);
         free(r->keep[s]);
+        free(r->demote[s]);
+        free(r->cold_keep[s]);
+        kv_cold_free(&r->cold[s]);
     }
     free(r->st);
     free(r->keep);
+    free(r->demote);
+    free(r->cold_keep);
+    free(r->cold);
     free(r->target);
     kv_pool_free(r->pool);
 }
@@ -94,8 +109,11 @@ static void put_all(rig *r, int32_t pos) {
 }
 
 static policy_view view(const rig *r, bool prefill) {
-    policy_view v = {r->n_layer, r->n_head_kv, 2 * r->n_head_kv, D, r->pool, r->st, r->n_past, r->n_past - 1, prefill,
-                     r->head_reach};
+    policy_view v = {
+        .n_layer = r->n_layer, .n_head_kv = r->n_head_kv, .n_head = 2 * r->n_head_kv, .head_dim = D, .pool = r->pool,
+        .streams = r->st, .n_past = r->n_past, .step = r->n_past - 1, .in_prefill = prefill, .head_reach = r->head_reach,
+        .cold = r->cold, .cold_capacity = r->cold_capacity, .n_ctx = 1 << 30,
+    };
     return v;
 }
 
@@ -111,9 +129,14 @@ static int plan_and_compact(kv_policy *p, rig *r) {
         free(r->keep[s]);
         r->keep[s] = malloc((size_t)r->st[s].n + 1);
         memset(r->keep[s], 1, (size_t)r->st[s].n + 1);
+        free(r->demote[s]);
+        r->demote[s] = calloc((size_t)r->st[s].n + 1, 1);
+        free(r->cold_keep[s]);
+        r->cold_keep[s] = malloc((size_t)r->cold[s].n_slots + 1);
+        memset(r->cold_keep[s], 1, (size_t)r->cold[s].n_slots + 1);
     }
     policy_view v = view(r, false);
-    policy_plan pl = {r->keep};
+    policy_plan pl = {r->keep, r->demote, r->cold_keep};
     lethe_status st = p->ops->plan(p, &v, r->target, &pl);
     if (!CHECKF(st == LETHE_OK, "%s plan: %s", p->ops->name, p->err)) return 0;
     int dropped = 0;
@@ -122,6 +145,16 @@ static int plan_and_compact(kv_policy *p, rig *r) {
         for (int i = 0; i < r->st[s].n; i++) kept += r->keep[s][i] != 0;
         CHECKF(kept <= r->target[s], "%s: stream %d keeps %d slots over its target %d", p->ops->name, s, kept, r->target[s]);
         dropped += r->st[s].n - kept;
+        if (p->ops->cold_tier) { /* carry out demotions and cold drops as the runtime does */
+            CHECK(kv_cold_compact(&r->cold[s], r->cold_keep[s]) == LETHE_OK);
+            int idx[4096], nd = 0;
+            for (int i = 0; i < r->st[s].n && nd < 4096; i++)
+                if (!r->keep[s][i] && r->demote[s][i]) idx[nd++] = i;
+            CHECK(kv_cold_add(&r->cold[s], r->pool, &r->st[s], idx, NULL, nd) == LETHE_OK);
+            if (p->ops->cold_in_budget)
+                CHECKF(r->cold[s].n_slots <= r->cold_capacity, "%s: cold tier holds %d > capacity %d", p->ops->name,
+                       r->cold[s].n_slots, r->cold_capacity);
+        }
         CHECK(kv_stream_compact(r->pool, &r->st[s], r->keep[s]) == LETHE_OK);
     }
     return dropped;

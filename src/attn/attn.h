@@ -63,6 +63,20 @@ int attn_decode(threadpool *tp, attn_scratch *scr, const attn_layer *L, const fl
 int attn_forward(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q,
                  const int32_t *q_pos, int n_tok, float *out, const attn_stats_cfg *stats);
 
+/* The same, also writing lse[t * n_head + h] = the log of the softmax
+ * denominator of query t, head h (scores scaled), or -INFINITY when no
+ * slot is visible (the output row is then zero). lse may be NULL. Two
+ * attentions over disjoint slot sets merge exactly with attn_merge_lse. */
+int attn_prefill_lse(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q, const int32_t *q_pos,
+                     int n_tok, float *out, float *lse, const attn_stats_cfg *stats);
+int attn_decode_lse(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q, int32_t q_pos, float *out,
+                    float *lse, const attn_stats_cfg *stats);
+int attn_forward_lse(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q, const int32_t *q_pos,
+                     int n_tok, float *out, float *lse, const attn_stats_cfg *stats);
+/* out/lse (n_rows rows of head_dim) become the attention over the union of
+ * the slots behind (out, lse) and (out2, lse2). */
+void attn_merge_lse(float *out, float *lse, const float *out2, const float *lse2, int n_rows, int head_dim);
+
 /* Plain reference for tests and `lethe bench attn`: materialises the full
  * score row per query (O(n) scratch per query, O(n_tok * n) for all). */
 int attn_naive(const attn_layer *L, const float *q, const int32_t *q_pos, int n_tok, float *out);

@@ -103,8 +103,8 @@ static void stats_task(void *arg, int ith, int nth) {
     }
 }
 
-int attn_decode(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q, int32_t q_pos, float *out,
-                const attn_stats_cfg *stats) {
+int attn_decode_lse(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q, int32_t q_pos, float *out,
+                    float *lse, const attn_stats_cfg *stats) {
     if (!scr || !L || !L->pool || !L->streams || !q || !out || L->n_head_kv < 1 || L->n_head % L->n_head_kv != 0 ||
         L->head_dim != kv_pool_head_dim(L->pool))
         return -1;
@@ -201,6 +201,7 @@ int attn_decode(threadpool *tp, attn_scratch *scr, const attn_layer *L, const fl
             }
             head_m[h] = M;
             head_l[h] = Lsum;
+            if (lse) lse[h] = Lsum > 0.0f ? M + logf(Lsum) : -INFINITY;
         }
         i0 = i1;
     }
@@ -213,4 +214,9 @@ int attn_decode(threadpool *tp, attn_scratch *scr, const attn_layer *L, const fl
         tp_run(tp, stats_task, &c);
     }
     return 0;
+}
+
+int attn_decode(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q, int32_t q_pos, float *out,
+                const attn_stats_cfg *stats) {
+    return attn_decode_lse(tp, scr, L, q, q_pos, out, NULL, stats);
 }

@@ -140,8 +140,8 @@ static void stats_task(void *arg, int ith, int nth) {
     }
 }
 
-int attn_prefill(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q, const int32_t *q_pos,
-                 int n_tok, float *out, const attn_stats_cfg *stats) {
+int attn_prefill_lse(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q, const int32_t *q_pos,
+                     int n_tok, float *out, float *lse, const attn_stats_cfg *stats) {
     if (!scr || !L || !L->pool || !L->streams || !q || !q_pos || !out || n_tok < 1 || L->n_head_kv < 1 ||
         L->n_head % L->n_head_kv != 0 || L->head_dim != kv_pool_head_dim(L->pool))
         return -1;
@@ -166,9 +166,10 @@ int attn_prefill(threadpool *tp, attn_scratch *scr, const attn_layer *L, const f
     c.thread_stride = ((size_t)attn_tile_floats(L->pool, c.rows, c.chunk_slots) * sizeof(float) + 63) / 64 * 64;
     c.thread_mem = attn_scratch_get(scr, ATTN_SCR_THREADS, c.thread_stride * (size_t)nth);
     if (!c.thread_mem) return -1;
-    if (want_stats) {
+    if (want_stats)
         for (int g = 0; g < L->n_head_kv; g++)
             if (L->streams[g].n > 0 && !L->streams[g].attn_acc) return -1;
+    if (want_stats || lse) {
         float *rows = attn_scratch_get(scr, ATTN_SCR_ROWS, 2 * (size_t)n_tok * L->n_head * sizeof(float));
         if (!rows) return -1;
         c.row_m = rows;
@@ -176,6 +177,9 @@ int attn_prefill(threadpool *tp, attn_scratch *scr, const attn_layer *L, const f
     }
     atomic_init(&c.next, 0);
     tp_run(tp, prefill_task, &c);
+    if (lse)
+        for (long i = 0; i < (long)n_tok * L->n_head; i++)
+            lse[i] = c.row_l[i] > 0.0f ? c.row_m[i] + logf(c.row_l[i]) : -INFINITY;
 
     if (want_stats) {
         c.stats = stats;
@@ -189,4 +193,9 @@ int attn_prefill(threadpool *tp, attn_scratch *scr, const attn_layer *L, const f
         tp_run(tp, stats_task, &c);
     }
     return 0;
+}
+
+int attn_prefill(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q, const int32_t *q_pos,
+                 int n_tok, float *out, const attn_stats_cfg *stats) {
+    return attn_prefill_lse(tp, scr, L, q, q_pos, n_tok, out, NULL, stats);
 }

@@ -74,7 +74,9 @@ const char *MODEL_OPTS_USAGE =
     "  --kv-obs-window N      snapkv: observation window (default 16)\n"
     "  --kv-pool N            snapkv: pooling kernel (default 7)\n"
     "  --kv-keyformer         h2o: Keyformer's Gumbel-regularised score\n"
-    "  --kv-calib FILE        headwise: calibration file (made on first use)\n";
+    "  --kv-calib FILE        headwise: calibration file (made on first use)\n"
+    "  --kv-quest-pages N     quest: cold pages attended per step (default: budget / page size)\n"
+    "  --kv-hot-fraction F    mixed: share of the budget kept at full precision (default 0.5)\n";
 
 void model_opts_init(model_opts *o) {
     memset(o, 0, sizeof *o);
@@ -147,6 +149,15 @@ int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
         if (!(v = opt_value(argc, argv, i))) return -1;
         if (!parse_float(v, 0, 1, &x)) { fprintf(stderr, "lethe: bad threshold '%s'\n", v); return -1; }
         o->kv.hit_threshold = (float)x;
+    } else if (!strcmp(a, "--kv-quest-pages")) {
+        if (!(v = opt_value(argc, argv, i))) return -1;
+        if (!parse_int(v, 1, 1 << 24, &n)) { fprintf(stderr, "lethe: bad value '%s' for %s\n", v, a); return -1; }
+        o->kv.quest_pages = (int)n;
+    } else if (!strcmp(a, "--kv-hot-fraction")) {
+        double x;
+        if (!(v = opt_value(argc, argv, i))) return -1;
+        if (!parse_float(v, 0.01, 1, &x)) { fprintf(stderr, "lethe: bad value '%s' for %s\n", v, a); return -1; }
+        o->kv.hot_fraction = (float)x;
     } else if (!strcmp(a, "--kv-keyformer")) {
         o->kv.keyformer = true;
     } else if (!strcmp(a, "--kv-calib")) {

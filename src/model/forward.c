@@ -13,12 +13,13 @@
 /* Activation buffers for one chunk of c tokens, carved from m->scratch. */
 typedef struct {
     float *x, *xb, *q, *k, *v, *att, *gate, *up, *rope;
+    float *att2, *lse, *lse2; /* cold-tier attention and the log-sum-exps that merge it */
 } acts;
 
 static lethe_status ensure_scratch(lethe_model *m, int c, acts *a, char *err) {
     const hparams *hp = &m->hp;
     size_t d = (size_t)hp->n_embd, qd = (size_t)hp->n_head * hp->head_dim, kvd = (size_t)hp->n_head_kv * hp->head_dim;
-    size_t per_tok = d * 2 + qd * 2 + kvd * 2 + (size_t)hp->n_ff * 2 + (size_t)hp->n_rot;
+    size_t per_tok = d * 2 + qd * 3 + kvd * 2 + (size_t)hp->n_ff * 2 + (size_t)hp->n_rot + (size_t)hp->n_head * 2;
     size_t need = per_tok * (size_t)c;
     if (need > m->scratch_floats) {
         float *p = realloc(m->scratch, need * sizeof(float));
@@ -35,7 +36,10 @@ static lethe_status ensure_scratch(lethe_model *m, int c, acts *a, char *err) {
     a->v = p; p += kvd * c;
     a->gate = p; p += (size_t)hp->n_ff * c;
     a->up = p; p += (size_t)hp->n_ff * c;
-    a->rope = p;
+    a->rope = p; p += (size_t)hp->n_rot * c;
+    a->att2 = p; p += qd * c;
+    a->lse = p; p += (size_t)hp->n_head * c;
+    a->lse2 = p;
     return LETHE_OK;
 }
 
@@ -57,6 +61,87 @@ static lethe_status matmul(lethe_model *m, const weight *w, const float *x, int 
     if (lt_matmul(m->tp, &m->ws, w->type, w->data, w->n_rows, w->n_cols, x, n, y) != 0)
         return set_error(err, LETHE_ERR_NOMEM, "forward: matmul failed (out of memory)");
     return LETHE_OK;
+}
+
+typedef struct {
+    float bound;
+    int page;
+} page_rank;
+
+static int cmp_rank_desc(const void *a, const void *b) {
+    const page_rank *x = a, *y = b;
+    return (x->bound < y->bound) - (x->bound > y->bound);
+}
+
+/* Loads the cold pages stream h of layer l should attend (all, or the top
+ * fs->cold_pages by Quest's bound max_d(q_d kmin_d, q_d kmax_d), maximised
+ * over the chunk's queries of the group) into view. */
+static lethe_status load_cold_view(lethe_model *m, const forward_state *fs, int l, int h, const float *q, int c,
+                                   kv_stream *view) {
+    const hparams *hp = &m->hp;
+    const kv_cold *cold = &fs->cold[(long)l * hp->n_head_kv + h];
+    const int G = hp->n_head / hp->n_head_kv, hd = hp->head_dim, np = cold->n_pages;
+    if (np == 0) return LETHE_OK;
+    int n_sel = fs->cold_pages > 0 && fs->cold_pages < np ? fs->cold_pages : np;
+    page_rank *r = malloc((size_t)np * sizeof *r);
+    int *sel = malloc((size_t)np * sizeof *sel);
+    lethe_status st = r && sel ? LETHE_OK : LETHE_ERR_NOMEM;
+    if (!st) {
+        for (int p = 0; p < np; p++) {
+            r[p].page = p;
+            r[p].bound = -INFINITY;
+            if (n_sel == np) continue;
+            for (int t = 0; t < c; t++)
+                for (int g = 0; g < G; g++) {
+                    const float *qh = q + ((long)t * hp->n_head + (long)h * G + g) * hd;
+                    float b = kv_cold_bound(cold, p, qh, 1.0f);
+                    if (b > r[p].bound) r[p].bound = b;
+                }
+        }
+        if (n_sel < np) qsort(r, (size_t)np, sizeof *r, cmp_rank_desc);
+        for (int i = 0; i < n_sel; i++) sel[i] = r[i].page;
+        st = kv_cold_load(cold, sel, n_sel, m->cold_view, view);
+    }
+    free(r);
+    free(sel);
+    return st;
+}
+
+/* Attention over the cold tier of layer l, merged into a->att by
+ * log-sum-exp with the hot result (whose lse is in a->lse). */
+static lethe_status attend_cold(lethe_model *m, const forward_state *fs, int l, const acts *a, const int32_t *pos, int c,
+                                char *err) {
+    const hparams *hp = &m->hp;
+    const int H = hp->n_head_kv, hd = hp->head_dim;
+    size_t want = 0;
+    for (int h = 0; h < H; h++) {
+        const kv_cold *cold = &fs->cold[(long)l * H + h];
+        int n_sel = fs->cold_pages > 0 && fs->cold_pages < cold->n_pages ? fs->cold_pages : cold->n_pages;
+        want += (size_t)n_sel + 1;
+    }
+    if (want == (size_t)H) return LETHE_OK; /* nothing cold in this layer */
+    if (!m->cold_view || kv_pool_n_pages(m->cold_view) < want) {
+        kv_pool_free(m->cold_view);
+        kv_pool_params kp = {kv_pool_page_slots(m->kv), hd, LT_F32, want * 2};
+        char perr[LETHE_ERR_MAX];
+        m->cold_view = kv_pool_create(&kp, perr);
+        if (!m->cold_view) return set_error(err, LETHE_ERR_NOMEM, "forward: cold-tier view pool: %s", perr);
+    }
+    kv_stream *views = calloc((size_t)H, sizeof *views);
+    if (!views) return set_error(err, LETHE_ERR_NOMEM, "forward: out of memory");
+    lethe_status st = LETHE_OK;
+    for (int h = 0; h < H && !st; h++) {
+        kv_stream_init(&views[h]);
+        st = load_cold_view(m, fs, l, h, a->q, c, &views[h]);
+    }
+    if (!st) {
+        attn_layer al = {m->cold_view, views, hp->n_head, H, hd, 1.0f / sqrtf((float)hd)};
+        if (attn_forward_lse(m->tp, m->attn, &al, a->q, pos, c, a->att2, a->lse2, NULL) != 0) st = LETHE_ERR_NOMEM;
+        else attn_merge_lse(a->att, a->lse, a->att2, a->lse2, c * hp->n_head, hd);
+    }
+    for (int h = 0; h < H; h++) kv_stream_free(m->cold_view, &views[h]);
+    free(views);
+    return st ? set_error(err, st, "forward: cold-tier attention failed (%s)", lethe_status_name(st)) : LETHE_OK;
 }
 
 static void add_bias(float *y, const float *b, int n_tok, int dim) {
@@ -88,8 +173,9 @@ static lethe_status run_layer(lethe_model *m, forward_state *fs, int l, const ac
         if (st) return set_error(err, st, "forward: cannot append to the KV cache (%s)", lethe_status_name(st));
     }
     attn_layer al = {m->kv, streams, hp->n_head, hp->n_head_kv, hd, 1.0f / sqrtf((float)hd)};
-    if (attn_forward(m->tp, m->attn, &al, a->q, pos, c, a->att, fs->stats) != 0)
+    if (attn_forward_lse(m->tp, m->attn, &al, a->q, pos, c, a->att, fs->cold ? a->lse : NULL, fs->stats) != 0)
         return set_error(err, LETHE_ERR_NOMEM, "forward: attention scratch allocation failed");
+    if (fs->cold && (st = attend_cold(m, fs, l, a, pos, c, err))) return st;
     if ((st = matmul(m, &L->wo, a->att, c, a->xb, err))) return st;
     op_add(a->x, a->xb, (long)c * d);
 

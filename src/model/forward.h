@@ -4,11 +4,14 @@
 #ifndef LETHE_FORWARD_H
 #define LETHE_FORWARD_H
 
+#include "kv/kv_cold.h"
 #include "model/model.h"
 
 typedef struct {
     kv_stream *streams;          /* n_layer * n_head_kv */
     const attn_stats_cfg *stats; /* NULL: no attention statistics */
+    kv_cold *cold;               /* NULL, or the cold tier of each stream, attended too */
+    int cold_pages;              /* > 0: attend only this many cold pages per stream, by key bound (Quest); 0: all */
 } forward_state;
 
 /* Pages the pool must have free for n more tokens in these streams. */

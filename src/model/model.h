@@ -76,6 +76,8 @@ struct lethe_model {
     attn_scratch *attn;
     float *scratch;         /* forward activations for one chunk */
     size_t scratch_floats;
+    kv_pool *cold_view;     /* F32 pages into which cold-tier pages are loaded to be attended */
+    size_t cold_bytes, cold_peak; /* cold tiers of all sequences */
 
     /* storage behind the views */
     gguf_file *gguf;            /* GGUF models */

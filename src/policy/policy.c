@@ -12,6 +12,8 @@ extern const kv_policy_ops policy_snapkv_ops;
 extern const kv_policy_ops policy_lazy_ops;
 extern const kv_policy_ops policy_knorm_ops;
 extern const kv_policy_ops policy_headwise_ops;
+extern const kv_policy_ops policy_quest_ops;
+extern const kv_policy_ops policy_mixed_ops;
 
 static const kv_policy_ops *const POLICIES[] = {
     &policy_full_ops,
@@ -22,6 +24,8 @@ static const kv_policy_ops *const POLICIES[] = {
     &policy_lazy_ops,
     &policy_knorm_ops,
     &policy_headwise_ops,
+    &policy_quest_ops,
+    &policy_mixed_ops,
     NULL,
 };
 
@@ -46,6 +50,8 @@ policy_params policy_default_params(void) {
     p.keyformer = false;
     p.keyformer_tau = 1.0f;
     p.seed = 0;
+    p.quest_pages = 0;
+    p.hot_fraction = 0.5f;
     return p;
 }
 

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "kv/kv_cold.h"
 #include "kv/kv_pool.h"
 #include "kv/kv_stream.h"
 #include "lethe.h"
@@ -31,12 +32,23 @@ typedef struct {
      * mass each (layer, KV head) sent beyond the recent window during the
      * calibration pass (runtime/calibrate.c); NULL otherwise. */
     const float *head_reach;
+    /* Policies with a cold tier: each stream's cold store, and how many
+     * slots it may hold (-1: unbounded, it is outside the budget). */
+    kv_cold *cold;
+    int cold_capacity;
+    int n_ctx;           /* the sequence's context: a budget at least this large never needs to evict */
 } policy_view;
 
 /* Per stream: keep[i] = 0 drops slot i. The runtime sets every mask to 1
  * before calling plan, so a policy only clears what it drops. */
 typedef struct {
     uint8_t **keep;
+    /* Policies with a cold tier: per stream, demote[i] = 1 (with keep[i]
+     * = 0) moves hot slot i to the cold tier instead of dropping it, and
+     * cold_keep[j] = 0 drops cold slot j (flags in cold page order). Both
+     * preset (to 0 and 1); NULL without a cold tier. */
+    uint8_t **demote;
+    uint8_t **cold_keep;
 } policy_plan;
 
 typedef struct kv_policy kv_policy;
@@ -48,6 +60,12 @@ typedef struct {
     bool obs_window_only;          /* in prefill, statistics from the last obs_window queries only (SnapKV) */
     bool may_evict;                /* false for "full": exceeding the budget is an error */
     bool needs_calibration;        /* the runtime supplies view->head_reach */
+    /* Cold tier (quest, mixed): demoted slots are kept quantised to
+     * cold_dtype outside the pool and attended through kv_cold views. */
+    bool cold_tier;
+    lt_type cold_dtype;
+    bool cold_in_budget;           /* true: hot + cold bytes fit the budget (mixed); false: only hot (quest) */
+    bool cold_select;              /* true: attend the top quest_pages cold pages by key bound; false: all */
     int aux_width;                 /* per-slot floats of policy state (0: none) */
     /* Optional: per-stream slot budgets whose sum is at most
      * n_streams * budget (each a multiple of the page size unless it equals

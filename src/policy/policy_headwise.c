@@ -42,6 +42,7 @@ static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int 
     memset(hs->large, 1, (size_t)n);
     for (int s = 0; s < n; s++) out[s] = budget;
     if (!v->head_reach) return LETHE_OK;
+    if (budget >= v->n_ctx) return LETHE_OK; /* the whole context fits every head: nothing to redistribute */
 
     const long P = kv_pool_page_slots(v->pool);
     long floor_slots = (long)p->params.sink + policy_window_for(&p->params, budget);

@@ -93,7 +93,7 @@ static lethe_status measure(lethe_model *m, int window, float *reach, char *err)
     for (int t = 0; t < n && !st; t++) {
         int32_t pos = t;
         attn_stats_cfg cfg = {1, 1.0f, t};
-        forward_state fs = {streams, &cfg};
+        forward_state fs = {.streams = streams, .stats = &cfg};
         st = forward_batch(m, &fs, &ids[t], &pos, 1, NULL, false, err);
         for (int i = 0; i < n_streams && !st; i++) {
             const kv_stream *s = &streams[i];

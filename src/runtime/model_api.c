@@ -92,6 +92,7 @@ lethe_model *lethe_model_load(const char *path, const lethe_model_params *params
 void lethe_model_free(lethe_model *m) {
     if (!m) return;
     kv_pool_free(m->kv);
+    kv_pool_free(m->cold_view);
     attn_scratch_free(m->attn);
     free(m->scratch);
     model_destroy(m);
@@ -127,9 +128,14 @@ void lethe_model_kv_usage(const lethe_model *m, lethe_kv_usage *u) {
     u->bytes_peak = kv_pool_peak_pages_used(m->kv) * kv_pool_page_bytes(m->kv);
     u->page_bytes = kv_pool_page_bytes(m->kv);
     u->page_slots = kv_pool_page_slots(m->kv);
+    u->cold_bytes = m->cold_bytes;
+    u->cold_peak = m->cold_peak;
 }
 
-void lethe_model_kv_reset_peak(lethe_model *m) { kv_pool_reset_peak(m->kv); }
+void lethe_model_kv_reset_peak(lethe_model *m) {
+    kv_pool_reset_peak(m->kv);
+    m->cold_peak = m->cold_bytes;
+}
 
 int lethe_tokenize(const lethe_model *m, const char *text, size_t len, lethe_token *ids, int cap, bool add_special,
                    bool parse_special) {

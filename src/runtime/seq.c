@@ -19,6 +19,11 @@ struct lethe_seq {
     int n_ctx;
     kv_policy *policy;
     float *head_reach; /* calibration, for policies that need it */
+    kv_cold *cold;     /* cold tier per stream, for policies that have one */
+    int cold_capacity; /* slots per stream's cold tier; -1 unbounded */
+    size_t cold_bytes; /* this sequence's share of m->cold_bytes */
+    uint8_t **demote, **cold_keep; /* plan scratch for the cold tier */
+    int *cold_keep_cap;
     int *budget;       /* slot budget of each stream */
     int min_budget;
     int *target;       /* plan scratch */
@@ -57,9 +62,48 @@ static lethe_seq *seq_alloc(lethe_model *m, int n_ctx) {
 
 static policy_view view_of(lethe_seq *s, bool prefill) {
     const hparams *hp = &s->m->hp;
-    policy_view v = {hp->n_layer, hp->n_head_kv, hp->n_head, hp->head_dim, s->m->kv, s->streams, s->n_past,
-                     s->n_past - 1, prefill, s->head_reach};
+    policy_view v = {
+        .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv, .n_head = hp->n_head, .head_dim = hp->head_dim,
+        .pool = s->m->kv, .streams = s->streams, .n_past = s->n_past, .step = s->n_past - 1, .in_prefill = prefill,
+        .head_reach = s->head_reach, .cold = s->cold, .cold_capacity = s->cold_capacity, .n_ctx = s->n_ctx,
+    };
     return v;
+}
+
+/* Keeps the model-wide count of cold-tier bytes in step with this sequence. */
+static void account_cold(lethe_seq *s) {
+    size_t b = 0;
+    if (s->cold)
+        for (int i = 0; i < s->n_streams; i++) b += kv_cold_bytes(&s->cold[i]);
+    s->m->cold_bytes = s->m->cold_bytes - s->cold_bytes + b;
+    if (s->m->cold_bytes > s->m->cold_peak) s->m->cold_peak = s->m->cold_bytes;
+    s->cold_bytes = b;
+}
+
+/* Cold tier set-up: one store per stream, and its capacity when the cold
+ * bytes count against the budget (what the hot pages leave over). */
+static lethe_status setup_cold(lethe_seq *s, int budget) {
+    const kv_policy_ops *ops = s->policy->ops;
+    s->cold_capacity = -1;
+    if (!ops->cold_tier) return LETHE_OK;
+    const int P = kv_pool_page_slots(s->m->kv), hd = s->m->hp.head_dim;
+    s->cold = calloc((size_t)s->n_streams, sizeof *s->cold);
+    s->demote = calloc((size_t)s->n_streams, sizeof *s->demote);
+    s->cold_keep = calloc((size_t)s->n_streams, sizeof *s->cold_keep);
+    s->cold_keep_cap = calloc((size_t)s->n_streams, sizeof *s->cold_keep_cap);
+    if (!s->cold || !s->demote || !s->cold_keep || !s->cold_keep_cap) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < s->n_streams; i++)
+        if (kv_cold_init(&s->cold[i], ops->cold_dtype, P, hd) != LETHE_OK)
+            return set_error(s->err, LETHE_ERR_ARG, "cannot set up the cold tier");
+    if (ops->cold_in_budget) {
+        /* whole cold pages that fit in the bytes the hot budget leaves over */
+        size_t page_bytes = kv_pool_page_bytes(s->m->kv);
+        size_t total_pages = ((size_t)budget + P - 1) / P, hot_pages = ((size_t)s->min_budget + P - 1) / P;
+        double cold_page_bytes = kv_cold_slot_bytes(&s->cold[0]) * P;
+        size_t cold_pages = (size_t)((double)((total_pages - hot_pages) * page_bytes) / cold_page_bytes);
+        s->cold_capacity = (int)(cold_pages * (size_t)P);
+    }
+    return LETHE_OK;
 }
 
 /* Sets up the policy and the per-stream budgets. */
@@ -106,7 +150,7 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     }
     if (s->min_budget < 1) return set_error(s->err, LETHE_ERR_BUDGET, "policy %s gave a stream no slots", name);
-    return LETHE_OK;
+    return setup_cold(s, budget);
 }
 
 lethe_seq *lethe_seq_create(lethe_model *m, const lethe_seq_params *params, char *err, size_t err_size) {
@@ -154,6 +198,18 @@ void lethe_seq_free(lethe_seq *s) {
         for (int i = 0; i < s->n_streams; i++) kv_stream_free(s->m->kv, &s->streams[i]);
     if (s->keep)
         for (int i = 0; i < s->n_streams; i++) free(s->keep[i]);
+    if (s->cold) {
+        for (int i = 0; i < s->n_streams; i++) {
+            kv_cold_free(&s->cold[i]);
+            free(s->demote[i]);
+            free(s->cold_keep[i]);
+        }
+        account_cold(s);
+    }
+    free(s->cold);
+    free(s->demote);
+    free(s->cold_keep);
+    free(s->cold_keep_cap);
     policy_free(s->policy);
     free(s->head_reach);
     free(s->streams);
@@ -183,25 +239,72 @@ static lethe_status make_room(lethe_seq *s, int c) {
         int n = s->streams[i].n;
         if (n > s->keep_cap[i]) {
             uint8_t *k = realloc(s->keep[i], (size_t)n);
-            if (!k) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
-            s->keep[i] = k;
+            uint8_t *d = s->cold ? realloc(s->demote[i], (size_t)n) : NULL;
+            if (k) s->keep[i] = k;
+            if (d) s->demote[i] = d;
+            if (!k || (s->cold && !d)) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
             s->keep_cap[i] = n;
         }
         memset(s->keep[i], 1, (size_t)n);
+        if (s->cold) {
+            int nc = s->cold[i].n_slots;
+            if (nc > s->cold_keep_cap[i]) {
+                uint8_t *k = realloc(s->cold_keep[i], (size_t)nc);
+                if (!k) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+                s->cold_keep[i] = k;
+                s->cold_keep_cap[i] = nc;
+            }
+            if (n) memset(s->demote[i], 0, (size_t)n);
+            if (nc) memset(s->cold_keep[i], 1, (size_t)nc);
+        }
     }
     policy_view v = view_of(s, false);
-    policy_plan plan = {s->keep};
+    policy_plan plan = {s->keep, s->cold ? s->demote : NULL, s->cold ? s->cold_keep : NULL};
     lethe_status st = s->policy->ops->plan(s->policy, &v, s->target, &plan);
     if (st) return set_error(s->err, st, "policy %s: %s", s->policy->ops->name, s->policy->err);
-    for (int i = 0; i < s->n_streams; i++) {
-        int kept = 0, n = s->streams[i].n;
+    int *idx = NULL;
+    float *score = NULL;
+    for (int i = 0; i < s->n_streams && !st; i++) {
+        kv_stream *str = &s->streams[i];
+        int kept = 0, n = str->n;
         for (int j = 0; j < n; j++) kept += s->keep[i][j] != 0;
         if (kept > s->target[i])
             return set_error(s->err, LETHE_ERR_BUDGET, "policy %s kept %d slots in stream %d, over its target %d",
                              s->policy->ops->name, kept, i, s->target[i]);
-        if (kept < n && (st = kv_stream_compact(s->m->kv, &s->streams[i], s->keep[i])))
-            return set_error(s->err, st, "compacting the KV cache failed (%s)", lethe_status_name(st));
+        if (s->cold) {
+            kv_cold *cold = &s->cold[i];
+            bool drop_cold = false;
+            for (int j = 0; j < cold->n_slots; j++) drop_cold |= !s->cold_keep[i][j];
+            if (drop_cold && (st = kv_cold_compact(cold, s->cold_keep[i]))) break;
+            int nd = 0;
+            for (int j = 0; j < n; j++) nd += !s->keep[i][j] && s->demote[i][j];
+            if (nd) {
+                int *ni = realloc(idx, (size_t)nd * sizeof *idx);
+                float *ns = realloc(score, (size_t)nd * sizeof *score);
+                if (ni) idx = ni;
+                if (ns) score = ns;
+                if (!ni || !ns) { st = LETHE_ERR_NOMEM; break; }
+                nd = 0;
+                for (int j = 0; j < n; j++)
+                    if (!s->keep[i][j] && s->demote[i][j]) {
+                        idx[nd] = j;
+                        score[nd++] = str->attn_acc ? str->attn_acc[j] : 0.0f;
+                    }
+                if ((st = kv_cold_add(cold, s->m->kv, str, idx, score, nd))) break;
+            }
+            if (s->cold_capacity >= 0 && cold->n_slots > s->cold_capacity) {
+                free(idx);
+                free(score);
+                return set_error(s->err, LETHE_ERR_BUDGET, "policy %s left %d cold slots in stream %d, over its capacity %d",
+                                 s->policy->ops->name, cold->n_slots, i, s->cold_capacity);
+            }
+        }
+        if (kept < n && (st = kv_stream_compact(s->m->kv, str, s->keep[i]))) break;
     }
+    free(idx);
+    free(score);
+    account_cold(s);
+    if (st) return set_error(s->err, st, "compacting the KV cache failed (%s)", lethe_status_name(st));
     return LETHE_OK;
 }
 
@@ -215,7 +318,11 @@ static lethe_status run(lethe_seq *s, const lethe_token *ids, int n, float *logi
     for (int i = 0; i < n; i++) s->pos[i] = s->n_past + i;
     const policy_params *pp = &s->policy->params;
     attn_stats_cfg cfg = {stats, pp->hit_threshold, s->n_past + n - 1};
-    forward_state fs = {s->streams, stats ? &cfg : NULL};
+    forward_state fs = {s->streams, stats ? &cfg : NULL, s->cold, 0};
+    if (s->cold && s->policy->ops->cold_select) {
+        int P = kv_pool_page_slots(s->m->kv);
+        fs.cold_pages = pp->quest_pages > 0 ? pp->quest_pages : (pp->budget + P - 1) / P;
+    }
     lethe_status st = forward_batch(s->m, &fs, ids, s->pos, n, logits, all, s->err);
     if (st) return st;
     s->n_past += n;

@@ -1,0 +1,33 @@
+/* quest: every page kept, most of them cold; each step attends the pages
+ * whose key bound is highest.
+ * Quest: Tang et al., "Quest: Query-Aware Sparsity for Efficient
+ * Long-Context LLM Inference", 2024 (also the RetrievalAttention / IceCache
+ * idea of retrieving cold KV by the query). The hot tier (the budget) holds
+ * the sinks and the recent window; every slot leaving it is demoted to the
+ * cold tier (Q8_0 pages with per-dimension key min / max), never dropped.
+ * The forward pass attends the hot tier plus the quest_pages cold pages
+ * with the largest upper bound of q.k, merged exactly by log-sum-exp. */
+#include "policy/policy.h"
+
+static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, policy_plan *out) {
+    const int n_streams = v->n_layer * v->n_head_kv;
+    for (int s = 0; s < n_streams; s++) {
+        const kv_stream *st = &v->streams[s];
+        if (st->n <= target[s]) continue;
+        /* hot tier = sinks + newest; the rest goes cold */
+        policy_keep_top(st, NULL, target[s], p->params.sink, target[s], out->keep[s]);
+        for (int i = 0; i < st->n; i++) out->demote[s][i] = !out->keep[s][i];
+    }
+    return LETHE_OK;
+}
+
+const kv_policy_ops policy_quest_ops = {
+    .name = "quest",
+    .summary = "Quest: sinks + window hot, every other page cold (Q8_0) and attended when its key bound is in the top quest_pages",
+    .may_evict = true,
+    .cold_tier = true,
+    .cold_dtype = LT_Q8_0,
+    .cold_in_budget = false,
+    .cold_select = true,
+    .plan = plan,
+};
