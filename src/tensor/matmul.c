@@ -34,6 +34,13 @@
 #define PRIVATE_QUANT_MAX (8u << 20)
 /* Token chunk: its activations should stay in L2 while a thread walks its rows. */
 #define CHUNK_BYTES (192 * 1024)
+/* Single token: weights are prefetched this far ahead of the kernel. */
+#ifndef PF_DIST
+#define PF_DIST 4096
+#endif
+#ifndef PF_LOCALITY
+#define PF_LOCALITY 3 /* keep: on Zen the L3 only holds lines evicted from L2 */
+#endif
 
 typedef struct {
     const lt_traits *tr, *vt;
@@ -106,9 +113,6 @@ static void rows_loop(const mm_ctx *c, const char *act, int64_t r0, int64_t r1) 
     const size_t ld = (size_t)c->n_tok;
     if (c->n_tok == 1) {
         if (tl->fn) {
-#ifndef PF_DIST
-#define PF_DIST 4096
-#endif
             const char *end = c->W + (size_t)r1 * c->wrb;
             for (int64_t r = r0; r < r1; r += tl->rows1) {
                 const int nr = (int)(r1 - r < tl->rows1 ? r1 - r : tl->rows1);
@@ -116,7 +120,7 @@ static void rows_loop(const mm_ctx *c, const char *act, int64_t r0, int64_t r1) 
                 /* one pass over the weights: fetch ahead of the kernel */
                 if (PF_DIST > 0)
                     for (const char *p = w + PF_DIST; p < w + PF_DIST + (size_t)nr * c->wrb && p < end; p += 64)
-                        __builtin_prefetch(p, 0, 0);
+                        __builtin_prefetch(p, 0, PF_LOCALITY);
                 tl->fn(n, w, c->wrb, act, 0, tab, ld, c->y + r, 1, nr, 1);
             }
         } else {
