@@ -15,7 +15,7 @@
 #endif
 
 /* Spin this many iterations waiting for work before blocking on the condvar. */
-#define SPIN_ITERS 20000
+#define SPIN_ITERS 4000
 
 struct worker {
     threadpool *tp;
