@@ -167,8 +167,8 @@ int cmd_run(int argc, char **argv) {
     fflush(stdout);
     lethe_kv_usage ku;
     lethe_model_kv_usage(m, &ku);
-    fprintf(stderr, "\nstop: %s\nKV: policy %s, %.2f MiB held at peak of %.2f MiB pool\nprompt: %d tokens in %.3f s (%.1f tok/s) | generation: %ld tokens in %.3f s (%.1f tok/s) | peak RSS: %.1f MiB\n",
-            stop, mo.kv.name, ku.bytes_peak / 1048576.0, ku.bytes_total / 1048576.0, n_tok, t_prompt, n_tok / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
+    fprintf(stderr, "\nstop: %s\nKV: policy %s, %.3f MiB held at peak of a %.3f MiB pool, cold tier %.3f MiB at peak\nprompt: %d tokens in %.3f s (%.1f tok/s) | generation: %ld tokens in %.3f s (%.1f tok/s) | peak RSS: %.1f MiB\n",
+            stop, mo.kv.name, ku.bytes_peak / 1048576.0, ku.bytes_total / 1048576.0, ku.cold_peak / 1048576.0, n_tok, t_prompt, n_tok / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
             n_gen / (t_gen > 0 ? t_gen : 1e-9), peak_rss_bytes() / 1048576.0);
     rc = 0;
 out:

@@ -55,7 +55,8 @@ static lethe_status policy_step(lethe_model *m, lethe_seq *s, const lethe_token 
     lethe_status st = lethe_seq_append(s, ids, n, logits);
     lethe_kv_usage u;
     lethe_model_kv_usage(m, &u);
-    size_t peak = u.bytes_peak > ref ? u.bytes_peak - ref : 0;
+    /* the reference (full cache) has no cold tier: all cold bytes are the policy's */
+    size_t peak = (u.bytes_peak > ref ? u.bytes_peak - ref : 0) + u.cold_peak;
     if (peak > cost->kv_bytes_peak) cost->kv_bytes_peak = peak;
     cost->kv_page_bytes = u.page_bytes;
     cost->kv_page_slots = u.page_slots;

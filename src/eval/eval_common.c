@@ -53,7 +53,8 @@ lethe_seq *eval_seq_open(lethe_model *m, const lethe_seq_params *sp, char *err, 
 void eval_cost_take_peak(lethe_model *m, eval_cost *c) {
     lethe_kv_usage u;
     lethe_model_kv_usage(m, &u);
-    if (u.bytes_peak > c->kv_bytes_peak) c->kv_bytes_peak = u.bytes_peak;
+    /* hot pool + cold tier (quest, mixed) */
+    if (u.bytes_peak + u.cold_peak > c->kv_bytes_peak) c->kv_bytes_peak = u.bytes_peak + u.cold_peak;
     c->kv_page_bytes = u.page_bytes;
     c->kv_page_slots = u.page_slots;
 }
