@@ -580,6 +580,81 @@ static void test_headwise(void) {
 
 /* ---- property test: every evicting policy ---------------------------------- */
 
+/* ---- quest and mixed (cold tier) ------------------------------------------- */
+
+/* quest never drops: everything beyond sinks + window goes cold, and the
+ * page bound ranks a page holding a key aligned with the query first. */
+static void test_quest(void) {
+    policy_params pp = policy_default_params();
+    pp.sink = 2;
+    pp.window = 6;
+    kv_policy *p = make("quest", &pp);
+    if (!p) return;
+    rig r;
+    rig_init(&r, 1, 1, 8, p->ops);
+    kv_stream *s = &r.st[0];
+    for (int t = 0; t < 40; t++) {
+        float k[D], v[D];
+        for (int e = 0; e < D; e++) k[e] = 0.1f * (float)((t * 7 + e * 3) % 5) - 0.2f, v[e] = (float)t;
+        if (t == 21) /* the needle: a key pointing along the query */
+            for (int e = 0; e < D; e++) k[e] = 2.0f;
+        int32_t pos = t;
+        CHECK(kv_stream_append(r.pool, s, k, v, D, D, &pos, 1) == LETHE_OK);
+    }
+    r.n_past = 40;
+    r.target[0] = 8;
+    int dropped = plan_and_compact(p, &r);
+    CHECK(dropped == 32 && s->n == 8);
+    CHECK(has_pos(s, 0) && has_pos(s, 1) && has_pos(s, 39) && has_pos(s, 34));
+    CHECK(r.cold[0].n_slots == 32); /* nothing lost */
+    float q[D];
+    for (int e = 0; e < D; e++) q[e] = 1.0f;
+    int best = -1;
+    float best_b = -INFINITY;
+    for (int pg = 0; pg < r.cold[0].n_pages; pg++) {
+        float b = kv_cold_bound(&r.cold[0], pg, q, 1.0f);
+        if (b > best_b) best_b = b, best = pg;
+    }
+    bool needle_there = false;
+    for (int j = 0; best >= 0 && j < r.cold[0].pages[best].n; j++) needle_there |= r.cold[0].pages[best].pos[j] == 21;
+    CHECKF(needle_there, "quest: the page with the aligned key has the highest bound");
+    rig_free(&r);
+    policy_free(p);
+}
+
+/* mixed: the heavy hitter stays at full precision, light slots are demoted,
+ * and once the cold tier is full the least important are dropped. */
+static void test_mixed(void) {
+    policy_params pp = policy_default_params();
+    pp.sink = 2;
+    pp.window = 4;
+    kv_policy *p = make("mixed", &pp);
+    if (!p) return;
+    rig r;
+    rig_init(&r, 1, 1, 8, p->ops);
+    r.cold_capacity = 16;
+    kv_stream *s = &r.st[0];
+    for (int t = 0; t < 30; t++) put_all(&r, t);
+    for (int i = 0; i < s->n; i++) s->attn_acc[i] = 0.1f + 0.001f * (float)i;
+    s->attn_acc[12] = 9.0f;                            /* heavy hitter */
+    for (int i = 14; i < 18; i++) s->attn_acc[i] = 0.01f; /* least important */
+    r.target[0] = 10;
+    plan_and_compact(p, &r);
+    CHECK(s->n == 10 && has_pos(s, 12) && has_pos(s, 0) && has_pos(s, 29));
+    /* 20 left the hot tier; 16 fit cold: the 4 least important were dropped */
+    CHECK(r.cold[0].n_slots == 16);
+    bool light_cold = false, other_cold = false;
+    for (int pg = 0; pg < r.cold[0].n_pages; pg++)
+        for (int j = 0; j < r.cold[0].pages[pg].n; j++) {
+            int32_t ps = r.cold[0].pages[pg].pos[j];
+            light_cold |= ps >= 14 && ps < 18;
+            other_cold |= ps == 5;
+        }
+    CHECK(!light_cold && other_cold);
+    rig_free(&r);
+    policy_free(p);
+}
+
 static void test_property(void) {
     const kv_policy_ops *const *list = policy_list();
     for (int k = 0; list[k]; k++) {
@@ -801,6 +876,8 @@ int main(void) {
     test_lazy();
     test_knorm();
     test_headwise();
+    test_quest();
+    test_mixed();
     test_property();
     test_end_to_end();
     return tu_finish("test_policy");
