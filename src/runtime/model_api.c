@@ -82,8 +82,7 @@ lethe_model *lethe_model_load(const char *path, const lethe_model_params *params
     if (!st) st = create_engine(m);
     if (st) {
         if (err && err_size) snprintf(err, err_size, "%s", m->err[0] ? m->err : lethe_status_name(st));
-        model_destroy(m);
-        free(m);
+        lethe_model_free(m); /* frees whatever part was made */
         return NULL;
     }
     return m;
