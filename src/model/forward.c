@@ -144,6 +144,26 @@ static lethe_status attend_cold(lethe_model *m, const forward_state *fs, int l, 
     return st ? set_error(err, st, "forward: cold-tier attention failed (%s)", lethe_status_name(st)) : LETHE_OK;
 }
 
+typedef struct {
+    float *a;
+    const float *b;
+    long n;
+} swiglu_job;
+
+static void swiglu_task(void *arg, int ith, int nth) {
+    swiglu_job *j = arg;
+    long lo, hi;
+    tp_split(j->n, ith, nth, &lo, &hi);
+    op_swiglu(j->a + lo, j->b + lo, hi - lo);
+}
+
+/* SwiGLU is the one element-wise op with real work per element (an exp):
+ * split it across the pool for prompt chunks, so the workers do not idle. */
+static void swiglu(lethe_model *m, float *a, const float *b, long n) {
+    swiglu_job j = {a, b, n};
+    tp_run(n >= 8192 ? m->tp : NULL, swiglu_task, &j);
+}
+
 static void add_bias(float *y, const float *b, int n_tok, int dim) {
     if (!b) return;
     for (int t = 0; t < n_tok; t++) op_add(y + (long)t * dim, b, dim);
@@ -182,7 +202,7 @@ static lethe_status run_layer(lethe_model *m, forward_state *fs, int l, const ac
     for (int t = 0; t < c; t++) op_rmsnorm(a->xb + (long)t * d, a->x + (long)t * d, L->ffn_norm, d, hp->rms_eps);
     if ((st = matmul(m, &L->w_gate, a->xb, c, a->gate, err))) return st;
     if ((st = matmul(m, &L->w_up, a->xb, c, a->up, err))) return st;
-    op_swiglu(a->gate, a->up, (long)c * hp->n_ff);
+    swiglu(m, a->gate, a->up, (long)c * hp->n_ff);
     if ((st = matmul(m, &L->w_down, a->gate, c, a->xb, err))) return st;
     op_add(a->x, a->xb, (long)c * d);
     return LETHE_OK;
