@@ -18,6 +18,8 @@ lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_di
     c->page_slots = page_slots;
     c->head_dim = head_dim;
     c->block_bytes = lt_row_bytes(dtype, block);
+    c->tmp = malloc((size_t)block * sizeof *c->tmp);
+    if (!c->tmp) return LETHE_ERR_NOMEM;
     return c->block_bytes ? LETHE_OK : LETHE_ERR_ARG;
 }
 
@@ -34,7 +36,9 @@ static void free_page(kv_cold_page *p) {
 void kv_cold_free(kv_cold *c) {
     for (int i = 0; i < c->n_pages; i++) free_page(&c->pages[i]);
     free(c->pages);
+    free(c->tmp);
     c->pages = NULL;
+    c->tmp = NULL;
     c->n_pages = c->cap_pages = c->n_slots = 0;
 }
 
@@ -75,33 +79,33 @@ static lethe_status new_page(kv_cold *c) {
 /* Rewrites a page from F32 blocks (n rows of head_dim), recomputing bounds. */
 static void store_page(kv_cold *c, kv_cold_page *p, const float *k, const float *v) {
     const lt_traits *tr = lt_type_traits(c->dtype);
-    const long block = (long)c->page_slots * c->head_dim;
-    tr->from_float(k, p->k, block);
+    const int P = c->page_slots, hd = c->head_dim;
+    const long block = (long)P * hd;
+    for (int i = 0; i < P; i++) /* keys per channel: [dim][slot] */
+        for (int d = 0; d < hd; d++) c->tmp[(long)d * P + i] = k[(long)i * hd + d];
+    tr->from_float(c->tmp, p->k, block);
     tr->from_float(v, p->v, block);
     for (int d = 0; d < c->head_dim; d++) {
         p->kmin[d] = INFINITY;
         p->kmax[d] = -INFINITY;
     }
     /* bounds from the values as stored, so the bound holds for what is attended */
-    float *deq = malloc((size_t)block * sizeof *deq);
-    const float *src = k;
-    if (deq) {
-        tr->to_float(p->k, deq, block);
-        src = deq;
-    }
-    for (int i = 0; i < p->n; i++)
-        for (int d = 0; d < c->head_dim; d++) {
-            float x = src[(long)i * c->head_dim + d];
+    tr->to_float(p->k, c->tmp, block);
+    for (int d = 0; d < hd; d++)
+        for (int i = 0; i < p->n; i++) {
+            float x = c->tmp[(long)d * P + i];
             if (x < p->kmin[d]) p->kmin[d] = x;
             if (x > p->kmax[d]) p->kmax[d] = x;
         }
-    free(deq);
 }
 
 static lethe_status load_page(const kv_cold *c, const kv_cold_page *p, float *k, float *v) {
     const lt_traits *tr = lt_type_traits(c->dtype);
-    const long block = (long)c->page_slots * c->head_dim;
-    tr->to_float(p->k, k, block);
+    const int P = c->page_slots, hd = c->head_dim;
+    const long block = (long)P * hd;
+    tr->to_float(p->k, c->tmp, block);
+    for (int i = 0; i < P; i++)
+        for (int d = 0; d < hd; d++) k[(long)i * hd + d] = c->tmp[(long)d * P + i];
     tr->to_float(p->v, v, block);
     return LETHE_OK;
 }
@@ -158,7 +162,34 @@ lethe_status kv_cold_load(const kv_cold *c, const int *pages, int n, kv_pool *sc
     return st;
 }
 
+/* Drops whole pages without touching the others' quantised blocks. Returns
+ * false (nothing changed) when some page is only partly dropped. */
+static bool drop_whole_pages(kv_cold *c, const uint8_t *keep) {
+    int flag = 0;
+    for (int pi = 0; pi < c->n_pages; pi++) {
+        int kept = 0;
+        for (int i = 0; i < c->pages[pi].n; i++) kept += keep[flag + i] != 0;
+        if (kept != 0 && kept != c->pages[pi].n) return false;
+        flag += c->pages[pi].n;
+    }
+    int w = 0;
+    flag = 0;
+    for (int pi = 0; pi < c->n_pages; pi++) {
+        int n = c->pages[pi].n;
+        if (n > 0 && keep[flag]) {
+            c->pages[w++] = c->pages[pi];
+        } else {
+            c->n_slots -= n;
+            free_page(&c->pages[pi]);
+        }
+        flag += n;
+    }
+    c->n_pages = w;
+    return true;
+}
+
 lethe_status kv_cold_compact(kv_cold *c, const uint8_t *keep) {
+    if (drop_whole_pages(c, keep)) return LETHE_OK;
     kv_cold old = *c;
     kv_cold fresh;
     lethe_status st = kv_cold_init(&fresh, c->dtype, c->page_slots, c->head_dim);

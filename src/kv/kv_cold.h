@@ -4,9 +4,13 @@
  * computed without touching the keys (Quest: Tang et al., "Quest:
  * Query-Aware Sparsity for Efficient Long-Context LLM Inference", 2024).
  *
- * A cold page's K (and V) block is the page's slots x head_dim values,
- * quantised as one flat row, so block quantisation works for any head_dim
- * whose page block is a multiple of 32 values. To attend cold slots, the
+ * A cold page's V block is the page's slots x head_dim values, quantised
+ * as one flat row (per token). Its K block is stored transposed, head_dim
+ * x slots, so that with 32-slot pages each quantisation block is one
+ * channel across the page's tokens: keys have outlier channels, and
+ * quantising them per channel keeps the outliers from flattening the rest
+ * (KIVI: Liu et al., 2024). Any page block that is a multiple of 32 values
+ * can be quantised. To attend cold slots, the
  * runtime loads the chosen pages back into an F32 view stream of a scratch
  * pool (kv_cold_load). */
 #ifndef LETHE_KV_COLD_H
@@ -30,6 +34,7 @@ typedef struct {
     lt_type dtype;
     int page_slots, head_dim;
     size_t block_bytes; /* bytes of one page's K (or V) block */
+    float *tmp;         /* page_slots x head_dim scratch for the transposes */
     kv_cold_page *pages;
     int n_pages, cap_pages;
     int n_slots;
@@ -56,8 +61,10 @@ float kv_cold_bound(const kv_cold *c, int p, const float *q, float scale);
  * is full. */
 lethe_status kv_cold_load(const kv_cold *c, const int *pages, int n, kv_pool *scratch, kv_stream *view);
 
-/* Drops the cold slots whose keep flag (in page order, n_slots flags) is 0,
- * repacking pages. */
+/* Drops the cold slots whose keep flag (in page order, n_slots flags) is 0.
+ * Whole pages go without touching the rest; a partly dropped page makes
+ * every page be repacked and quantised again (a second rounding). Slots
+ * added to a partly filled last page re-quantise that page likewise. */
 lethe_status kv_cold_compact(kv_cold *c, const uint8_t *keep);
 
 #endif

@@ -14,12 +14,12 @@
 
 typedef struct {
     float score;
-    int stream_idx; /* >= 0: hot slot index being demoted; -1 - j: cold slot j */
+    int idx;
 } cand;
 
-static int cmp_cand_desc(const void *a, const void *b) {
+static int cmp_cand_asc(const void *a, const void *b) {
     const cand *x = a, *y = b;
-    return (x->score < y->score) - (x->score > y->score);
+    return (x->score > y->score) - (x->score < y->score);
 }
 
 static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int *out) {
@@ -28,54 +28,77 @@ static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int 
         for (int s = 0; s < n; s++) out[s] = budget;
         return LETHE_OK;
     }
-    const int P = kv_pool_page_slots(v->pool);
     float f = p->params.hot_fraction > 0 && p->params.hot_fraction <= 1 ? p->params.hot_fraction : 0.5f;
     int hot = (int)(budget * f);
     int floor_slots = p->params.sink + policy_window_for(&p->params, hot) + 1;
     if (hot < floor_slots) hot = floor_slots;
+    /* demotion moves whole pages: with less than a page to spare on either
+     * side, split nothing and keep the whole budget hot (as h2o) */
+    const int P = kv_pool_page_slots(v->pool);
+    if (hot - floor_slots < P || budget - hot < P) hot = budget;
     if (hot > budget) hot = budget;
-    (void)P;
     for (int s = 0; s < n; s++) out[s] = hot;
     return LETHE_OK;
 }
 
+/* Demotion and cold drops work in whole pages, so cold pages are quantised
+ * once, full, and never repacked: a hot tier over its target demotes a
+ * page's worth of its least important unprotected slots (keeping a little
+ * more than it must), and a full cold tier drops its least important pages
+ * (mean accumulated attention, frozen at demotion). */
 static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, policy_plan *out) {
     const int n_streams = v->n_layer * v->n_head_kv;
+    const int P = kv_pool_page_slots(v->pool);
     cand *c = NULL;
     size_t c_cap = 0;
-    for (int s = 0; s < n_streams; s++) {
-        const kv_stream *st = &v->streams[s];
-        if (st->n <= target[s]) continue;
-        policy_keep_top(st, st->attn_acc, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s]);
-        kv_cold *cold = &v->cold[s];
-        /* the demoted and the already cold compete for the cold capacity */
-        size_t need = (size_t)st->n + (size_t)cold->n_slots;
-        if (need > c_cap) {
-            cand *nc = realloc(c, need * sizeof *nc);
-            if (!nc) {
-                free(c);
-                snprintf(p->err, sizeof p->err, "out of memory");
-                return LETHE_ERR_NOMEM;
-            }
+    lethe_status st = LETHE_OK;
+    for (int s = 0; s < n_streams && !st; s++) {
+        const kv_stream *kv = &v->streams[s];
+        if (kv->n <= target[s]) continue;
+        int excess = kv->n - target[s];
+        int n_out = (excess + P - 1) / P * P; /* whole pages */
+        int protect_lo = p->params.sink, protect_hi = policy_window_for(&p->params, target[s]);
+        if (n_out > kv->n - protect_lo - protect_hi) n_out = excess; /* not enough unprotected slots for a page */
+        policy_keep_top(kv, kv->attn_acc, kv->n - n_out, protect_lo, protect_hi, out->keep[s]);
+        /* the dropped slots, least important first */
+        if ((size_t)kv->n > c_cap) {
+            cand *nc = realloc(c, (size_t)kv->n * sizeof *nc);
+            if (!nc) { st = LETHE_ERR_NOMEM; break; }
             c = nc;
-            c_cap = need;
+            c_cap = (size_t)kv->n;
         }
-        int n = 0;
-        for (int i = 0; i < st->n; i++)
-            if (!out->keep[s][i]) c[n++] = (cand){st->attn_acc ? st->attn_acc[i] : 0.0f, i};
-        int j = 0;
-        for (int pi = 0; pi < cold->n_pages; pi++)
-            for (int k = 0; k < cold->pages[pi].n; k++, j++) c[n++] = (cand){cold->pages[pi].score[k], -1 - j};
-        int cap = v->cold_capacity < 0 ? n : v->cold_capacity;
-        if (n > cap) qsort(c, (size_t)n, sizeof *c, cmp_cand_desc);
-        for (int i = 0; i < n; i++) {
-            bool keep_it = i < cap;
-            if (c[i].stream_idx >= 0) out->demote[s][c[i].stream_idx] = keep_it;
-            else out->cold_keep[s][-1 - c[i].stream_idx] = keep_it;
+        int m = 0;
+        for (int i = 0; i < kv->n; i++)
+            if (!out->keep[s][i]) c[m++] = (cand){kv->attn_acc ? kv->attn_acc[i] : 0.0f, i};
+        qsort(c, (size_t)m, sizeof *c, cmp_cand_asc);
+        int to_cold = m / P * P; /* whole pages; an odd remainder is dropped */
+        /* make room in the cold tier by whole pages, least important first */
+        const kv_cold *cold = &v->cold[s];
+        if (v->cold_capacity >= 0 && cold->n_slots + to_cold > v->cold_capacity) {
+            int need = cold->n_slots + to_cold - v->cold_capacity, freed = 0;
+            while (freed < need) {
+                int worst = -1, first = 0, worst_first = 0;
+                float worst_mean = 0.0f;
+                for (int pi = 0; pi < cold->n_pages; first += cold->pages[pi].n, pi++) {
+                    const kv_cold_page *pg = &cold->pages[pi];
+                    if (!pg->n || !out->cold_keep[s][first]) continue; /* empty or already dropped */
+                    float sum = 0.0f;
+                    for (int j = 0; j < pg->n; j++) sum += pg->score[j];
+                    /* a cold page is worth dropping only if it is worth less than what would replace it */
+                    if (worst < 0 || sum / pg->n < worst_mean) worst = pi, worst_mean = sum / pg->n, worst_first = first;
+                }
+                if (worst < 0) break;
+                memset(out->cold_keep[s] + worst_first, 0, (size_t)cold->pages[worst].n);
+                freed += cold->pages[worst].n;
+            }
+            if (freed < need) to_cold -= (need - freed + P - 1) / P * P;
+            if (to_cold < 0) to_cold = 0;
         }
+        for (int i = m - to_cold; i < m; i++) out->demote[s][c[i].idx] = 1;
     }
     free(c);
-    return LETHE_OK;
+    if (st) snprintf(p->err, sizeof p->err, "out of memory");
+    return st;
 }
 
 const kv_policy_ops policy_mixed_ops = {
