@@ -14,8 +14,13 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
     for (int s = 0; s < n_streams; s++) {
         const kv_stream *st = &v->streams[s];
         if (st->n <= target[s]) continue;
-        /* hot tier = sinks + newest; the rest goes cold */
-        policy_keep_top(st, NULL, target[s], p->params.sink, target[s], out->keep[s]);
+        /* hot tier = sinks + newest; the oldest others go cold a whole page
+         * at a time, so each cold page is quantised once, full */
+        const int P = kv_pool_page_slots(v->pool), excess = st->n - target[s];
+        int keep_n = st->n - (excess + P - 1) / P * P;
+        /* ... unless that would eat into the sinks or the recent window */
+        if (keep_n < p->params.sink + policy_window_for(&p->params, target[s])) keep_n = target[s];
+        policy_keep_top(st, NULL, keep_n, p->params.sink, keep_n, out->keep[s]);
         for (int i = 0; i < st->n; i++) out->demote[s][i] = !out->keep[s][i];
     }
     return LETHE_OK;
