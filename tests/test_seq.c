@@ -96,7 +96,53 @@ static void run(lethe_kv_type kv) {
     lethe_model_free(m);
 }
 
+/* A fork of a sequence whose policy has evicted (and, for quest and mixed,
+ * demoted to the cold tier) continues exactly like its parent. */
+static void fork_under_budget(const char *policy) {
+    const char *path = tu_require_model("stories260K.gguf");
+    lethe_model_params p = lethe_model_default_params();
+    p.kv_type = LETHE_KV_F32;
+    p.n_ctx = 512;
+    p.n_seq_max = 2;
+    p.n_threads = 2;
+    char err[512];
+    lethe_model *m = lethe_model_load(path, &p, err, sizeof err);
+    if (!CHECKF(m != NULL, "load: %s", err)) return;
+    lethe_model_info info;
+    lethe_model_get_info(m, &info);
+    const int V = info.n_vocab;
+    lethe_seq_params sp = lethe_seq_default_params();
+    sp.kv.name = policy;
+    sp.kv.budget = 96;
+    lethe_seq *a = lethe_seq_create(m, &sp, err, sizeof err);
+    float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+    int ids[64];
+    const char *prompt = "Once upon a time";
+    int n = lethe_tokenize(m, prompt, strlen(prompt), ids, 64, true, false);
+    CHECK(a && lethe_seq_append(a, ids, n, la) == LETHE_OK);
+    int warm[200];
+    continue_greedy(a, la, V, warm, 200); /* past the budget: evictions happened */
+    lethe_kv_usage u;
+    lethe_model_kv_usage(m, &u);
+    lethe_seq *b = lethe_seq_fork(a, err, sizeof err);
+    CHECKF(b != NULL, "%s fork: %s", policy, err);
+    memcpy(lb, la, sizeof(float) * V);
+    int ta[40], tb[40];
+    continue_greedy(a, la, V, ta, 40);
+    if (b) continue_greedy(b, lb, V, tb, 40);
+    CHECKF(b && memcmp(ta, tb, sizeof ta) == 0, "%s: a fork continues like its parent", policy);
+    if (!strcmp(policy, "quest")) CHECK(u.cold_bytes > 0);
+    lethe_seq_free(b);
+    lethe_seq_free(a);
+    free(la);
+    free(lb);
+    lethe_model_free(m);
+}
+
 int main(void) {
+    fork_under_budget("h2o");
+    fork_under_budget("quest");
+    fork_under_budget("mixed");
     run(LETHE_KV_F32);
     run(LETHE_KV_F16);
     return tu_finish("test_seq");

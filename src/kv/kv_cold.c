@@ -233,3 +233,24 @@ lethe_status kv_cold_compact(kv_cold *c, const uint8_t *keep) {
     *c = fresh;
     return LETHE_OK;
 }
+
+lethe_status kv_cold_copy(kv_cold *dst, const kv_cold *src) {
+    if (dst->n_pages || dst->dtype != src->dtype || dst->page_slots != src->page_slots || dst->head_dim != src->head_dim)
+        return LETHE_ERR_ARG;
+    const size_t P = (size_t)src->page_slots, hd = (size_t)src->head_dim;
+    for (int pi = 0; pi < src->n_pages; pi++) {
+        lethe_status st = new_page(dst);
+        if (st) return st;
+        kv_cold_page *d = &dst->pages[dst->n_pages - 1];
+        const kv_cold_page *s = &src->pages[pi];
+        d->n = s->n;
+        memcpy(d->pos, s->pos, P * sizeof *d->pos);
+        memcpy(d->score, s->score, P * sizeof *d->score);
+        memcpy(d->kmin, s->kmin, hd * sizeof *d->kmin);
+        memcpy(d->kmax, s->kmax, hd * sizeof *d->kmax);
+        memcpy(d->k, s->k, src->block_bytes);
+        memcpy(d->v, s->v, src->block_bytes);
+    }
+    dst->n_slots = src->n_slots;
+    return LETHE_OK;
+}

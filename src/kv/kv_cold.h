@@ -61,6 +61,9 @@ float kv_cold_bound(const kv_cold *c, int p, const float *q, float scale);
  * is full. */
 lethe_status kv_cold_load(const kv_cold *c, const int *pages, int n, kv_pool *scratch, kv_stream *view);
 
+/* dst (initialised with the same shape, empty) becomes a copy of src. */
+lethe_status kv_cold_copy(kv_cold *dst, const kv_cold *src);
+
 /* Drops the cold slots whose keep flag (in page order, n_slots flags) is 0.
  * Whole pages go without touching the rest; a partly dropped page makes
  * every page be repacked and quantised again (a second rounding). Slots

@@ -188,6 +188,14 @@ lethe_seq *lethe_seq_fork(lethe_seq *src, char *err, size_t err_size) {
             return NULL;
         }
     }
+    for (int i = 0; s->cold && i < s->n_streams; i++) {
+        if (kv_cold_copy(&s->cold[i], &src->cold[i]) != LETHE_OK) {
+            if (err && err_size) snprintf(err, err_size, "out of memory while forking the cold tier");
+            lethe_seq_free(s);
+            return NULL;
+        }
+    }
+    if (s->cold) account_cold(s);
     s->n_past = src->n_past;
     return s;
 }
