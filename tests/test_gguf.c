@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "format/gguf.h"
+#include "lethe.h"
+#include <unistd.h>
 #include "testutil.h"
 #include "util/error.h"
 
@@ -251,7 +253,52 @@ static void test_real_file(void) {
     gguf_close(f);
 }
 
+/* Model-level errors on a real file patched in its header: a tensor of a
+ * known type lethe does not compute (I32, same size as F32) is a load-time
+ * error naming the tensor and the type; a missing tensor is named too. */
+static void test_model_errors(void) {
+    const char *path = tu_model_path("stories260K.gguf");
+    if (!tu_file_exists(path)) {
+        printf("SKIPPED part: %s not found\n", path);
+        return;
+    }
+    size_t size = 0;
+    char *bytes = tu_read_file(path, &size);
+    char err[LETHE_ERR_MAX];
+    gguf_file *g = bytes ? gguf_open_memory(bytes, size, err, NULL) : NULL;
+    if (!CHECK(g != NULL)) { free(bytes); return; }
+    const gguf_tensor *t = gguf_find_tensor(g, "blk.0.attn_q.weight");
+    /* header layout after the name: n_dims (4), dims (8 each), type (4) */
+    size_t name_off = (size_t)(t->name.data - bytes);
+    size_t type_off = name_off + t->name.len + 4 + 8 * t->n_dims;
+    gguf_close(g);
+
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "/tmp/lethe_badtype_%d.gguf", (int)getpid());
+    struct { const char *what; size_t off; const char *patch; size_t n; const char *expect1, *expect2; } cases[] = {
+        {"unsupported type", type_off, "\x1a\0\0\0", 4, "blk.0.attn_q.weight", "I32"},
+        {"missing tensor", name_off + 4, "X", 1, "blk.0.attn_q.weight", "missing"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *copy = malloc(size);
+        memcpy(copy, bytes, size);
+        memcpy(copy + cases[i].off, cases[i].patch, cases[i].n);
+        FILE *f = fopen(tmp, "wb");
+        fwrite(copy, 1, size, f);
+        fclose(f);
+        free(copy);
+        char merr[512] = "";
+        lethe_model *m = lethe_model_load(tmp, NULL, merr, sizeof merr);
+        CHECKF(m == NULL && strstr(merr, cases[i].expect1) && strstr(merr, cases[i].expect2), "%s: '%s'", cases[i].what, merr);
+        printf("  %s: %s\n", cases[i].what, merr);
+        lethe_model_free(m);
+    }
+    remove(tmp);
+    free(bytes);
+}
+
 int main(void) {
+    test_model_errors();
     test_builder_valid();
     test_malformed();
     test_real_file();
