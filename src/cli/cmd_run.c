@@ -155,7 +155,7 @@ int cmd_run(int argc, char **argv) {
         fflush(stdout);
         if (n_gen == n_predict) break;
         st = lethe_seq_append(seq, &t, 1, logits);
-        if (st == LETHE_ERR_BUDGET) { stop = "context full"; break; }
+        if (st == LETHE_ERR_BUDGET) { stop = lethe_seq_error(seq); break; } /* context or KV budget full */
         if (st) { fprintf(stderr, "\nlethe run: %s\n", lethe_seq_error(seq)); goto out; }
     }
     double t_gen = now_seconds() - t1;
