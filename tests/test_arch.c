@@ -43,18 +43,9 @@ static float *rnd(int n, float scale, float offset) {
 
 /* ---- writing the GGUF ------------------------------------------------------- */
 
-typedef struct { unsigned char *p; size_t n, cap; } buf;
-static void put(buf *b, const void *s, size_t n) {
-    if (b->n + n > b->cap) { b->cap = (b->n + n) * 2; b->p = realloc(b->p, b->cap); }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-}
-static void u32(buf *b, uint32_t v) { put(b, &v, 4); }
-static void u64(buf *b, uint64_t v) { put(b, &v, 8); }
-static void str(buf *b, const char *s) { u64(b, strlen(s)); put(b, s, strlen(s)); }
-static void kv_str(buf *b, const char *k, const char *v) { str(b, k); u32(b, 8); str(b, v); }
-static void kv_u32(buf *b, const char *k, uint32_t v) { str(b, k); u32(b, 4); u32(b, v); }
-static void kv_f32(buf *b, const char *k, float v) { str(b, k); u32(b, 6); put(b, &v, 4); }
+static void kv_str(tu_buf *b, const char *k, const char *v) { tu_str(b, k); tu_u32(b, 8); tu_str(b, v); }
+static void kv_u32(tu_buf *b, const char *k, uint32_t v) { tu_str(b, k); tu_u32(b, 4); tu_u32(b, v); }
+static void kv_f32(tu_buf *b, const char *k, float v) { tu_str(b, k); tu_u32(b, 6); tu_put(b, &v, 4); }
 
 typedef struct { char name[48]; const float *data; int64_t ne0, ne1; } tens;
 
@@ -84,11 +75,11 @@ static const char *write_gguf(const model *m, const char *path) {
         L_("ffn_up.weight", m->wu[l], E, FF);
         L_("ffn_down.weight", m->wd[l], FF, E);
     }
-    buf b = {0};
-    put(&b, "GGUF", 4);
-    u32(&b, 3);
-    u64(&b, (uint64_t)nt);
-    u64(&b, 14);
+    tu_buf b = {0};
+    tu_put(&b, "GGUF", 4);
+    tu_u32(&b, 3);
+    tu_u64(&b, (uint64_t)nt);
+    tu_u64(&b, 14);
     char key[96];
     kv_str(&b, "general.architecture", arch);
 #define AK(s) (snprintf(key, sizeof key, "%s." s, arch), key)
@@ -103,34 +94,34 @@ static const char *write_gguf(const model *m, const char *path) {
     kv_f32(&b, AK("attention.layer_norm_rms_epsilon"), 1e-6f);
     kv_str(&b, "tokenizer.ggml.model", "llama");
     /* a minimal SPM vocabulary: control tokens, then single letters */
-    str(&b, "tokenizer.ggml.tokens"); u32(&b, 9); u32(&b, 8); u64(&b, V);
+    tu_str(&b, "tokenizer.ggml.tokens"); tu_u32(&b, 9); tu_u32(&b, 8); tu_u64(&b, V);
     for (int i = 0; i < V; i++) {
         char tok[8];
         if (i == 0) strcpy(tok, "<unk>");
         else if (i == 1) strcpy(tok, "<s>");
         else if (i == 2) strcpy(tok, "</s>");
         else snprintf(tok, sizeof tok, "%c%c", 'a' + (i - 3) % 26, i - 3 >= 26 ? 'x' : 'y');
-        str(&b, tok);
+        tu_str(&b, tok);
     }
-    str(&b, "tokenizer.ggml.scores"); u32(&b, 9); u32(&b, 6); u64(&b, V);
-    for (int i = 0; i < V; i++) { float sc = -(float)i; put(&b, &sc, 4); }
-    str(&b, "tokenizer.ggml.token_type"); u32(&b, 9); u32(&b, 5); u64(&b, V);
-    for (int i = 0; i < V; i++) { int32_t ty = i < 3 ? (i == 0 ? 2 : 3) : 1; put(&b, &ty, 4); }
+    tu_str(&b, "tokenizer.ggml.scores"); tu_u32(&b, 9); tu_u32(&b, 6); tu_u64(&b, V);
+    for (int i = 0; i < V; i++) { float sc = -(float)i; tu_put(&b, &sc, 4); }
+    tu_str(&b, "tokenizer.ggml.token_type"); tu_u32(&b, 9); tu_u32(&b, 5); tu_u64(&b, V);
+    for (int i = 0; i < V; i++) { int32_t ty = i < 3 ? (i == 0 ? 2 : 3) : 1; tu_put(&b, &ty, 4); }
     uint64_t off = 0;
     for (int i = 0; i < nt; i++) {
-        str(&b, t[i].name);
+        tu_str(&b, t[i].name);
         bool vec = t[i].ne1 == 1;
-        u32(&b, vec ? 1 : 2);
-        u64(&b, (uint64_t)t[i].ne0);
-        if (!vec) u64(&b, (uint64_t)t[i].ne1);
-        u32(&b, 0); /* F32 */
-        u64(&b, off);
+        tu_u32(&b, vec ? 1 : 2);
+        tu_u64(&b, (uint64_t)t[i].ne0);
+        if (!vec) tu_u64(&b, (uint64_t)t[i].ne1);
+        tu_u32(&b, 0); /* F32 */
+        tu_u64(&b, off);
         off += ((uint64_t)(t[i].ne0 * t[i].ne1 * 4) + 31) / 32 * 32;
     }
-    while (b.n % 32) put(&b, "", 1);
+    while (b.n % 32) tu_put(&b, "", 1);
     for (int i = 0; i < nt; i++) {
-        put(&b, t[i].data, (size_t)(t[i].ne0 * t[i].ne1 * 4));
-        while (b.n % 32) put(&b, "", 1);
+        tu_put(&b, t[i].data, (size_t)(t[i].ne0 * t[i].ne1 * 4));
+        while (b.n % 32) tu_put(&b, "", 1);
     }
     FILE *f = fopen(path, "wb");
     fwrite(b.p, 1, b.n, f);

@@ -14,23 +14,6 @@
 
 /* ---- a tiny GGUF writer ---------------------------------------------------- */
 
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *src, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-static void u32(buf *b, uint32_t v) { put(b, &v, 4); }
-static void u64(buf *b, uint64_t v) { put(b, &v, 8); }
-static void str(buf *b, const char *s) { u64(b, strlen(s)); put(b, s, strlen(s)); }
-static void pad_to(buf *b, size_t align) { while (b->n % align) put(b, "", 1); }
 
 /* Knobs for the builder; zero means "valid". */
 typedef struct {
@@ -56,66 +39,66 @@ typedef struct {
     int truncate_data;         /* drop the last bytes of the data section */
 } knobs;
 
-static buf build(const knobs *k) {
-    buf b = {0};
-    put(&b, k->magic ? k->magic : "GGUF", 4);
-    u32(&b, k->version ? k->version : 3);
+static tu_buf build(const knobs *k) {
+    tu_buf b = {0};
+    tu_put(&b, k->magic ? k->magic : "GGUF", 4);
+    tu_u32(&b, k->version ? k->version : 3);
     uint64_t n_kv = 4 + (k->nest_depth ? 1 : 0) + (k->dup_key ? 1 : 0) + (k->alignment_mode ? 1 : 0);
-    u64(&b, k->bad_n_tensors ? (1ull << 62) : 2);
-    u64(&b, k->bad_n_kv ? (1ull << 61) : n_kv);
+    tu_u64(&b, k->bad_n_tensors ? (1ull << 62) : 2);
+    tu_u64(&b, k->bad_n_kv ? (1ull << 61) : n_kv);
     /* kv 0: string */
-    if (k->key_len) { u64(&b, k->key_len); put(&b, "general.name", 12); }
-    else str(&b, "general.name");
-    u32(&b, k->value_type ? k->value_type : 8);
-    str(&b, "tiny");
+    if (k->key_len) { tu_u64(&b, k->key_len); tu_put(&b, "general.name", 12); }
+    else tu_str(&b, "general.name");
+    tu_u32(&b, k->value_type ? k->value_type : 8);
+    tu_str(&b, "tiny");
     /* kv 1: array of u32 */
-    str(&b, "test.array");
-    u32(&b, 9);
-    u32(&b, k->arr_elem_type ? k->arr_elem_type : 4);
-    u64(&b, k->arr_count ? k->arr_count : 3);
-    u32(&b, 1); u32(&b, 2); u32(&b, 3);
+    tu_str(&b, "test.array");
+    tu_u32(&b, 9);
+    tu_u32(&b, k->arr_elem_type ? k->arr_elem_type : 4);
+    tu_u64(&b, k->arr_count ? k->arr_count : 3);
+    tu_u32(&b, 1); tu_u32(&b, 2); tu_u32(&b, 3);
     /* kv 2: bool */
-    str(&b, "test.flag");
-    u32(&b, 7);
+    tu_str(&b, "test.flag");
+    tu_u32(&b, 7);
     uint8_t bv = (uint8_t)(k->bool_value ? k->bool_value : 1);
-    put(&b, &bv, 1);
+    tu_put(&b, &bv, 1);
     /* kv 3: array of strings */
-    str(&b, "test.strings");
-    u32(&b, 9); u32(&b, 8); u64(&b, 2);
-    str(&b, "a"); str(&b, "bc");
+    tu_str(&b, "test.strings");
+    tu_u32(&b, 9); tu_u32(&b, 8); tu_u64(&b, 2);
+    tu_str(&b, "a"); tu_str(&b, "bc");
     if (k->nest_depth) {
-        str(&b, "test.nested");
-        u32(&b, 9);
-        for (int d = 0; d < k->nest_depth; d++) { u32(&b, 9); u64(&b, 1); }
-        u32(&b, 4); u64(&b, 1); u32(&b, 7);
+        tu_str(&b, "test.nested");
+        tu_u32(&b, 9);
+        for (int d = 0; d < k->nest_depth; d++) { tu_u32(&b, 9); tu_u64(&b, 1); }
+        tu_u32(&b, 4); tu_u64(&b, 1); tu_u32(&b, 7);
     }
-    if (k->dup_key) { str(&b, "test.flag"); u32(&b, 7); put(&b, "\0", 1); }
-    if (k->alignment_mode == 1) { str(&b, "general.alignment"); u32(&b, 4); u32(&b, 0); }
-    if (k->alignment_mode == 2) { str(&b, "general.alignment"); u32(&b, 4); u32(&b, 3); }
-    if (k->alignment_mode == 3) { str(&b, "general.alignment"); u32(&b, 8); str(&b, "32"); }
+    if (k->dup_key) { tu_str(&b, "test.flag"); tu_u32(&b, 7); tu_put(&b, "\0", 1); }
+    if (k->alignment_mode == 1) { tu_str(&b, "general.alignment"); tu_u32(&b, 4); tu_u32(&b, 0); }
+    if (k->alignment_mode == 2) { tu_str(&b, "general.alignment"); tu_u32(&b, 4); tu_u32(&b, 3); }
+    if (k->alignment_mode == 3) { tu_str(&b, "general.alignment"); tu_u32(&b, 8); tu_str(&b, "32"); }
     /* tensor 0: F32 [8, 2] at offset 0; tensor 1: F32 [8] at offset 64 */
-    str(&b, k->empty_name ? "" : "t0");
-    u32(&b, k->n_dims ? k->n_dims : 2);
-    u64(&b, k->dim0 ? k->dim0 : 8);
-    u64(&b, k->dim1 ? k->dim1 : 2);
-    u32(&b, k->ttype_set ? k->ttype : 0);
-    u64(&b, 0);
-    str(&b, k->dup_tensor ? "t0" : "t1");
-    u32(&b, 1);
-    u64(&b, 8);
-    u32(&b, 0);
-    u64(&b, k->offset1_set ? k->offset1 : 64);
-    pad_to(&b, 32);
+    tu_str(&b, k->empty_name ? "" : "t0");
+    tu_u32(&b, k->n_dims ? k->n_dims : 2);
+    tu_u64(&b, k->dim0 ? k->dim0 : 8);
+    tu_u64(&b, k->dim1 ? k->dim1 : 2);
+    tu_u32(&b, k->ttype_set ? k->ttype : 0);
+    tu_u64(&b, 0);
+    tu_str(&b, k->dup_tensor ? "t0" : "t1");
+    tu_u32(&b, 1);
+    tu_u64(&b, 8);
+    tu_u32(&b, 0);
+    tu_u64(&b, k->offset1_set ? k->offset1 : 64);
+    tu_pad(&b, 32);
     float data[24];
     for (int i = 0; i < 24; i++) data[i] = (float)i;
-    put(&b, data, 16 * 4);          /* t0: 64 bytes */
-    put(&b, data + 16, 8 * 4);      /* t1: 32 bytes */
+    tu_put(&b, data, 16 * 4);          /* t0: 64 bytes */
+    tu_put(&b, data + 16, 8 * 4);      /* t1: 32 bytes */
     if (k->truncate_data) b.n -= 4;
     return b;
 }
 
 static int expect_reject(const char *what, const knobs *k) {
-    buf b = build(k);
+    tu_buf b = build(k);
     char err[LETHE_ERR_MAX] = "";
     lethe_status st = LETHE_OK;
     gguf_file *f = gguf_open_memory(b.p, b.n, err, &st);
@@ -128,7 +111,7 @@ static int expect_reject(const char *what, const knobs *k) {
 
 static void test_builder_valid(void) {
     knobs k = {0};
-    buf b = build(&k);
+    tu_buf b = build(&k);
     char err[LETHE_ERR_MAX] = "";
     gguf_file *f = gguf_open_memory(b.p, b.n, err, NULL);
     CHECKF(f != NULL, "valid built file rejected: %s", err);
@@ -147,7 +130,7 @@ static void test_builder_valid(void) {
     }
     /* nested arrays within the depth limit read back */
     knobs kn = {.nest_depth = 3};
-    buf b2 = build(&kn);
+    tu_buf b2 = build(&kn);
     gguf_file *f2 = gguf_open_memory(b2.p, b2.n, err, NULL);
     CHECKF(f2 != NULL, "nested arrays rejected: %s", err);
     if (f2) {

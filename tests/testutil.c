@@ -162,3 +162,23 @@ int tu_json_string(const char *json, const char *key, char *out, int cap) {
     out[n] = 0;
     return n;
 }
+
+void tu_put(tu_buf *b, const void *src, size_t n) {
+    if (b->n + n > b->cap) {
+        size_t cap = (b->n + n) * 2 + 64;
+        unsigned char *p = realloc(b->p, cap);
+        if (!p) {
+            fprintf(stderr, "tu_put: out of memory\n");
+            exit(1);
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+
+void tu_u32(tu_buf *b, uint32_t v) { tu_put(b, &v, 4); }
+void tu_u64(tu_buf *b, uint64_t v) { tu_put(b, &v, 8); }
+void tu_str(tu_buf *b, const char *s) { tu_u64(b, strlen(s)); tu_put(b, s, strlen(s)); }
+void tu_pad(tu_buf *b, size_t align) { while (b->n % align) tu_put(b, "", 1); }

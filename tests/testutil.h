@@ -5,6 +5,7 @@
 #define LETHE_TESTUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 extern int tu_failures;
@@ -32,6 +33,21 @@ int tu_file_exists(const char *path);
 
 /* Reads a whole file; returns malloc'd buffer (NUL-terminated) or NULL. */
 char *tu_read_file(const char *path, size_t *size);
+
+/* A growing byte buffer for tests that write files (GGUF headers) byte by
+ * byte, little-endian as GGUF is. */
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+} tu_buf;
+
+void tu_put(tu_buf *b, const void *src, size_t n);
+void tu_u32(tu_buf *b, uint32_t v);
+void tu_u64(tu_buf *b, uint64_t v);
+/* A GGUF string: uint64 length, then the bytes. */
+void tu_str(tu_buf *b, const char *s);
+/* Zero bytes up to the next multiple of align. */
+void tu_pad(tu_buf *b, size_t align);
 
 #endif
 

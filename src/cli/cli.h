@@ -39,6 +39,10 @@ bool parse_u64(const char *s, uint64_t *out);
 /* Value of option argv[*i]; advances *i. NULL (message printed) when missing. */
 const char *opt_value(int argc, char **argv, int *i);
 
+/* A whole file (pipes too) in a malloc'd, NUL-terminated buffer of *len
+ * bytes, or NULL. */
+char *read_file(const char *path, size_t *len);
+
 double now_seconds(void);
 /* Peak resident set size of this process in bytes. */
 long peak_rss_bytes(void);

@@ -55,24 +55,6 @@ static void usage(FILE *f) {
             MODEL_OPTS_USAGE, DEFAULT_TEXT);
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *nb = realloc(buf, (cap *= 2) + 1);
-        if (!nb) { free(buf); buf = NULL; }
-        else buf = nb;
-    }
-    fclose(f);
-    if (buf) buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
 /* Splits a comma list into at most MAX_LIST items (s is modified). */
 static int split_list(char *s, char **items) {
     int n = 0;

@@ -119,10 +119,5 @@ int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) { fprintf(stderr, "usage: lethe info -m MODEL\n"); return EXIT_USAGE; }
-    FILE *f = fopen(model, "rb");
-    char magic[4] = {0};
-    if (!f) { fprintf(stderr, "lethe info: cannot open '%s'\n", model); return 1; }
-    size_t n = fread(magic, 1, 4, f);
-    fclose(f);
-    return n == 4 && !memcmp(magic, "GGUF", 4) ? info_gguf(model) : info_llama2c(model);
+    return gguf_has_magic(model) ? info_gguf(model) : info_llama2c(model);
 }

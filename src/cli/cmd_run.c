@@ -26,24 +26,6 @@ static void usage(FILE *f) {
             MODEL_OPTS_USAGE);
 }
 
-static char *read_text_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (n < cap) break;
-        char *nb = realloc(buf, cap *= 2);
-        if (!nb) { free(buf); buf = NULL; }
-        else buf = nb;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
 int cmd_run(int argc, char **argv) {
     model_opts mo;
     model_opts_init(&mo);
@@ -88,7 +70,7 @@ int cmd_run(int argc, char **argv) {
     size_t prompt_len = 0;
     char *file_text = NULL;
     if (prompt_file) {
-        file_text = read_text_file(prompt_file, &prompt_len);
+        file_text = read_file(prompt_file, &prompt_len);
         if (!file_text) { fprintf(stderr, "lethe run: cannot read '%s'\n", prompt_file); return 1; }
         prompt = file_text;
     } else {

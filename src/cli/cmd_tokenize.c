@@ -20,19 +20,6 @@ static void usage(FILE *f) {
             "  --special            parse special-token text (e.g. <|endoftext|>) as single tokens\n");
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
-    fclose(f);
-    if (buf) *len = (size_t)n;
-    return buf;
-}
-
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *tok_path = NULL, *file = NULL, *text = NULL;
     bool ids_only = false, add_special = true, parse_special = false;
@@ -54,7 +41,7 @@ int cmd_tokenize(int argc, char **argv) {
     size_t len = 0;
     char *buf = NULL;
     if (file) {
-        if (!(buf = slurp(file, &len))) { fprintf(stderr, "lethe tokenize: cannot read '%s'\n", file); return 1; }
+        if (!(buf = read_file(file, &len))) { fprintf(stderr, "lethe tokenize: cannot read '%s'\n", file); return 1; }
         text = buf;
     } else {
         len = strlen(text);
@@ -65,11 +52,7 @@ int cmd_tokenize(int argc, char **argv) {
     gguf_file *g = NULL;
     tokenizer *tok = NULL;
     lethe_model *m = NULL;
-    FILE *mf = fopen(model, "rb");
-    char magic[4] = {0};
-    size_t got = mf ? fread(magic, 1, 4, mf) : 0;
-    if (mf) fclose(mf);
-    if (got == 4 && !memcmp(magic, "GGUF", 4)) {
+    if (gguf_has_magic(model)) {
         g = gguf_open(model, err, &st);
         if (g) tok = tokenizer_from_gguf(g, err, &st);
     } else {

@@ -360,6 +360,15 @@ static gguf_file *parse(gguf_file *f, char *err, lethe_status *status) {
     return f;
 }
 
+bool gguf_has_magic(const char *path) {
+    char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    return n == 4 && memcmp(magic, GGUF_MAGIC, 4) == 0;
+}
+
 gguf_file *gguf_open_memory(const void *data, size_t size, char *err, lethe_status *status) {
     gguf_file *f = calloc(1, sizeof *f);
     if (!f) {

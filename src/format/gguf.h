@@ -82,6 +82,10 @@ typedef struct {
 
 typedef struct gguf_file gguf_file;
 
+/* True when the file at path starts with the GGUF magic (false when it
+ * cannot be read): how callers choose between GGUF and other formats. */
+bool gguf_has_magic(const char *path);
+
 /* Maps and validates a file. Returns NULL and a message in err (size
  * LETHE_ERR_MAX, may be NULL) on failure; *status gets the reason when
  * status is non-NULL. */

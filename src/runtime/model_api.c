@@ -29,15 +29,6 @@ lethe_model_params lethe_model_default_params(void) {
     return p;
 }
 
-static bool has_gguf_magic(const char *path) {
-    char magic[4] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    size_t n = fread(magic, 1, 4, f);
-    fclose(f);
-    return n == 4 && memcmp(magic, "GGUF", 4) == 0;
-}
-
 static lethe_status create_engine(lethe_model *m) {
     const lethe_model_params *p = &m->params;
     hparams *hp = &m->hp;
@@ -78,7 +69,7 @@ lethe_model *lethe_model_load(const char *path, const lethe_model_params *params
         return NULL;
     }
     m->params = params ? *params : lethe_model_default_params();
-    lethe_status st = has_gguf_magic(path) ? model_load_gguf(m, path) : model_load_llama2c(m, path, m->params.tokenizer_path);
+    lethe_status st = gguf_has_magic(path) ? model_load_gguf(m, path) : model_load_llama2c(m, path, m->params.tokenizer_path);
     if (!st) st = create_engine(m);
     if (st) {
         if (err && err_size) snprintf(err, err_size, "%s", m->err[0] ? m->err : lethe_status_name(st));

@@ -259,23 +259,29 @@ float lt_q3_K_dot(int64_t n, const void *vx, const void *vy) {
     return sum;
 }
 
+/* One super-block of Q4_K or Q5_K (their values v already unpacked) against
+ * Q8_K: 8 sub-blocks of 32 with 6-bit scales and mins; the mins meet the
+ * activations through Q8_K's per-16 sums. */
+static float k45_block_dot(const int8_t *v, const uint8_t *scales, uint16_t d, uint16_t dmin, const blk_q8_K *y) {
+    uint8_t sc8[8], mn[8];
+    int sc[8], msum = 0;
+    lt_unpack_k4_scales(scales, sc8, mn);
+    for (int j = 0; j < 8; j++) {
+        sc[j] = sc8[j];
+        msum += mn[j] * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+    }
+    const int isum = scaled_dot(v, y->qs, sc, 32);
+    return F16(d) * y->d * (float)isum - F16(dmin) * y->d * (float)msum;
+}
+
 float lt_q4_K_dot(int64_t n, const void *vx, const void *vy) {
     const blk_q4_K *x = vx;
     const blk_q8_K *y = vy;
     int8_t v[256];
-    uint8_t sc8[8], mn[8];
-    int sc[8];
     float sum = 0.0f;
     for (int64_t i = 0; i < n / QK_K; i++) {
-        int msum = 0;
         q4k_values(x[i].qs, v);
-        lt_unpack_k4_scales(x[i].scales, sc8, mn);
-        for (int j = 0; j < 8; j++) {
-            sc[j] = sc8[j];
-            msum += mn[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
-        }
-        const int isum = scaled_dot(v, y[i].qs, sc, 32);
-        sum += F16(x[i].d) * y[i].d * (float)isum - F16(x[i].dmin) * y[i].d * (float)msum;
+        sum += k45_block_dot(v, x[i].scales, x[i].d, x[i].dmin, &y[i]);
     }
     return sum;
 }
@@ -284,19 +290,10 @@ float lt_q5_K_dot(int64_t n, const void *vx, const void *vy) {
     const blk_q5_K *x = vx;
     const blk_q8_K *y = vy;
     int8_t v[256];
-    uint8_t sc8[8], mn[8];
-    int sc[8];
     float sum = 0.0f;
     for (int64_t i = 0; i < n / QK_K; i++) {
-        int msum = 0;
         q5k_values(&x[i], v);
-        lt_unpack_k4_scales(x[i].scales, sc8, mn);
-        for (int j = 0; j < 8; j++) {
-            sc[j] = sc8[j];
-            msum += mn[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
-        }
-        const int isum = scaled_dot(v, y[i].qs, sc, 32);
-        sum += F16(x[i].d) * y[i].d * (float)isum - F16(x[i].dmin) * y[i].d * (float)msum;
+        sum += k45_block_dot(v, x[i].scales, x[i].d, x[i].dmin, &y[i]);
     }
     return sum;
 }
