@@ -30,11 +30,6 @@ static const char CALIB_TEXT[] =
     "Mia and her grandfather thought it was the best treasure in the world, and they shared the songs with the whole "
     "town.";
 
-static int window_of(const policy_params *p) {
-    int w = p->window >= 0 ? p->window : p->budget / 4;
-    return w < 1 ? 1 : w;
-}
-
 static lethe_status load(const char *path, const hparams *hp, int window, float *reach, char *err) {
     FILE *f = fopen(path, "r");
     if (!f) return set_error(err, LETHE_ERR_IO, "cannot read calibration '%s': %s", path, strerror(errno));
@@ -114,7 +109,7 @@ static lethe_status measure(lethe_model *m, int window, float *reach, char *err)
 }
 
 lethe_status calibrate_load_or_run(lethe_model *m, const policy_params *params, float *reach, char *err) {
-    const int window = window_of(params);
+    const int window = policy_window_for(params, params->budget); /* the window the policy will keep */
     FILE *f = params->calib_path ? fopen(params->calib_path, "r") : NULL;
     if (f) {
         fclose(f);
