@@ -43,7 +43,7 @@ static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int 
 
 /* Demotion and cold drops work in whole pages, so cold pages are quantised
  * once, full, and never repacked: a hot tier over its target demotes a
- * page's worth of its least important unprotected slots (keeping a little
+ * page's worth of its least important unprotected slots (so up to P - 1
  * more than it must), and a full cold tier drops its least important pages
  * (mean accumulated attention, frozen at demotion). */
 static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, policy_plan *out) {
@@ -84,7 +84,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
                     if (!pg->n || !out->cold_keep[s][first]) continue; /* empty or already dropped */
                     float sum = 0.0f;
                     for (int j = 0; j < pg->n; j++) sum += pg->score[j];
-                    /* a cold page is worth dropping only if it is worth less than what would replace it */
+                    /* the page with the lowest mean score goes first */
                     if (worst < 0 || sum / pg->n < worst_mean) worst = pi, worst_mean = sum / pg->n, worst_first = first;
                 }
                 if (worst < 0) break;
