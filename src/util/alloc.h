@@ -1,0 +1,26 @@
+/* Allocation through one door, so tests can make the k-th allocation fail
+ * (fault injection: every error path must leave state unchanged) and count
+ * allocations (a steady-state decode step must make none). The engine's
+ * layers (kv, attn, policy, runtime, model's forward pass, tensor) call these
+ * instead of malloc & co. */
+#ifndef LETHE_UTIL_ALLOC_H
+#define LETHE_UTIL_ALLOC_H
+
+#include <stddef.h>
+
+void *lt_malloc(size_t size);
+void *lt_calloc(size_t n, size_t size);
+void *lt_realloc(void *p, size_t size);
+/* size is rounded up to a multiple of align (a power of two >= sizeof(void *)). */
+void *lt_aligned_alloc(size_t align, size_t size);
+void lt_free(void *p);
+
+/* Test hooks. lt_alloc_fail_at(k), k >= 1: the k-th allocation from now
+ * fails (returns NULL), and only that one; k <= 0 disarms. */
+void lt_alloc_fail_at(long k);
+/* Allocations made so far (successful or failed), and whether the armed
+ * failure has fired. */
+long lt_alloc_count(void);
+int lt_alloc_failed(void);
+
+#endif
