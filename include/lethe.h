@@ -1,17 +1,26 @@
 /* lethe: a memory-bounded LLM inference engine.
  *
- * This is the only public header of liblethe. Handles are opaque; every
- * function that can fail returns a lethe_status and leaves a message that
- * lethe_model_error() / lethe_seq_error() (or the err buffer passed to a
- * constructor) describe. No function exits or aborts on bad input.
+ * This is the only public header of liblethe. Handles are opaque. Every
+ * function that can fail returns a lethe_status (or NULL) and leaves a
+ * message: in the err buffer passed to a constructor, or in
+ * lethe_seq_error() / lethe_ctx_error(). No function exits or aborts on bad
+ * input; a NULL handle or buffer is an error (LETHE_ERR_ARG, NULL, -1) or a
+ * documented neutral value, never a crash.
+ *
+ * Ownership: the caller owns what it passes in (strings and structs are
+ * copied, never kept); lethe owns what it returns (strings live as long as
+ * their handle unless said otherwise). Free a sequence before its context
+ * (or let lethe_ctx_free free it), and a context before its model.
  *
  * Typical use:
  *   char err[512];
  *   lethe_model *m = lethe_model_load("model.gguf", NULL, err, sizeof err);
- *   lethe_seq *s = lethe_seq_create(m, NULL, err, sizeof err);
+ *   lethe_ctx *c = lethe_ctx_create(m, NULL, err, sizeof err);
+ *   lethe_seq *s = lethe_seq_create(c, NULL, err, sizeof err);
  *   int n = lethe_tokenize(m, "Hello", 5, ids, cap, true, false);
  *   lethe_seq_append(s, ids, n, logits);   // prefill, logits of the last token
  *   ... sample, lethe_seq_append(s, &tok, 1, logits) ...
+ *   lethe_ctx_free(c); lethe_model_free(m);
  */
 #ifndef LETHE_H
 #define LETHE_H
@@ -39,6 +48,16 @@ typedef enum {
 /* A short constant name for a status ("io", "format", ...). */
 const char *lethe_status_name(lethe_status s);
 
+/* ---- versions ---------------------------------------------------------- */
+
+#define LETHE_VERSION_MAJOR 0
+#define LETHE_VERSION_MINOR 2
+#define LETHE_VERSION_PATCH 0
+#define LETHE_VERSION_STRING "0.2.0"
+/* The library's version string (may differ from the header's when linked
+ * against another build). */
+const char *lethe_version(void);
+
 /* ---- models ------------------------------------------------------------ */
 
 typedef struct lethe_model lethe_model;
@@ -51,37 +70,65 @@ typedef enum {
 } lethe_kv_type;
 
 typedef struct {
-    int n_threads;        /* worker threads; <= 0 means all online cores */
-    const char *tokenizer_path; /* llama2.c checkpoints: tokenizer.bin (NULL: beside the model) */
-    int n_ctx;            /* longest sequence; <= 0: the model's training context (capped at 4096) */
-    int n_seq_max;        /* sequences that may hold n_ctx tokens at once (sizes the KV pool) */
-    lethe_kv_type kv_type;
-    int kv_page_slots;    /* cache slots per KV page */
-    double kv_budget_mib; /* > 0: the KV pool holds at most this many MiB (overrides n_ctx sizing) */
+    const char *tokenizer_path; /* llama2.c checkpoints: tokenizer.bin (NULL: beside the model); copied */
 } lethe_model_params;
 
-/* Defaults: all cores, context from the model, one sequence, F16 KV in
- * pages of 32 slots. */
 lethe_model_params lethe_model_default_params(void);
 
 /* Loads a GGUF file (by magic) or a llama2.c checkpoint (.bin). Returns NULL
- * and writes a message into err on failure. params may be NULL. */
+ * and writes a message into err on failure. params may be NULL. A model is
+ * immutable once loaded: weights, hyper-parameters and tokenizer. */
 lethe_model *lethe_model_load(const char *path, const lethe_model_params *params,
                               char *err, size_t err_size);
+/* Frees the model. Every context made from it must be freed first. */
 void lethe_model_free(lethe_model *m);
 
 typedef struct {
-    const char *arch;       /* "llama", "qwen2" */
-    const char *name;       /* general.name or "" */
+    const char *arch;       /* "llama", "qwen2" (lives as long as the model) */
+    const char *name;       /* general.name or "" (likewise) */
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
     float rope_freq_base, rms_eps;
     uint64_t n_params;
     uint64_t weight_bytes;
     lethe_token bos, eos;   /* -1 when the vocabulary has none */
+    int max_piece_bytes;    /* longest token piece, special tokens rendered */
 } lethe_model_info;
 
-void lethe_model_get_info(const lethe_model *m, lethe_model_info *info);
-int lethe_model_n_threads(const lethe_model *m);
+/* Fills info (zeroed first). LETHE_ERR_ARG for a NULL model or info. */
+lethe_status lethe_model_get_info(const lethe_model *m, lethe_model_info *info);
+
+/* ---- contexts ------------------------------------------------------------
+ * A context is one running engine on a model: it owns the KV page pool
+ * (under its budget), the worker threads, every scratch buffer and the
+ * accounting. Sequences belong to a context.
+ *
+ * Threads: a model may be shared by any number of contexts on any number of
+ * threads at once (it is never written after load). A context, and every
+ * sequence in it, must be used by one thread at a time. */
+
+typedef struct lethe_ctx lethe_ctx;
+
+typedef struct {
+    int n_threads;        /* worker threads; <= 0 means all online cores */
+    int n_ctx;            /* longest sequence; <= 0: the model's training context (capped at 4096) */
+    int n_seq_max;        /* sequences that may hold n_ctx tokens at once (sizes the KV pool) */
+    lethe_kv_type kv_type;
+    int kv_page_slots;    /* cache slots per KV page */
+    double kv_budget_mib; /* > 0: the KV pool holds at most this many MiB (overrides n_ctx sizing) */
+} lethe_ctx_params;
+
+/* Defaults: all cores, context from the model, one sequence, F16 KV in
+ * pages of 32 slots. */
+lethe_ctx_params lethe_ctx_default_params(void);
+lethe_ctx *lethe_ctx_create(const lethe_model *m, const lethe_ctx_params *params, char *err, size_t err_size);
+/* Frees the context and every sequence still in it. */
+void lethe_ctx_free(lethe_ctx *c);
+const lethe_model *lethe_ctx_model(const lethe_ctx *c);
+int lethe_ctx_n_threads(const lethe_ctx *c);   /* 0 for NULL */
+int lethe_ctx_n_ctx(const lethe_ctx *c);       /* resolved n_ctx; 0 for NULL */
+/* The last error of a batched step (lethe_ctx_decode); "" when none. The
+ * string lives until the next call on the context. */
+const char *lethe_ctx_error(const lethe_ctx *c);
 
 /* ---- tokens ------------------------------------------------------------ */
 
@@ -141,31 +188,77 @@ const char *const *lethe_kv_policy_names(void);
 const char *lethe_kv_policy_summary(const char *name);
 
 lethe_seq_params lethe_seq_default_params(void);
-lethe_seq *lethe_seq_create(lethe_model *m, const lethe_seq_params *params, char *err, size_t err_size);
-/* A new sequence sharing every cached page of s (copy on write). */
+/* A new, empty sequence in context c. params may be NULL; every string in
+ * it is copied. */
+lethe_seq *lethe_seq_create(lethe_ctx *c, const lethe_seq_params *params, char *err, size_t err_size);
+/* A new sequence in the same context sharing every cached page of s (copy on
+ * write), with the same policy and positions. */
 lethe_seq *lethe_seq_fork(lethe_seq *s, char *err, size_t err_size);
 void lethe_seq_free(lethe_seq *s);
 
+/* Every call below that returns a status leaves the sequence exactly as it
+ * was when it fails (the message is in lethe_seq_error). */
+
 /* Runs n tokens through the model at the next positions. When logits is
- * non-NULL it receives the n_vocab logits after the last token. */
+ * non-NULL it receives the n_vocab logits after the last token. A prompt
+ * longer than an evicting policy's budget streams through in chunks. */
 lethe_status lethe_seq_append(lethe_seq *s, const lethe_token *ids, int n, float *logits);
 /* One decode step: lethe_seq_append of a single token. */
 lethe_status lethe_seq_decode(lethe_seq *s, lethe_token id, float *logits);
 /* Like lethe_seq_append, but writes n x n_vocab logits (one row per token). */
 lethe_status lethe_seq_append_all_logits(lethe_seq *s, const lethe_token *ids, int n, float *logits);
-int lethe_seq_n_past(const lethe_seq *s);
 
-/* KV memory of the model's pool: bytes held by all sequences (shared pages
- * once), its capacity, and the peak since load. */
+/* Positions. Each cached token keeps its position; the next token goes to
+ * lethe_seq_n_past (the next position). Editing positions re-rotates the
+ * cached keys with the model's RoPE (F16 / Q8_0 caches round again). */
+int lethe_seq_n_past(const lethe_seq *s);     /* the next position */
+int lethe_seq_n_tokens(const lethe_seq *s);   /* tokens run so far (the statistics clock, never decreases) */
+int lethe_seq_n_cached(const lethe_seq *s);   /* cache slots held (most over layers and KV heads) */
+/* Most rows this sequence may have in one batched step (lethe_ctx_decode). */
+int lethe_seq_max_batch(const lethe_seq *s);
+/* Drops the cached tokens at positions [p0, p1). When p1 reaches the next
+ * position, the next position becomes p0. */
+lethe_status lethe_seq_remove(lethe_seq *s, int p0, int p1);
+/* Moves the cached tokens at positions [p0, p1) by delta (new positions must
+ * stay >= 0). When p1 reaches the next position, it moves by delta too. */
+lethe_status lethe_seq_shift(lethe_seq *s, int p0, int p1, int delta);
+/* Rollback: drops every cached token at position >= pos; the next position
+ * becomes pos. */
+lethe_status lethe_seq_truncate(lethe_seq *s, int pos);
+
+/* ---- batched steps --------------------------------------------------------
+ * One forward pass for tokens of many sequences of one context: every weight
+ * matrix is read once for all rows. Row r runs tokens[r] for seqs[r] at that
+ * sequence's next position; rows of one sequence run in row order (prompt
+ * chunks and single decode tokens mix freely). Each sequence's KV policy
+ * makes room before the step. Results do not depend on what else is in the
+ * batch. */
+typedef struct {
+    int n;                        /* rows */
+    const lethe_token *tokens;    /* n ids */
+    lethe_seq *const *seqs;       /* n sequences, all of this context */
+    const bool *logits;           /* NULL: each sequence's last row; else which rows want logits */
+} lethe_batch;
+
+/* Writes one n_vocab row of logits per row that wants them, in row order.
+ * On failure no sequence has changed (message in lethe_ctx_error). */
+lethe_status lethe_ctx_decode(lethe_ctx *c, const lethe_batch *batch, float *logits);
+
+/* KV memory of a context: bytes held by all its sequences (shared pages
+ * once), the pool's capacity, and the peak since creation. */
 typedef struct {
     size_t bytes_used, bytes_total, bytes_peak; /* the pool (hot tier) */
     size_t page_bytes;
     int page_slots;
     size_t cold_bytes, cold_peak;               /* cold tiers of all sequences (quest, mixed) */
+    size_t staging_bytes;                       /* scratch that cold pages are loaded into to be attended */
 } lethe_kv_usage;
-void lethe_model_kv_usage(const lethe_model *m, lethe_kv_usage *u);
-/* Restarts the peak from the bytes held now (to measure one run). */
-void lethe_model_kv_reset_peak(lethe_model *m);
+/* Fills u (zeroed first); LETHE_ERR_ARG for NULL. */
+lethe_status lethe_ctx_kv_usage(const lethe_ctx *c, lethe_kv_usage *u);
+/* Restarts the peaks from the bytes held now (to measure one run). */
+void lethe_ctx_kv_reset_peak(lethe_ctx *c);
+/* The last error on this sequence, "" when none; lives until the next call
+ * on it. A NULL sequence gives a constant message. */
 const char *lethe_seq_error(const lethe_seq *s);
 
 /* ---- sampling ------------------------------------------------------------ */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "lethe.h"
+#include "testengine.h"
 #include "testutil.h"
 
 enum { V = 40, E = 32, H = 4, HKV = 2, HD = 8, FF = 48, NL = 2, T = 11 };
@@ -233,16 +234,16 @@ static void run(bool qwen2) {
     double *ref = malloc(sizeof(double) * T * V);
     reference(&m, ids, T, ref);
 
-    lethe_model_params p = lethe_model_default_params();
+    lethe_ctx_params p = lethe_ctx_default_params();
     p.kv_type = LETHE_KV_F32;
     p.n_ctx = 64;
     p.n_threads = 2;
     p.kv_page_slots = 4; /* several pages even for 11 tokens */
     char err[512];
-    lethe_model *lm = lethe_model_load(path, &p, err, sizeof err);
+    lethe_ctx *lm = tu_open_ctx(path, &p, err, sizeof err);
     if (CHECKF(lm != NULL, "%s: %s", path, err)) {
         lethe_model_info info;
-        lethe_model_get_info(lm, &info);
+        lethe_model_get_info(lethe_ctx_model(lm), &info);
         CHECK(!strcmp(info.arch, qwen2 ? "qwen2" : "llama") && info.n_head_kv == HKV && info.head_dim == HD);
         float *batch = malloc(sizeof(float) * T * V), *step = malloc(sizeof(float) * T * V);
         lethe_seq *a = lethe_seq_create(lm, NULL, err, sizeof err), *b = lethe_seq_create(lm, NULL, err, sizeof err);
@@ -261,7 +262,7 @@ static void run(bool qwen2) {
         lethe_seq_free(b);
         free(batch);
         free(step);
-        lethe_model_free(lm);
+        tu_close_ctx(lm);
     }
     remove(path);
     free(ref);

@@ -10,6 +10,7 @@
 
 #include "lethe.h"
 #include "policy/policy.h"
+#include "testengine.h"
 #include "testutil.h"
 
 static long rss_bytes(void) {
@@ -31,16 +32,16 @@ static int argmax(const float *x, int n) {
 int main(void) {
     const char *path = tu_require_model("stories260K.gguf");
     const int budget = 64, page = 16, n_tokens = 8 * budget;
-    lethe_model_params mp = lethe_model_default_params();
+    lethe_ctx_params mp = lethe_ctx_default_params();
     mp.kv_type = LETHE_KV_F32;
     mp.n_ctx = 512;
     mp.kv_page_slots = page;
     mp.n_threads = 2;
     char err[512];
-    lethe_model *m = lethe_model_load(path, &mp, err, sizeof err);
+    lethe_ctx *m = tu_open_ctx(path, &mp, err, sizeof err);
     if (!CHECKF(m != NULL, "load: %s", err)) return tu_finish("test_budget");
     lethe_model_info info;
-    lethe_model_get_info(m, &info);
+    lethe_model_get_info(lethe_ctx_model(m), &info);
     float *logits = malloc(sizeof(float) * (size_t)info.n_vocab);
     int tested = 0;
     for (const kv_policy_ops *const *ops = policy_list(); *ops; ops++) {
@@ -51,9 +52,9 @@ int main(void) {
         lethe_seq *s = lethe_seq_create(m, &sp, err, sizeof err);
         if (!CHECKF(s != NULL, "%s: %s", (*ops)->name, err)) continue;
         tested++;
-        lethe_model_kv_reset_peak(m);
+        lethe_ctx_kv_reset_peak(m);
         lethe_kv_usage u;
-        lethe_model_kv_usage(m, &u);
+        lethe_ctx_kv_usage(m, &u);
         const size_t cap = (size_t)info.n_layer * info.n_head_kv * ((budget + page - 1) / page) * u.page_bytes;
         lethe_token t = 1;
         long rss_early = 0, rss_max = 0;
@@ -65,7 +66,7 @@ int main(void) {
             CHECKF(ok, "%s: step %d: %s", (*ops)->name, i, lethe_seq_error(s));
             t = argmax(logits, info.n_vocab);
             if (t == info.eos || t == info.bos) t = 13; /* keep streaming text */
-            lethe_model_kv_usage(m, &u);
+            lethe_ctx_kv_usage(m, &u);
             size_t held = u.bytes_used + (cold_outside ? 0 : u.cold_bytes);
             if (held > cap) {
                 CHECKF(0, "%s: step %d holds %zu bytes > budget %zu", (*ops)->name, i, held, cap);
@@ -75,7 +76,7 @@ int main(void) {
             if (i == 2 * budget) rss_early = r, cold_early = u.cold_bytes;
             if (i > 2 * budget && r > rss_max) rss_max = r;
         }
-        lethe_model_kv_usage(m, &u);
+        lethe_ctx_kv_usage(m, &u);
         printf("%-9s budget %d: peak %zu + cold %zu bytes (cap %zu), RSS after 2x budget %.2f MiB, max after %.2f MiB\n",
                (*ops)->name, budget, u.bytes_peak, u.cold_peak, cap, rss_early / 1048576.0, rss_max / 1048576.0);
         CHECK(u.bytes_peak + (cold_outside ? 0 : u.cold_peak) <= cap);
@@ -105,19 +106,19 @@ int main(void) {
     lethe_seq_free(s);
 
     /* a pool budget in MiB caps the pool itself */
-    lethe_model_free(m);
+    tu_close_ctx(m);
     mp.kv_budget_mib = 0.25;
-    m = lethe_model_load(path, &mp, err, sizeof err);
+    m = tu_open_ctx(path, &mp, err, sizeof err);
     if (CHECKF(m != NULL, "load with MiB budget: %s", err)) {
         lethe_kv_usage u;
-        lethe_model_kv_usage(m, &u);
+        lethe_ctx_kv_usage(m, &u);
         CHECK(u.bytes_total <= (size_t)(0.25 * 1048576));
-        lethe_model_free(m);
+        tu_close_ctx(m);
     }
     mp.kv_budget_mib = 0.001; /* fewer pages than streams: a clear error */
-    m = lethe_model_load(path, &mp, err, sizeof err);
+    m = tu_open_ctx(path, &mp, err, sizeof err);
     CHECKF(m == NULL && strstr(err, "MiB"), "tiny pool budget rejected: %s", err);
-    lethe_model_free(m);
+    tu_close_ctx(m);
     free(logits);
     return tu_finish("test_budget");
 }

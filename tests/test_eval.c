@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "lethe.h"
+#include "testengine.h"
 #include "testutil.h"
 
 static const char *bin, *model;
@@ -267,14 +268,14 @@ int main(void) {
     snprintf(err_path, sizeof err_path, "/tmp/lethe_eval_err_%d", (int)getpid());
 
     char err[256];
-    lethe_model_params mp = lethe_model_default_params();
+    lethe_ctx_params mp = lethe_ctx_default_params();
     mp.n_threads = 1;
     mp.n_ctx = 64;
-    lethe_model *m = lethe_model_load(model, &mp, err, sizeof err);
+    lethe_ctx *m = tu_open_ctx(model, &mp, err, sizeof err);
     if (!CHECKF(m != NULL, "load %s: %s", model, err)) return tu_finish("test_eval");
     lethe_model_info info;
-    lethe_model_get_info(m, &info);
-    lethe_model_free(m);
+    lethe_model_get_info(lethe_ctx_model(m), &info);
+    tu_close_ctx(m);
 
     test_usage(stories);
     test_ppl(stories, info.n_vocab);

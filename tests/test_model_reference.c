@@ -14,18 +14,18 @@
 #include <string.h>
 
 #include "lethe.h"
+#include "testengine.h"
 #include "testutil.h"
 
 #define N_GEN 200
 
-static lethe_model *load(const char *path, lethe_kv_type kv, const char *tok) {
-    lethe_model_params p = lethe_model_default_params();
+static lethe_ctx *load(const char *path, lethe_kv_type kv, const char *tok) {
+    lethe_ctx_params p = lethe_ctx_default_params();
     char err[512];
     p.kv_type = kv;
     p.n_ctx = 512;
     p.n_threads = 2;
-    p.tokenizer_path = tok;
-    lethe_model *m = lethe_model_load(path, &p, err, sizeof err);
+    lethe_ctx *m = tu_open_ctx_tok(path, tok, &p, err, sizeof err);
     CHECKF(m != NULL, "load %s: %s", path, err);
     return m;
 }
@@ -38,9 +38,9 @@ static int argmax(const float *x, int n) {
 }
 
 /* Greedy: prompt ids in one batch, then one token per step. Returns count. */
-static int greedy(lethe_model *m, const int *prompt, int n_prompt, int *out, int n_gen) {
+static int greedy(lethe_ctx *m, const int *prompt, int n_prompt, int *out, int n_gen) {
     lethe_model_info info;
-    lethe_model_get_info(m, &info);
+    lethe_model_get_info(lethe_ctx_model(m), &info);
     float *logits = malloc(sizeof(float) * (size_t)info.n_vocab);
     char err[256];
     lethe_seq *s = lethe_seq_create(m, NULL, err, sizeof err);
@@ -56,7 +56,7 @@ static int greedy(lethe_model *m, const int *prompt, int n_prompt, int *out, int
     return n;
 }
 
-static void test_greedy(lethe_model *m, const char *kv_name, int require_all) {
+static void test_greedy(lethe_ctx *m, const char *kv_name, int require_all) {
     for (int f = 0; f < 6; f++) {
         char rel[64];
         snprintf(rel, sizeof rel, "stories260K.greedy.%d.json", f);
@@ -70,7 +70,7 @@ static void test_greedy(lethe_model *m, const char *kv_name, int require_all) {
         tu_json_string(json, "prompt", prompt, sizeof prompt);
         CHECK(np > 0 && ng == N_GEN && n_robust > 0);
 
-        int n = lethe_tokenize(m, prompt, strlen(prompt), got_prompt, 64, true, false);
+        int n = lethe_tokenize(lethe_ctx_model(m), prompt, strlen(prompt), got_prompt, 64, true, false);
         int same_prompt = n == np;
         for (int i = 0; same_prompt && i < n; i++) same_prompt = got_prompt[i] == ref_prompt[i];
         CHECKF(same_prompt, "[%s] prompt '%s' tokenises to the reference ids", kv_name, prompt);
@@ -88,7 +88,7 @@ static void test_greedy(lethe_model *m, const char *kv_name, int require_all) {
 static const int LOGIT_IDS[37] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396,
                                   267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394};
 
-static void test_logits(lethe_model *m) {
+static void test_logits(lethe_ctx *m) {
     size_t size = 0;
     float *ref = (float *)tu_read_file(tu_require_reference("stories260K.logits.f32"), &size);
     if (!CHECK(ref && size == 37 * 512 * sizeof(float))) { free(ref); return; }
@@ -129,7 +129,7 @@ static void test_llama2c(void) {
     }
     free(txt);
     CHECK(n_ref == 201);
-    lethe_model *m = load(bin, LETHE_KV_F32, tok);
+    lethe_ctx *m = load(bin, LETHE_KV_F32, tok);
     if (!m) return;
     int got[200];
     int g = greedy(m, ref, 1, got, 200);
@@ -137,21 +137,21 @@ static void test_llama2c(void) {
     while (match < g && got[match] == ref[1 + match]) match++;
     printf("llama2.c checkpoint: %d/200 greedy ids match\n", match);
     CHECK(match == 200);
-    lethe_model_free(m);
+    tu_close_ctx(m);
 }
 
 int main(void) {
     const char *path = tu_require_model("stories260K.gguf");
-    lethe_model *m = load(path, LETHE_KV_F32, NULL);
+    lethe_ctx *m = load(path, LETHE_KV_F32, NULL);
     if (m) {
         test_greedy(m, "F32", 1);
         test_logits(m);
-        lethe_model_free(m);
+        tu_close_ctx(m);
     }
     m = load(path, LETHE_KV_F16, NULL);
     if (m) {
         test_greedy(m, "F16", 0);
-        lethe_model_free(m);
+        tu_close_ctx(m);
     }
     test_llama2c();
     return tu_finish("test_model_reference");

@@ -22,6 +22,7 @@
 #include "kv/kv_stream.h"
 #include "lethe.h"
 #include "policy/policy.h"
+#include "testengine.h"
 #include "testutil.h"
 #include "util/error.h"
 
@@ -356,7 +357,7 @@ static void test_snapkv(void) {
     pp.pool_kernel = 7;
     kv_policy *p = make("snapkv", &pp);
     if (!p) return;
-    CHECK(p->ops->obs_window_only && p->ops->needs_stats);
+    CHECK(p->ops->stats_from && p->ops->needs_stats);
     rig r;
     rig_init(&r, 1, 2, 8, p->ops);
     /* stream 1 holds its slots in a scrambled order: pooling goes by position */
@@ -781,26 +782,26 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-static lethe_model *load(const char *path) {
-    lethe_model_params mp = lethe_model_default_params();
+static lethe_ctx *load(const char *path) {
+    lethe_ctx_params mp = lethe_ctx_default_params();
     mp.n_ctx = 512;
     mp.n_seq_max = 1;
     mp.n_threads = 1; /* the model is tiny: more threads only add synchronisation */
     mp.kv_type = LETHE_KV_F32;
     mp.kv_page_slots = 16;
     char err[512];
-    lethe_model *m = lethe_model_load(path, &mp, err, sizeof err);
+    lethe_ctx *m = tu_open_ctx(path, &mp, err, sizeof err);
     CHECKF(m != NULL, "load: %s", err);
     return m;
 }
 
 /* Greedy generation of n tokens after the prompt; returns how many were
  * produced before an error (n on success). */
-static int greedy(lethe_model *m, lethe_seq *s, const char *prompt, int *out, int n) {
+static int greedy(lethe_ctx *m, lethe_seq *s, const char *prompt, int *out, int n) {
     lethe_model_info info;
-    lethe_model_get_info(m, &info);
+    lethe_model_get_info(lethe_ctx_model(m), &info);
     lethe_token ids[512];
-    int np = lethe_tokenize(m, prompt, strlen(prompt), ids, 512, true, false);
+    int np = lethe_tokenize(lethe_ctx_model(m), prompt, strlen(prompt), ids, 512, true, false);
     if (!CHECKF(np > 0 && np < 512, "prompt of %d tokens", np)) return 0;
     float *logits = malloc(sizeof(float) * (size_t)info.n_vocab);
     int done = 0;
@@ -824,10 +825,10 @@ static const char long_prompt[] =
 
 static void test_end_to_end(void) {
     const char *path = tu_require_model("stories260K.gguf");
-    lethe_model *m = load(path);
+    lethe_ctx *m = load(path);
     if (!m) return;
     lethe_model_info info;
-    lethe_model_get_info(m, &info);
+    lethe_model_get_info(lethe_ctx_model(m), &info);
     const char *prompt = "Once upon a time";
     enum { N = 200 };
     int ref[N], got[N];
@@ -865,16 +866,16 @@ static void test_end_to_end(void) {
             sp.kv.window = -1;
             s = lethe_seq_create(m, &sp, err, sizeof err);
             if (!CHECKF(s != NULL, "%s: %s", name, err)) continue;
-            lethe_model_kv_reset_peak(m); /* after headwise's calibration pass */
+            lethe_ctx_kv_reset_peak(m); /* after headwise's calibration pass */
             int *toks = malloc(sizeof(int) * 512);
             lethe_token ids[512];
-            int np = lethe_tokenize(m, long_prompt, strlen(long_prompt), ids, 512, true, false);
+            int np = lethe_tokenize(lethe_ctx_model(m), long_prompt, strlen(long_prompt), ids, 512, true, false);
             CHECKF(np > 4 * 32, "the long prompt spans more than four chunks (%d tokens)", np);
             n = greedy(m, s, long_prompt, toks, 512 - np);
             CHECKF(n == 512 - np && lethe_seq_n_past(s) == 512, "%s%s: streamed %d of %d tokens", name,
                    kf ? "+keyformer" : "", n, 512 - np);
             lethe_kv_usage u;
-            lethe_model_kv_usage(m, &u);
+            lethe_ctx_kv_usage(m, &u);
             size_t cap = (size_t)info.n_layer * info.n_head_kv * ((64 + 15) / 16) * u.page_bytes;
             CHECKF(u.bytes_peak <= cap, "%s%s: KV peak %zu bytes over the budget's %zu", name, kf ? "+keyformer" : "",
                    u.bytes_peak, cap);
@@ -882,7 +883,7 @@ static void test_end_to_end(void) {
             lethe_seq_free(s);
         }
     }
-    lethe_model_free(m);
+    tu_close_ctx(m);
 }
 
 int main(void) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lethe.h"
+#include "testengine.h"
 #include "testutil.h"
 
 static int argmax(const float *x, int n) {
@@ -25,34 +26,34 @@ static void continue_greedy(lethe_seq *s, float *logits, int n_vocab, int *out, 
 
 static void run(lethe_kv_type kv) {
     const char *path = tu_require_model("stories260K.gguf");
-    lethe_model_params p = lethe_model_default_params();
+    lethe_ctx_params p = lethe_ctx_default_params();
     p.kv_type = kv;
     p.n_ctx = 256;
     p.n_seq_max = 3;
     p.n_threads = 2;
     p.kv_page_slots = 16;
     char err[512];
-    lethe_model *m = lethe_model_load(path, &p, err, sizeof err);
+    lethe_ctx *m = tu_open_ctx(path, &p, err, sizeof err);
     if (!CHECKF(m != NULL, "load: %s", err)) return;
     lethe_model_info info;
-    lethe_model_get_info(m, &info);
+    lethe_model_get_info(lethe_ctx_model(m), &info);
     const int V = info.n_vocab, n_streams = info.n_layer * info.n_head_kv;
 
     const char *prompt = "Lily and Ben went to the park. They saw a big dog";
     int ids[64];
-    int n = lethe_tokenize(m, prompt, strlen(prompt), ids, 64, true, false);
+    int n = lethe_tokenize(lethe_ctx_model(m), prompt, strlen(prompt), ids, 64, true, false);
     CHECK(n > 16 && n < 32); /* ends inside the second page: fork shares a partial page */
 
     float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V), *lc = malloc(sizeof(float) * V);
     lethe_seq *a = lethe_seq_create(m, NULL, err, sizeof err);
     CHECK(lethe_seq_append(a, ids, n, la) == LETHE_OK);
     lethe_kv_usage u0, u1, u2;
-    lethe_model_kv_usage(m, &u0);
+    lethe_ctx_kv_usage(m, &u0);
     CHECK(u0.bytes_used == (size_t)n_streams * 2 * u0.page_bytes); /* two pages per stream */
 
     lethe_seq *b = lethe_seq_fork(a, err, sizeof err);
     CHECK(b != NULL && lethe_seq_n_past(b) == n);
-    lethe_model_kv_usage(m, &u1);
+    lethe_ctx_kv_usage(m, &u1);
     CHECKF(u1.bytes_used == u0.bytes_used, "fork adds no pages (%zu -> %zu bytes)", u0.bytes_used, u1.bytes_used);
     memcpy(lb, la, sizeof(float) * V);
 
@@ -66,7 +67,7 @@ static void run(lethe_kv_type kv) {
     CHECK(memcmp(tb, tc, sizeof tb) == 0);
 
     /* a and b now each own their tail; the first (full) page stays shared */
-    lethe_model_kv_usage(m, &u2);
+    lethe_ctx_kv_usage(m, &u2);
     size_t pages = u2.bytes_used / u2.page_bytes;
     size_t own_tail = (size_t)((n + 40 + 15) / 16 - 1); /* pages after the shared first one */
     CHECKF(pages == (size_t)n_streams * (1 + 2 * own_tail + (size_t)((n + 40 + 15) / 16)),
@@ -93,23 +94,23 @@ static void run(lethe_kv_type kv) {
     free(la);
     free(lb);
     free(lc);
-    lethe_model_free(m);
+    tu_close_ctx(m);
 }
 
 /* A fork of a sequence whose policy has evicted (and, for quest and mixed,
  * demoted to the cold tier) continues exactly like its parent. */
 static void fork_under_budget(const char *policy) {
     const char *path = tu_require_model("stories260K.gguf");
-    lethe_model_params p = lethe_model_default_params();
+    lethe_ctx_params p = lethe_ctx_default_params();
     p.kv_type = LETHE_KV_F32;
     p.n_ctx = 512;
     p.n_seq_max = 2;
     p.n_threads = 2;
     char err[512];
-    lethe_model *m = lethe_model_load(path, &p, err, sizeof err);
+    lethe_ctx *m = tu_open_ctx(path, &p, err, sizeof err);
     if (!CHECKF(m != NULL, "load: %s", err)) return;
     lethe_model_info info;
-    lethe_model_get_info(m, &info);
+    lethe_model_get_info(lethe_ctx_model(m), &info);
     const int V = info.n_vocab;
     lethe_seq_params sp = lethe_seq_default_params();
     sp.kv.name = policy;
@@ -118,12 +119,12 @@ static void fork_under_budget(const char *policy) {
     float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
     int ids[64];
     const char *prompt = "Once upon a time";
-    int n = lethe_tokenize(m, prompt, strlen(prompt), ids, 64, true, false);
+    int n = lethe_tokenize(lethe_ctx_model(m), prompt, strlen(prompt), ids, 64, true, false);
     CHECK(a && lethe_seq_append(a, ids, n, la) == LETHE_OK);
     int warm[200];
     continue_greedy(a, la, V, warm, 200); /* past the budget: evictions happened */
     lethe_kv_usage u;
-    lethe_model_kv_usage(m, &u);
+    lethe_ctx_kv_usage(m, &u);
     lethe_seq *b = lethe_seq_fork(a, err, sizeof err);
     CHECKF(b != NULL, "%s fork: %s", policy, err);
     memcpy(lb, la, sizeof(float) * V);
@@ -136,7 +137,7 @@ static void fork_under_budget(const char *policy) {
     lethe_seq_free(a);
     free(la);
     free(lb);
-    lethe_model_free(m);
+    tu_close_ctx(m);
 }
 
 int main(void) {

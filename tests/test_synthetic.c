@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "lethe.h"
+#include "testengine.h"
 #include "testutil.h"
 
 static const int PROMPT[19] = {1, 9038, 2501, 263, 931, 29892, 727, 471, 263, 2217, 7826, 4257, 365, 2354, 29889, 2296, 18012, 304, 1708};
@@ -61,12 +62,12 @@ int main(void) {
         float *deq = (float *)tu_read_file(tu_require_reference(deq_rel), &n_deq);
         CHECK(ref && deq && n_ref == 4 * N_VOCAB * sizeof(float) && n_deq == n_ref);
 
-        lethe_model_params p = lethe_model_default_params();
+        lethe_ctx_params p = lethe_ctx_default_params();
         p.kv_type = LETHE_KV_F32;
         p.n_ctx = 64;
         p.n_threads = 2;
         char err[512];
-        lethe_model *m = lethe_model_load(path, &p, err, sizeof err);
+        lethe_ctx *m = tu_open_ctx(path, &p, err, sizeof err);
         if (CHECKF(m != NULL, "%s: %s", rel, err) && ref && deq) {
             lethe_seq *s = lethe_seq_create(m, NULL, err, sizeof err);
             CHECK(s && lethe_seq_append_all_logits(s, PROMPT, 19, all) == LETHE_OK);
@@ -100,9 +101,9 @@ int main(void) {
              * stories260K logits by up to 0.013): bound 0.05, and nonzero so
              * the cache type really changed. */
             for (int kvt = 1; kvt <= 2 && !strcmp(types[ti], "Q8_0"); kvt++) {
-                lethe_model_params p2 = p;
+                lethe_ctx_params p2 = p;
                 p2.kv_type = kvt == 1 ? LETHE_KV_F16 : LETHE_KV_Q8_0;
-                lethe_model *m2 = lethe_model_load(path, &p2, err, sizeof err);
+                lethe_ctx *m2 = tu_open_ctx(path, &p2, err, sizeof err);
                 float *all2 = malloc(sizeof(float) * 19 * N_VOCAB);
                 lethe_seq *s2 = m2 ? lethe_seq_create(m2, NULL, err, sizeof err) : NULL;
                 if (CHECKF(s2 && lethe_seq_append_all_logits(s2, PROMPT, 19, all2) == LETHE_OK, "KV type %d: %s", kvt, err)) {
@@ -112,11 +113,11 @@ int main(void) {
                     CHECKF(mx2 <= 0.05 && mx2 > 0, "%s KV logits: max|d| %.3g", kvt == 1 ? "F16" : "Q8_0", mx2);
                 }
                 lethe_seq_free(s2);
-                lethe_model_free(m2);
+                tu_close_ctx(m2);
                 free(all2);
             }
         }
-        lethe_model_free(m);
+        tu_close_ctx(m);
         free(ref);
         free(deq);
     }

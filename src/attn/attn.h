@@ -33,6 +33,7 @@ typedef struct {
     int enabled;
     float hit_threshold;
     int32_t step;
+    int from_query; /* prefill: only queries t >= from_query count (an observation window); 0: all */
 } attn_stats_cfg;
 
 /* Per-engine scratch, grown on demand, reused across calls. */

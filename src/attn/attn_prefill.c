@@ -121,6 +121,7 @@ static void stats_task(void *arg, int ith, int nth) {
                 int nk = attn_tile_scores(&t, st, mem.q, mem.qpos, nr, pi);
                 int off = pi * t.p - slot0;
                 for (int r = 0; r < nr && nk > 0; r++) {
+                    if (t0 + r / G < c->stats->from_query) continue; /* outside the observation window */
                     long ri = (long)(t0 + r / G) * L->n_head + g * G + r % G;
                     float l = c->row_l[ri];
                     if (!(l > 0.0f)) continue;

@@ -190,13 +190,22 @@ int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
 lethe_model *model_opts_load(const model_opts *o) {
     lethe_model_params p = lethe_model_default_params();
     char err[512];
-    p.n_threads = o->n_threads;
     p.tokenizer_path = o->tokenizer;
-    p.n_ctx = o->n_ctx;
-    p.kv_type = o->kv_type;
-    p.kv_page_slots = o->kv_page_slots;
-    p.kv_budget_mib = o->kv_budget_mib;
     lethe_model *m = lethe_model_load(o->model, &p, err, sizeof err);
     if (!m) fprintf(stderr, "lethe: cannot load '%s': %s\n", o->model, err);
     return m;
+}
+
+lethe_ctx *model_opts_context(const model_opts *o, const lethe_model *m, int n_ctx, int n_seq_max) {
+    lethe_ctx_params p = lethe_ctx_default_params();
+    char err[512];
+    p.n_threads = o->n_threads;
+    p.n_ctx = n_ctx;
+    p.n_seq_max = n_seq_max;
+    p.kv_type = o->kv_type;
+    p.kv_page_slots = o->kv_page_slots;
+    p.kv_budget_mib = o->kv_budget_mib;
+    lethe_ctx *c = lethe_ctx_create(m, &p, err, sizeof err);
+    if (!c) fprintf(stderr, "lethe: cannot set up the engine for '%s': %s\n", o->model, err);
+    return c;
 }

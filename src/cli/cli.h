@@ -28,6 +28,9 @@ void model_opts_init(model_opts *o);
  * consumed, 0 if not a model option, -1 on a bad value (message printed). */
 int model_opts_parse(model_opts *o, int argc, char **argv, int *i);
 lethe_model *model_opts_load(const model_opts *o);
+/* The context (threads, KV pool) the options ask for, n_ctx <= 0 meaning the
+ * model's; prints the error and returns NULL on failure. */
+lethe_ctx *model_opts_context(const model_opts *o, const lethe_model *m, int n_ctx, int n_seq_max);
 /* Sequence parameters (context, KV policy) from the options. */
 lethe_seq_params model_opts_seq_params(const model_opts *o);
 extern const char *MODEL_OPTS_USAGE;

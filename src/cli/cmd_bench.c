@@ -37,9 +37,9 @@ static double median(double *v, int n) {
 }
 
 /* Seconds for one prompt of n random tokens in a fresh sequence, or < 0. */
-static double time_prompt(lethe_model *m, const lethe_token *toks, int n, float *logits) {
+static double time_prompt(lethe_ctx *c, const lethe_token *toks, int n, float *logits) {
     char err[256];
-    lethe_seq *s = lethe_seq_create(m, NULL, err, sizeof err);
+    lethe_seq *s = lethe_seq_create(c, NULL, err, sizeof err);
     if (!s) return -1;
     double t0 = now_seconds();
     lethe_status st = lethe_seq_append(s, toks, n, logits);
@@ -50,9 +50,9 @@ static double time_prompt(lethe_model *m, const lethe_token *toks, int n, float 
 }
 
 /* Seconds for n single-token steps from an empty sequence, or < 0. */
-static double time_gen(lethe_model *m, const lethe_token *toks, int n, float *logits) {
+static double time_gen(lethe_ctx *c, const lethe_token *toks, int n, float *logits) {
     char err[256];
-    lethe_seq *s = lethe_seq_create(m, NULL, err, sizeof err);
+    lethe_seq *s = lethe_seq_create(c, NULL, err, sizeof err);
     if (!s) return -1;
     double t0 = now_seconds();
     lethe_status st = LETHE_OK;
@@ -68,6 +68,11 @@ static int bench_model(const model_opts *mo, int n_prompt, int n_gen, int reps) 
     if (o.n_ctx <= 0) o.n_ctx = (n_prompt > n_gen ? n_prompt : n_gen) + 1;
     lethe_model *m = model_opts_load(&o);
     if (!m) return 1;
+    lethe_ctx *c = model_opts_context(&o, m, o.n_ctx, 1);
+    if (!c) {
+        lethe_model_free(m);
+        return 1;
+    }
     lethe_model_info info;
     lethe_model_get_info(m, &info);
     int n = n_prompt > n_gen ? n_prompt : n_gen;
@@ -82,20 +87,20 @@ static int bench_model(const model_opts *mo, int n_prompt, int n_gen, int reps) 
         toks[i] = (lethe_token)((x >> 33) % (uint64_t)info.n_vocab);
     }
     printf("model: %s (%s), %.2f MiB, %.2f M params, %d threads, KV %s, SIMD %s\n", o.model, info.arch,
-           info.weight_bytes / 1048576.0, info.n_params / 1e6, lethe_model_n_threads(m),
+           info.weight_bytes / 1048576.0, info.n_params / 1e6, lethe_ctx_n_threads(c),
            o.kv_type == LETHE_KV_F32 ? "f32" : o.kv_type == LETHE_KV_F16 ? "f16" : "q8_0", lt_simd_name());
     printf("| %-6s | %12s | %12s |\n| ------ | -----------: | -----------: |\n", "test", "t/s (median)", "ms");
     if (n_prompt > 0) {
-        if (time_prompt(m, toks, n_prompt, logits) < 0) goto out; /* warm-up */
+        if (time_prompt(c, toks, n_prompt, logits) < 0) goto out; /* warm-up */
         for (int r = 0; r < reps; r++)
-            if ((times[r] = time_prompt(m, toks, n_prompt, logits)) < 0) goto out;
+            if ((times[r] = time_prompt(c, toks, n_prompt, logits)) < 0) goto out;
         double t = median(times, reps);
         printf("| pp%-4d | %12.2f | %12.3f |\n", n_prompt, n_prompt / t, t * 1e3);
     }
     if (n_gen > 0) {
-        if (time_gen(m, toks, 1, logits) < 0) goto out; /* warm-up */
+        if (time_gen(c, toks, 1, logits) < 0) goto out; /* warm-up */
         for (int r = 0; r < reps; r++)
-            if ((times[r] = time_gen(m, toks, n_gen, logits)) < 0) goto out;
+            if ((times[r] = time_gen(c, toks, n_gen, logits)) < 0) goto out;
         double t = median(times, reps);
         printf("| tg%-4d | %12.2f | %12.3f |\n", n_gen, n_gen / t, t * 1e3);
     }
@@ -107,6 +112,7 @@ out:
     free(toks);
     free(logits);
     free(times);
+    lethe_ctx_free(c);
     lethe_model_free(m);
     return rc;
 }

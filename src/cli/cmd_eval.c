@@ -86,21 +86,6 @@ static int make_dirs(const char *path) {
     return stat(buf, &sb) == 0 && S_ISDIR(sb.st_mode) ? 0 : -1;
 }
 
-static lethe_model *load(const model_opts *o, int n_ctx, int n_seq_max) {
-    lethe_model_params p = lethe_model_default_params();
-    char err[512];
-    p.n_threads = o->n_threads;
-    p.tokenizer_path = o->tokenizer;
-    p.n_ctx = n_ctx;
-    p.n_seq_max = n_seq_max;
-    p.kv_type = o->kv_type;
-    p.kv_page_slots = o->kv_page_slots;
-    p.kv_budget_mib = o->kv_budget_mib;
-    lethe_model *m = lethe_model_load(o->model, &p, err, sizeof err);
-    if (!m) fprintf(stderr, "lethe eval: cannot load '%s': %s\n", o->model, err);
-    return m;
-}
-
 static const char *kv_type_name(lethe_kv_type t) { return t == LETHE_KV_F32 ? "f32" : t == LETHE_KV_F16 ? "f16" : "q8_0"; }
 
 static void print_cost(const eval_cost *c) {
@@ -259,6 +244,7 @@ int cmd_eval(int argc, char **argv) {
     size_t longest_prompt = 0;
     lethe_token *text_ids = NULL;
     lethe_model *m = NULL;
+    lethe_ctx *eng = NULL;
     eval_row *rows = NULL;
     if (jobs & JOB_PPL) {
         if (!text_file) {
@@ -301,8 +287,8 @@ int cmd_eval(int argc, char **argv) {
     const int n_seq_max = jobs & JOB_AGREE ? 2 : 1;
     if (!ctx && mo.n_ctx > 0) ctx = mo.n_ctx;
     int loaded_ctx = 0;
+    if (!(m = model_opts_load(&mo))) goto out;
     if (!ctx || mo.n_ctx > 0) {
-        if (!(m = load(&mo, mo.n_ctx, n_seq_max))) goto out;
         lethe_model_info info;
         lethe_model_get_info(m, &info);
         loaded_ctx = mo.n_ctx > 0 ? mo.n_ctx : info.n_ctx_train > 0 && info.n_ctx_train < 4096 ? info.n_ctx_train : 4096;
@@ -330,14 +316,11 @@ int cmd_eval(int argc, char **argv) {
             if (lengths[k] + n_gen_pk > need) need = lengths[k] + n_gen_pk;
     if ((jobs & JOB_AGREE) && n_predict > 0 && (long)longest_prompt + 2 + n_predict > need)
         need = (long)longest_prompt + 2 + n_predict; /* a prompt has at most a token per byte, a BOS and a space */
-    if (mo.n_ctx <= 0 && (!m || need > loaded_ctx)) {
-        lethe_model_free(m);
-        if (!(m = load(&mo, (int)need, n_seq_max))) goto out;
-    }
+    if (!(eng = model_opts_context(&mo, m, mo.n_ctx <= 0 && need > loaded_ctx ? (int)need : mo.n_ctx, n_seq_max))) goto out;
     lethe_model_info info;
     lethe_model_get_info(m, &info);
     lethe_kv_usage ku;
-    lethe_model_kv_usage(m, &ku);
+    lethe_ctx_kv_usage(eng, &ku);
 
     int n_text = 0;
     if (jobs & JOB_PPL) {
@@ -357,11 +340,11 @@ int cmd_eval(int argc, char **argv) {
     bool redraw = isatty(fileno(stderr));
 
     printf("model: %s (%s, %d layers, %d KV heads x %d, vocab %d), %d threads, KV %s, pages of %d slots (%zu bytes)\n",
-           mo.model, info.arch, info.n_layer, info.n_head_kv, info.head_dim, info.n_vocab, lethe_model_n_threads(m),
+           mo.model, info.arch, info.n_layer, info.n_head_kv, info.head_dim, info.n_vocab, lethe_ctx_n_threads(eng),
            kv_type_name(mo.kv_type), ku.page_slots, ku.page_bytes);
     if (sweep) {
         eval_sweep_cfg sc = {0};
-        sc.m = m;
+        sc.engine = eng;
         sc.kv = mo.kv;
         sc.policies = policies;
         sc.n_policies = n_policies;
@@ -436,7 +419,7 @@ int cmd_eval(int argc, char **argv) {
         eval_ppl_result r;
         eval_progress_begin(&pg, pg_out, redraw, eval_ppl_n_windows(m, n_text, (int)ctx));
         eval_progress_label(&pg, "ppl");
-        st = eval_ppl(m, &sp, text_ids, n_text, &ppl_cfg, &pg, &r, err, sizeof err);
+        st = eval_ppl(eng, &sp, text_ids, n_text, &ppl_cfg, &pg, &r, err, sizeof err);
         eval_progress_end(&pg);
         if (!st) {
             printf("ppl: %.6f\n", r.ppl);
@@ -448,7 +431,7 @@ int cmd_eval(int argc, char **argv) {
         eval_passkey_result r;
         eval_progress_begin(&pg, pg_out, redraw, eval_passkey_n_cases(&pk_cfg));
         eval_progress_label(&pg, "passkey");
-        st = eval_passkey(m, &sp, &pk_cfg, &pg, &r, err, sizeof err);
+        st = eval_passkey(eng, &sp, &pk_cfg, &pg, &r, err, sizeof err);
         eval_progress_end(&pg);
         if (!st) {
             printf("passkey accuracy (%%) by prompt length (rows) and depth (columns), %ld trials each:\n%8s", trials, "length");
@@ -467,7 +450,7 @@ int cmd_eval(int argc, char **argv) {
         eval_agree_result r;
         eval_progress_begin(&pg, pg_out, redraw, n_prompts);
         eval_progress_label(&pg, "agree");
-        st = eval_agree(m, &sp, &ag_cfg, &pg, &r, err, sizeof err);
+        st = eval_agree(eng, &sp, &ag_cfg, &pg, &r, err, sizeof err);
         eval_progress_end(&pg);
         if (!st) {
             printf("agree: %.6f (%ld/%ld steps, %d prompts)\n", r.agree, r.n_match, r.n_steps, n_prompts);
@@ -485,6 +468,7 @@ out:
     free(text_ids);
     free(text);
     free(prompts_buf);
+    lethe_ctx_free(eng);
     lethe_model_free(m);
     return rc;
 }

@@ -79,13 +79,14 @@ int cmd_run(int argc, char **argv) {
 
     int rc = 1;
     lethe_model *m = model_opts_load(&mo);
+    lethe_ctx *ctx = m ? model_opts_context(&mo, m, mo.n_ctx, 1) : NULL;
     lethe_seq *seq = NULL;
     lethe_sampler *smp = NULL;
     lethe_detok *dt = NULL;
     lethe_token *toks = NULL;
     float *logits = NULL;
     char err[512], buf[1024];
-    if (!m) goto out;
+    if (!ctx) goto out;
     lethe_model_info info;
     lethe_model_get_info(m, &info);
 
@@ -99,7 +100,7 @@ int cmd_run(int argc, char **argv) {
         toks[n_tok++] = info.bos;
     }
     lethe_seq_params sq = model_opts_seq_params(&mo);
-    seq = lethe_seq_create(m, &sq, err, sizeof err);
+    seq = lethe_seq_create(ctx, &sq, err, sizeof err);
     smp = lethe_sampler_create(&sp, info.n_vocab);
     dt = lethe_detok_create(m, false);
     logits = malloc((size_t)info.n_vocab * sizeof *logits);
@@ -148,7 +149,7 @@ int cmd_run(int argc, char **argv) {
     printf("\n");
     fflush(stdout);
     lethe_kv_usage ku;
-    lethe_model_kv_usage(m, &ku);
+    lethe_ctx_kv_usage(ctx, &ku);
     fprintf(stderr, "\nstop: %s\nKV: policy %s, %.3f MiB held at peak of a %.3f MiB pool, cold tier %.3f MiB at peak\nprompt: %d tokens in %.3f s (%.1f tok/s) | generation: %ld tokens in %.3f s (%.1f tok/s) | peak RSS: %.1f MiB\n",
             stop, mo.kv.name, ku.bytes_peak / 1048576.0, ku.bytes_total / 1048576.0, ku.cold_peak / 1048576.0, n_tok, t_prompt, n_tok / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
             n_gen / (t_gen > 0 ? t_gen : 1e-9), peak_rss_bytes() / 1048576.0);
@@ -160,6 +161,7 @@ out:
     lethe_detok_free(dt);
     lethe_sampler_free(smp);
     lethe_seq_free(seq);
+    lethe_ctx_free(ctx);
     lethe_model_free(m);
     return rc;
 }

@@ -58,7 +58,6 @@ int cmd_tokenize(int argc, char **argv) {
     } else {
         lethe_model_params p = lethe_model_default_params();
         p.tokenizer_path = tok_path;
-        p.n_threads = 1;
         m = lethe_model_load(model, &p, err, sizeof err);
     }
     int rc = 1;

@@ -51,9 +51,9 @@ double eval_logsumexp(const float *x, int n);
 /* Creates a sequence and restarts the pool's peak, so that the peak read
  * later is this sequence's (the pool is otherwise empty while a job runs).
  * NULL with a message in err. */
-lethe_seq *eval_seq_open(lethe_model *m, const lethe_seq_params *sp, char *err, size_t err_size);
+lethe_seq *eval_seq_open(lethe_ctx *ctx, const lethe_seq_params *sp, char *err, size_t err_size);
 /* Folds the pool's peak since eval_seq_open into c. */
-void eval_cost_take_peak(lethe_model *m, eval_cost *c);
+void eval_cost_take_peak(lethe_ctx *ctx, eval_cost *c);
 
 /* ---- progress ---------------------------------------------------------- */
 
@@ -97,7 +97,7 @@ typedef struct {
 /* Windows the text (ids without BOS) falls into for a window size. */
 int eval_ppl_n_windows(const lethe_model *m, int n_text, int ctx);
 /* Perplexity of text (n_text ids, tokenised WITHOUT BOS) under sp. */
-lethe_status eval_ppl(lethe_model *m, const lethe_seq_params *sp, const lethe_token *text, int n_text,
+lethe_status eval_ppl(lethe_ctx *ctx, const lethe_seq_params *sp, const lethe_token *text, int n_text,
                       const eval_ppl_cfg *cfg, eval_progress *pg, eval_ppl_result *r, char *err, size_t err_size);
 
 /* ---- pass key ---------------------------------------------------------- */
@@ -128,7 +128,7 @@ int eval_passkey_key(uint64_t seed, int case_index);
  * that many); malloc'd, NULL with a message in err. */
 char *eval_passkey_prompt(const lethe_model *m, int length, double depth, int key, int *n_tokens, char *err,
                           size_t err_size);
-lethe_status eval_passkey(lethe_model *m, const lethe_seq_params *sp, const eval_passkey_cfg *cfg, eval_progress *pg,
+lethe_status eval_passkey(lethe_ctx *ctx, const lethe_seq_params *sp, const eval_passkey_cfg *cfg, eval_progress *pg,
                           eval_passkey_result *r, char *err, size_t err_size);
 void eval_passkey_result_free(eval_passkey_result *r);
 
@@ -155,7 +155,7 @@ typedef struct {
  * the policy's sequence is fed the same tokens, step by step: nothing is
  * stored, and the policy's KV bytes are its own (the reference's are
  * subtracted). The model's pool must hold both sequences (n_seq_max 2). */
-lethe_status eval_agree(lethe_model *m, const lethe_seq_params *sp, const eval_agree_cfg *cfg, eval_progress *pg,
+lethe_status eval_agree(lethe_ctx *ctx, const lethe_seq_params *sp, const eval_agree_cfg *cfg, eval_progress *pg,
                         eval_agree_result *r, char *err, size_t err_size);
 
 /* ---- sweep --------------------------------------------------------------- */
@@ -179,7 +179,7 @@ typedef struct {
 } eval_row;
 
 typedef struct {
-    lethe_model *m;
+    lethe_ctx *engine;
     lethe_kv_policy_params kv;     /* parameters shared by every row (sink, window, ...) */
     const char *const *policies;
     int n_policies;

@@ -41,20 +41,20 @@ static double kl_logits(const float *p, const float *q, int n) {
     return kl;
 }
 
-static size_t used_bytes(const lethe_model *m) {
+static size_t used_bytes(const lethe_ctx *ctx) {
     lethe_kv_usage u;
-    lethe_model_kv_usage(m, &u);
+    lethe_ctx_kv_usage(ctx, &u);
     return u.bytes_used;
 }
 
 /* Runs one policy step (append ids) with the pool's peak restarted; *ref is
  * the reference's bytes during it, *pol the policy's afterwards. */
-static lethe_status policy_step(lethe_model *m, lethe_seq *s, const lethe_token *ids, int n, float *logits, size_t ref,
+static lethe_status policy_step(lethe_ctx *ctx, lethe_seq *s, const lethe_token *ids, int n, float *logits, size_t ref,
                                 size_t *pol, eval_cost *cost) {
-    lethe_model_kv_reset_peak(m);
+    lethe_ctx_kv_reset_peak(ctx);
     lethe_status st = lethe_seq_append(s, ids, n, logits);
     lethe_kv_usage u;
-    lethe_model_kv_usage(m, &u);
+    lethe_ctx_kv_usage(ctx, &u);
     /* the reference (full cache) has no cold tier: all cold bytes are the policy's */
     size_t peak = (u.bytes_peak > ref ? u.bytes_peak - ref : 0) + u.cold_peak;
     if (peak > cost->kv_bytes_peak) cost->kv_bytes_peak = peak;
@@ -64,8 +64,9 @@ static lethe_status policy_step(lethe_model *m, lethe_seq *s, const lethe_token 
     return st;
 }
 
-static lethe_status run_prompt(lethe_model *m, const lethe_seq_params *sp, const char *prompt, const eval_agree_cfg *cfg,
+static lethe_status run_prompt(lethe_ctx *ctx, const lethe_seq_params *sp, const char *prompt, const eval_agree_cfg *cfg,
                                int n_vocab, eval_agree_result *r, char *err, size_t err_size) {
+    const lethe_model *m = lethe_ctx_model(ctx);
     int n_prompt = lethe_tokenize(m, prompt, strlen(prompt), NULL, 0, true, false);
     if (n_prompt < 1) {
         snprintf(err, err_size, "cannot tokenize the prompt \"%.60s\"", prompt);
@@ -85,7 +86,7 @@ static lethe_status run_prompt(lethe_model *m, const lethe_seq_params *sp, const
     if (n_gen < 1) n_gen = 1;
 
     /* the policy's sequence first: a calibration pass (headwise) needs the free pool */
-    if (!(pol = eval_seq_open(m, sp, err, err_size))) {
+    if (!(pol = eval_seq_open(ctx, sp, err, err_size))) {
         st = LETHE_ERR_BUDGET;
         goto out;
     }
@@ -93,7 +94,7 @@ static lethe_status run_prompt(lethe_model *m, const lethe_seq_params *sp, const
     full.kv.name = "full";
     full.kv.budget = 0;
     char ref_err[256];
-    if (!(ref = lethe_seq_create(m, &full, ref_err, sizeof ref_err))) {
+    if (!(ref = lethe_seq_create(ctx, &full, ref_err, sizeof ref_err))) {
         snprintf(err, err_size, "full-cache reference: %s", ref_err);
         st = LETHE_ERR_BUDGET;
         goto out;
@@ -103,8 +104,8 @@ static lethe_status run_prompt(lethe_model *m, const lethe_seq_params *sp, const
         snprintf(err, err_size, "full-cache reference, prompt: %s", lethe_seq_error(ref));
         goto out;
     }
-    rb = used_bytes(m) - q;
-    if ((st = policy_step(m, pol, ids, n_prompt, lp, rb, &q, &r->cost))) {
+    rb = used_bytes(ctx) - q;
+    if ((st = policy_step(ctx, pol, ids, n_prompt, lp, rb, &q, &r->cost))) {
         snprintf(err, err_size, "prompt of %d tokens: %s", n_prompt, lethe_seq_error(pol));
         goto out;
     }
@@ -118,9 +119,9 @@ static lethe_status run_prompt(lethe_model *m, const lethe_seq_params *sp, const
             snprintf(err, err_size, "full-cache reference, step %d: %s", i, lethe_seq_error(ref));
             goto out;
         }
-        rb = used_bytes(m) - q;
+        rb = used_bytes(ctx) - q;
         double t0 = eval_now();
-        st = policy_step(m, pol, &t, 1, lp, rb, &q, &r->cost);
+        st = policy_step(ctx, pol, &t, 1, lp, rb, &q, &r->cost);
         r->cost.decode_seconds += eval_now() - t0;
         r->cost.decode_tokens++;
         if (st) {
@@ -137,8 +138,9 @@ out:
     return st;
 }
 
-lethe_status eval_agree(lethe_model *m, const lethe_seq_params *sp, const eval_agree_cfg *cfg, eval_progress *pg,
+lethe_status eval_agree(lethe_ctx *ctx, const lethe_seq_params *sp, const eval_agree_cfg *cfg, eval_progress *pg,
                         eval_agree_result *r, char *err, size_t err_size) {
+    const lethe_model *m = lethe_ctx_model(ctx);
     memset(r, 0, sizeof *r);
     if (cfg->n_prompts < 1) {
         snprintf(err, err_size, "no prompts");
@@ -148,7 +150,7 @@ lethe_status eval_agree(lethe_model *m, const lethe_seq_params *sp, const eval_a
     lethe_model_get_info(m, &info);
     for (int p = 0; p < cfg->n_prompts; p++) {
         char msg[400];
-        lethe_status st = run_prompt(m, sp, cfg->prompts[p], cfg, info.n_vocab, r, msg, sizeof msg);
+        lethe_status st = run_prompt(ctx, sp, cfg->prompts[p], cfg, info.n_vocab, r, msg, sizeof msg);
         if (st) {
             snprintf(err, err_size, "prompt %d: %s", p + 1, msg);
             return st;

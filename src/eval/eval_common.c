@@ -42,17 +42,17 @@ void eval_cost_merge(eval_cost *a, const eval_cost *b) {
     a->decode_seconds += b->decode_seconds;
 }
 
-lethe_seq *eval_seq_open(lethe_model *m, const lethe_seq_params *sp, char *err, size_t err_size) {
+lethe_seq *eval_seq_open(lethe_ctx *ctx, const lethe_seq_params *sp, char *err, size_t err_size) {
     /* creating may run a calibration pass (headwise) that borrows pages;
      * the peak restarts once it has given them back */
-    lethe_seq *s = lethe_seq_create(m, sp, err, err_size);
-    if (s) lethe_model_kv_reset_peak(m);
+    lethe_seq *s = lethe_seq_create(ctx, sp, err, err_size);
+    if (s) lethe_ctx_kv_reset_peak(ctx);
     return s;
 }
 
-void eval_cost_take_peak(lethe_model *m, eval_cost *c) {
+void eval_cost_take_peak(lethe_ctx *ctx, eval_cost *c) {
     lethe_kv_usage u;
-    lethe_model_kv_usage(m, &u);
+    lethe_ctx_kv_usage(ctx, &u);
     /* hot pool + cold tier (quest, mixed) */
     if (u.bytes_peak + u.cold_peak > c->kv_bytes_peak) c->kv_bytes_peak = u.bytes_peak + u.cold_peak;
     c->kv_page_bytes = u.page_bytes;

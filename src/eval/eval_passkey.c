@@ -115,8 +115,9 @@ char *eval_passkey_prompt(const lethe_model *m, int length, double depth, int ke
 }
 
 /* Runs one case; *ok is set when the answer holds the key. */
-static lethe_status run_case(lethe_model *m, const lethe_seq_params *sp, const char *prompt, int n_prompt, int key,
+static lethe_status run_case(lethe_ctx *ctx, const lethe_seq_params *sp, const char *prompt, int n_prompt, int key,
                              int n_gen, int n_vocab, FILE *log, bool *ok, eval_cost *cost, char *err, size_t err_size) {
+    const lethe_model *m = lethe_ctx_model(ctx);
     lethe_token *ids = malloc((size_t)n_prompt * sizeof *ids);
     float *logits = malloc((size_t)n_vocab * sizeof *logits);
     lethe_detok *dt = lethe_detok_create(m, false);
@@ -131,7 +132,7 @@ static lethe_status run_case(lethe_model *m, const lethe_seq_params *sp, const c
         goto out;
     }
     lethe_tokenize(m, prompt, strlen(prompt), ids, n_prompt, true, false);
-    if (!(s = eval_seq_open(m, sp, err, err_size))) {
+    if (!(s = eval_seq_open(ctx, sp, err, err_size))) {
         st = LETHE_ERR_BUDGET;
         goto out;
     }
@@ -167,7 +168,7 @@ static lethe_status run_case(lethe_model *m, const lethe_seq_params *sp, const c
         fprintf(log, "passkey %s: %d tokens, key %d, answer \"%s\"\n", *ok ? "right" : "wrong", n_prompt, key, answer);
     }
 out:
-    if (s) eval_cost_take_peak(m, cost);
+    if (s) eval_cost_take_peak(ctx, cost);
     lethe_seq_free(s);
     lethe_detok_free(dt);
     free(logits);
@@ -175,8 +176,9 @@ out:
     return st;
 }
 
-lethe_status eval_passkey(lethe_model *m, const lethe_seq_params *sp, const eval_passkey_cfg *cfg, eval_progress *pg,
+lethe_status eval_passkey(lethe_ctx *ctx, const lethe_seq_params *sp, const eval_passkey_cfg *cfg, eval_progress *pg,
                           eval_passkey_result *r, char *err, size_t err_size) {
+    const lethe_model *m = lethe_ctx_model(ctx);
     memset(r, 0, sizeof *r);
     if (cfg->n_lengths < 1 || cfg->n_depths < 1 || cfg->trials < 1 || cfg->n_gen < 1) {
         snprintf(err, err_size, "the pass-key test needs lengths, depths, trials and generated tokens");
@@ -204,7 +206,7 @@ lethe_status eval_passkey(lethe_model *m, const lethe_seq_params *sp, const eval
                 }
                 if (n_prompt > r->prompt_len[li]) r->prompt_len[li] = n_prompt;
                 bool ok = false;
-                st = run_case(m, sp, prompt, n_prompt, key, cfg->n_gen, info.n_vocab, cfg->log, &ok, &r->cost, err, err_size);
+                st = run_case(ctx, sp, prompt, n_prompt, key, cfg->n_gen, info.n_vocab, cfg->log, &ok, &r->cost, err, err_size);
                 free(prompt);
                 if (st) break;
                 r->correct[li * cfg->n_depths + di] += ok;

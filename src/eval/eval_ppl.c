@@ -37,8 +37,9 @@ int eval_ppl_n_windows(const lethe_model *m, int n_text, int ctx) {
     return (n_text + per - 1) / per;
 }
 
-lethe_status eval_ppl(lethe_model *m, const lethe_seq_params *sp, const lethe_token *text, int n_text,
+lethe_status eval_ppl(lethe_ctx *ctx, const lethe_seq_params *sp, const lethe_token *text, int n_text,
                       const eval_ppl_cfg *cfg, eval_progress *pg, eval_ppl_result *r, char *err, size_t err_size) {
+    const lethe_model *m = lethe_ctx_model(ctx);
     *r = (eval_ppl_result){0};
     if (cfg->ctx < 2 || cfg->batch < 1 || n_text < 1) {
         snprintf(err, err_size, "perplexity needs a window of at least 2 tokens and some text");
@@ -68,7 +69,7 @@ lethe_status eval_ppl(lethe_model *m, const lethe_seq_params *sp, const lethe_to
             eval_progress_step(pg, 1);
             continue;
         }
-        lethe_seq *s = eval_seq_open(m, sp, err, err_size);
+        lethe_seq *s = eval_seq_open(ctx, sp, err, err_size);
         if (!s) {
             st = LETHE_ERR_BUDGET;
             break;
@@ -91,7 +92,7 @@ lethe_status eval_ppl(lethe_model *m, const lethe_seq_params *sp, const lethe_to
         }
         r->cost.decode_seconds += eval_now() - t0;
         r->cost.decode_tokens += n_win - 1;
-        eval_cost_take_peak(m, &r->cost);
+        eval_cost_take_peak(ctx, &r->cost);
         lethe_seq_free(s);
         eval_progress_step(pg, 1);
     }

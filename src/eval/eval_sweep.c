@@ -13,7 +13,7 @@ const char EVAL_CSV_HEADER[] =
 
 static long units_per_config(const eval_sweep_cfg *c) {
     long u = 0;
-    if (c->do_ppl) u += eval_ppl_n_windows(c->m, c->n_text, c->ppl.ctx);
+    if (c->do_ppl) u += eval_ppl_n_windows(lethe_ctx_model(c->engine), c->n_text, c->ppl.ctx);
     if (c->do_passkey) u += eval_passkey_n_cases(&c->passkey);
     if (c->do_agree) u += c->agree.n_prompts;
     return u;
@@ -46,21 +46,21 @@ static void run_row(const eval_sweep_cfg *c, eval_row *row, const char *tag) {
         eval_progress_label(pg, label);
         long start = pg ? pg->done : 0;
         eval_ppl_result r;
-        if (eval_ppl(c->m, &sp, c->text, c->n_text, &c->ppl, pg, &r, err, sizeof err) == LETHE_OK) {
+        if (eval_ppl(c->engine, &sp, c->text, c->n_text, &c->ppl, pg, &r, err, sizeof err) == LETHE_OK) {
             row->has_ppl = true;
             row->ppl = r.ppl;
             eval_cost_merge(&cost, &r.cost);
         } else {
             add_note(row, "ppl", err);
         }
-        skip_units(pg, start, eval_ppl_n_windows(c->m, c->n_text, c->ppl.ctx));
+        skip_units(pg, start, eval_ppl_n_windows(lethe_ctx_model(c->engine), c->n_text, c->ppl.ctx));
     }
     if (c->do_passkey) {
         snprintf(label, sizeof label, "%s passkey", tag);
         eval_progress_label(pg, label);
         long start = pg ? pg->done : 0;
         eval_passkey_result r;
-        if (eval_passkey(c->m, &sp, &c->passkey, pg, &r, err, sizeof err) == LETHE_OK) {
+        if (eval_passkey(c->engine, &sp, &c->passkey, pg, &r, err, sizeof err) == LETHE_OK) {
             row->has_passkey = true;
             row->passkey_acc = r.accuracy;
             eval_cost_merge(&cost, &r.cost);
@@ -75,7 +75,7 @@ static void run_row(const eval_sweep_cfg *c, eval_row *row, const char *tag) {
         eval_progress_label(pg, label);
         long start = pg ? pg->done : 0;
         eval_agree_result r;
-        if (eval_agree(c->m, &sp, &c->agree, pg, &r, err, sizeof err) == LETHE_OK) {
+        if (eval_agree(c->engine, &sp, &c->agree, pg, &r, err, sizeof err) == LETHE_OK) {
             row->has_agree = true;
             row->agree = r.agree;
             row->kl = r.kl;

@@ -1,26 +1,48 @@
-/* The forward pass, written once for every architecture: a batch of tokens
- * at given positions goes through all layers, appending its keys and values
- * to the sequence's KV streams (n_layer x n_head_kv of them, layer-major). */
+/* The forward pass, written once for every architecture: a batch of rows
+ * (token, position), grouped by sequence, goes through all layers. Weight
+ * matrices are read once per chunk of rows for every sequence in it; the
+ * attention of each group is delegated to the caller (the runtime owns the
+ * KV cache, its tiers and policies; this layer knows nothing of them). */
 #ifndef LETHE_FORWARD_H
 #define LETHE_FORWARD_H
 
-#include "kv/kv_cold.h"
 #include "model/model.h"
+#include "tensor/matmul.h"
+#include "tensor/threadpool.h"
+
+/* Rows per pass through the layers: bounds the activation scratch while
+ * keeping the batched matmuls efficient. */
+#define FWD_CHUNK 256
 
 typedef struct {
-    kv_stream *streams;          /* n_layer * n_head_kv */
-    const attn_stats_cfg *stats; /* NULL: no attention statistics */
-    kv_cold *cold;               /* NULL, or the cold tier of each stream, attended too */
-    int cold_pages;              /* > 0: attend only this many cold pages per stream, by key bound (Quest); 0: all */
-} forward_state;
+    const lethe_token *ids;  /* n token ids */
+    const int32_t *pos;      /* n RoPE positions */
+    int n;
+    const int *group_start;  /* n_groups + 1 row offsets: group g is rows [group_start[g], group_start[g + 1]) */
+    int n_groups;
+    const int *out_rows;     /* ascending rows whose logits are wanted */
+    int n_out;
+} fwd_batch;
 
-/* Pages the pool must have free for n more tokens in these streams. */
-size_t forward_pages_needed(const lethe_model *m, const kv_stream *streams, int n);
+/* Attention of rows [0, n) of one group at one layer: q is n x n_head x
+ * head_dim, k and v n x n_head_kv x head_dim (RoPE applied), out like q. The
+ * callee appends k and v to the group's cache before attending. */
+typedef lethe_status (*fwd_attend_fn)(void *user, int group, int layer, const float *q, const float *k,
+                                      const float *v, const int32_t *pos, int n, float *out, char *err);
 
-/* Runs n tokens. logits: NULL, or n_vocab floats for the last token, or
- * n x n_vocab when all_logits. Returns LETHE_OK or an error (message in
- * err); on LETHE_ERR_BUDGET nothing was appended. */
-lethe_status forward_batch(lethe_model *m, forward_state *fs, const lethe_token *ids, const int32_t *pos, int n,
-                           float *logits, bool all_logits, char *err);
+typedef struct {
+    threadpool *tp;
+    lt_workspace *ws;
+    float *scratch;          /* forward_scratch_floats(m, min(n, FWD_CHUNK)) floats */
+    fwd_attend_fn attend;
+    void *user;
+} fwd_engine;
+
+/* Activation floats for a chunk of n rows. */
+size_t forward_scratch_floats(const lethe_model *m, int n);
+
+/* Runs the batch; logits receives one n_vocab row per out_rows entry (may be
+ * NULL when n_out is 0). Returns LETHE_OK or an error (message in err). */
+lethe_status forward_run(const lethe_model *m, const fwd_engine *e, const fwd_batch *b, float *logits, char *err);
 
 #endif

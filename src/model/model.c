@@ -22,8 +22,6 @@ float *model_own(lethe_model *m, size_t n_floats) {
 void model_destroy(lethe_model *m) {
     if (!m) return;
     tokenizer_free(m->tok);
-    tp_free(m->tp);
-    lt_workspace_free(&m->ws);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);

@@ -1,4 +1,6 @@
-/* The model: hyper-parameters and weights, loaded from a GGUF file or a
+/* The model: hyper-parameters, weights and tokenizer, immutable once loaded
+ * (contexts on many threads share it; the engine state lives in
+ * runtime/ctx.h). Hyper-parameters and weights loaded from a GGUF file or a
  * llama2.c checkpoint into the same structure so one forward pass serves
  * both. Weights are views into the file mapping unless a conversion was
  * needed (norm vectors and biases are always held as F32). */
@@ -9,13 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "attn/attn.h"
 #include "format/gguf.h"
-#include "kv/kv_pool.h"
-#include "kv/kv_stream.h"
 #include "lethe.h"
-#include "tensor/matmul.h"
-#include "tensor/threadpool.h"
 #include "tensor/types.h"
 #include "tokenize/tokenizer.h"
 #include "util/error.h"
@@ -67,17 +64,6 @@ struct lethe_model {
     uint64_t n_params, weight_bytes;
 
     tokenizer *tok;
-    threadpool *tp;
-    lt_workspace ws;
-    lethe_model_params params;
-
-    /* the engine instance: one KV pool, attention and forward scratch */
-    kv_pool *kv;
-    attn_scratch *attn;
-    float *scratch;         /* forward activations for one chunk */
-    size_t scratch_floats;
-    kv_pool *cold_view;     /* F32 pages into which cold-tier pages are loaded to be attended */
-    size_t cold_bytes, cold_peak; /* cold tiers of all sequences */
 
     /* storage behind the views */
     gguf_file *gguf;            /* GGUF models */

@@ -53,11 +53,16 @@ typedef struct {
 
 typedef struct kv_policy kv_policy;
 
+/* Scratch entry for ranking cold pages (cold_pages). */
+typedef struct {
+    float bound;
+    int page;
+} page_rank;
+
 typedef struct {
     const char *name;
     const char *summary;           /* one line for --help */
     bool needs_stats;              /* turn the attention statistics hook on */
-    bool obs_window_only;          /* in prefill, statistics from the last obs_window queries only (SnapKV) */
     bool may_evict;                /* false for "full": exceeding the budget is an error */
     bool needs_calibration;        /* the runtime supplies view->head_reach */
     /* Cold tier (quest, mixed): demoted slots are kept quantised to
@@ -65,12 +70,21 @@ typedef struct {
     bool cold_tier;
     lt_type cold_dtype;
     bool cold_in_budget;           /* true: hot + cold bytes fit the budget (mixed); false: only hot (quest) */
-    bool cold_select;              /* true: attend the top quest_pages cold pages by key bound; false: all */
     int aux_width;                 /* per-slot floats of policy state (0: none) */
     /* Optional: per-stream slot budgets whose sum is at most
      * n_streams * budget (each a multiple of the page size unless it equals
      * budget). NULL: every stream gets `budget`. */
     lethe_status (*budgets)(kv_policy *p, const policy_view *v, int budget, int *out);
+    /* Optional: of a chunk of n queries, the first whose attention counts in
+     * the statistics (an observation window, SnapKV); NULL: all of them. */
+    int (*stats_from)(const kv_policy *p, int n);
+    /* Optional (cold tier): which cold pages of one stream the queries
+     * attend. q holds n_tok tokens x n_head heads x head_dim; the stream is
+     * KV head h of group size G. Writes page indices into sel (room for
+     * cold->n_pages) using rank (cold->n_pages page_rank entries of
+     * scratch) and returns their count. NULL: every page. */
+    int (*cold_pages)(const kv_policy *p, const kv_cold *cold, const float *q, int n_tok, int n_head, int h, int G,
+                      int *sel, void *rank);
     /* Called after every forward step (prompt chunk or decode token). */
     void (*observe)(kv_policy *p, const policy_view *v);
     /* Make every stream s hold at most target[s] slots by clearing keep

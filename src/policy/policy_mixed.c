@@ -109,7 +109,6 @@ const kv_policy_ops policy_mixed_ops = {
     .cold_tier = true,
     .cold_dtype = LT_Q4_0,
     .cold_in_budget = true,
-    .cold_select = false,
     .budgets = budgets,
     .plan = plan,
 };

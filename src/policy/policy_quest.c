@@ -7,7 +7,41 @@
  * cold tier (Q8_0 pages with per-dimension key min / max), never dropped.
  * The forward pass attends the hot tier plus the quest_pages cold pages
  * with the largest upper bound of q.k, merged exactly by log-sum-exp. */
+#include <math.h>
+#include <stdlib.h>
+
 #include "policy/policy.h"
+
+static int cmp_rank_desc(const void *a, const void *b) {
+    const page_rank *x = a, *y = b;
+    return (x->bound < y->bound) - (x->bound > y->bound);
+}
+
+/* The quest_pages pages (default: the budget's worth) with the largest
+ * bound max_d(q_d kmin_d, q_d kmax_d), maximised over the chunk's queries of
+ * the group. */
+static int cold_pages(const kv_policy *p, const kv_cold *cold, const float *q, int n_tok, int n_head, int h, int G,
+                      int *sel, void *scratch) {
+    const int np = cold->n_pages, hd = cold->head_dim, P = cold->page_slots;
+    int want = p->params.quest_pages > 0 ? p->params.quest_pages : (p->params.budget + P - 1) / P;
+    if (want >= np) {
+        for (int i = 0; i < np; i++) sel[i] = i;
+        return np;
+    }
+    page_rank *r = scratch;
+    for (int pg = 0; pg < np; pg++) {
+        r[pg].page = pg;
+        r[pg].bound = -INFINITY;
+        for (int t = 0; t < n_tok; t++)
+            for (int g = 0; g < G; g++) {
+                float b = kv_cold_bound(cold, pg, q + ((long)t * n_head + (long)h * G + g) * hd, 1.0f);
+                if (b > r[pg].bound) r[pg].bound = b;
+            }
+    }
+    qsort(r, (size_t)np, sizeof *r, cmp_rank_desc);
+    for (int i = 0; i < want; i++) sel[i] = r[i].page;
+    return want;
+}
 
 static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, policy_plan *out) {
     const int n_streams = v->n_layer * v->n_head_kv;
@@ -33,6 +67,6 @@ const kv_policy_ops policy_quest_ops = {
     .cold_tier = true,
     .cold_dtype = LT_Q8_0,
     .cold_in_budget = false,
-    .cold_select = true,
+    .cold_pages = cold_pages,
     .plan = plan,
 };

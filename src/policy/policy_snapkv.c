@@ -2,7 +2,7 @@
  *
  * The last obs_window queries of a prompt chunk (the observation window)
  * vote for the prompt slots they attend to: the runtime computes the
- * statistics of a chunk from those queries only (obs_window_only), and
+ * statistics of a chunk from those queries only (stats_from), and
  * observe() max-pools the votes over neighbouring positions (width
  * pool_kernel, so a selected slot brings its neighbours along) and stores
  * them in aux. plan() keeps, per KV head, the sinks, the recent window and
@@ -97,11 +97,16 @@ static void destroy(kv_policy *p) {
     p->state = NULL;
 }
 
+static int stats_from(const kv_policy *p, int n) {
+    int w = p->params.obs_window;
+    return w > 0 && n > w ? n - w : 0;
+}
+
 const kv_policy_ops policy_snapkv_ops = {
     .name = "snapkv",
     .summary = "SnapKV: prompt slots voted for by the last obs-window queries (max-pooled) + recent window",
     .needs_stats = true,
-    .obs_window_only = true,
+    .stats_from = stats_from,
     .may_evict = true,
     .aux_width = 1,
     .observe = observe,

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/forward.h"
+#include "util/alloc.h"
 
 #define CALIB_MAGIC "lethe-headwise-calibration v1"
 #define CALIB_MAX_TOKENS 256
@@ -65,57 +65,60 @@ static lethe_status save(const char *path, const hparams *hp, int window, const 
     return ok ? LETHE_OK : set_error(err, LETHE_ERR_IO, "cannot write calibration '%s'", path);
 }
 
-static lethe_status measure(lethe_model *m, int window, float *reach, char *err) {
+static lethe_status measure(lethe_ctx *c, int window, float *reach, char *err) {
+    const lethe_model *m = c->m;
     const hparams *hp = &m->hp;
     const int n_streams = hp->n_layer * hp->n_head_kv;
-    const size_t P = (size_t)kv_pool_page_slots(m->kv);
-    /* the tokens must fit in the pool next to nothing else */
-    size_t fit = kv_pool_pages_free(m->kv) / (size_t)n_streams * P;
+    const size_t P = (size_t)kv_pool_page_slots(c->kv);
+    /* the tokens must fit in the pool next to what it holds already */
+    size_t fit = kv_pool_pages_free(c->kv) / (size_t)n_streams * P;
     lethe_token ids[CALIB_MAX_TOKENS];
     int n = tokenizer_encode(m->tok, CALIB_TEXT, strlen(CALIB_TEXT), ids, CALIB_MAX_TOKENS, true, false);
     if (n > CALIB_MAX_TOKENS) n = CALIB_MAX_TOKENS;
     if ((size_t)n > fit) n = (int)fit;
+    if (n > c->params.n_ctx) n = c->params.n_ctx;
     if (n <= window + 1)
-        return set_error(err, LETHE_ERR_BUDGET, "calibration needs more than %d tokens of KV room (window %d), the pool has %zu",
-                         window + 1, window, fit);
-    kv_stream *streams = calloc((size_t)n_streams, sizeof *streams);
-    double *far = calloc((size_t)n_streams, sizeof *far), *total = calloc((size_t)n_streams, sizeof *total);
-    lethe_status st = streams && far && total ? LETHE_OK : LETHE_ERR_NOMEM;
-    for (int i = 0; i < n_streams && !st; i++) {
-        kv_stream_init(&streams[i]);
-        st = kv_stream_enable_stats(&streams[i]);
-    }
+        return set_error(err, LETHE_ERR_BUDGET,
+                         "calibration needs more than %d tokens of KV room (window %d), the context gives %d; "
+                         "use a smaller --kv-window or a calibration file made with a larger context",
+                         window + 1, window, n);
+    lethe_seq_params sp = lethe_seq_default_params();
+    char serr[LETHE_ERR_MAX];
+    lethe_seq *s = lethe_seq_create(c, &sp, serr, sizeof serr);
+    double *far = lt_calloc((size_t)n_streams, sizeof *far), *total = lt_calloc((size_t)n_streams, sizeof *total);
+    lethe_status st = s && far && total ? LETHE_OK : LETHE_ERR_NOMEM;
+    for (int i = 0; i < n_streams && !st; i++) st = kv_stream_enable_stats(&s->streams[i]);
+    if (s) s->calibrating = true;
     for (int t = 0; t < n && !st; t++) {
-        int32_t pos = t;
-        attn_stats_cfg cfg = {1, 1.0f, t};
-        forward_state fs = {.streams = streams, .stats = &cfg};
-        st = forward_batch(m, &fs, &ids[t], &pos, 1, NULL, false, err);
-        for (int i = 0; i < n_streams && !st; i++) {
-            const kv_stream *s = &streams[i];
-            for (int j = 0; j < s->n; j++) {
-                total[i] += s->attn_last[j];
-                if (s->pos[j] < t - window) far[i] += s->attn_last[j];
+        if ((st = lethe_seq_decode(s, ids[t], NULL))) {
+            snprintf(err, LETHE_ERR_MAX, "calibration: %.400s", s->err);
+            break;
+        }
+        for (int i = 0; i < n_streams; i++) {
+            const kv_stream *k = &s->streams[i];
+            for (int j = 0; j < k->n; j++) {
+                total[i] += k->attn_last[j];
+                if (k->pos[j] < t - window) far[i] += k->attn_last[j];
             }
         }
     }
     for (int i = 0; i < n_streams && !st; i++) reach[i] = total[i] > 0 ? (float)(far[i] / total[i]) : 0.0f;
-    if (streams)
-        for (int i = 0; i < n_streams; i++) kv_stream_free(m->kv, &streams[i]);
-    free(streams);
-    free(far);
-    free(total);
+    lethe_seq_free(s);
+    lt_free(far);
+    lt_free(total);
     if (st == LETHE_ERR_NOMEM) set_error(err, st, "calibration: out of memory");
     return st;
 }
 
-lethe_status calibrate_load_or_run(lethe_model *m, const policy_params *params, float *reach, char *err) {
+lethe_status calibrate_load_or_run(lethe_ctx *c, const policy_params *params, float *reach, char *err) {
+    const lethe_model *m = c->m;
     const int window = policy_window_for(params, params->budget); /* the window the policy will keep */
     FILE *f = params->calib_path ? fopen(params->calib_path, "r") : NULL;
     if (f) {
         fclose(f);
         return load(params->calib_path, &m->hp, window, reach, err);
     }
-    lethe_status st = measure(m, window, reach, err);
+    lethe_status st = measure(c, window, reach, err);
     if (!st && params->calib_path) st = save(params->calib_path, &m->hp, window, reach, err);
     return st;
 }

@@ -4,14 +4,13 @@
 #ifndef LETHE_CALIBRATE_H
 #define LETHE_CALIBRATE_H
 
-#include "model/model.h"
-#include "policy/policy.h"
+#include "runtime/engine.h"
 
 /* Fills reach[n_layer * n_head_kv] with each stream's share of attention
  * mass that went to slots older than the recent window (params->window,
  * or a quarter of params->budget). Reads params->calib_path when it exists;
  * otherwise measures on the built-in calibration text and, when
  * calib_path is set, writes the file. Message in err on failure. */
-lethe_status calibrate_load_or_run(lethe_model *m, const policy_params *params, float *reach, char *err);
+lethe_status calibrate_load_or_run(lethe_ctx *c, const policy_params *params, float *reach, char *err);
 
 #endif

@@ -1,0 +1,97 @@
+/* Attention of one sequence at one layer: its new keys and values go into
+ * its hot streams, the queries attend them, and, for policies with a cold
+ * tier, the cold pages the policy picks (loaded into the context's staging
+ * pool) are attended too and merged exactly by log-sum-exp. */
+#include <math.h>
+
+#include "runtime/engine.h"
+#include "util/alloc.h"
+
+lethe_status attend_reserve(lethe_ctx *c, int rows, int max_cold_pages) {
+    const hparams *hp = &c->m->hp;
+    if (rows > FWD_CHUNK) rows = FWD_CHUNK;
+    if ((size_t)rows > c->merge_rows) {
+        size_t qd = (size_t)hp->n_head * hp->head_dim, nh = (size_t)hp->n_head;
+        float *a = lt_realloc(c->att2, (size_t)rows * qd * sizeof *a);
+        if (a) c->att2 = a;
+        float *l = a ? lt_realloc(c->lse, (size_t)rows * nh * sizeof *l) : NULL;
+        if (l) c->lse = l;
+        float *l2 = l ? lt_realloc(c->lse2, (size_t)rows * nh * sizeof *l2) : NULL;
+        if (l2) c->lse2 = l2;
+        if (!l2) return LETHE_ERR_NOMEM;
+        c->merge_rows = (size_t)rows;
+    }
+    if (max_cold_pages > 0) {
+        size_t need = (size_t)max_cold_pages * (sizeof(page_rank) + sizeof(int));
+        if (need > c->rank_bytes) {
+            void *r = lt_realloc(c->rank, need);
+            if (!r) return LETHE_ERR_NOMEM;
+            c->rank = r;
+            c->rank_bytes = need;
+        }
+        /* staging: room for every chosen page of every KV head of a layer */
+        size_t want = (size_t)max_cold_pages * (size_t)hp->n_head_kv + (size_t)hp->n_head_kv;
+        if (!c->cold_view || kv_pool_n_pages(c->cold_view) < want) {
+            for (int h = 0; h < hp->n_head_kv; h++) kv_stream_free(c->cold_view, &c->views[h]);
+            kv_pool_free(c->cold_view);
+            kv_pool_params kp = {kv_pool_page_slots(c->kv), hp->head_dim, LT_F32, want * 2};
+            char perr[LETHE_ERR_MAX];
+            c->cold_view = kv_pool_create(&kp, perr);
+            if (!c->cold_view) return LETHE_ERR_NOMEM;
+        }
+    }
+    return LETHE_OK;
+}
+
+/* Loads the cold pages of stream h (layer l) that s's policy picks for the
+ * queries q into the view stream. */
+static lethe_status load_cold(lethe_ctx *c, lethe_seq *s, int l, int h, const float *q, int n, kv_stream *view) {
+    const hparams *hp = &c->m->hp;
+    const kv_cold *cold = &s->cold[(long)l * hp->n_head_kv + h];
+    const int np = cold->n_pages;
+    if (np == 0) return LETHE_OK;
+    int *sel = (int *)(void *)((page_rank *)c->rank + np);
+    int n_sel = np;
+    if (s->policy->ops->cold_pages)
+        n_sel = s->policy->ops->cold_pages(s->policy, cold, q, n, hp->n_head, h, hp->n_head / hp->n_head_kv, sel, c->rank);
+    else
+        for (int i = 0; i < np; i++) sel[i] = i;
+    return kv_cold_load(cold, sel, n_sel, c->cold_view, view);
+}
+
+static lethe_status attend_cold(lethe_ctx *c, lethe_seq *s, int l, const float *q, const int32_t *pos, int n, float *out,
+                                char *err) {
+    const hparams *hp = &c->m->hp;
+    const int H = hp->n_head_kv, hd = hp->head_dim;
+    bool any = false;
+    for (int h = 0; h < H; h++) any |= s->cold[(long)l * H + h].n_pages > 0;
+    if (!any) return LETHE_OK;
+    lethe_status st = LETHE_OK;
+    for (int h = 0; h < H && !st; h++) st = load_cold(c, s, l, h, q, n, &c->views[h]);
+    if (!st) {
+        attn_layer al = {c->cold_view, c->views, hp->n_head, H, hd, 1.0f / sqrtf((float)hd)};
+        if (attn_forward_lse(c->tp, c->attn, &al, q, pos, n, c->att2, c->lse2, NULL) != 0) st = LETHE_ERR_NOMEM;
+        else attn_merge_lse(out, c->lse, c->att2, c->lse2, n * hp->n_head, hd);
+    }
+    for (int h = 0; h < H; h++) kv_stream_free(c->cold_view, &c->views[h]);
+    return st ? set_error(err, st, "forward: cold-tier attention failed (%s)", lethe_status_name(st)) : LETHE_OK;
+}
+
+lethe_status attend_group(void *user, int group, int layer, const float *q, const float *k, const float *v,
+                          const int32_t *pos, int n, float *out, char *err) {
+    attend_ctx *a = user;
+    lethe_ctx *c = a->c;
+    lethe_seq *s = a->seqs[group];
+    const hparams *hp = &c->m->hp;
+    const int hd = hp->head_dim, kvd = hp->n_head_kv * hd;
+    kv_stream *streams = s->streams + (long)layer * hp->n_head_kv;
+    for (int h = 0; h < hp->n_head_kv; h++) {
+        lethe_status st = kv_stream_append(c->kv, &streams[h], k + (long)h * hd, v + (long)h * hd, kvd, kvd, pos, n);
+        if (st) return set_error(err, st, "forward: cannot append to the KV cache (%s)", lethe_status_name(st));
+    }
+    const attn_stats_cfg *stats = a->stats[group].enabled ? &a->stats[group] : NULL;
+    attn_layer al = {c->kv, streams, hp->n_head, hp->n_head_kv, hd, 1.0f / sqrtf((float)hd)};
+    if (attn_forward_lse(c->tp, c->attn, &al, q, pos, n, out, s->cold ? c->lse : NULL, stats) != 0)
+        return set_error(err, LETHE_ERR_NOMEM, "forward: attention scratch allocation failed");
+    return s->cold ? attend_cold(c, s, layer, q, pos, n, out, err) : LETHE_OK;
+}

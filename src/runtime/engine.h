@@ -1,0 +1,105 @@
+/* The running engine: a context (one KV pool, threads, scratch, accounting)
+ * and the sequences in it. The data path of a step reads
+ *   lethe_ctx_decode / lethe_seq_append (runtime/step.c)
+ *     -> policies make room (runtime/room.c, kv/)
+ *     -> forward pass over all rows (model/forward.c)
+ *     -> per sequence and layer: KV append + attention over the hot pool and
+ *        the cold tier (runtime/attend.c -> attn/, kv/)
+ *     -> policies observe the attention statistics. */
+#ifndef LETHE_ENGINE_H
+#define LETHE_ENGINE_H
+
+#include "attn/attn.h"
+#include "kv/kv_cold.h"
+#include "kv/kv_pool.h"
+#include "kv/kv_stream.h"
+#include "model/forward.h"
+#include "model/model.h"
+#include "policy/policy.h"
+#include "tensor/matmul.h"
+#include "tensor/threadpool.h"
+#include "util/error.h"
+
+struct lethe_ctx {
+    const lethe_model *m;
+    lethe_ctx_params params;    /* resolved: no zeros left */
+    threadpool *tp;
+    lt_workspace ws;
+    kv_pool *kv;
+    attn_scratch *attn;
+    float *act;                 /* forward activations for one chunk */
+    size_t act_floats;
+    /* cold-tier attention: staging pool the chosen cold pages are loaded
+     * into, one view stream per KV head, merge buffers for FWD_CHUNK rows */
+    kv_pool *cold_view;
+    kv_stream *views;
+    float *att2, *lse, *lse2;
+    size_t merge_rows;
+    void *rank;                 /* cold page ranking scratch */
+    size_t rank_bytes;
+    size_t cold_bytes, cold_peak; /* cold tiers of all sequences */
+    /* a step's rows regrouped by sequence */
+    struct step_scratch *step;
+    lethe_seq **seqs;           /* every live sequence */
+    int n_seqs, cap_seqs;
+    char err[LETHE_ERR_MAX];
+};
+
+struct lethe_seq {
+    lethe_ctx *c;
+    kv_stream *streams;         /* n_layer * n_head_kv, layer-major */
+    int n_streams;
+    int32_t pos_next;           /* RoPE position of the next token */
+    int32_t n_tokens;           /* tokens run so far: the statistics clock */
+    int n_ctx;
+    kv_policy *policy;
+    char *policy_name, *calib_path; /* owned copies the policy's params point at */
+    float *head_reach;          /* calibration, for policies that need it */
+    kv_cold *cold;              /* cold tier per stream, for policies that have one */
+    int cold_capacity;          /* slots per stream's cold tier; -1 unbounded */
+    size_t cold_bytes;          /* this sequence's share of c->cold_bytes */
+    uint8_t **demote, **cold_keep; /* plan scratch for the cold tier */
+    int *cold_keep_cap;
+    int *budget;                /* slot budget of each stream */
+    int min_budget;
+    int *target;                /* plan scratch */
+    uint8_t **keep;             /* plan scratch: one mask per stream */
+    int *keep_cap;
+    int *idx;                   /* demotion scratch */
+    float *score;
+    int idx_cap;
+    int *n_before;              /* each stream's slots before a step (rollback) */
+    bool calibrating;           /* statistics on for every query (runtime/calibrate.c) */
+    char err[LETHE_ERR_MAX];
+};
+
+/* Policy view of a sequence. */
+policy_view seq_view(const lethe_seq *s, bool prefill);
+/* Keeps the context-wide count of cold-tier bytes in step with s. */
+void seq_account_cold(lethe_seq *s);
+/* Frees room for c more tokens in every stream (the policy's plan). */
+lethe_status seq_make_room(lethe_seq *s, int c);
+/* The statistics the attention hook should gather for a chunk of n rows
+ * of s (cfg->enabled 0: none). */
+void seq_stats_cfg(const lethe_seq *s, int n, attn_stats_cfg *cfg);
+
+/* Attention of one group (a sequence's rows) at one layer: the
+ * fwd_attend_fn of the step. */
+typedef struct {
+    lethe_ctx *c;
+    lethe_seq **seqs;           /* per group */
+    const attn_stats_cfg *stats; /* per group */
+} attend_ctx;
+lethe_status attend_group(void *user, int group, int layer, const float *q, const float *k, const float *v,
+                          const int32_t *pos, int n, float *out, char *err);
+/* Grows the merge and ranking scratch for rows x (cold pages) before a step. */
+lethe_status attend_reserve(lethe_ctx *c, int rows, int max_cold_pages);
+
+/* One forward step of rows (token, sequence); want[r] asks for row r's
+ * logits (NULL: each sequence's last row), written in row order. Error
+ * message in *err_out's buffer. */
+lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const *seqs, const bool *want, int n,
+                      float *logits, char *err);
+void step_scratch_free(struct step_scratch *s);
+
+#endif

@@ -1,0 +1,114 @@
+/* Making room: before a chunk runs, the sequence's policy plans which slots
+ * leave each stream that would pass its budget, and the plan is carried out
+ * (cold-tier drops, demotions, hot drops). */
+#include <string.h>
+
+#include "runtime/engine.h"
+#include "util/alloc.h"
+
+/* Grows the plan masks to the streams' current sizes and presets them. */
+static lethe_status prepare_masks(lethe_seq *s) {
+    for (int i = 0; i < s->n_streams; i++) {
+        int n = s->streams[i].n;
+        if (n > s->keep_cap[i]) {
+            uint8_t *k = lt_realloc(s->keep[i], (size_t)n);
+            if (k) s->keep[i] = k;
+            uint8_t *d = s->cold && k ? lt_realloc(s->demote[i], (size_t)n) : NULL;
+            if (d) s->demote[i] = d;
+            if (!k || (s->cold && !d)) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+            s->keep_cap[i] = n;
+        }
+        memset(s->keep[i], 1, (size_t)n);
+        if (s->cold) {
+            int nc = s->cold[i].n_slots;
+            if (nc > s->cold_keep_cap[i]) {
+                uint8_t *k = lt_realloc(s->cold_keep[i], (size_t)nc);
+                if (!k) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+                s->cold_keep[i] = k;
+                s->cold_keep_cap[i] = nc;
+            }
+            if (n) memset(s->demote[i], 0, (size_t)n);
+            if (nc) memset(s->cold_keep[i], 1, (size_t)nc);
+        }
+    }
+    return LETHE_OK;
+}
+
+static lethe_status grow_idx(lethe_seq *s, int n) {
+    if (n <= s->idx_cap) return LETHE_OK;
+    int *ni = lt_realloc(s->idx, (size_t)n * sizeof *ni);
+    if (ni) s->idx = ni;
+    float *ns = ni ? lt_realloc(s->score, (size_t)n * sizeof *ns) : NULL;
+    if (ns) s->score = ns;
+    if (!ni || !ns) return LETHE_ERR_NOMEM;
+    s->idx_cap = n;
+    return LETHE_OK;
+}
+
+lethe_status seq_make_room(lethe_seq *s, int c) {
+    bool over = false;
+    for (int i = 0; i < s->n_streams; i++) {
+        int n = s->streams[i].n;
+        s->target[i] = n + c > s->budget[i] ? s->budget[i] - c : n;
+        if (s->target[i] < 0) s->target[i] = 0;
+        over |= s->target[i] < n;
+    }
+    if (!over) return LETHE_OK;
+    lethe_status st = prepare_masks(s);
+    if (st) return st;
+    policy_view v = seq_view(s, false);
+    policy_plan plan = {s->keep, s->cold ? s->demote : NULL, s->cold ? s->cold_keep : NULL};
+    st = s->policy->ops->plan(s->policy, &v, s->target, &plan);
+    if (st) return set_error(s->err, st, "policy %s: %s", s->policy->ops->name, s->policy->err);
+    for (int i = 0; i < s->n_streams && !st; i++) {
+        kv_stream *str = &s->streams[i];
+        int kept = 0, n = str->n;
+        for (int j = 0; j < n; j++) kept += s->keep[i][j] != 0;
+        if (kept > s->target[i])
+            return set_error(s->err, LETHE_ERR_BUDGET, "policy %s kept %d slots in stream %d, over its target %d",
+                             s->policy->ops->name, kept, i, s->target[i]);
+        if (s->cold) {
+            kv_cold *cold = &s->cold[i];
+            bool drop_cold = false;
+            for (int j = 0; j < cold->n_slots; j++) drop_cold |= !s->cold_keep[i][j];
+            if (drop_cold && (st = kv_cold_compact(cold, s->cold_keep[i]))) break;
+            int nd = 0;
+            for (int j = 0; j < n; j++) nd += !s->keep[i][j] && s->demote[i][j];
+            if (nd) {
+                if ((st = grow_idx(s, nd))) break;
+                nd = 0;
+                for (int j = 0; j < n; j++)
+                    if (!s->keep[i][j] && s->demote[i][j]) {
+                        s->idx[nd] = j;
+                        s->score[nd++] = str->attn_acc ? str->attn_acc[j] : 0.0f;
+                    }
+                if ((st = kv_cold_add(cold, s->c->kv, str, s->idx, s->score, nd))) break;
+            }
+            if (s->cold_capacity >= 0 && cold->n_slots > s->cold_capacity) {
+                seq_account_cold(s);
+                return set_error(s->err, LETHE_ERR_BUDGET, "policy %s left %d cold slots in stream %d, over its capacity %d",
+                                 s->policy->ops->name, cold->n_slots, i, s->cold_capacity);
+            }
+        }
+        if (kept < n && (st = kv_stream_compact(s->c->kv, str, s->keep[i]))) break;
+    }
+    seq_account_cold(s);
+    if (st) return set_error(s->err, st, "compacting the KV cache failed (%s)", lethe_status_name(st));
+    return LETHE_OK;
+}
+
+void seq_stats_cfg(const lethe_seq *s, int n, attn_stats_cfg *cfg) {
+    const kv_policy *p = s->policy;
+    memset(cfg, 0, sizeof *cfg);
+    if (s->calibrating) {
+        cfg->enabled = 1;
+        cfg->hit_threshold = 1.0f;
+        cfg->step = s->n_tokens + n - 1;
+        return;
+    }
+    if (!p->ops->needs_stats) return;
+    cfg->enabled = 1;
+    cfg->hit_threshold = p->params.hit_threshold;
+    cfg->step = s->n_tokens + n - 1;
+    cfg->from_query = p->ops->stats_from ? p->ops->stats_from(p, n) : 0;
+}

@@ -1,0 +1,295 @@
+/* A step: rows of tokens from any sequences of one context, regrouped by
+ * sequence, after each sequence's policy made room, through one forward
+ * pass. lethe_seq_append is the one-sequence case (streaming a long prompt
+ * through in chunks when the policy may evict). */
+#include <string.h>
+
+#include "runtime/engine.h"
+#include "util/alloc.h"
+
+struct step_scratch {
+    int cap_rows;
+    lethe_token *ids;   /* rows regrouped by sequence */
+    int32_t *pos;
+    int *orig;          /* regrouped row -> caller's row */
+    int *out_rows;      /* regrouped rows whose logits are wanted */
+    int cap_groups;
+    int *group_start;   /* n_groups + 1 */
+    int *count;
+    lethe_seq **gseqs;
+    attn_stats_cfg *stats;
+    float *logits;      /* regrouped logits when the order differs */
+    size_t logits_cap;
+    int cap_single;     /* lethe_seq_append's rows: one sequence */
+    lethe_seq **one_seq;
+    bool *one_want;
+};
+
+void step_scratch_free(struct step_scratch *s) {
+    if (!s) return;
+    lt_free(s->ids);
+    lt_free(s->pos);
+    lt_free(s->orig);
+    lt_free(s->out_rows);
+    lt_free(s->group_start);
+    lt_free(s->count);
+    lt_free(s->gseqs);
+    lt_free(s->stats);
+    lt_free(s->logits);
+    lt_free(s->one_seq);
+    lt_free(s->one_want);
+    lt_free(s);
+}
+
+#define GROW(ptr, cap_new) do { void *p_ = lt_realloc((ptr), (size_t)(cap_new) * sizeof *(ptr)); if (!p_) return LETHE_ERR_NOMEM; (ptr) = p_; } while (0)
+
+static lethe_status reserve_rows(lethe_ctx *c, int n) {
+    if (!c->step && !(c->step = lt_calloc(1, sizeof *c->step))) return LETHE_ERR_NOMEM;
+    struct step_scratch *s = c->step;
+    if (n > s->cap_rows) {
+        GROW(s->ids, n);
+        GROW(s->pos, n);
+        GROW(s->orig, n);
+        GROW(s->out_rows, n);
+        GROW(s->group_start, n + 1);
+        GROW(s->count, n);
+        GROW(s->gseqs, n);
+        GROW(s->stats, n);
+        s->cap_rows = n;
+    }
+    size_t act = forward_scratch_floats(c->m, n);
+    if (act > c->act_floats) {
+        float *p = lt_realloc(c->act, act * sizeof *p);
+        if (!p) return LETHE_ERR_NOMEM;
+        c->act = p;
+        c->act_floats = act;
+    }
+    return LETHE_OK;
+}
+
+/* Pages the pool must have free for n more slots in each of s's streams. */
+static size_t pages_needed(const lethe_seq *s, int n) {
+    const kv_pool *pool = s->c->kv;
+    const int P = kv_pool_page_slots(pool);
+    size_t pages = 0;
+    for (int i = 0; i < s->n_streams; i++) {
+        const kv_stream *st = &s->streams[i];
+        long have = (st->n + P - 1) / P, want = (st->n + n + P - 1) / P;
+        pages += (size_t)(want - have);
+        /* a partly filled last page that is shared gets copied on write */
+        if (n > 0 && st->n % P != 0 && kv_pool_refcount(pool, st->pages[have - 1]) > 1) pages++;
+    }
+    return pages;
+}
+
+/* Drops the slots a failed step appended (they are at the tails). */
+static void rollback(lethe_seq *s) {
+    kv_pool *pool = s->c->kv;
+    const int P = kv_pool_page_slots(pool);
+    for (int i = 0; i < s->n_streams; i++) {
+        kv_stream *st = &s->streams[i];
+        int keep = s->n_before[i];
+        if (st->n <= keep) continue;
+        for (int pi = (keep + P - 1) / P; pi < (st->n + P - 1) / P; pi++) kv_pool_release(pool, st->pages[pi]);
+        st->n = keep;
+    }
+}
+
+static int max_cold_pages(const lethe_seq *s) {
+    int m = 0;
+    for (int i = 0; s->cold && i < s->n_streams; i++)
+        if (s->cold[i].n_pages > m) m = s->cold[i].n_pages;
+    return m;
+}
+
+/* Regroups the rows by sequence (in order of first appearance) and checks
+ * each sequence's share. */
+static lethe_status group_rows(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const *seqs, int n, int *n_groups,
+                               char *err) {
+    struct step_scratch *w = c->step;
+    int ng = 0;
+    for (int r = 0; r < n; r++) {
+        int g = 0;
+        while (g < ng && w->gseqs[g] != seqs[r]) g++;
+        if (g == ng) {
+            w->gseqs[ng] = seqs[r];
+            w->count[ng++] = 0;
+        }
+        w->count[g]++;
+    }
+    w->group_start[0] = 0;
+    for (int g = 0; g < ng; g++) {
+        lethe_seq *s = w->gseqs[g];
+        int cap = lethe_seq_max_batch(s);
+        if (w->count[g] > cap)
+            return set_error(err, LETHE_ERR_BUDGET, "%d rows for one sequence, more than the %d it may run in one step%s",
+                             w->count[g], cap, s->policy->ops->may_evict ? " (half its KV budget)" : " (its context is full)");
+        w->group_start[g + 1] = w->group_start[g] + w->count[g];
+        w->count[g] = 0;
+    }
+    for (int r = 0; r < n; r++) {
+        int g = 0;
+        while (w->gseqs[g] != seqs[r]) g++;
+        int k = w->group_start[g] + w->count[g];
+        w->ids[k] = tokens[r];
+        w->pos[k] = seqs[r]->pos_next + w->count[g]++;
+        w->orig[k] = r;
+    }
+    *n_groups = ng;
+    return LETHE_OK;
+}
+
+lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const *seqs, const bool *want, int n,
+                      float *logits, char *err) {
+    const hparams *hp = &c->m->hp;
+    if (n <= 0 || !tokens || !seqs) return set_error(err, LETHE_ERR_ARG, "step: no tokens");
+    for (int r = 0; r < n; r++) {
+        if (!seqs[r] || seqs[r]->c != c) return set_error(err, LETHE_ERR_ARG, "step: row %d has no sequence of this context", r);
+        if (tokens[r] < 0 || tokens[r] >= hp->n_vocab)
+            return set_error(err, LETHE_ERR_ARG, "step: token id %d out of range [0, %d)", tokens[r], hp->n_vocab);
+    }
+    if (reserve_rows(c, n)) return set_error(err, LETHE_ERR_NOMEM, "step: out of memory");
+    struct step_scratch *w = c->step;
+    int ng = 0;
+    lethe_status st = group_rows(c, tokens, seqs, n, &ng, err);
+    if (st) return st;
+
+    /* the rows whose logits are wanted, in regrouped order */
+    int n_out = 0;
+    bool identity = true;
+    for (int g = 0; g < ng; g++)
+        for (int k = w->group_start[g]; k < w->group_start[g + 1]; k++) {
+            int r = w->orig[k];
+            identity &= r == k;
+            if (want ? want[r] : k + 1 == w->group_start[g + 1]) w->out_rows[n_out++] = k;
+        }
+    if (n_out > 0 && !logits) return set_error(err, LETHE_ERR_ARG, "step: no logits buffer");
+    float *out = logits;
+    if (n_out > 0 && !identity) {
+        size_t need = (size_t)n_out * hp->n_vocab;
+        if (need > w->logits_cap) {
+            float *p = lt_realloc(w->logits, need * sizeof *p);
+            if (!p) return set_error(err, LETHE_ERR_NOMEM, "step: out of memory");
+            w->logits = p;
+            w->logits_cap = need;
+        }
+        out = w->logits;
+    }
+
+    /* room first, then everything the pass needs, then the pass */
+    int max_cold = 0;
+    for (int g = 0; g < ng; g++) {
+        lethe_seq *s = w->gseqs[g];
+        int cnt = w->group_start[g + 1] - w->group_start[g];
+        if ((st = seq_make_room(s, cnt))) return set_error(err, st, "%s", s->err);
+        seq_stats_cfg(s, cnt, &w->stats[g]);
+        int mc = max_cold_pages(s);
+        if (mc > max_cold) max_cold = mc;
+    }
+    size_t need_pages = 0;
+    for (int g = 0; g < ng; g++) need_pages += pages_needed(w->gseqs[g], w->group_start[g + 1] - w->group_start[g]);
+    if (need_pages > kv_pool_pages_free(c->kv))
+        return set_error(err, LETHE_ERR_BUDGET, "step: %d tokens need %zu KV pages but only %zu of %zu are free", n, need_pages,
+                         kv_pool_pages_free(c->kv), kv_pool_n_pages(c->kv));
+    if (attend_reserve(c, n, max_cold)) return set_error(err, LETHE_ERR_NOMEM, "step: out of memory for attention scratch");
+    for (int g = 0; g < ng; g++) {
+        lethe_seq *s = w->gseqs[g];
+        for (int i = 0; i < s->n_streams; i++) s->n_before[i] = s->streams[i].n;
+    }
+
+    attend_ctx ac = {c, w->gseqs, w->stats};
+    fwd_engine e = {c->tp, &c->ws, c->act, attend_group, &ac};
+    fwd_batch b = {w->ids, w->pos, n, w->group_start, ng, w->out_rows, n_out};
+    st = forward_run(c->m, &e, &b, out, err);
+    if (st) {
+        for (int g = 0; g < ng; g++) rollback(w->gseqs[g]);
+        return st;
+    }
+    for (int g = 0; g < ng; g++) {
+        lethe_seq *s = w->gseqs[g];
+        int cnt = w->group_start[g + 1] - w->group_start[g];
+        s->pos_next += cnt;
+        s->n_tokens += cnt;
+        if (s->policy->ops->observe) {
+            policy_view v = seq_view(s, cnt > 1);
+            s->policy->ops->observe(s->policy, &v);
+        }
+    }
+    /* logits back in the caller's row order */
+    if (out != logits) {
+        /* the caller's j-th wanted row is its j-th wanted row in row order */
+        for (int i = 0; i < n_out; i++) w->count[i] = w->orig[w->out_rows[i]];
+        for (int i = 0; i < n_out; i++) {
+            int j = 0;
+            for (int k = 0; k < n_out; k++) j += w->count[k] < w->count[i];
+            memcpy(logits + (size_t)j * hp->n_vocab, out + (size_t)i * hp->n_vocab, (size_t)hp->n_vocab * sizeof *logits);
+        }
+    }
+    return LETHE_OK;
+}
+
+lethe_status lethe_ctx_decode(lethe_ctx *c, const lethe_batch *b, float *logits) {
+    if (!c) return LETHE_ERR_ARG;
+    c->err[0] = 0;
+    if (!b) return set_error(c->err, LETHE_ERR_ARG, "lethe_ctx_decode: no batch");
+    return step_run(c, b->tokens, b->seqs, b->logits, b->n, logits, c->err);
+}
+
+/* Row arrays for a one-sequence step of n rows. */
+static lethe_status reserve_single(lethe_ctx *c, lethe_seq *s, int n, bool all) {
+    if (!c->step && !(c->step = lt_calloc(1, sizeof *c->step))) return LETHE_ERR_NOMEM;
+    struct step_scratch *w = c->step;
+    if (n > w->cap_single) {
+        GROW(w->one_seq, n);
+        GROW(w->one_want, n);
+        w->cap_single = n;
+    }
+    for (int i = 0; i < n; i++) {
+        w->one_seq[i] = s;
+        w->one_want[i] = all;
+    }
+    return LETHE_OK;
+}
+
+/* One sequence's tokens as steps: all at once for "full", else chunks of at
+ * most half the smallest budget, so that a prompt longer than the budget
+ * streams through and the policy always keeps at least half of its budget
+ * from before each chunk. */
+static lethe_status append(lethe_seq *s, const lethe_token *ids, int n, float *logits, bool all) {
+    if (!s) return LETHE_ERR_ARG;
+    s->err[0] = 0;
+    if (n <= 0 || !ids) return set_error(s->err, LETHE_ERR_ARG, "append: no tokens");
+    const int V = s->c->m->hp.n_vocab;
+    for (int i = 0; i < n; i++) /* all of them before anything runs */
+        if (ids[i] < 0 || ids[i] >= V) return set_error(s->err, LETHE_ERR_ARG, "append: token id %d out of range [0, %d)", ids[i], V);
+    if (!s->policy->ops->may_evict && n > lethe_seq_max_batch(s)) {
+        int cap = s->min_budget < s->n_ctx ? s->min_budget : s->n_ctx;
+        return set_error(s->err, LETHE_ERR_BUDGET, "append: %d tokens after %d would exceed the %s of %d tokens", n,
+                         lethe_seq_n_cached(s), cap == s->n_ctx ? "context" : "KV budget", cap);
+    }
+    lethe_ctx *c = s->c;
+    const int chunk = s->policy->ops->may_evict ? lethe_seq_max_batch(s) : n;
+    if (reserve_single(c, s, chunk < n ? chunk : n, all)) return set_error(s->err, LETHE_ERR_NOMEM, "append: out of memory");
+    for (int done = 0; done < n;) {
+        int cnt = n - done < chunk ? n - done : chunk;
+        bool last = done + cnt == n;
+        float *out = all ? logits + (size_t)done * V : last ? logits : NULL;
+        /* one_want holds `all` for every row: all rows, or none (then NULL asks for the last row) */
+        const bool *want = all || !out ? c->step->one_want : NULL;
+        lethe_status st = step_run(c, ids + done, c->step->one_seq, want, cnt, out, s->err);
+        if (st) return st;
+        done += cnt;
+    }
+    return LETHE_OK;
+}
+
+lethe_status lethe_seq_append(lethe_seq *s, const lethe_token *ids, int n, float *logits) {
+    return append(s, ids, n, logits, false);
+}
+
+lethe_status lethe_seq_append_all_logits(lethe_seq *s, const lethe_token *ids, int n, float *logits) {
+    if (s && !logits) return set_error(s->err, LETHE_ERR_ARG, "append: no logits buffer");
+    return append(s, ids, n, logits, true);
+}
+
+lethe_status lethe_seq_decode(lethe_seq *s, lethe_token id, float *logits) { return append(s, &id, 1, logits, false); }
