@@ -52,7 +52,15 @@ void lt_f16_to_float_avx2(const void *src, float *dst, int64_t n) {
     for (; k < n; k++) dst[k] = fp16_to_fp32(h[k]);
 }
 
-/* RM rows x RN tokens: each 8 weights are converted once and used RN times. */
+/* The sum of v's lanes in the order hsum4_ps sums each of its vectors, so
+ * that a (row, token) product ends the same whichever tile computed it. */
+LT_INLINE float hsum_as4(__m256 v) { return _mm_cvtss_f32(hsum4_ps(v, v, v, v)); }
+
+/* RM rows x RN tokens: each 8 weights are converted once and used RN times.
+ * Batch invariance: every product is one accumulator over k in steps of 8,
+ * reduced by hsum4_ps's order, then the scalar tail, for every tile shape,
+ * so a token's outputs do not depend on which other tokens share the call
+ * (the batched step's promise). */
 LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char *x, size_t bx,
                      const char *y, size_t by, float *s, size_t ldc) {
     __m256 acc[4][4];
@@ -61,21 +69,6 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) acc[r][c] = _mm256_setzero_ps();
     int64_t k = 0;
-    if (RN == 1) { /* one token: two accumulators per row hide the FMA latency */
-        __m256 acc2[4];
-#pragma GCC unroll 4
-        for (int r = 0; r < RM; r++) acc2[r] = _mm256_setzero_ps();
-        for (; k + 16 <= n; k += 16) {
-            const __m256 v0 = _mm256_loadu_ps((const float *)y + k), v1 = _mm256_loadu_ps((const float *)y + k + 8);
-#pragma GCC unroll 4
-            for (int r = 0; r < RM; r++) {
-                acc[r][0] = _mm256_fmadd_ps(load8(kind, x + r * bx, k), v0, acc[r][0]);
-                acc2[r] = _mm256_fmadd_ps(load8(kind, x + r * bx, k + 8), v1, acc2[r]);
-            }
-        }
-#pragma GCC unroll 4
-        for (int r = 0; r < RM; r++) acc[r][0] = _mm256_add_ps(acc[r][0], acc2[r]);
-    }
     for (; k + 8 <= n; k += 8) {
         __m256 w[4];
 #pragma GCC unroll 4
@@ -96,7 +89,7 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
     for (int r = 0; r < RM; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) {
-            float t = hsum_ps(acc[r][c]);
+            float t = hsum_as4(acc[r][c]);
             for (int64_t j = k; j < n; j++)
                 t += load1(kind, x + r * bx, j) * ((const float *)(y + c * by))[j];
             s[c * ldc + r] = t;
@@ -137,7 +130,7 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
         } else {                                                                                  \
             for (int r = 0; r < nr; r++)                                                          \
                 for (int c = 0; c < nc; c++)                                                      \
-                    s[c * ldc + r] = dot1(kind, n, x + r * bx, (const float *)(y + c * by));      \
+                    ftile(kind, 1, 1, n, x + r * bx, bx, y + c * by, by, s + c * ldc + r, ldc);   \
         }                                                                                         \
     }
 
