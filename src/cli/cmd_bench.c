@@ -19,6 +19,8 @@ static void usage(FILE *f) {
             "usage: lethe bench -m MODEL [-p N] [-n N] [-r N] [options]\n"
             "       lethe bench attn [-t N]      attention kernels, tiled vs naive\n"
             "       lethe bench kernels [-t N]   matrix products per weight type\n"
+            "       lethe bench batch -m MODEL [-n N]  aggregate decode of 1, 4, 16 sequences in one batch\n"
+            "       lethe bench kv -m MODEL [-n N]     decode cost per token of policies vs the full cache\n"
             "%s"
             "  -p, --n-prompt N     prompt tokens (default 128; 0 skips)\n"
             "  -n, --n-gen N        generated tokens (default 64; 0 skips)\n"
@@ -128,7 +130,10 @@ int cmd_bench(int argc, char **argv) {
         if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        if (i == 1 && (!strcmp(a, "attn") || !strcmp(a, "kernels"))) { sub = a; continue; }
+        if (i == 1 && (!strcmp(a, "attn") || !strcmp(a, "kernels") || !strcmp(a, "batch") || !strcmp(a, "kv"))) {
+            sub = a;
+            continue;
+        }
         if (!(v = opt_value(argc, argv, &i))) return EXIT_USAGE;
         if ((!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) && parse_int(v, 0, 1 << 20, &n_prompt)) continue;
         if ((!strcmp(a, "-n") || !strcmp(a, "--n-gen")) && parse_int(v, 0, 1 << 20, &n_gen)) continue;
@@ -140,5 +145,7 @@ int cmd_bench(int argc, char **argv) {
     if (sub && !strcmp(sub, "attn")) { attn_bench(stdout, mo.n_threads); return 0; }
     if (sub && !strcmp(sub, "kernels")) { lt_matmul_bench(stdout, mo.n_threads); return 0; }
     if (!mo.model) { usage(stderr); return EXIT_USAGE; }
+    if (sub && !strcmp(sub, "batch")) return bench_batch(&mo, (int)n_gen);
+    if (sub && !strcmp(sub, "kv")) return bench_kv(&mo, (int)n_gen);
     return bench_model(&mo, (int)n_prompt, (int)n_gen, (int)reps);
 }
