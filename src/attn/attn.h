@@ -60,6 +60,23 @@ int attn_prefill(threadpool *tp, attn_scratch *scr, const attn_layer *L, const f
 int attn_decode(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q,
                 int32_t q_pos, float *out, const attn_stats_cfg *stats);
 
+/* One decode query (all heads of one token) of one sequence. */
+typedef struct {
+    const attn_layer *L;
+    const float *q;
+    int32_t q_pos;
+    float *out;
+    float *lse;                  /* NULL, or n_head log-sum-exps (see attn_decode_lse) */
+    const attn_stats_cfg *stats; /* NULL: no statistics */
+} attn_decode_job;
+
+/* Decode queries of many sequences as one work list, so that their pages
+ * share the thread pool in one dispatch (continuous batching). Every job's
+ * layer has the same pool and head counts. Each job is split as it would be
+ * alone, so its result equals attn_decode_lse's on it alone, bit for bit.
+ * Returns 0, -1 on bad arguments or allocation failure. */
+int attn_decode_multi(threadpool *tp, attn_scratch *scr, const attn_decode_job *jobs, int n_jobs);
+
 /* Dispatch: attn_decode for n_tok == 1, else attn_prefill. */
 int attn_forward(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q,
                  const int32_t *q_pos, int n_tok, float *out, const attn_stats_cfg *stats);

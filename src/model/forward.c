@@ -84,17 +84,7 @@ static lethe_status run_layer(const lethe_model *m, const fwd_engine *e, const f
         op_rope(a->q + (long)t * qd, hp->n_head, hd, hp->n_rot, cs, m->arch->rope);
         op_rope(a->k + (long)t * kvd, hp->n_head_kv, hd, hp->n_rot, cs, m->arch->rope);
     }
-    /* attention, one group (sequence) at a time */
-    for (int g = 0; g < b->n_groups; g++) {
-        int g0 = b->group_start[g], g1 = b->group_start[g + 1];
-        if (g0 < r0) g0 = r0;
-        if (g1 > r0 + c) g1 = r0 + c;
-        if (g0 >= g1) continue;
-        long o = g0 - r0;
-        st = e->attend(e->user, g, l, a->q + o * qd, a->k + o * kvd, a->v + o * kvd, b->pos + g0, g1 - g0, a->att + o * qd,
-                       err);
-        if (st) return st;
-    }
+    if ((st = e->attend(e->user, l, r0, c, a->q, a->k, a->v, a->att, err))) return st;
     if ((st = matmul(e, &L->wo, a->att, c, a->xb, err))) return st;
     op_add(a->x, a->xb, (long)c * d);
 

@@ -1,5 +1,5 @@
 /* The forward pass, written once for every architecture: a batch of rows
- * (token, position), grouped by sequence, goes through all layers. Weight
+ * (token, position), of any sequences, goes through all layers. Weight
  * matrices are read once per chunk of rows for every sequence in it; the
  * attention of each group is delegated to the caller (the runtime owns the
  * KV cache, its tiers and policies; this layer knows nothing of them). */
@@ -18,17 +18,16 @@ typedef struct {
     const lethe_token *ids;  /* n token ids */
     const int32_t *pos;      /* n RoPE positions */
     int n;
-    const int *group_start;  /* n_groups + 1 row offsets: group g is rows [group_start[g], group_start[g + 1]) */
-    int n_groups;
     const int *out_rows;     /* ascending rows whose logits are wanted */
     int n_out;
 } fwd_batch;
 
-/* Attention of rows [0, n) of one group at one layer: q is n x n_head x
- * head_dim, k and v n x n_head_kv x head_dim (RoPE applied), out like q. The
- * callee appends k and v to the group's cache before attending. */
-typedef lethe_status (*fwd_attend_fn)(void *user, int group, int layer, const float *q, const float *k,
-                                      const float *v, const int32_t *pos, int n, float *out, char *err);
+/* Attention at one layer of batch rows [r0, r0 + n), whichever groups they
+ * belong to: q is n x n_head x head_dim, k and v n x n_head_kv x head_dim
+ * (RoPE applied), out like q. The callee appends each group's k and v to its
+ * cache before attending. */
+typedef lethe_status (*fwd_attend_fn)(void *user, int layer, int r0, int n, const float *q, const float *k,
+                                      const float *v, float *out, char *err);
 
 typedef struct {
     threadpool *tp;

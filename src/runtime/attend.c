@@ -77,21 +77,44 @@ static lethe_status attend_cold(lethe_ctx *c, lethe_seq *s, int l, const float *
     return st ? set_error(err, st, "forward: cold-tier attention failed (%s)", lethe_status_name(st)) : LETHE_OK;
 }
 
-lethe_status attend_group(void *user, int group, int layer, const float *q, const float *k, const float *v,
-                          const int32_t *pos, int n, float *out, char *err) {
+lethe_status attend_rows(void *user, int layer, int r0, int n, const float *q, const float *k, const float *v, float *out,
+                         char *err) {
     attend_ctx *a = user;
     lethe_ctx *c = a->c;
-    lethe_seq *s = a->seqs[group];
     const hparams *hp = &c->m->hp;
-    const int hd = hp->head_dim, kvd = hp->n_head_kv * hd;
-    kv_stream *streams = s->streams + (long)layer * hp->n_head_kv;
-    for (int h = 0; h < hp->n_head_kv; h++) {
-        lethe_status st = kv_stream_append(c->kv, &streams[h], k + (long)h * hd, v + (long)h * hd, kvd, kvd, pos, n);
-        if (st) return set_error(err, st, "forward: cannot append to the KV cache (%s)", lethe_status_name(st));
+    const int hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    int n_jobs = 0;
+    for (int g = 0; g < a->n_groups; g++) {
+        int g0 = a->group_start[g], g1 = a->group_start[g + 1];
+        if (g0 < r0) g0 = r0;
+        if (g1 > r0 + n) g1 = r0 + n;
+        if (g0 >= g1) continue;
+        const long o = g0 - r0;
+        const int cnt = g1 - g0;
+        lethe_seq *s = a->seqs[g];
+        kv_stream *streams = s->streams + (long)layer * hp->n_head_kv;
+        const int32_t *pos = a->pos + g0;
+        for (int h = 0; h < hp->n_head_kv; h++) {
+            lethe_status st =
+                kv_stream_append(c->kv, &streams[h], k + o * kvd + (long)h * hd, v + o * kvd + (long)h * hd, kvd, kvd, pos, cnt);
+            if (st) return set_error(err, st, "forward: cannot append to the KV cache (%s)", lethe_status_name(st));
+        }
+        const attn_stats_cfg *stats = a->stats[g].enabled ? &a->stats[g] : NULL;
+        attn_layer *al = &a->layers[g];
+        *al = (attn_layer){c->kv, streams, hp->n_head, hp->n_head_kv, hd, scale};
+        if (cnt == 1 && !s->cold) { /* joins the shared decode dispatch below */
+            a->jobs[n_jobs++] = (attn_decode_job){al, q + o * qd, pos[0], out + o * qd, NULL, stats};
+            continue;
+        }
+        if (attn_forward_lse(c->tp, c->attn, al, q + o * qd, pos, cnt, out + o * qd, s->cold ? c->lse : NULL, stats) != 0)
+            return set_error(err, LETHE_ERR_NOMEM, "forward: attention scratch allocation failed");
+        if (s->cold) {
+            lethe_status st = attend_cold(c, s, layer, q + o * qd, pos, cnt, out + o * qd, err);
+            if (st) return st;
+        }
     }
-    const attn_stats_cfg *stats = a->stats[group].enabled ? &a->stats[group] : NULL;
-    attn_layer al = {c->kv, streams, hp->n_head, hp->n_head_kv, hd, 1.0f / sqrtf((float)hd)};
-    if (attn_forward_lse(c->tp, c->attn, &al, q, pos, n, out, s->cold ? c->lse : NULL, stats) != 0)
+    if (n_jobs > 0 && attn_decode_multi(c->tp, c->attn, a->jobs, n_jobs) != 0)
         return set_error(err, LETHE_ERR_NOMEM, "forward: attention scratch allocation failed");
-    return s->cold ? attend_cold(c, s, layer, q, pos, n, out, err) : LETHE_OK;
+    return LETHE_OK;
 }

@@ -87,11 +87,18 @@ void seq_stats_cfg(const lethe_seq *s, int n, attn_stats_cfg *cfg);
  * fwd_attend_fn of the step. */
 typedef struct {
     lethe_ctx *c;
-    lethe_seq **seqs;           /* per group */
+    int n_groups;
+    const int *group_start;      /* n_groups + 1 row offsets */
+    lethe_seq **seqs;            /* per group */
     const attn_stats_cfg *stats; /* per group */
+    const int32_t *pos;          /* per row */
+    attn_layer *layers;          /* scratch: one per group */
+    attn_decode_job *jobs;       /* scratch: one per group */
 } attend_ctx;
-lethe_status attend_group(void *user, int group, int layer, const float *q, const float *k, const float *v,
-                          const int32_t *pos, int n, float *out, char *err);
+/* The fwd_attend_fn of a step: decode rows of all sequences share one
+ * attention dispatch; prompt chunks and cold tiers go one by one. */
+lethe_status attend_rows(void *user, int layer, int r0, int n, const float *q, const float *k, const float *v, float *out,
+                         char *err);
 /* Grows the merge and ranking scratch for rows x (cold pages) before a step. */
 lethe_status attend_reserve(lethe_ctx *c, int rows, int max_cold_pages);
 

@@ -18,6 +18,8 @@ struct step_scratch {
     int *count;
     lethe_seq **gseqs;
     attn_stats_cfg *stats;
+    attn_layer *layers; /* attention scratch, one per group */
+    attn_decode_job *jobs;
     float *logits;      /* regrouped logits when the order differs */
     size_t logits_cap;
     int cap_single;     /* lethe_seq_append's rows: one sequence */
@@ -35,6 +37,8 @@ void step_scratch_free(struct step_scratch *s) {
     lt_free(s->count);
     lt_free(s->gseqs);
     lt_free(s->stats);
+    lt_free(s->layers);
+    lt_free(s->jobs);
     lt_free(s->logits);
     lt_free(s->one_seq);
     lt_free(s->one_want);
@@ -55,6 +59,8 @@ static lethe_status reserve_rows(lethe_ctx *c, int n) {
         GROW(s->count, n);
         GROW(s->gseqs, n);
         GROW(s->stats, n);
+        GROW(s->layers, n);
+        GROW(s->jobs, n);
         s->cap_rows = n;
     }
     size_t act = forward_scratch_floats(c->m, n);
@@ -197,9 +203,9 @@ lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const 
         for (int i = 0; i < s->n_streams; i++) s->n_before[i] = s->streams[i].n;
     }
 
-    attend_ctx ac = {c, w->gseqs, w->stats};
-    fwd_engine e = {c->tp, &c->ws, c->act, attend_group, &ac};
-    fwd_batch b = {w->ids, w->pos, n, w->group_start, ng, w->out_rows, n_out};
+    attend_ctx ac = {c, ng, w->group_start, w->gseqs, w->stats, w->pos, w->layers, w->jobs};
+    fwd_engine e = {c->tp, &c->ws, c->act, attend_rows, &ac};
+    fwd_batch b = {w->ids, w->pos, n, w->out_rows, n_out};
     st = forward_run(c->m, &e, &b, out, err);
     if (st) {
         for (int g = 0; g < ng; g++) rollback(w->gseqs[g]);
