@@ -1,8 +1,10 @@
 /* Policy registry, defaults and the selection helper most policies share. */
 #include "policy/policy.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "util/alloc.h"
 
 extern const kv_policy_ops policy_full_ops;
 extern const kv_policy_ops policy_window_ops;
@@ -56,7 +58,7 @@ policy_params policy_default_params(void) {
 }
 
 kv_policy *policy_create(const kv_policy_ops *ops, const policy_params *params) {
-    kv_policy *p = calloc(1, sizeof *p);
+    kv_policy *p = lt_calloc(1, sizeof *p);
     if (!p) return NULL;
     p->ops = ops;
     p->params = params ? *params : policy_default_params();
@@ -66,7 +68,8 @@ kv_policy *policy_create(const kv_policy_ops *ops, const policy_params *params) 
 void policy_free(kv_policy *p) {
     if (!p) return;
     if (p->ops->destroy) p->ops->destroy(p);
-    free(p);
+    lt_free(p->rank);
+    lt_free(p);
 }
 
 int policy_window_for(const policy_params *pp, int target) {
@@ -123,22 +126,18 @@ static int cmp_pos(const void *a, const void *b) {
     return (x->pos > y->pos) - (x->pos < y->pos);
 }
 
-void policy_keep_top_buf(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep,
-                         void **buf, size_t *cap) {
+lethe_status policy_keep_top_buf(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep,
+                                 void **buf, size_t *cap) {
     int n = s->n, kept = 0;
     for (int i = 0; i < n; i++) kept += keep[i] != 0;
-    if (kept <= target) return;
+    if (kept <= target) return LETHE_OK;
     if (target < 0) target = 0;
     if (sink < 0) sink = 0;
     if (window < 0) window = 0;
     size_t need = (size_t)n * sizeof(ranked);
     if (need > *cap) {
-        void *b = realloc(*buf, need);
-        if (!b) { /* fall back to dropping the oldest slots: still within budget */
-            for (int i = 0; i < n && kept > target; i++)
-                if (keep[i]) { keep[i] = 0; kept--; }
-            return;
-        }
+        void *b = lt_realloc(*buf, need);
+        if (!b) return LETHE_ERR_NOMEM;
         *buf = b;
         *cap = need;
     }
@@ -160,16 +159,22 @@ void policy_keep_top_buf(const kv_stream *s, const float *score, int target, int
     for (int i = lo; i < hi; i++)
         if (keep[r[i].idx]) r[lo + m++] = r[i];
     int k = kept - target < m ? kept - target : m;
-    if (k <= 0) return;
+    if (k <= 0) return LETHE_OK;
     if (k < m) select_lowest(r + lo, m, k);
     for (int i = lo; i < lo + k; i++) keep[r[i].idx] = 0;
+    return LETHE_OK;
 }
 
-void policy_keep_top(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep) {
-    void *buf = NULL;
-    size_t cap = 0;
-    policy_keep_top_buf(s, score, target, sink, window, keep, &buf, &cap);
-    free(buf);
+lethe_status policy_oom(kv_policy *p) {
+    snprintf(p->err, sizeof p->err, "out of memory");
+    return LETHE_ERR_NOMEM;
+}
+
+lethe_status policy_keep_top(kv_policy *p, const kv_stream *s, const float *score, int target, int sink, int window,
+                             uint8_t *keep) {
+    lethe_status st = policy_keep_top_buf(s, score, target, sink, window, keep, &p->rank, &p->rank_cap);
+    if (st) snprintf(p->err, sizeof p->err, "out of memory ranking %d slots", s->n);
+    return st;
 }
 
 const char *const *lethe_kv_policy_names(void) {

@@ -101,6 +101,8 @@ struct kv_policy {
     const kv_policy_ops *ops;
     policy_params params;
     void *state;
+    void *rank;         /* policy_keep_top's scratch, kept between plans */
+    size_t rank_cap;
     char err[256];
 };
 
@@ -119,11 +121,16 @@ int policy_window_for(const policy_params *pp, int target);
 /* Clears keep bits of the slots with the lowest score[i] until at most
  * target remain, never dropping the `sink` lowest positions or the
  * `window` highest positions (unless target leaves no room for them). */
-void policy_keep_top(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep);
+/* Scratch is the policy's own (p->rank), grown on demand and kept, so a
+ * plan allocates nothing once warm. LETHE_ERR_NOMEM (keep unchanged, message
+ * in p->err) when it cannot grow. */
+lethe_status policy_keep_top(kv_policy *p, const kv_stream *s, const float *score, int target, int sink, int window,
+                             uint8_t *keep);
+/* Sets p->err to "out of memory" and returns LETHE_ERR_NOMEM. */
+lethe_status policy_oom(kv_policy *p);
 /* The same with a caller-owned scratch buffer (*buf of *cap bytes, grown
- * with realloc, freed by the caller), so that a plan() keeping it in
- * p->state allocates nothing per step. */
-void policy_keep_top_buf(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep,
-                         void **buf, size_t *cap);
+ * with lt_realloc, freed by the caller). */
+lethe_status policy_keep_top_buf(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep,
+                                 void **buf, size_t *cap);
 
 #endif

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "policy/policy.h"
+#include "util/alloc.h"
 
 typedef struct {
     void *rank;     /* policy_keep_top_buf scratch */
@@ -22,7 +23,7 @@ typedef struct {
 
 static h2o_state *state_of(kv_policy *p) {
     if (!p->state) {
-        h2o_state *st = calloc(1, sizeof *st);
+        h2o_state *st = lt_calloc(1, sizeof *st);
         if (!st) return NULL;
         st->rng = p->params.seed ^ 0x5851f42d4c957f2dull;
         p->state = st;
@@ -55,7 +56,7 @@ static void observe(kv_policy *p, const policy_view *v) {
         const kv_stream *kv = &v->streams[s];
         if (!kv->attn_last || !kv->aux || kv->n == 0) continue;
         if (kv->n > st->z_cap) {
-            float *z = realloc(st->z, (size_t)kv->n * sizeof *z);
+            float *z = lt_realloc(st->z, (size_t)kv->n * sizeof *z);
             if (!z) return;
             st->z = z;
             st->z_cap = kv->n;
@@ -89,19 +90,19 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         if (kv->n <= target[s]) continue;
         /* aux is one float per slot, so it doubles as the score array */
         const float *score = p->params.keyformer ? kv->aux : kv->attn_acc;
-        policy_keep_top_buf(kv, score, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
-                            st ? &st->rank : &tmp, st ? &st->rank_cap : &tmp_cap);
+        if (policy_keep_top_buf(kv, score, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
+                            st ? &st->rank : &tmp, st ? &st->rank_cap : &tmp_cap)) return policy_oom(p);
     }
-    free(tmp);
+    lt_free(tmp);
     return LETHE_OK;
 }
 
 static void destroy(kv_policy *p) {
     h2o_state *st = p->state;
     if (!st) return;
-    free(st->rank);
-    free(st->z);
-    free(st);
+    lt_free(st->rank);
+    lt_free(st->z);
+    lt_free(st);
     p->state = NULL;
 }
 

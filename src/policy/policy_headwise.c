@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "policy/policy.h"
+#include "util/alloc.h"
 
 #define HEADWISE_MAX_FACTOR 8
 
@@ -25,14 +26,14 @@ typedef struct {
 } headwise_state;
 
 static headwise_state *state_of(kv_policy *p) {
-    if (!p->state) p->state = calloc(1, sizeof(headwise_state));
+    if (!p->state) p->state = lt_calloc(1, sizeof(headwise_state));
     return p->state;
 }
 
 static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int *out) {
     headwise_state *hs = state_of(p);
     const int n = v->n_layer * v->n_head_kv;
-    uint8_t *large = hs ? realloc(hs->large, (size_t)n) : NULL;
+    uint8_t *large = hs ? lt_realloc(hs->large, (size_t)n) : NULL;
     if (!large) {
         snprintf(p->err, sizeof p->err, "out of memory");
         return LETHE_ERR_NOMEM;
@@ -59,11 +60,11 @@ static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int 
     /* whole pages to share beyond every stream's floor */
     long spare = ((long)n * budget - (long)n * floor_slots) / P;
     const long cap_pages = ((long)HEADWISE_MAX_FACTOR * budget) / P - floor_slots / P; /* extra pages a stream may get */
-    long *extra = calloc((size_t)n, sizeof *extra);
-    double *want = calloc((size_t)n, sizeof *want);
+    long *extra = lt_calloc((size_t)n, sizeof *extra);
+    double *want = lt_calloc((size_t)n, sizeof *want);
     if (!extra || !want) {
-        free(extra);
-        free(want);
+        lt_free(extra);
+        lt_free(want);
         snprintf(p->err, sizeof p->err, "out of memory");
         return LETHE_ERR_NOMEM;
     }
@@ -104,8 +105,8 @@ static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int 
         out[s] = (int)(floor_slots + extra[s] * P);
         hs->large[s] = extra[s] > 0;
     }
-    free(extra);
-    free(want);
+    lt_free(extra);
+    lt_free(want);
     return LETHE_OK;
 }
 
@@ -120,11 +121,11 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         const kv_stream *kv = &v->streams[s];
         if (kv->n <= target[s]) continue;
         bool large = !hs->large || s >= hs->n_streams || hs->large[s];
-        if (large)
-            policy_keep_top_buf(kv, kv->attn_acc, target[s], p->params.sink, policy_window_for(&p->params, target[s]),
-                                out->keep[s], &hs->rank, &hs->rank_cap);
-        else /* sinks + everything recent that fits */
-            policy_keep_top_buf(kv, NULL, target[s], p->params.sink, target[s], out->keep[s], &hs->rank, &hs->rank_cap);
+        /* large: by accumulated attention; else sinks + everything recent that fits */
+        lethe_status st = policy_keep_top_buf(kv, large ? kv->attn_acc : NULL, target[s], p->params.sink,
+                                              large ? policy_window_for(&p->params, target[s]) : target[s], out->keep[s],
+                                              &hs->rank, &hs->rank_cap);
+        if (st) return policy_oom(p);
     }
     return LETHE_OK;
 }
@@ -132,9 +133,9 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
 static void destroy(kv_policy *p) {
     headwise_state *hs = p->state;
     if (!hs) return;
-    free(hs->rank);
-    free(hs->large);
-    free(hs);
+    lt_free(hs->rank);
+    lt_free(hs->large);
+    lt_free(hs);
     p->state = NULL;
 }
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "policy/policy.h"
+#include "util/alloc.h"
 
 typedef struct {
     void *rank;
@@ -20,10 +21,10 @@ typedef struct {
 } knorm_state;
 
 static knorm_state *state_of(kv_policy *p, int head_dim) {
-    if (!p->state && !(p->state = calloc(1, sizeof(knorm_state)))) return NULL;
+    if (!p->state && !(p->state = lt_calloc(1, sizeof(knorm_state)))) return NULL;
     knorm_state *ks = p->state;
     if (head_dim > ks->row_cap) {
-        float *r = realloc(ks->row, (size_t)head_dim * sizeof *r);
+        float *r = lt_realloc(ks->row, (size_t)head_dim * sizeof *r);
         if (!r) return NULL;
         ks->row = r;
         ks->row_cap = head_dim;
@@ -68,7 +69,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         if (kv->aux) {
             fill_norms(ks, v->pool, kv);
             if (n > ks->score_cap) {
-                float *sc = realloc(ks->score, (size_t)n * sizeof *sc);
+                float *sc = lt_realloc(ks->score, (size_t)n * sizeof *sc);
                 if (!sc) {
                     snprintf(p->err, sizeof p->err, "out of memory");
                     return LETHE_ERR_NOMEM;
@@ -79,8 +80,8 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
             for (int i = 0; i < n; i++) ks->score[i] = -kv->aux[(size_t)i * kv->aux_width]; /* low norm keeps */
             score = ks->score;
         }
-        policy_keep_top_buf(kv, score, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
-                            &ks->rank, &ks->rank_cap);
+        if (policy_keep_top_buf(kv, score, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
+                            &ks->rank, &ks->rank_cap)) return policy_oom(p);
     }
     return LETHE_OK;
 }
@@ -88,10 +89,10 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
 static void destroy(kv_policy *p) {
     knorm_state *ks = p->state;
     if (!ks) return;
-    free(ks->rank);
-    free(ks->score);
-    free(ks->row);
-    free(ks);
+    lt_free(ks->rank);
+    lt_free(ks->score);
+    lt_free(ks->row);
+    lt_free(ks);
     p->state = NULL;
 }
 

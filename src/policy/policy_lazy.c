@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "policy/policy.h"
+#include "util/alloc.h"
 
 typedef struct {
     void *rank;
@@ -54,7 +55,7 @@ static int lagged_target(const policy_params *pp, int target) {
 }
 
 static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, policy_plan *out) {
-    if (!p->state && !(p->state = calloc(1, sizeof(lazy_state)))) {
+    if (!p->state && !(p->state = lt_calloc(1, sizeof(lazy_state)))) {
         snprintf(p->err, sizeof p->err, "out of memory");
         return LETHE_ERR_NOMEM;
     }
@@ -67,7 +68,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         const float *score = NULL;
         if (kv->aux) {
             if (n > ls->score_cap) {
-                float *sc = realloc(ls->score, (size_t)n * sizeof *sc);
+                float *sc = lt_realloc(ls->score, (size_t)n * sizeof *sc);
                 if (!sc) {
                     snprintf(p->err, sizeof p->err, "out of memory");
                     return LETHE_ERR_NOMEM;
@@ -84,8 +85,8 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
             }
             score = ls->score;
         }
-        policy_keep_top_buf(kv, score, lagged_target(&p->params, target[s]), p->params.sink,
-                            policy_window_for(&p->params, target[s]), out->keep[s], &ls->rank, &ls->rank_cap);
+        if (policy_keep_top_buf(kv, score, lagged_target(&p->params, target[s]), p->params.sink,
+                            policy_window_for(&p->params, target[s]), out->keep[s], &ls->rank, &ls->rank_cap)) return policy_oom(p);
     }
     return LETHE_OK;
 }
@@ -93,9 +94,9 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
 static void destroy(kv_policy *p) {
     lazy_state *ls = p->state;
     if (!ls) return;
-    free(ls->rank);
-    free(ls->score);
-    free(ls);
+    lt_free(ls->rank);
+    lt_free(ls->score);
+    lt_free(ls);
     p->state = NULL;
 }
 

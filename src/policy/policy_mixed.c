@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "policy/policy.h"
+#include "util/alloc.h"
 
 typedef struct {
     float score;
@@ -46,11 +47,24 @@ static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int 
  * page's worth of its least important unprotected slots (so up to P - 1
  * more than it must), and a full cold tier drops its least important pages
  * (mean accumulated attention, frozen at demotion). */
+/* Scratch kept between plans: the dropped slots of one stream. */
+typedef struct {
+    cand *c;
+    size_t cap;
+} mixed_state;
+
+static void destroy(kv_policy *p) {
+    mixed_state *ms = p->state;
+    if (ms) lt_free(ms->c);
+    lt_free(ms);
+    p->state = NULL;
+}
+
 static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, policy_plan *out) {
     const int n_streams = v->n_layer * v->n_head_kv;
     const int P = kv_pool_page_slots(v->pool);
-    cand *c = NULL;
-    size_t c_cap = 0;
+    mixed_state *ms = p->state;
+    if (!ms && !(ms = p->state = lt_calloc(1, sizeof *ms))) return policy_oom(p);
     lethe_status st = LETHE_OK;
     for (int s = 0; s < n_streams && !st; s++) {
         const kv_stream *kv = &v->streams[s];
@@ -59,14 +73,15 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         int n_out = (excess + P - 1) / P * P; /* whole pages */
         int protect_lo = p->params.sink, protect_hi = policy_window_for(&p->params, target[s]);
         if (n_out > kv->n - protect_lo - protect_hi) n_out = excess; /* not enough unprotected slots for a page */
-        policy_keep_top(kv, kv->attn_acc, kv->n - n_out, protect_lo, protect_hi, out->keep[s]);
+        if (policy_keep_top(p, kv, kv->attn_acc, kv->n - n_out, protect_lo, protect_hi, out->keep[s])) return policy_oom(p);
         /* the dropped slots, least important first */
-        if ((size_t)kv->n > c_cap) {
-            cand *nc = realloc(c, (size_t)kv->n * sizeof *nc);
-            if (!nc) { st = LETHE_ERR_NOMEM; break; }
-            c = nc;
-            c_cap = (size_t)kv->n;
+        if ((size_t)kv->n > ms->cap) {
+            cand *nc = lt_realloc(ms->c, (size_t)kv->n * sizeof *nc);
+            if (!nc) return policy_oom(p);
+            ms->c = nc;
+            ms->cap = (size_t)kv->n;
         }
+        cand *c = ms->c;
         int m = 0;
         for (int i = 0; i < kv->n; i++)
             if (!out->keep[s][i]) c[m++] = (cand){kv->attn_acc ? kv->attn_acc[i] : 0.0f, i};
@@ -96,7 +111,6 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         }
         for (int i = m - to_cold; i < m; i++) out->demote[s][c[i].idx] = 1;
     }
-    free(c);
     if (st) snprintf(p->err, sizeof p->err, "out of memory");
     return st;
 }
@@ -111,4 +125,5 @@ const kv_policy_ops policy_mixed_ops = {
     .cold_in_budget = true,
     .budgets = budgets,
     .plan = plan,
+    .destroy = destroy,
 };

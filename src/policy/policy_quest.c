@@ -54,7 +54,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         int keep_n = st->n - (excess + P - 1) / P * P;
         /* ... unless that would eat into the sinks or the recent window */
         if (keep_n < p->params.sink + policy_window_for(&p->params, target[s])) keep_n = target[s];
-        policy_keep_top(st, NULL, keep_n, p->params.sink, keep_n, out->keep[s]);
+        if (policy_keep_top(p, st, NULL, keep_n, p->params.sink, keep_n, out->keep[s])) return policy_oom(p);
         for (int i = 0; i < st->n; i++) out->demote[s][i] = !out->keep[s][i];
     }
     return LETHE_OK;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "policy/policy.h"
+#include "util/alloc.h"
 
 typedef struct {
     int32_t pos;
@@ -27,7 +28,7 @@ typedef struct {
 } snap_state;
 
 static snap_state *state_of(kv_policy *p) {
-    if (!p->state) p->state = calloc(1, sizeof(snap_state));
+    if (!p->state) p->state = lt_calloc(1, sizeof(snap_state));
     return p->state;
 }
 
@@ -47,7 +48,7 @@ static void observe(kv_policy *p, const policy_view *v) {
         const int n = kv->n;
         if (!kv->attn_last || !kv->aux || n == 0) continue;
         if (n > ss->order_cap) {
-            slot_ref *o = realloc(ss->order, (size_t)n * sizeof *o);
+            slot_ref *o = lt_realloc(ss->order, (size_t)n * sizeof *o);
             if (!o) return;
             ss->order = o;
             ss->order_cap = n;
@@ -82,8 +83,8 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
     for (int s = 0; s < n_streams; s++) {
         const kv_stream *kv = &v->streams[s];
         if (kv->n <= target[s]) continue;
-        policy_keep_top_buf(kv, kv->aux, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
-                            &ss->rank, &ss->rank_cap);
+        if (policy_keep_top_buf(kv, kv->aux, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
+                            &ss->rank, &ss->rank_cap)) return policy_oom(p);
     }
     return LETHE_OK;
 }
@@ -91,9 +92,9 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
 static void destroy(kv_policy *p) {
     snap_state *ss = p->state;
     if (!ss) return;
-    free(ss->rank);
-    free(ss->order);
-    free(ss);
+    lt_free(ss->rank);
+    lt_free(ss->order);
+    lt_free(ss);
     p->state = NULL;
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "policy/policy.h"
+#include "util/alloc.h"
 
 typedef struct {
     void *rank;
@@ -28,7 +29,7 @@ static bool same_slots(const kv_stream *st, int n_head_kv) {
 }
 
 static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, policy_plan *out) {
-    if (!p->state && !(p->state = calloc(1, sizeof(tova_state)))) {
+    if (!p->state && !(p->state = lt_calloc(1, sizeof(tova_state)))) {
         snprintf(p->err, sizeof p->err, "out of memory");
         return LETHE_ERR_NOMEM;
     }
@@ -48,7 +49,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         const int n = st[0].n;
         if (same_slots(st, H) && st[0].attn_last) {
             if (n > ts->score_cap) {
-                float *sc = realloc(ts->score, (size_t)n * sizeof *sc);
+                float *sc = lt_realloc(ts->score, (size_t)n * sizeof *sc);
                 if (!sc) {
                     snprintf(p->err, sizeof p->err, "out of memory");
                     return LETHE_ERR_NOMEM;
@@ -61,15 +62,15 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
                 for (int h = 0; h < H; h++) a += st[h].attn_last[i];
                 ts->score[i] = a / (float)H;
             }
-            policy_keep_top_buf(&st[0], ts->score, tmin, p->params.sink, policy_window_for(&p->params, tmin), keep[0],
-                                &ts->rank, &ts->rank_cap);
+            if (policy_keep_top_buf(&st[0], ts->score, tmin, p->params.sink, policy_window_for(&p->params, tmin), keep[0],
+                                &ts->rank, &ts->rank_cap)) return policy_oom(p);
             for (int h = 1; h < H; h++) memcpy(keep[h], keep[0], (size_t)n);
         } else {
             /* streams that went their own ways (per-head budgets): each by its own latest attention */
             for (int h = 0; h < H; h++)
                 if (st[h].n > tg[h])
-                    policy_keep_top_buf(&st[h], st[h].attn_last, tg[h], p->params.sink,
-                                        policy_window_for(&p->params, tg[h]), keep[h], &ts->rank, &ts->rank_cap);
+                    if (policy_keep_top_buf(&st[h], st[h].attn_last, tg[h], p->params.sink,
+                                        policy_window_for(&p->params, tg[h]), keep[h], &ts->rank, &ts->rank_cap)) return policy_oom(p);
         }
     }
     return LETHE_OK;
@@ -78,9 +79,9 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
 static void destroy(kv_policy *p) {
     tova_state *ts = p->state;
     if (!ts) return;
-    free(ts->rank);
-    free(ts->score);
-    free(ts);
+    lt_free(ts->rank);
+    lt_free(ts->score);
+    lt_free(ts);
     p->state = NULL;
 }
 

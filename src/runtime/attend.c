@@ -24,6 +24,7 @@ lethe_status attend_reserve(lethe_ctx *c, int rows, int max_cold_pages) {
     if (max_cold_pages > 0) {
         size_t need = (size_t)max_cold_pages * (sizeof(page_rank) + sizeof(int));
         if (need > c->rank_bytes) {
+            if (need < 2 * c->rank_bytes) need = 2 * c->rank_bytes; /* geometric, for a growing cold tier */
             void *r = lt_realloc(c->rank, need);
             if (!r) return LETHE_ERR_NOMEM;
             c->rank = r;

@@ -21,11 +21,12 @@ static lethe_status prepare_masks(lethe_seq *s) {
         memset(s->keep[i], 1, (size_t)n);
         if (s->cold) {
             int nc = s->cold[i].n_slots;
-            if (nc > s->cold_keep_cap[i]) {
-                uint8_t *k = lt_realloc(s->cold_keep[i], (size_t)nc);
+            if (nc > s->cold_keep_cap[i]) { /* geometric: an unbounded cold tier (quest) grows a page at a time */
+                int cap = nc > 2 * s->cold_keep_cap[i] ? nc : 2 * s->cold_keep_cap[i];
+                uint8_t *k = lt_realloc(s->cold_keep[i], (size_t)cap);
                 if (!k) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
                 s->cold_keep[i] = k;
-                s->cold_keep_cap[i] = nc;
+                s->cold_keep_cap[i] = cap;
             }
             if (n) memset(s->demote[i], 0, (size_t)n);
             if (nc) memset(s->cold_keep[i], 1, (size_t)nc);

@@ -187,7 +187,10 @@ lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const 
     for (int g = 0; g < ng; g++) {
         lethe_seq *s = w->gseqs[g];
         int cnt = w->group_start[g + 1] - w->group_start[g];
-        if ((st = seq_make_room(s, cnt))) return set_error(err, st, "%s", s->err);
+        if ((st = seq_make_room(s, cnt))) {
+            if (err != s->err) set_error(err, st, "%s", s->err);
+            return st;
+        }
         seq_stats_cfg(s, cnt, &w->stats[g]);
         int mc = max_cold_pages(s);
         if (mc > max_cold) max_cold = mc;

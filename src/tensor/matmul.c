@@ -19,6 +19,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include "util/alloc.h"
 #define cpu_relax() _mm_pause()
 #else
 #define cpu_relax() ((void)0)
@@ -60,7 +61,7 @@ typedef struct {
 
 void lt_workspace_free(lt_workspace *ws) {
     if (!ws) return;
-    free(ws->buf);
+    lt_free(ws->buf);
     ws->buf = NULL;
     ws->cap = 0;
 }
@@ -69,9 +70,9 @@ static int ws_reserve(lt_workspace *ws, size_t need) {
     if (need <= ws->cap) return 0;
     size_t cap = need + need / 4 + 64;
     cap = (cap + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, cap);
+    void *p = lt_aligned_alloc(64, cap);
     if (!p) return -1;
-    free(ws->buf);
+    lt_free(ws->buf);
     ws->buf = p;
     ws->cap = cap;
     return 0;

@@ -33,7 +33,7 @@ void *lt_aligned_alloc(size_t align, size_t size) {
 void lt_free(void *p) { free(p); }
 
 void lt_alloc_fail_at(long k) {
-    atomic_store(&fired, 0);
+    if (k > 0) atomic_store(&fired, 0); /* disarming keeps the record of whether it fired */
     atomic_store(&fail_at, k > 0 ? atomic_load(&n_allocs) + k : 0);
 }
 

@@ -16,7 +16,8 @@ void *lt_aligned_alloc(size_t align, size_t size);
 void lt_free(void *p);
 
 /* Test hooks. lt_alloc_fail_at(k), k >= 1: the k-th allocation from now
- * fails (returns NULL), and only that one; k <= 0 disarms. */
+ * fails (returns NULL), and only that one; k <= 0 disarms (and keeps
+ * lt_alloc_failed's answer). */
 void lt_alloc_fail_at(long k);
 /* Allocations made so far (successful or failed), and whether the armed
  * failure has fired. */
