@@ -276,10 +276,12 @@ typedef struct {
 typedef struct lethe_sampler lethe_sampler;
 
 lethe_sampler_params lethe_sampler_default_params(void);
+/* NULL for n_vocab <= 0 or parameters out of range (temperature >= 0,
+ * top_k >= 0, top_p and min_p in [0, 1], repeat_penalty > 0). */
 lethe_sampler *lethe_sampler_create(const lethe_sampler_params *p, int n_vocab);
 void lethe_sampler_free(lethe_sampler *s);
 /* Picks a token from logits (modified in place); remembers it for the
- * repetition penalty. */
+ * repetition penalty. -1 for a NULL sampler or logits. */
 lethe_token lethe_sampler_sample(lethe_sampler *s, float *logits);
 /* Tells the sampler about tokens it did not pick (the prompt). */
 void lethe_sampler_accept(lethe_sampler *s, lethe_token t);

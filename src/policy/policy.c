@@ -34,6 +34,7 @@ static const kv_policy_ops *const POLICIES[] = {
 const kv_policy_ops *const *policy_list(void) { return POLICIES; }
 
 const kv_policy_ops *policy_find(const char *name) {
+    if (!name) return NULL;
     for (int i = 0; POLICIES[i]; i++)
         if (!strcmp(POLICIES[i]->name, name)) return POLICIES[i];
     return NULL;

@@ -79,6 +79,10 @@ policy_view seq_view(const lethe_seq *s, bool prefill);
 void seq_account_cold(lethe_seq *s);
 /* Frees room for c more tokens in every stream (the policy's plan). */
 lethe_status seq_make_room(lethe_seq *s, int c);
+/* Drops every cached slot (hot and cold) at positions [p0, p1). */
+lethe_status seq_remove_range(lethe_seq *s, int32_t p0, int32_t p1);
+/* Moves the cached slots at positions [p0, p1) by delta, re-rotating keys. */
+lethe_status seq_shift_range(lethe_seq *s, int32_t p0, int32_t p1, int32_t delta);
 /* The statistics the attention hook should gather for a chunk of n rows
  * of s (cfg->enabled 0: none). */
 void seq_stats_cfg(const lethe_seq *s, int n, attn_stats_cfg *cfg);

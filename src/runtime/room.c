@@ -1,6 +1,7 @@
 /* Making room: before a chunk runs, the sequence's policy plans which slots
  * leave each stream that would pass its budget, and the plan is carried out
  * (cold-tier drops, demotions, hot drops). */
+#include <stdio.h>
 #include <string.h>
 
 #include "runtime/engine.h"
@@ -46,28 +47,17 @@ static lethe_status grow_idx(lethe_seq *s, int n) {
     return LETHE_OK;
 }
 
-lethe_status seq_make_room(lethe_seq *s, int c) {
-    bool over = false;
-    for (int i = 0; i < s->n_streams; i++) {
-        int n = s->streams[i].n;
-        s->target[i] = n + c > s->budget[i] ? s->budget[i] - c : n;
-        if (s->target[i] < 0) s->target[i] = 0;
-        over |= s->target[i] < n;
-    }
-    if (!over) return LETHE_OK;
-    lethe_status st = prepare_masks(s);
-    if (st) return st;
-    policy_view v = seq_view(s, false);
-    policy_plan plan = {s->keep, s->cold ? s->demote : NULL, s->cold ? s->cold_keep : NULL};
-    st = s->policy->ops->plan(s->policy, &v, s->target, &plan);
-    if (st) return set_error(s->err, st, "policy %s: %s", s->policy->ops->name, s->policy->err);
+/* Carries out the plan in the masks: cold drops, demotions, hot drops,
+ * checking each stream against its target. */
+static lethe_status apply_plan(lethe_seq *s, const char *who) {
+    lethe_status st = LETHE_OK;
     for (int i = 0; i < s->n_streams && !st; i++) {
         kv_stream *str = &s->streams[i];
         int kept = 0, n = str->n;
         for (int j = 0; j < n; j++) kept += s->keep[i][j] != 0;
         if (kept > s->target[i])
-            return set_error(s->err, LETHE_ERR_BUDGET, "policy %s kept %d slots in stream %d, over its target %d",
-                             s->policy->ops->name, kept, i, s->target[i]);
+            return set_error(s->err, LETHE_ERR_BUDGET, "%s kept %d slots in stream %d, over its target %d", who, kept, i,
+                             s->target[i]);
         if (s->cold) {
             kv_cold *cold = &s->cold[i];
             bool drop_cold = false;
@@ -87,8 +77,8 @@ lethe_status seq_make_room(lethe_seq *s, int c) {
             }
             if (s->cold_capacity >= 0 && cold->n_slots > s->cold_capacity) {
                 seq_account_cold(s);
-                return set_error(s->err, LETHE_ERR_BUDGET, "policy %s left %d cold slots in stream %d, over its capacity %d",
-                                 s->policy->ops->name, cold->n_slots, i, s->cold_capacity);
+                return set_error(s->err, LETHE_ERR_BUDGET, "%s left %d cold slots in stream %d, over its capacity %d", who,
+                                 cold->n_slots, i, s->cold_capacity);
             }
         }
         if (kept < n && (st = kv_stream_compact(s->c->kv, str, s->keep[i]))) break;
@@ -96,6 +86,57 @@ lethe_status seq_make_room(lethe_seq *s, int c) {
     seq_account_cold(s);
     if (st) return set_error(s->err, st, "compacting the KV cache failed (%s)", lethe_status_name(st));
     return LETHE_OK;
+}
+
+lethe_status seq_make_room(lethe_seq *s, int c) {
+    bool over = false;
+    for (int i = 0; i < s->n_streams; i++) {
+        int n = s->streams[i].n;
+        s->target[i] = n + c > s->budget[i] ? s->budget[i] - c : n;
+        if (s->target[i] < 0) s->target[i] = 0;
+        over |= s->target[i] < n;
+    }
+    if (!over) return LETHE_OK;
+    lethe_status st = prepare_masks(s);
+    if (st) return st;
+    policy_view v = seq_view(s, false);
+    policy_plan plan = {s->keep, s->cold ? s->demote : NULL, s->cold ? s->cold_keep : NULL};
+    st = s->policy->ops->plan(s->policy, &v, s->target, &plan);
+    if (st) return set_error(s->err, st, "policy %s: %s", s->policy->ops->name, s->policy->err);
+    char who[64];
+    snprintf(who, sizeof who, "policy %s", s->policy->ops->name);
+    return apply_plan(s, who);
+}
+
+lethe_status seq_remove_range(lethe_seq *s, int32_t p0, int32_t p1) {
+    lethe_status st = prepare_masks(s);
+    if (st) return st;
+    for (int i = 0; i < s->n_streams; i++) {
+        const kv_stream *str = &s->streams[i];
+        int kept = 0;
+        for (int j = 0; j < str->n; j++) {
+            s->keep[i][j] = str->pos[j] < p0 || str->pos[j] >= p1;
+            kept += s->keep[i][j];
+        }
+        s->target[i] = kept;
+        if (s->cold) {
+            const kv_cold *cold = &s->cold[i];
+            int f = 0;
+            for (int pg = 0; pg < cold->n_pages; pg++)
+                for (int j = 0; j < cold->pages[pg].n; j++, f++) {
+                    int32_t q = cold->pages[pg].pos[j];
+                    s->cold_keep[i][f] = q < p0 || q >= p1;
+                }
+        }
+    }
+    return apply_plan(s, "remove");
+}
+
+lethe_status seq_shift_range(lethe_seq *s, int32_t p0, int32_t p1, int32_t delta) {
+    (void)p0;
+    (void)p1;
+    (void)delta;
+    return set_error(s->err, LETHE_ERR_UNSUPPORTED, "shift: not available yet");
 }
 
 void seq_stats_cfg(const lethe_seq *s, int n, attn_stats_cfg *cfg) {

@@ -53,6 +53,10 @@ lethe_sampler_params lethe_sampler_default_params(void) {
 
 lethe_sampler *lethe_sampler_create(const lethe_sampler_params *p, int n_vocab) {
     if (n_vocab <= 0) return NULL;
+    if (p && (p->repeat_last_n > (1 << 20) || !(p->temperature >= 0.0f && p->temperature < 1e6f) || p->top_k < 0 ||
+              !(p->top_p >= 0.0f && p->top_p <= 1.0f) || !(p->min_p >= 0.0f && p->min_p <= 1.0f) ||
+              !(p->repeat_penalty > 0.0f && p->repeat_penalty < 1e6f)))
+        return NULL; /* out-of-range parameters (NaN included) */
     lethe_sampler *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->p = p ? *p : lethe_sampler_default_params();
@@ -77,7 +81,7 @@ void lethe_sampler_free(lethe_sampler *s) {
 }
 
 void lethe_sampler_accept(lethe_sampler *s, lethe_token t) {
-    if (s->p.repeat_last_n <= 0) return;
+    if (!s || s->p.repeat_last_n <= 0) return;
     s->recent[s->head] = t;
     s->head = (s->head + 1) % s->p.repeat_last_n;
     if (s->n_recent < s->p.repeat_last_n) s->n_recent++;
@@ -136,6 +140,7 @@ static lethe_token argmax(const float *logits, int n) {
 }
 
 lethe_token lethe_sampler_sample(lethe_sampler *s, float *logits) {
+    if (!s || !logits) return -1;
     apply_repeat_penalty(s, logits);
     lethe_token tok;
     if (s->p.temperature <= 0.0f) {
