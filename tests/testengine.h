@@ -7,10 +7,10 @@
 
 /* Loads path (tokenizer: a llama2.c tokenizer.bin or NULL) and makes a
  * context with params; NULL with a message in err. */
-static inline lethe_ctx *tu_open_ctx_tok(const char *path, const char *tokenizer, const lethe_ctx_params *params, char *err,
+static inline lethe_ctx *tu_open_ctx_tok(const char *path, const char *tokenizer_bin, const lethe_ctx_params *params, char *err,
                                          size_t err_size) {
     lethe_model_params mp = lethe_model_default_params();
-    mp.tokenizer_path = tokenizer;
+    mp.tokenizer_path = tokenizer_bin;
     lethe_model *m = lethe_model_load(path, &mp, err, err_size);
     if (!m) return NULL;
     lethe_ctx *c = lethe_ctx_create(m, params, err, err_size);
