@@ -176,6 +176,9 @@ typedef struct {
     const char *calib_path; /* headwise: calibration file */
     int quest_pages;      /* quest: cold pages attended per step; 0: budget / page size */
     float hot_fraction;   /* mixed: share of the budget's bytes kept at full precision (default 0.5) */
+    bool reindex;         /* window: re-index cached positions within the cache after each eviction
+                           * (StreamingLLM), so no position exceeds the budget and a sequence can run
+                           * far past the model's training context */
 } lethe_kv_policy_params;
 
 typedef struct {

@@ -2,6 +2,7 @@
  * leave each stream that would pass its budget, and the plan is carried out
  * (cold-tier drops, demotions, hot drops). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/engine.h"
@@ -88,11 +89,52 @@ static lethe_status apply_plan(lethe_seq *s, const char *who) {
     return LETHE_OK;
 }
 
+/* Slots a re-indexing window frees beyond what a chunk needs, so that the
+ * re-rotation of the window's keys happens once every `slack` tokens, not
+ * every token. */
+static int reindex_slack(const lethe_seq *s) {
+    int w = s->min_budget - s->policy->params.sink;
+    return w / 8 > 1 ? w / 8 : 1;
+}
+
+/* StreamingLLM's positions within the cache: after an eviction the cached
+ * tokens are renumbered 0..n-1 in position order (one shift per run of
+ * consecutive positions: the sinks stay, the window moves down), and the
+ * next token goes to n. Every stream keeps the same positions (window). */
+static int cmp_int(const void *x, const void *y) {
+    int a = *(const int *)x, b = *(const int *)y;
+    return (a > b) - (a < b);
+}
+
+static lethe_status reindex(lethe_seq *s) {
+    const kv_stream *st = &s->streams[0];
+    const int n = st->n;
+    if (grow_idx(s, n)) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+    int *p = s->idx;
+    for (int j = 0; j < n; j++) p[j] = st->pos[j];
+    qsort(p, (size_t)n, sizeof *p, cmp_int);
+    int32_t next = 0;
+    for (int i = 0; i < n;) {
+        int j = i + 1; /* the run of consecutive positions p[i] .. p[j - 1] */
+        while (j < n && p[j] == p[j - 1] + 1) j++;
+        int32_t a = p[i], len = j - i;
+        if (a != next) {
+            lethe_status e = seq_shift_range(s, a, a + len, next - a);
+            if (e) return e;
+        }
+        next += len;
+        i = j;
+    }
+    s->pos_next = next;
+    return LETHE_OK;
+}
+
 lethe_status seq_make_room(lethe_seq *s, int c) {
     bool over = false;
+    const bool re = s->policy->params.reindex;
     for (int i = 0; i < s->n_streams; i++) {
         int n = s->streams[i].n;
-        s->target[i] = n + c > s->budget[i] ? s->budget[i] - c : n;
+        s->target[i] = n + c > s->budget[i] ? s->budget[i] - c - (re ? reindex_slack(s) : 0) : n;
         if (s->target[i] < 0) s->target[i] = 0;
         over |= s->target[i] < n;
     }
@@ -105,7 +147,8 @@ lethe_status seq_make_room(lethe_seq *s, int c) {
     if (st) return set_error(s->err, st, "policy %s: %s", s->policy->ops->name, s->policy->err);
     char who[64];
     snprintf(who, sizeof who, "policy %s", s->policy->ops->name);
-    return apply_plan(s, who);
+    if ((st = apply_plan(s, who))) return st;
+    return re ? reindex(s) : LETHE_OK;
 }
 
 lethe_status seq_remove_range(lethe_seq *s, int32_t p0, int32_t p1) {

@@ -148,6 +148,8 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
                          "a budget of %d slots per layer and KV head needs %zu pages per stream, but the pool gives each of "
                          "%d sequences %zu (raise the pool's MiB or lower the budget)",
                          kp->budget, ((size_t)kp->budget + P - 1) / P, c->params.n_seq_max, share / P);
+    if (kp->reindex && strcmp(ops->name, "window"))
+        return set_error(s->err, LETHE_ERR_ARG, "re-indexed positions are a window policy mode, not %s's", ops->name);
     s->policy = policy_create(ops, kp);
     if (!s->policy) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     s->policy->params.name = s->policy_name;
