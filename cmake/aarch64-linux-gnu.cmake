@@ -17,5 +17,13 @@ set(CMAKE_LIBRARY_ARCHITECTURE ${lethe_triple})
 set(ENV{PKG_CONFIG_LIBDIR} /usr/lib/${lethe_triple}/pkgconfig:/usr/share/pkgconfig)
 set(ENV{PKG_CONFIG_PATH} "")
 
-# ctest runs each test program as: qemu-aarch64 -L /usr/aarch64-linux-gnu PROG
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/${lethe_triple})
+# ctest runs each test program under qemu-user. libpcre2-dev:arm64 brings
+# Debian's arm64 libc (libc6:arm64), whose loader /lib/ld-linux-aarch64.so.1
+# qemu then finds by itself. Do not add "-L /usr/aarch64-linux-gnu" then: it
+# mixes the cross package's loader with the multiarch libc (a different
+# build), and pthread_create hangs.
+if(EXISTS /lib/ld-linux-aarch64.so.1)
+  set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64)
+else()
+  set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/${lethe_triple})
+endif()
