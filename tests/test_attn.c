@@ -378,8 +378,10 @@ static void test_dtypes(env *E) {
 }
 
 /* The statistics hook, decode and prefill, against the reference probabilities. */
-static void check_stats(env *E, fixture *f, int threads, int n_tok, const int32_t *q_pos, float thr) {
+/* Returns the number of slots checked to keep their step-7 hit at step 8. */
+static int check_stats(env *E, fixture *f, int threads, int n_tok, const int32_t *q_pos, float thr) {
     const int n = f->n, G = f->n_head / f->n_head_kv;
+    int kept_total = 0;
     const size_t count = (size_t)n_tok * f->n_head * f->d;
     for (int g = 0; g < f->n_head_kv; g++) {
         kv_stream_free(f->pool, &f->streams[g]); /* fresh streams with stats on */
@@ -406,8 +408,12 @@ static void check_stats(env *E, fixture *f, int threads, int n_tok, const int32_
                          f->streams[g].attn_last_hit[i] == -1;
     CHECK(untouched);
 
+    /* Step 7 at thr, step 8 at twice thr with the same queries: a slot over
+     * 2 thr is hit at step 8; one between thr and 2 thr keeps step 7 (the
+     * last hit is remembered); one under thr was never hit (-1). */
     for (int step = 7; step <= 8; step++) {
-        attn_stats_cfg on = {.enabled = 1, .hit_threshold = thr, .step = step};
+        const float thr_step = step == 7 ? thr : 2 * thr;
+        attn_stats_cfg on = {.enabled = 1, .hit_threshold = thr_step, .step = step};
         CHECK(attn_forward(E->tp[threads], E->scr, &f->L, q, q_pos, n_tok, out, &on) == 0);
         CHECK(memcmp(out, out_plain, count * sizeof *out) == 0); /* statistics do not change the output */
         CHECK(rel_err(out, ref, wabs, count) <= 1e-5);
@@ -415,7 +421,7 @@ static void check_stats(env *E, fixture *f, int threads, int n_tok, const int32_
         for (int t = 0; t < n_tok; t++)
             for (int i = 0; i < n; i++)
                 if (f->pos[i] <= q_pos[t]) { rows_seeing++; break; }
-        int bad_mass = 0, bad_hit = 0, checked_hits = 0;
+        int bad_mass = 0, bad_hit = 0, checked_hits = 0, checked_kept = 0;
         for (int g = 0; g < f->n_head_kv; g++) {
             const kv_stream *st = &f->streams[g];
             double total = 0.0;
@@ -430,9 +436,10 @@ static void check_stats(env *E, fixture *f, int threads, int n_tok, const int32_
                 total += st->attn_last[i];
                 if (fabs(st->attn_last[i] - mass) > 2e-5 * mass + 1e-12) bad_mass++;
                 if (fabs(st->attn_acc[i] - (step - 6) * mass) > 4e-5 * mass + 1e-12) bad_mass++;
-                if (fabs(pmax - thr) > 1e-5) {
-                    int32_t want = pmax >= thr ? step : step == 8 ? -1 : -1;
-                    checked_hits += pmax >= thr;
+                if (fabs(pmax - thr) > 1e-5 && fabs(pmax - thr_step) > 1e-5) {
+                    int32_t want = pmax >= thr_step ? step : pmax >= thr ? 7 : -1;
+                    checked_hits += pmax >= thr_step;
+                    checked_kept += step == 8 && want == 7;
                     if (st->attn_last_hit[i] != want) bad_hit++;
                 }
             }
@@ -443,8 +450,10 @@ static void check_stats(env *E, fixture *f, int threads, int n_tok, const int32_
         CHECKF(bad_mass == 0, "stats: %d slots with wrong mass (n=%d n_tok=%d threads=%d)", bad_mass, n, n_tok, threads);
         CHECKF(bad_hit == 0, "stats: %d slots with wrong hit step", bad_hit);
         CHECK(checked_hits > 0 || n > 1000);
+        if (step == 8) kept_total += checked_kept;
     }
     free(q), free(out), free(out_plain), free(ref), free(wabs), free(probs);
+    return kept_total;
 }
 
 static void test_stats(env *E) {
@@ -453,6 +462,7 @@ static void test_stats(env *E) {
         {2000, 64, 4, 16, 2, 1, LT_F32},  {33, 80, 1, 16, 2, 5, LT_F32},  {300, 64, 4, 32, 3, 17, LT_F32},
         {700, 128, 8, 16, 2, 40, LT_F32}, {100, 64, 4, 16, 2, 1, LT_Q8_0}, {150, 64, 2, 32, 3, 9, LT_F16},
     };
+    int kept = 0;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         fixture f;
         if (!CHECK(fixture_make(&f, 2 * cases[ci].ratio, 2, cases[ci].d, cases[ci].P, cases[ci].t, cases[ci].n,
@@ -464,10 +474,11 @@ static void test_stats(env *E) {
         int32_t *q_pos = malloc((size_t)n_tok * sizeof *q_pos);
         for (int t = 0; t < n_tok; t++) q_pos[t] = f.pos[f.n - n_tok + t];
         if (ci == 1) q_pos[0] = f.pos[f.n / 2]; /* decode with masked slots */
-        check_stats(E, &f, cases[ci].threads, n_tok, q_pos, ci % 2 ? 0.05f : 0.02f);
+        kept += check_stats(E, &f, cases[ci].threads, n_tok, q_pos, ci % 2 ? 0.05f : 0.02f);
         free(q_pos);
         fixture_free(&f);
     }
+    CHECKF(kept > 0, "stats: no slot was checked to keep its earlier hit step (%d)", kept);
 }
 
 /* The AVX2 kernels equal the scalar ones (to rounding), and both the reference. */

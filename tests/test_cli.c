@@ -30,6 +30,54 @@ static void expect_exit(const char *args, int code) {
     free(e);
 }
 
+/* Runs "lethe ARGS" and checks the exit code and that stderr contains want
+ * (and, when not NULL, does not contain unwanted). */
+static void expect_msg(const char *args, int code, const char *want, const char *unwanted) {
+    int got = run(args);
+    char *e = err_text();
+    CHECKF(got == code, "'lethe %s' exited %d, expected %d (stderr: %.300s)", args, got, code, e ? e : "");
+    CHECKF(e && strstr(e, want), "'lethe %s': stderr should say \"%s\": %.300s", args, want, e ? e : "");
+    if (unwanted) CHECKF(e && !strstr(e, unwanted), "'lethe %s': stderr should not say \"%s\": %.300s", args, unwanted, e ? e : "");
+    free(e);
+}
+
+/* Usage errors: one message naming the problem, then one hint line (not the
+ * whole usage); exit 2. Unreadable prompt files: exit 1 with the reason. */
+static void test_messages(void) {
+    const char *hint = "run 'lethe run --help' for usage";
+    expect_msg("run -m x.gguf -p hi --bogus", 2, "unknown option '--bogus'", "needs a value");
+    expect_msg("run -m x.gguf --bogus -p hi", 2, "unknown option '--bogus'", NULL);
+    expect_msg("run -m x.gguf -p hi -n", 2, "option -n needs a value", NULL);
+    expect_msg("run -m x.gguf -p hi --top-p 2", 2, "--top-p must be a number in [0, 1]", NULL);
+    expect_msg("run -m x.gguf -p hi --min-p -0.5", 2, "--min-p must be a number in [0, 1]", NULL);
+    expect_msg("run -m x.gguf -p hi -t 0", 2, "-t must be an integer in [1, 1024]", NULL);
+    expect_msg("run -m x.gguf -p hi --kv-budget 0", 2, "--kv-budget must be an integer in [1, ", NULL);
+    expect_msg("run -m x.gguf -p hi --seed -1", 2, "--seed must be an integer in [0, ", NULL);
+    expect_msg("run -m x.gguf -p hi --kv-policy lru", 2, "unknown KV policy 'lru' (full, window, h2o", NULL);
+    expect_msg("run -m x.gguf -p hi --kv-type f8", 2, "unknown KV type 'f8' (f32, f16, q8_0)", NULL);
+    expect_msg("run -m x.gguf -p hi --bogus", 2, hint, "--kv-policy");   /* the hint, not the usage */
+    expect_msg("run -p hi", 2, hint, "--repeat-penalty");
+    expect_msg("bench -m x.gguf -p -3", 2, "-p must be an integer in [0, ", "bad option");
+    expect_msg("bench -m x.gguf --bogus", 2, "unknown option '--bogus'", NULL);
+    expect_msg("tokenize -m x.gguf --bogus hi", 2, "unknown option '--bogus'", NULL);
+    expect_msg("eval ppl -m x.gguf --trials", 2, "option --trials needs a value", NULL);
+    expect_msg("eval ppl -m x.gguf --bogus", 2, "unknown option '--bogus'", "needs a value");
+    expect_msg("eval ppl -m x.gguf --ctx 1", 2, "--ctx must be an integer in [2, ", NULL);
+    expect_msg("frobnicate", 2, "run 'lethe --help' for usage", "commands:");
+    /* prompt files: a directory, an endless device, a missing file */
+    expect_msg("run -m x.gguf -f /tmp", 1, "Is a directory", NULL);
+    expect_msg("run -m x.gguf -f /dev/zero", 1, "larger than the 64 MiB limit", NULL);
+    expect_msg("run -m x.gguf -f /nonexistent/prompt.txt", 1, "cannot open '/nonexistent/prompt.txt'", NULL);
+    expect_msg("tokenize -m x.gguf -f /tmp", 1, "Is a directory", NULL);
+
+    /* --version prints the project version on stdout */
+    CHECK(run("--version") == 0);
+    char *o = out_text();
+    CHECKF(o && strncmp(o, "lethe ", 6) == 0 && strlen(o) >= 12 && o[6] >= '0' && o[6] <= '9',
+           "--version: %s", o ? o : "");
+    free(o);
+}
+
 int main(void) {
     bin = getenv("LETHE_BIN");
     if (!bin || !tu_file_exists(bin)) tu_skip("LETHE_BIN not set or missing (run through ctest)");
@@ -47,6 +95,7 @@ int main(void) {
     expect_exit("run -m x.gguf -p hi --bogus", 2);
     expect_exit("info", 2);
     expect_exit("bench -m x.gguf -p -3", 2);
+    test_messages();
     /* bad model files: 1 with a reason */
     expect_exit("run -m /nonexistent/model.gguf -p hi", 1);
     FILE *f = fopen(out_path, "wb");
@@ -66,7 +115,7 @@ int main(void) {
     remove(bad);
 
     const char *model = tu_model_path("stories260K.gguf");
-    if (!tu_file_exists(model)) tu_skip("%s not found", model);
+    if (!tu_file_exists(model)) tu_skip("the model tests need %s (set LETHE_MODELS)", model);
     expect_exit("--help", 0);
 
     /* --ids: exactly the reference greedy ids, nothing else on stdout */
@@ -103,7 +152,7 @@ int main(void) {
         CHECKF(text && strncmp(text, expected, strlen(expected)) == 0, "llama2.c text:\n%s\nexpected:\n%s", text ? text : "", expected);
         free(o);
     } else {
-        printf("SKIPPED part: llama2.c checkpoint or expected text not found\n");
+        tu_skip_part("llama2.c checkpoint or expected text not found under %s", tu_model_path(""));
     }
     free(expected);
 

@@ -31,19 +31,54 @@ int tu_checkf(int ok, const char *file, int line, const char *fmt, ...) {
     return ok;
 }
 
+int tu_require_all(void) {
+    const char *v = getenv("LETHE_REQUIRE_MODELS");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 void tu_skip(const char *fmt, ...) {
+    char why[1024];
     va_list ap;
-    printf("SKIPPED: ");
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    printf("\n");
+    if (tu_failures) {
+        /* a skip must not turn earlier failures into "skipped" */
+        fprintf(stderr, "FAIL: %d of %d checks failed before the test skipped the rest (%s)\n", tu_failures,
+                tu_checks, why);
+        exit(1);
+    }
+    if (tu_require_all()) {
+        fprintf(stderr, "FAIL: cannot skip with LETHE_REQUIRE_MODELS set: %s\n", why);
+        exit(1);
+    }
+    printf("SKIPPED: %s\n", why);
     fflush(stdout);
     exit(77);
 }
 
+void tu_skip_part(const char *fmt, ...) {
+    char why[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (tu_require_all()) {
+        tu_checks++;
+        tu_failures++;
+        fprintf(stderr, "FAIL: cannot skip part of the test with LETHE_REQUIRE_MODELS set: %s\n", why);
+        return;
+    }
+    printf("SKIPPED part: %s\n", why);
+    fflush(stdout);
+}
+
 int tu_finish(const char *name) {
     printf("%s: %d checks, %d failed\n", name, tu_checks, tu_failures);
+    if (tu_checks == 0) {
+        fprintf(stderr, "FAIL: %s ran no checks\n", name);
+        return 1;
+    }
     return tu_failures ? 1 : 0;
 }
 
@@ -69,6 +104,10 @@ const char *tu_reference_path(const char *rel) {
     return join(next_buf(), 4096, "LETHE_REFERENCE", "../shared/reference", rel);
 }
 
+const char *tu_data_path(const char *rel) {
+    return join(next_buf(), 4096, "LETHE_DATA_DIR", "data", rel);
+}
+
 int tu_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
@@ -84,6 +123,13 @@ const char *tu_require_reference(const char *rel) {
     const char *p = tu_reference_path(rel);
     if (!tu_file_exists(p)) tu_skip("reference file %s not found (set LETHE_REFERENCE)", p);
     return p;
+}
+
+const char *tu_optional_model(const char *rel) {
+    const char *p = tu_model_path(rel);
+    if (tu_file_exists(p)) return p;
+    tu_skip_part("model file %s not found (set LETHE_MODELS)", p);
+    return NULL;
 }
 
 char *tu_read_file(const char *path, size_t *size) {

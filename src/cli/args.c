@@ -36,30 +36,96 @@ bool parse_u64(const char *s, uint64_t *out) {
     return true;
 }
 
+const char *cli_cmd = "";
+
+/* "lethe" or "lethe CMD", the prefix of every message. */
+static const char *who(void) {
+    static char buf[64];
+    snprintf(buf, sizeof buf, *cli_cmd ? "lethe %s" : "lethe", cli_cmd);
+    return buf;
+}
+
+int usage_error(void) {
+    if (*cli_cmd) fprintf(stderr, "run 'lethe %s --help' for usage\n", cli_cmd);
+    else fprintf(stderr, "run 'lethe --help' for usage\n");
+    return EXIT_USAGE;
+}
+
+int unknown_option(const char *opt) {
+    fprintf(stderr, "%s: unknown option '%s'\n", who(), opt);
+    return usage_error();
+}
+
 const char *opt_value(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
-        fprintf(stderr, "lethe: option %s needs a value\n", argv[*i]);
+        fprintf(stderr, "%s: option %s needs a value\n", who(), argv[*i]);
+        usage_error();
         return NULL;
     }
     return argv[++*i];
 }
 
+bool opt_int(int argc, char **argv, int *i, long lo, long hi, long *out) {
+    const char *name = argv[*i], *v = opt_value(argc, argv, i);
+    if (!v) return false;
+    if (parse_int(v, lo, hi, out)) return true;
+    fprintf(stderr, "%s: %s must be an integer in [%ld, %ld], not '%s'\n", who(), name, lo, hi, v);
+    usage_error();
+    return false;
+}
+
+bool opt_float(int argc, char **argv, int *i, double lo, double hi, double *out) {
+    const char *name = argv[*i], *v = opt_value(argc, argv, i);
+    if (!v) return false;
+    if (parse_float(v, lo, hi, out)) return true;
+    fprintf(stderr, "%s: %s must be a number in [%g, %g], not '%s'\n", who(), name, lo, hi, v);
+    usage_error();
+    return false;
+}
+
+bool opt_u64(int argc, char **argv, int *i, uint64_t *out) {
+    const char *name = argv[*i], *v = opt_value(argc, argv, i);
+    if (!v) return false;
+    if (parse_u64(v, out)) return true;
+    fprintf(stderr, "%s: %s must be an integer in [0, %llu], not '%s'\n", who(), name, (unsigned long long)UINT64_MAX, v);
+    usage_error();
+    return false;
+}
+
 char *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    if (!f) {
+        fprintf(stderr, "%s: cannot open '%s': %s\n", who(), path, strerror(errno));
+        return NULL;
+    }
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap + 1);
+    bool too_big = false;
     while (buf) {
         n += fread(buf + n, 1, cap - n, f);
         if (n < cap) break;
-        char *nb = realloc(buf, (cap *= 2) + 1);
+        if (cap >= READ_FILE_MAX) { too_big = true; break; }
+        size_t next = cap * 2 > READ_FILE_MAX ? READ_FILE_MAX : cap * 2;
+        char *nb = realloc(buf, next + 1);
         if (!nb) { free(buf); buf = NULL; }
-        else buf = nb;
+        else buf = nb, cap = next;
     }
+    /* A full buffer may just be a file of exactly READ_FILE_MAX bytes. */
+    if (too_big && fgetc(f) == EOF && !ferror(f)) too_big = false;
+    int err = ferror(f) ? (errno ? errno : EIO) : 0;
     fclose(f);
-    if (buf) buf[n] = 0;
-    *len = n;
-    return buf;
+    const char *why = !buf ? "out of memory" : err ? strerror(err) : NULL;
+    if (!why && too_big) {
+        fprintf(stderr, "%s: '%s' is larger than the %d MiB limit for text files\n", who(), path, READ_FILE_MAX >> 20);
+    } else if (why) {
+        fprintf(stderr, "%s: cannot read '%s': %s\n", who(), path, why);
+    } else {
+        buf[n] = 0;
+        *len = n;
+        return buf;
+    }
+    free(buf);
+    return NULL;
 }
 
 double now_seconds(void) {
@@ -115,76 +181,67 @@ static bool known_policy(const char *name) {
     return false;
 }
 
+/* "lethe CMD: unknown KV policy 'X' (full, window, ...)" and the usage hint. */
+static int bad_policy(const char *name) {
+    fprintf(stderr, "%s: unknown KV policy '%s' (", who(), name);
+    for (const char *const *n = lethe_kv_policy_names(); *n; n++)
+        fprintf(stderr, "%s%s", n == lethe_kv_policy_names() ? "" : ", ", *n);
+    fprintf(stderr, ")\n");
+    return usage_error();
+}
+
+static bool is(const char *a, const char *short_name, const char *long_name) {
+    return (short_name && !strcmp(a, short_name)) || !strcmp(a, long_name);
+}
+
+/* An int option in [lo, hi] into *dst. */
+static bool int_opt(int argc, char **argv, int *i, long lo, long hi, int *dst) {
+    long n;
+    if (!opt_int(argc, argv, i, lo, hi, &n)) return false;
+    *dst = (int)n;
+    return true;
+}
+
 int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
     const char *a = argv[*i], *v;
-    long n;
-    if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        o->model = v;
-    } else if (!strcmp(a, "-z") || !strcmp(a, "--tokenizer")) {
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        o->tokenizer = v;
-    } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        if (!parse_int(v, 1, 1024, &n)) { fprintf(stderr, "lethe: bad thread count '%s'\n", v); return -1; }
-        o->n_threads = (int)n;
-    } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        if (!parse_int(v, 1, 1 << 24, &n)) { fprintf(stderr, "lethe: bad context size '%s'\n", v); return -1; }
-        o->n_ctx = (int)n;
-    } else if (!strcmp(a, "--kv-type")) {
+    double x;
+    bool ok = true;
+    if (is(a, "-m", "--model")) ok = (o->model = opt_value(argc, argv, i)) != NULL;
+    else if (is(a, "-z", "--tokenizer")) ok = (o->tokenizer = opt_value(argc, argv, i)) != NULL;
+    else if (is(a, "-t", "--threads")) ok = int_opt(argc, argv, i, 1, 1024, &o->n_threads);
+    else if (is(a, "-c", "--ctx-size")) ok = int_opt(argc, argv, i, 1, 1 << 24, &o->n_ctx);
+    else if (is(a, NULL, "--kv-type")) {
         if (!(v = opt_value(argc, argv, i))) return -1;
         if (!strcmp(v, "f32")) o->kv_type = LETHE_KV_F32;
         else if (!strcmp(v, "f16")) o->kv_type = LETHE_KV_F16;
         else if (!strcmp(v, "q8_0")) o->kv_type = LETHE_KV_Q8_0;
-        else { fprintf(stderr, "lethe: bad KV type '%s' (f32, f16, q8_0)\n", v); return -1; }
-    } else if (!strcmp(a, "--kv-page")) {
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        if (!parse_int(v, 1, 4096, &n)) { fprintf(stderr, "lethe: bad KV page size '%s'\n", v); return -1; }
-        o->kv_page_slots = (int)n;
-    } else if (!strcmp(a, "--kv-policy")) {
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        if (!known_policy(v)) { fprintf(stderr, "lethe: unknown KV policy '%s'\n", v); return -1; }
-        o->kv.name = v;
-    } else if (!strcmp(a, "--kv-budget") || !strcmp(a, "--kv-sink") || !strcmp(a, "--kv-window") || !strcmp(a, "--kv-lag") ||
-               !strcmp(a, "--kv-obs-window") || !strcmp(a, "--kv-pool")) {
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        if (!parse_int(v, !strcmp(a, "--kv-sink") || !strcmp(a, "--kv-window") ? 0 : 1, 1 << 24, &n)) {
-            fprintf(stderr, "lethe: bad value '%s' for %s\n", v, a);
+        else {
+            fprintf(stderr, "%s: unknown KV type '%s' (f32, f16, q8_0)\n", who(), v);
+            usage_error();
             return -1;
         }
-        int *dst = !strcmp(a, "--kv-budget") ? &o->kv.budget : !strcmp(a, "--kv-sink") ? &o->kv.sink
-                 : !strcmp(a, "--kv-window") ? &o->kv.window : !strcmp(a, "--kv-lag") ? &o->kv.lag
-                 : !strcmp(a, "--kv-obs-window") ? &o->kv.obs_window : &o->kv.pool_kernel;
-        *dst = (int)n;
-    } else if (!strcmp(a, "--kv-budget-mib")) {
-        double x;
+    } else if (is(a, NULL, "--kv-page")) ok = int_opt(argc, argv, i, 1, 4096, &o->kv_page_slots);
+    else if (is(a, NULL, "--kv-policy")) {
         if (!(v = opt_value(argc, argv, i))) return -1;
-        if (!parse_float(v, 1e-6, 1e9, &x)) { fprintf(stderr, "lethe: bad KV budget '%s' MiB\n", v); return -1; }
-        o->kv_budget_mib = x;
-    } else if (!strcmp(a, "--kv-threshold")) {
-        double x;
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        if (!parse_float(v, 0, 1, &x)) { fprintf(stderr, "lethe: bad threshold '%s'\n", v); return -1; }
-        o->kv.hit_threshold = (float)x;
-    } else if (!strcmp(a, "--kv-quest-pages")) {
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        if (!parse_int(v, 1, 1 << 24, &n)) { fprintf(stderr, "lethe: bad value '%s' for %s\n", v, a); return -1; }
-        o->kv.quest_pages = (int)n;
-    } else if (!strcmp(a, "--kv-hot-fraction")) {
-        double x;
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        if (!parse_float(v, 0.01, 1, &x)) { fprintf(stderr, "lethe: bad value '%s' for %s\n", v, a); return -1; }
-        o->kv.hot_fraction = (float)x;
-    } else if (!strcmp(a, "--kv-keyformer")) {
-        o->kv.keyformer = true;
-    } else if (!strcmp(a, "--kv-calib")) {
-        if (!(v = opt_value(argc, argv, i))) return -1;
-        o->kv.calib_path = v;
-    } else {
-        return 0;
-    }
-    return 1;
+        if (!known_policy(v)) { bad_policy(v); return -1; }
+        o->kv.name = v;
+    } else if (is(a, NULL, "--kv-budget")) ok = int_opt(argc, argv, i, 1, 1 << 24, &o->kv.budget);
+    else if (is(a, NULL, "--kv-sink")) ok = int_opt(argc, argv, i, 0, 1 << 24, &o->kv.sink);
+    else if (is(a, NULL, "--kv-window")) ok = int_opt(argc, argv, i, 0, 1 << 24, &o->kv.window);
+    else if (is(a, NULL, "--kv-lag")) ok = int_opt(argc, argv, i, 1, 1 << 24, &o->kv.lag);
+    else if (is(a, NULL, "--kv-obs-window")) ok = int_opt(argc, argv, i, 1, 1 << 24, &o->kv.obs_window);
+    else if (is(a, NULL, "--kv-pool")) ok = int_opt(argc, argv, i, 1, 1 << 24, &o->kv.pool_kernel);
+    else if (is(a, NULL, "--kv-quest-pages")) ok = int_opt(argc, argv, i, 1, 1 << 24, &o->kv.quest_pages);
+    else if (is(a, NULL, "--kv-budget-mib")) {
+        if ((ok = opt_float(argc, argv, i, 1e-6, 1e9, &x))) o->kv_budget_mib = x;
+    } else if (is(a, NULL, "--kv-threshold")) {
+        if ((ok = opt_float(argc, argv, i, 0, 1, &x))) o->kv.hit_threshold = (float)x;
+    } else if (is(a, NULL, "--kv-hot-fraction")) {
+        if ((ok = opt_float(argc, argv, i, 0.01, 1, &x))) o->kv.hot_fraction = (float)x;
+    } else if (is(a, NULL, "--kv-keyformer")) o->kv.keyformer = true;
+    else if (is(a, NULL, "--kv-calib")) ok = (o->kv.calib_path = opt_value(argc, argv, i)) != NULL;
+    else return 0;
+    return ok ? 1 : -1;
 }
 
 lethe_model *model_opts_load(const model_opts *o) {

@@ -25,7 +25,8 @@ typedef struct {
 
 void model_opts_init(model_opts *o);
 /* Tries to consume argv[*i] (and its value) as a model option. Returns 1 if
- * consumed, 0 if not a model option, -1 on a bad value (message printed). */
+ * consumed, 0 if not a model option, -1 on a bad value (message and usage
+ * hint printed: the caller just returns EXIT_USAGE). */
 int model_opts_parse(model_opts *o, int argc, char **argv, int *i);
 lethe_model *model_opts_load(const model_opts *o);
 /* The context (threads, KV pool) the options ask for, n_ctx <= 0 meaning the
@@ -39,11 +40,30 @@ extern const char *MODEL_OPTS_USAGE;
 bool parse_int(const char *s, long lo, long hi, long *out);
 bool parse_float(const char *s, double lo, double hi, double *out);
 bool parse_u64(const char *s, uint64_t *out);
-/* Value of option argv[*i]; advances *i. NULL (message printed) when missing. */
+/* The command being run ("run", "eval", ...; "" before one is chosen), set
+ * by main(). Every message below starts with "lethe CMD: ". */
+extern const char *cli_cmd;
+/* Prints the one-line hint "run 'lethe CMD --help' for usage" to stderr and
+ * returns EXIT_USAGE. Commands print it after a usage error, not the whole
+ * usage. */
+int usage_error(void);
+/* "lethe CMD: unknown option 'X'" and the hint; returns EXIT_USAGE. */
+int unknown_option(const char *opt);
+/* Value of option argv[*i]; advances *i. NULL when missing ("option X needs
+ * a value" and the hint printed). */
 const char *opt_value(int argc, char **argv, int *i);
+/* The value of option argv[*i] as a number in [lo, hi]; advances *i. False
+ * when it is missing or not such a number ("X must be ... in [lo, hi]" and
+ * the hint printed). */
+bool opt_int(int argc, char **argv, int *i, long lo, long hi, long *out);
+bool opt_float(int argc, char **argv, int *i, double lo, double hi, double *out);
+bool opt_u64(int argc, char **argv, int *i, uint64_t *out);
 
-/* A whole file (pipes too) in a malloc'd, NUL-terminated buffer of *len
- * bytes, or NULL. */
+/* Text files (prompts, eval texts) larger than this are refused. */
+#define READ_FILE_MAX (64 << 20)
+/* A whole file (pipes too) of at most READ_FILE_MAX bytes in a malloc'd,
+ * NUL-terminated buffer of *len bytes, or NULL with the reason printed
+ * (cannot open, a directory, a read error, too large). */
 char *read_file(const char *path, size_t *len);
 
 double now_seconds(void);

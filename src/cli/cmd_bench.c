@@ -125,7 +125,8 @@ int cmd_bench(int argc, char **argv) {
     long n_prompt = 128, n_gen = 64, reps = 5;
     const char *sub = NULL;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
+        const char *a = argv[i];
+        bool ok;
         int r = model_opts_parse(&mo, argc, argv, &i);
         if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
@@ -134,17 +135,15 @@ int cmd_bench(int argc, char **argv) {
             sub = a;
             continue;
         }
-        if (!(v = opt_value(argc, argv, &i))) return EXIT_USAGE;
-        if ((!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) && parse_int(v, 0, 1 << 20, &n_prompt)) continue;
-        if ((!strcmp(a, "-n") || !strcmp(a, "--n-gen")) && parse_int(v, 0, 1 << 20, &n_gen)) continue;
-        if ((!strcmp(a, "-r") || !strcmp(a, "--repetitions")) && parse_int(v, 1, 1000, &reps)) continue;
-        fprintf(stderr, "lethe bench: bad option or value: %s %s\n", a, v);
-        usage(stderr);
-        return EXIT_USAGE;
+        if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) ok = opt_int(argc, argv, &i, 0, 1 << 20, &n_prompt);
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) ok = opt_int(argc, argv, &i, 0, 1 << 20, &n_gen);
+        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) ok = opt_int(argc, argv, &i, 1, 1000, &reps);
+        else return unknown_option(a);
+        if (!ok) return EXIT_USAGE;
     }
     if (sub && !strcmp(sub, "attn")) { attn_bench(stdout, mo.n_threads); return 0; }
     if (sub && !strcmp(sub, "kernels")) { lt_matmul_bench(stdout, mo.n_threads); return 0; }
-    if (!mo.model) { usage(stderr); return EXIT_USAGE; }
+    if (!mo.model) { fprintf(stderr, "lethe bench: need -m MODEL (or bench attn / bench kernels)\n"); return usage_error(); }
     if (sub && !strcmp(sub, "batch")) return bench_batch(&mo, (int)n_gen);
     if (sub && !strcmp(sub, "kv")) return bench_kv(&mo, (int)n_gen);
     return bench_model(&mo, (int)n_prompt, (int)n_gen, (int)reps);

@@ -113,15 +113,14 @@ static void print_table(const eval_row *rows, int n) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    if (argc < 2) { usage(stderr); return EXIT_USAGE; }
+    if (argc < 2) { fprintf(stderr, "lethe eval: name a job (ppl, passkey, agree, sweep)\n"); return usage_error(); }
     const char *sub = argv[1];
     if (!strcmp(sub, "-h") || !strcmp(sub, "--help")) { usage(stdout); return 0; }
     int jobs = !strcmp(sub, "ppl") ? JOB_PPL : !strcmp(sub, "passkey") ? JOB_PASSKEY : !strcmp(sub, "agree") ? JOB_AGREE
              : !strcmp(sub, "sweep") ? JOB_PPL | JOB_PASSKEY | JOB_AGREE : 0;
     if (!jobs) {
         fprintf(stderr, "lethe eval: unknown job '%s' (ppl, passkey, agree, sweep)\n", sub);
-        usage(stderr);
-        return EXIT_USAGE;
+        return usage_error();
     }
     bool sweep = !strcmp(sub, "sweep"), quiet = false, verbose = false, policy_given = false, budget_given = false;
     model_opts mo;
@@ -133,41 +132,32 @@ int cmd_eval(int argc, char **argv) {
     int given = 0; /* jobs whose options were given */
     bool sweep_opts = false;
     for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *v;
+        const char *a = argv[i];
         if (!strcmp(a, "--kv-policy")) policy_given = true;
         if (!strcmp(a, "--kv-budget")) budget_given = true;
         int r = model_opts_parse(&mo, argc, argv, &i);
-        if (r < 0) { usage(stderr); return EXIT_USAGE; }
+        if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--sweep")) { sweep = true; continue; }
         if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) { quiet = true; continue; }
         if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { verbose = true; continue; }
-        if (!(v = opt_value(argc, argv, &i))) { usage(stderr); return EXIT_USAGE; }
         bool ok = true;
-        if (!strcmp(a, "--ctx")) ok = parse_int(v, 2, 1 << 24, &ctx);
-        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { text_file = v; given |= JOB_PPL; }
-        else if (!strcmp(a, "--batch")) { ok = parse_int(v, 1, 1 << 16, &batch); given |= JOB_PPL; }
-        else if (!strcmp(a, "--lengths")) { lengths_arg = argv[i]; given |= JOB_PASSKEY; }
-        else if (!strcmp(a, "--depths")) { depths_arg = argv[i]; given |= JOB_PASSKEY; }
-        else if (!strcmp(a, "--trials")) { ok = parse_int(v, 1, 100000, &trials); given |= JOB_PASSKEY; }
-        else if (!strcmp(a, "--gen")) { ok = parse_int(v, 1, 4096, &n_gen_pk); given |= JOB_PASSKEY; }
-        else if (!strcmp(a, "--seed")) { ok = parse_u64(v, &seed); mo.kv.seed = seed; }
-        else if (!strcmp(a, "--prompts")) { prompts_file = v; given |= JOB_AGREE; }
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { ok = parse_int(v, 1, 1 << 24, &n_predict); given |= JOB_AGREE; }
-        else if (!strcmp(a, "--policies")) { policies_arg = argv[i]; sweep_opts = true; }
-        else if (!strcmp(a, "--budgets")) { budgets_arg = argv[i]; sweep_opts = true; }
-        else if (!strcmp(a, "--out")) { out_dir = v; sweep_opts = true; }
-        else {
-            fprintf(stderr, "lethe eval: unknown option '%s'\n", a);
-            usage(stderr);
-            return EXIT_USAGE;
-        }
-        if (!ok) {
-            fprintf(stderr, "lethe eval: bad value '%s' for %s\n", v, a);
-            usage(stderr);
-            return EXIT_USAGE;
-        }
+        if (!strcmp(a, "--ctx")) ok = opt_int(argc, argv, &i, 2, 1 << 24, &ctx);
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { ok = (text_file = opt_value(argc, argv, &i)) != NULL; given |= JOB_PPL; }
+        else if (!strcmp(a, "--batch")) { ok = opt_int(argc, argv, &i, 1, 1 << 16, &batch); given |= JOB_PPL; }
+        else if (!strcmp(a, "--lengths")) { if ((ok = opt_value(argc, argv, &i) != NULL)) lengths_arg = argv[i]; given |= JOB_PASSKEY; }
+        else if (!strcmp(a, "--depths")) { if ((ok = opt_value(argc, argv, &i) != NULL)) depths_arg = argv[i]; given |= JOB_PASSKEY; }
+        else if (!strcmp(a, "--trials")) { ok = opt_int(argc, argv, &i, 1, 100000, &trials); given |= JOB_PASSKEY; }
+        else if (!strcmp(a, "--gen")) { ok = opt_int(argc, argv, &i, 1, 4096, &n_gen_pk); given |= JOB_PASSKEY; }
+        else if (!strcmp(a, "--seed")) { ok = opt_u64(argc, argv, &i, &seed); mo.kv.seed = seed; }
+        else if (!strcmp(a, "--prompts")) { ok = (prompts_file = opt_value(argc, argv, &i)) != NULL; given |= JOB_AGREE; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { ok = opt_int(argc, argv, &i, 1, 1 << 24, &n_predict); given |= JOB_AGREE; }
+        else if (!strcmp(a, "--policies")) { if ((ok = opt_value(argc, argv, &i) != NULL)) policies_arg = argv[i]; sweep_opts = true; }
+        else if (!strcmp(a, "--budgets")) { if ((ok = opt_value(argc, argv, &i) != NULL)) budgets_arg = argv[i]; sweep_opts = true; }
+        else if (!strcmp(a, "--out")) { ok = (out_dir = opt_value(argc, argv, &i)) != NULL; sweep_opts = true; }
+        else return unknown_option(a);
+        if (!ok) return EXIT_USAGE;
     }
     /* options must fit the job */
     const char *why = NULL;
@@ -180,8 +170,7 @@ int cmd_eval(int argc, char **argv) {
         why = "agree runs the full-cache reference in the same pool: give the budget with --kv-budget, not --kv-budget-mib";
     if (why) {
         fprintf(stderr, "lethe eval %s: %s\n", sub, why);
-        usage(stderr);
-        return EXIT_USAGE;
+        return usage_error();
     }
 
     /* lists */
@@ -250,8 +239,7 @@ int cmd_eval(int argc, char **argv) {
         if (!text_file) {
             if (access(DEFAULT_TEXT, R_OK) != 0) {
                 fprintf(stderr, "lethe eval: need -f TEXT (%s is not here)\n", DEFAULT_TEXT);
-                usage(stderr);
-                return EXIT_USAGE;
+                return usage_error();
             }
             text_file = DEFAULT_TEXT;
         }

@@ -34,9 +34,10 @@ int cmd_run(int argc, char **argv) {
     long n_predict = 128;
     bool ignore_eos = false, echo = false, ids_out = false, special = false;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
+        const char *a = argv[i];
         long n;
         double x;
+        bool ok = true;
         int r = model_opts_parse(&mo, argc, argv, &i);
         if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
@@ -45,33 +46,28 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--echo")) echo = true;
         else if (!strcmp(a, "--ids")) ids_out = true;
         else if (!strcmp(a, "--special")) special = true;
-        else if (!(v = opt_value(argc, argv, &i))) { usage(stderr); return EXIT_USAGE; }
-        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) prompt = v;
-        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) prompt_file = v;
-        else if ((!strcmp(a, "-n") || !strcmp(a, "--n-predict")) && parse_int(v, 0, 1 << 24, &n)) n_predict = n;
-        else if (!strcmp(a, "--temp") && parse_float(v, 0, 100, &x)) sp.temperature = (float)x;
-        else if (!strcmp(a, "--top-k") && parse_int(v, 0, 1 << 24, &n)) sp.top_k = (int)n;
-        else if (!strcmp(a, "--top-p") && parse_float(v, 0, 1, &x)) sp.top_p = (float)x;
-        else if (!strcmp(a, "--min-p") && parse_float(v, 0, 1, &x)) sp.min_p = (float)x;
-        else if (!strcmp(a, "--repeat-penalty") && parse_float(v, 0.01, 100, &x)) sp.repeat_penalty = (float)x;
-        else if (!strcmp(a, "--repeat-last-n") && parse_int(v, 0, 1 << 20, &n)) sp.repeat_last_n = (int)n;
-        else if (!strcmp(a, "--seed") && parse_u64(v, &sp.seed)) {}
-        else {
-            fprintf(stderr, "lethe run: bad option or value: %s %s\n", a, v);
-            usage(stderr);
-            return EXIT_USAGE;
-        }
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) ok = (prompt = opt_value(argc, argv, &i)) != NULL;
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) ok = (prompt_file = opt_value(argc, argv, &i)) != NULL;
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) ok = opt_int(argc, argv, &i, 0, 1 << 24, &n_predict);
+        else if (!strcmp(a, "--temp")) { if ((ok = opt_float(argc, argv, &i, 0, 100, &x))) sp.temperature = (float)x; }
+        else if (!strcmp(a, "--top-k")) { if ((ok = opt_int(argc, argv, &i, 0, 1 << 24, &n))) sp.top_k = (int)n; }
+        else if (!strcmp(a, "--top-p")) { if ((ok = opt_float(argc, argv, &i, 0, 1, &x))) sp.top_p = (float)x; }
+        else if (!strcmp(a, "--min-p")) { if ((ok = opt_float(argc, argv, &i, 0, 1, &x))) sp.min_p = (float)x; }
+        else if (!strcmp(a, "--repeat-penalty")) { if ((ok = opt_float(argc, argv, &i, 0.01, 100, &x))) sp.repeat_penalty = (float)x; }
+        else if (!strcmp(a, "--repeat-last-n")) { if ((ok = opt_int(argc, argv, &i, 0, 1 << 20, &n))) sp.repeat_last_n = (int)n; }
+        else if (!strcmp(a, "--seed")) ok = opt_u64(argc, argv, &i, &sp.seed);
+        else return unknown_option(a);
+        if (!ok) return EXIT_USAGE;
     }
     if (!mo.model || (!prompt && !prompt_file) || (prompt && prompt_file)) {
         fprintf(stderr, "lethe run: need -m MODEL and exactly one of -p PROMPT / -f FILE\n");
-        usage(stderr);
-        return EXIT_USAGE;
+        return usage_error();
     }
     size_t prompt_len = 0;
     char *file_text = NULL;
     if (prompt_file) {
         file_text = read_file(prompt_file, &prompt_len);
-        if (!file_text) { fprintf(stderr, "lethe run: cannot read '%s'\n", prompt_file); return 1; }
+        if (!file_text) return 1; /* read_file said why */
         prompt = file_text;
     } else {
         prompt_len = strlen(prompt);

@@ -32,16 +32,19 @@ int cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { if (!(model = opt_value(argc, argv, &i))) return EXIT_USAGE; }
         else if (!strcmp(a, "-z") || !strcmp(a, "--tokenizer")) { if (!(tok_path = opt_value(argc, argv, &i))) return EXIT_USAGE; }
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { if (!(file = opt_value(argc, argv, &i))) return EXIT_USAGE; }
-        else if (a[0] == '-' && a[1]) { fprintf(stderr, "lethe tokenize: unknown option '%s'\n", a); usage(stderr); return EXIT_USAGE; }
+        else if (a[0] == '-' && a[1]) return unknown_option(a);
         else if (!text) text = a;
-        else { fprintf(stderr, "lethe tokenize: give the text as one argument\n"); return EXIT_USAGE; }
+        else { fprintf(stderr, "lethe tokenize: give the text as one argument\n"); return usage_error(); }
     }
-    if (!model || (!text && !file) || (text && file)) { usage(stderr); return EXIT_USAGE; }
+    if (!model || (!text && !file) || (text && file)) {
+        fprintf(stderr, "lethe tokenize: need -m MODEL and exactly one of TEXT / -f FILE\n");
+        return usage_error();
+    }
 
     size_t len = 0;
     char *buf = NULL;
     if (file) {
-        if (!(buf = read_file(file, &len))) { fprintf(stderr, "lethe tokenize: cannot read '%s'\n", file); return 1; }
+        if (!(buf = read_file(file, &len))) return 1; /* read_file said why */
         text = buf;
     } else {
         len = strlen(text);

@@ -3,6 +3,11 @@
 
 #include "cli/cli.h"
 
+/* The project version from CMake (project(lethe VERSION ...)). */
+#ifndef LETHE_VERSION_STRING_CLI
+#error "build lethe with CMake: LETHE_VERSION_STRING_CLI is not defined"
+#endif
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: lethe <command> [options]\n"
@@ -12,6 +17,7 @@ static void usage(FILE *f) {
             "  tokenize  print the tokens of a text\n"
             "  bench     measure prompt / generation speed (also: bench attn, bench kernels)\n"
             "  eval      quality per KV byte of the KV policies against the full cache (ppl, passkey, agree, sweep)\n"
+            "  --version print the version\n"
             "run 'lethe <command> --help' for the options of a command\n");
 }
 
@@ -21,6 +27,7 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    if (cmd[0] != '-') cli_cmd = cmd;
     if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
@@ -30,7 +37,11 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "lethe: unknown command '%s'\n", cmd);
-    usage(stderr);
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("lethe %s\n", LETHE_VERSION_STRING_CLI);
+        return 0;
+    }
+    fprintf(stderr, "lethe: unknown command '%s' (run, info, tokenize, bench, eval)\n", cmd);
+    fprintf(stderr, "run 'lethe --help' for usage\n");
     return EXIT_USAGE;
 }

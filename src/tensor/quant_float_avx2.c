@@ -1,4 +1,5 @@
 /* AVX2 kernels of the float weight types F32, F16 and BF16 (activations F32). */
+#if defined(__x86_64__) || defined(__i386__) /* the whole file: x86 only */
 #include "tensor/avx2_util.h"
 #include "tensor/quant_impl.h"
 #include "util/fp16.h"
@@ -143,3 +144,8 @@ void lt_tiles_float_avx2(lt_tile *t) {
     t[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM, false};
     t[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM, false};
 }
+
+#else
+/* Elsewhere this file is empty; ISO C wants a declaration in every file. */
+typedef int lt_no_avx2_kernels;
+#endif

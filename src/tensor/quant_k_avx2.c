@@ -11,6 +11,7 @@
  * hold their magnitudes and the values themselves give the signs. Integer
  * sums are exact, so the result differs from the scalar code only by float
  * rounding. */
+#if defined(__x86_64__) || defined(__i386__) /* the whole file: x86 only */
 #include "tensor/avx2_util.h"
 #include "tensor/quant_impl.h"
 
@@ -316,3 +317,8 @@ void lt_tiles_k_avx2(lt_tile *t) {
     t[LT_Q3_K] = (lt_tile){q3_K, KT_RM, KT_RN, KT_RM1, false};
     t[LT_IQ4_XS] = (lt_tile){iq4_xs, KT_RM, KT_RN, KT_RM1, false};
 }
+
+#else
+/* Elsewhere this file is empty; ISO C wants a declaration in every file. */
+typedef int lt_no_avx2_kernels;
+#endif

@@ -3,6 +3,7 @@
  * Q8_1). Per block the integer dot product is exact and is scaled once, as
  * in the scalar code, so the two differ only in the order of the float
  * additions. */
+#if defined(__x86_64__) || defined(__i386__) /* the whole file: x86 only */
 #include "tensor/avx2_util.h"
 #include "tensor/quant_impl.h"
 
@@ -435,3 +436,8 @@ void lt_tiles_legacy_avx2(lt_tile *t) {
     t[LT_Q4_1] = (lt_tile){tile_q4_1, P_ROWS, MT_RN, P_ROWS1, true};
     t[LT_Q5_1] = (lt_tile){tile_q5_1, P_ROWS, MT_RN, P_ROWS1, true};
 }
+
+#else
+/* Elsewhere this file is empty; ISO C wants a declaration in every file. */
+typedef int lt_no_avx2_kernels;
+#endif
