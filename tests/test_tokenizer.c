@@ -530,13 +530,17 @@ static void test_stream(const char *rel) {
         free(full);
         free(ids);
     }
-    /* a tiny output buffer is refused without losing state */
+    /* a buffer too small gets the size needed, and nothing is consumed */
     detok_stream d;
     detok_stream_init(&d);
     int n;
     lethe_token *ids = encode(t, "hello", 5, false, false, &n);
     char small[1];
-    if (ids && n > 0) CHECK(detok_stream_push(&d, t, ids[0], small, 0, false) == -1 && d.n_pending == 0);
+    if (ids && n > 0) {
+        int need = tokenizer_piece(t, ids[0], NULL, 0, false);
+        CHECK(need > 0 && detok_stream_push(&d, t, ids[0], small, 0, false) == need && d.n_pending == 0);
+        CHECK(need <= tokenizer_max_piece(t));
+    }
     free(ids);
     tokenizer_free(t);
     gguf_close(f);
