@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tokenizer *t = tokenizer_from_llama2c(tokp, (int)(split >> 24) + 1, err, &st);
     if (t) {
         lethe_token ids[32];
-        if (tokenizer_encode(t, "Once upon a time", 16, ids, 32, true, false) < 0) fuzz_fail("tokenizer.bin vocab cannot encode ASCII");
+        (void)tokenizer_encode(t, "Once upon a time", 16, ids, 32, true, false); /* -1 is fine: bytes without a token */
         tokenizer_free(t);
     } else if (st == LETHE_OK || !err[0]) {
         fuzz_fail("tokenizer.bin rejected without a status and message");

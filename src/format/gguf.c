@@ -380,12 +380,15 @@ static gguf_file *parse(gguf_file *f, char *err, lethe_status *status) {
     return f;
 }
 
+/* O_NONBLOCK: opening a named pipe must not wait for a writer; only
+ * regular files are read. */
 bool gguf_has_magic(const char *path) {
     char magic[4] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    size_t n = fread(magic, 1, 4, f);
-    fclose(f);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat st;
+    ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, magic, 4) : -1;
+    close(fd);
     return n == 4 && memcmp(magic, GGUF_MAGIC, 4) == 0;
 }
 
@@ -402,7 +405,7 @@ gguf_file *gguf_open_memory(const void *data, size_t size, char *err, lethe_stat
 }
 
 gguf_file *gguf_open(const char *path, char *err, lethe_status *status) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
     if (fd < 0) {
         if (status) *status = LETHE_ERR_IO;
         set_error(err, LETHE_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
@@ -412,7 +415,7 @@ gguf_file *gguf_open(const char *path, char *err, lethe_status *status) {
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         if (status) *status = LETHE_ERR_IO;
-        set_error(err, LETHE_ERR_IO, "'%s' is not a regular file", path);
+        set_error(err, LETHE_ERR_IO, "'%s' is %s, not a regular file", path, S_ISDIR(st.st_mode) ? "a directory" : "a pipe, device or socket");
         return NULL;
     }
     size_t size = (size_t)st.st_size;
