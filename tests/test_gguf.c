@@ -353,8 +353,9 @@ static void test_scale(void) {
         printf("  40K %s: %.4f s (10K: %.4f s, ratio %.1f)\n", runs[r].what, t40, t10, t40 / (t10 > 1e-6 ? t10 : 1e-6));
         CHECKF(t10 >= 0 && t40 >= 0, "%s: generated files load", runs[r].what);
         CHECKF(t40 < 2.0, "%s: 40K entries open in under 2 s (took %.2f s)", runs[r].what, t40);
-        /* the ratio is only meaningful above timer noise */
-        CHECKF(t40 < 0.02 || t40 < 10.0 * t10, "%s: 4x entries cost %.1fx the time (quadratic is 16x)", runs[r].what,
+        /* the ratio is only meaningful well above timer and load noise
+         * (quadratic took seconds; n log n takes milliseconds) */
+        CHECKF(t40 < 0.2 || t40 < 10.0 * t10, "%s: 4x entries cost %.1fx the time (quadratic is 16x)", runs[r].what,
                t40 / t10);
     }
     /* duplicates and overlaps as far apart as possible are still found */
