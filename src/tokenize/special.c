@@ -105,11 +105,12 @@ static bool build_mode(tokenizer *t, int mode) {
     s->mask = cap - 1;
     s->len = malloc((size_t)n * sizeof *s->len);
     s->first = calloc((size_t)n, sizeof *s->first);
+    s->last = calloc((size_t)n, sizeof *s->last);
     s->slot_hash = malloc(cap * sizeof *s->slot_hash);
     s->slot_len = malloc(cap * sizeof *s->slot_len);
     s->slot_rank = malloc(cap * sizeof *s->slot_rank);
     s->chain = malloc((size_t)t->n_special * sizeof *s->chain);
-    if (!s->len || !s->first || !s->slot_hash || !s->slot_len || !s->slot_rank || !s->chain) return false;
+    if (!s->len || !s->first || !s->last || !s->slot_hash || !s->slot_len || !s->slot_rank || !s->chain) return false;
     for (size_t i = 0; i < cap; i++) s->slot_rank[i] = -1;
     for (int r = 0; r < t->n_special; r++) s->chain[r] = -1;
     /* t->special is sorted by length, longest first */
@@ -117,9 +118,10 @@ static bool build_mode(tokenizer *t, int mode) {
         lethe_token id = t->special[r];
         if (!active(t, id, mode)) continue;
         uint32_t L = t->text_len[id];
-        unsigned char b = (unsigned char)tok_text(t, id)[0];
+        unsigned char b = (unsigned char)tok_text(t, id)[0], e = (unsigned char)tok_text(t, id)[L - 1];
         if (s->n_len == 0 || s->len[s->n_len - 1] != L) s->len[s->n_len++] = L;
         s->first[s->n_len - 1][b >> 3] |= (uint8_t)(1u << (b & 7));
+        s->last[s->n_len - 1][e >> 3] |= (uint8_t)(1u << (e & 7));
         table_add(t, s, r);
     }
     return true;
@@ -136,6 +138,7 @@ void special_index_free(tokenizer *t) {
         special_index *s = &t->sidx[mode];
         free(s->len);
         free(s->first);
+        free(s->last);
         free(s->slot_hash);
         free(s->slot_len);
         free(s->slot_rank);
@@ -240,11 +243,12 @@ bool special_partition(const tokenizer *t, const char *text, size_t len, bool pa
     for (size_t i = 0; i < len; i++) H[i + 1] = mod_fold(mod_mul(H[i], HBASE) + u[i] + 1);
     for (int li = 0; li < s->n_len; li++) {
         size_t L = s->len[li], n_occ = 0;
-        const uint8_t *first = s->first[li];
+        const uint8_t *first = s->first[li], *last = s->last[li];
         if (L > len) continue;
         uint64_t pw = mod_pow(HBASE, L);
         for (size_t p = 0; p + L <= len; p++) {
             if (!(first[u[p] >> 3] & (1u << (u[p] & 7)))) continue;
+            if (!(last[u[p + L - 1] >> 3] & (1u << (u[p + L - 1] & 7)))) continue;
             if (c.raw && (!c.raw[p] || !c.raw[p + L - 1])) continue;
             uint64_t h = mod_fold(H[p + L] + HMOD - mod_mul(H[p], pw));
             for (int32_t r = table_get(s, h, (uint32_t)L); r >= 0; r = s->chain[r]) {

@@ -139,6 +139,7 @@ typedef struct {
     int n_len;           /* distinct text lengths, longest first */
     uint32_t *len;
     uint8_t (*first)[32]; /* per length: bitmap of the first bytes of its texts */
+    uint8_t (*last)[32];  /* ... and of their last bytes */
     size_t mask;         /* hash table capacity - 1 (power of two) */
     uint64_t *slot_hash;
     uint32_t *slot_len;
