@@ -869,7 +869,7 @@ static void test_hostile_specials(void) {
     bool ok = special_partition(t, text, len, false, &a);
     double dt = now_s() - t0;
     printf("hostile special tokens: %zu bytes against %zu bytes of special text in %.3f s\n", len, bytes, dt);
-    CHECKF(ok && dt < 2.0, "hostile vocabulary: partition took %.2f s", dt);
+    CHECKF(ok && dt < 1.0, "hostile vocabulary: partition took %.2f s (the old scan: 3.8 s)", dt);
     /* same fragments as llama.cpp's one-scan-per-token algorithm, on a prefix */
     size_t cut = 4000;
     bool ok2 = special_partition(t, text, cut, false, &a);
