@@ -2,9 +2,11 @@
  * malformed files (built here byte by byte, or cut from a valid one) are
  * rejected with an error, never a crash or an out-of-bounds read (the suite
  * also runs under ASan/UBSan). */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "format/gguf.h"
 #include "lethe.h"
@@ -280,7 +282,148 @@ static void test_model_errors(void) {
     free(bytes);
 }
 
+
+/* ---- scale: many keys / many tensors ------------------------------------- */
+
+/* A file with n_kv uint32 keys and n_t one-float tensors; dup 1 repeats
+ * key 0 as the last key, dup 2 repeats tensor 0's name as the last tensor,
+ * dup 3 makes the last tensor overlap the first. */
+static tu_buf build_many(int n_kv, int n_t, int dup) {
+    tu_buf b = {0};
+    char name[32];
+    tu_put(&b, "GGUF", 4);
+    tu_u32(&b, 3);
+    tu_u64(&b, (uint64_t)n_t);
+    tu_u64(&b, (uint64_t)n_kv);
+    for (int i = 0; i < n_kv; i++) {
+        snprintf(name, sizeof name, "k.%d", dup == 1 && i == n_kv - 1 ? 0 : i);
+        tu_str(&b, name);
+        tu_u32(&b, 4);
+        tu_u32(&b, (uint32_t)i);
+    }
+    for (int i = 0; i < n_t; i++) {
+        snprintf(name, sizeof name, "t.%d", dup == 2 && i == n_t - 1 ? 0 : i);
+        tu_str(&b, name);
+        tu_u32(&b, 1);
+        tu_u64(&b, 1);
+        tu_u32(&b, 0); /* F32 */
+        tu_u64(&b, dup == 3 && i == n_t - 1 ? 0 : (uint64_t)i * 32);
+    }
+    tu_pad(&b, 32);
+    for (int i = 0; i < n_t; i++) {
+        float v = (float)i;
+        tu_put(&b, &v, 4);
+        tu_pad(&b, 32);
+    }
+    return b;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Best of three opens of a generated file, in seconds; -1 when rejected. */
+static double time_open(int n_kv, int n_t) {
+    tu_buf b = build_many(n_kv, n_t, 0);
+    double best = 1e9;
+    for (int r = 0; r < 3; r++) {
+        char err[LETHE_ERR_MAX] = "";
+        double t0 = now_s();
+        gguf_file *f = gguf_open_memory(b.p, b.n, err, NULL);
+        double dt = now_s() - t0;
+        if (!f) { fprintf(stderr, "generated file rejected: %s\n", err); best = -1; break; }
+        gguf_close(f);
+        if (dt < best) best = dt;
+    }
+    free(b.p);
+    return best;
+}
+
+/* The duplicate and overlap checks were O(n^2): 40K keys took 6.4 s and 40K
+ * tensors 8.8 s. 4x the entries must cost far less than 16x the time. */
+static void test_scale(void) {
+    const struct { const char *what; int kv10, t10, kv40, t40; } runs[] = {
+        {"keys", 10000, 0, 40000, 0},
+        {"tensors", 1, 10000, 1, 40000},
+    };
+    for (int r = 0; r < 2; r++) {
+        double t10 = time_open(runs[r].kv10, runs[r].t10), t40 = time_open(runs[r].kv40, runs[r].t40);
+        printf("  40K %s: %.4f s (10K: %.4f s, ratio %.1f)\n", runs[r].what, t40, t10, t40 / (t10 > 1e-6 ? t10 : 1e-6));
+        CHECKF(t10 >= 0 && t40 >= 0, "%s: generated files load", runs[r].what);
+        CHECKF(t40 < 2.0, "%s: 40K entries open in under 2 s (took %.2f s)", runs[r].what, t40);
+        /* the ratio is only meaningful well above timer and load noise
+         * (quadratic took seconds; n log n takes milliseconds) */
+        CHECKF(t40 < 0.2 || t40 < 10.0 * t10, "%s: 4x entries cost %.1fx the time (quadratic is 16x)", runs[r].what,
+               t40 / t10);
+    }
+    /* duplicates and overlaps as far apart as possible are still found */
+    const struct { int dup; const char *expect; } dups[] = {
+        {1, "duplicate metadata key 'k.0'"}, {2, "duplicate tensor name 't.0'"}, {3, "overlap"}};
+    for (int d = 0; d < 3; d++) {
+        tu_buf b = build_many(40000, 40000, dups[d].dup);
+        char err[LETHE_ERR_MAX] = "";
+        gguf_file *f = gguf_open_memory(b.p, b.n, err, NULL);
+        CHECKF(f == NULL && strstr(err, dups[d].expect), "far-apart case %d: '%s'", dups[d].dup, err);
+        printf("  far apart: %s\n", err);
+        gguf_close(f);
+        free(b.p);
+    }
+    /* and look-ups find the first, the last and no absent name */
+    tu_buf b = build_many(40000, 40000, 0);
+    gguf_file *f = gguf_open_memory(b.p, b.n, NULL, NULL);
+    uint32_t v = 0;
+    CHECK(f && gguf_get_u32(f, "k.0", &v) && v == 0 && gguf_get_u32(f, "k.39999", &v) && v == 39999);
+    CHECK(f && gguf_find_key(f, "k.40000") < 0 && gguf_find_key(f, "k.") < 0 && gguf_find_key(f, "") < 0);
+    const gguf_tensor *t = f ? gguf_find_tensor(f, "t.39999") : NULL;
+    CHECK(t && ((const float *)t->data)[0] == 39999.0f && !gguf_find_tensor(f, "t.40000"));
+    gguf_close(f);
+    free(b.p);
+}
+
+/* ---- integers stored as floats (fuzz finding gguf-1.bin) ----------------- */
+
+/* An array of one float32 or float64 as key "x"; returns the parsed file. */
+static gguf_file *one_float_array(tu_buf *b, uint32_t type, double v) {
+    b->n = 0;
+    tu_put(b, "GGUF", 4);
+    tu_u32(b, 3);
+    tu_u64(b, 0);
+    tu_u64(b, 1);
+    tu_str(b, "x");
+    tu_u32(b, 9);
+    tu_u32(b, type);
+    tu_u64(b, 1);
+    if (type == 6) { float f = (float)v; tu_put(b, &f, 4); }
+    else tu_put(b, &v, 8);
+    return gguf_open_memory(b->p, b->n, NULL, NULL);
+}
+
+static void test_float_to_int(void) {
+    const struct { uint32_t type; double v; int ok; int64_t want; } cases[] = {
+        {6, 64.0, 1, 64}, {12, -3.0, 1, -3}, {12, 9007199254740992.0, 1, 9007199254740992LL},
+        {6, 1e27, 0, 0}, {12, 9223372036854775808.0, 0, 0}, {12, -9223372036854777856.0, 0, 0},
+        {12, -9223372036854775808.0, 1, INT64_MIN}, {6, 1.5, 0, 0}, {12, 0.25, 0, 0},
+        {6, INFINITY, 0, 0}, {12, -INFINITY, 0, 0}, {12, NAN, 0, 0},
+    };
+    tu_buf b = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gguf_file *f = one_float_array(&b, cases[i].type, cases[i].v);
+        const gguf_array *a = f ? gguf_get_arr(f, "x") : NULL;
+        int64_t x = 12345;
+        bool ok = a && gguf_arr_int(a, 0, &x);
+        CHECKF(a && ok == (bool)cases[i].ok && (!ok || x == cases[i].want), "float %g as integer: %s %lld", cases[i].v,
+               ok ? "accepted" : "rejected", (long long)x);
+        if (a && !ok) CHECK(gguf_arr_i64(a, 0) == 0);
+        gguf_close(f);
+    }
+    free(b.p);
+}
+
 int main(void) {
+    test_float_to_int();
+    test_scale();
     test_model_errors();
     test_builder_valid();
     test_malformed();

@@ -243,6 +243,59 @@ static void representable_bytes(const tokenizer *t, bool spm, bool rep[256]) {
     }
 }
 
+/* The bytes README.md says each shared vocabulary cannot round-trip, as
+ * ranges lo..hi; "as_latin1": they come back as the UTF-8 of U+00XX,
+ * otherwise they are dropped. A vocabulary not listed loses none. */
+static const struct {
+    const char *name;
+    bool as_latin1;
+    unsigned char ranges[12][2];
+} documented_loss[] = {
+    {"ggml-vocab-deepseek-coder.gguf", true, {{0xC0, 0xC1}, {0xF5, 0xFF}}},
+    {"ggml-vocab-deepseek-llm.gguf", true, {{0xC0, 0xC1}, {0xF5, 0xFF}}},
+    {"ggml-vocab-mpt.gguf", false, {{0xC0, 0xC1}, {0xF5, 0xFF}}},
+    {"ggml-vocab-refact.gguf", false, {{0xC0, 0xC1}, {0xF1, 0xF1}, {0xF5, 0xFF}}},
+    {"ggml-vocab-starcoder.gguf", false, {{0xC0, 0xC1}, {0xF1, 0xF1}, {0xF5, 0xFF}}},
+    {"ggml-vocab-falcon.gguf", false,
+     {{0x03, 0x05}, {0x0B, 0x0B}, {0x11, 0x11}, {0x13, 0x17}, {0x19, 0x19}, {0x1C, 0x1E}, {0xC0, 0xC1}, {0xF2, 0xF2}, {0xF5, 0xFF}}},
+};
+
+/* Checks that the bytes which do not round-trip are exactly the documented
+ * ones, and that they come back as documented. */
+static void check_documented_loss(const tokenizer *t, bool spm, const char *name, const bool rep[256]) {
+    bool lost[256] = {false};
+    bool latin1 = false;
+    for (size_t i = 0; i < sizeof documented_loss / sizeof documented_loss[0]; i++) {
+        if (strcmp(documented_loss[i].name, name) != 0) continue;
+        latin1 = documented_loss[i].as_latin1;
+        for (int r = 0; r < 12 && documented_loss[i].ranges[r][0]; r++)
+            for (int b = documented_loss[i].ranges[r][0]; b <= documented_loss[i].ranges[r][1]; b++) lost[b] = true;
+    }
+    int wrong = 0;
+    for (int b = 0; b < 256; b++) {
+        if (rep[b] == !lost[b]) {
+            if (!lost[b]) continue;
+            char c = (char)b;
+            int n;
+            lethe_token *ids = encode(t, &c, 1, false, false, &n);
+            size_t dl = 0;
+            char *d = ids ? decode(t, ids, n, true, &dl) : NULL;
+            size_t off = spm ? 1 : 0;
+            bool as_doc = latin1 ? dl == off + 2 && (unsigned char)d[off] == (0xC0 | b >> 6) &&
+                                       (unsigned char)d[off + 1] == (0x80 | (b & 0x3F))
+                                 : dl == off;
+            if (!as_doc) fprintf(stderr, "    byte %02x comes back as %zu other bytes\n", b, dl - off);
+            wrong += !as_doc;
+            free(ids);
+            free(d);
+            continue;
+        }
+        fprintf(stderr, "    byte %02x: %s\n", b, rep[b] ? "documented as lost but round-trips" : "lost but not documented");
+        wrong++;
+    }
+    CHECKF(wrong == 0, "%s: %d bytes differ from README's list of bytes it cannot round-trip", name, wrong);
+}
+
 static void test_vocab(const char *dir, const char *name) {
     char path[4096], pinp[4200], pout[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -298,6 +351,7 @@ static void test_vocab(const char *dir, const char *name) {
      * are only asserted for texts made of representable bytes. */
     bool rep[256];
     representable_bytes(t, spm, rep);
+    check_documented_loss(t, spm, name, rep);
     int n_rep = 0;
     for (int b = 0; b < 256; b++) n_rep += rep[b];
 
@@ -375,6 +429,8 @@ static void test_vocab_dir(void) {
         test_vocab(dir, names[i]);
         free(names[i]);
     }
+    /* README promises the full round trip for the model's own vocabulary too */
+    if (tu_file_exists(tu_model_path("stories260K.gguf"))) test_vocab(tu_model_path("."), "stories260K.gguf");
 }
 
 /* ---- GGUF / llama2.c specific ---- */
@@ -530,13 +586,17 @@ static void test_stream(const char *rel) {
         free(full);
         free(ids);
     }
-    /* a tiny output buffer is refused without losing state */
+    /* a buffer too small gets the size needed, and nothing is consumed */
     detok_stream d;
     detok_stream_init(&d);
     int n;
     lethe_token *ids = encode(t, "hello", 5, false, false, &n);
     char small[1];
-    if (ids && n > 0) CHECK(detok_stream_push(&d, t, ids[0], small, 0, false) == -1 && d.n_pending == 0);
+    if (ids && n > 0) {
+        int need = tokenizer_piece(t, ids[0], NULL, 0, false);
+        CHECK(need > 0 && detok_stream_push(&d, t, ids[0], small, 0, false) == need && d.n_pending == 0);
+        CHECK(need <= tokenizer_max_piece(t));
+    }
     free(ids);
     tokenizer_free(t);
     gguf_close(f);
@@ -778,7 +838,56 @@ static void test_speed(const char *rel) {
     gguf_close(f);
 }
 
+/* A hostile vocabulary: 1000 USER_DEFINED tokens "a"^L "X" (L = 1..1000,
+ * 500 KB of special-token text) and 20 KB of "a"-runs. The scan used to cost
+ * text length x total special-token length (48 s for 518 KB / 20 KB); it
+ * must now take well under a second, and agree with llama.cpp's algorithm. */
+static void test_hostile_specials(void) {
+    const int n_spec = 1000, n = n_spec + 3;
+    size_t bytes = 0;
+    for (int L = 1; L <= n_spec; L++) bytes += (size_t)L + 1;
+    tokenizer *t = tok_new(TOK_SPM, n, bytes + 64);
+    char *s = malloc((size_t)n_spec + 2);
+    if (!CHECK(t && s)) { tokenizer_free(t); free(s); return; }
+    tok_set(t, 0, "<unk>", 5, 0, TT_UNKNOWN);
+    tok_set(t, 1, "a", 1, -1, TT_NORMAL);
+    tok_set(t, 2, "X", 1, -1, TT_NORMAL);
+    for (int L = 1; L <= n_spec; L++) {
+        memset(s, 'a', (size_t)L);
+        s[L] = 'X';
+        tok_set(t, 2 + L, s, (size_t)L + 1, 0, TT_USER_DEFINED);
+    }
+    free(s);
+    char err[512] = "";
+    if (!CHECKF(tok_finish(t, NULL, NULL, err) == LETHE_OK, "hostile vocabulary: %s", err)) { tokenizer_free(t); return; }
+
+    size_t len = 20000;
+    char *text = malloc(len);
+    for (size_t i = 0; i < len; i++) text[i] = rnd() % 1500 ? 'a' : 'X'; /* runs of ~1500 'a' */
+    fragvec a = {0}, b = {0};
+    double t0 = now_s();
+    bool ok = special_partition(t, text, len, false, &a);
+    double dt = now_s() - t0;
+    printf("hostile special tokens: %zu bytes against %zu bytes of special text in %.3f s\n", len, bytes, dt);
+    CHECKF(ok && dt < 1.0, "hostile vocabulary: partition took %.2f s (the old scan: 3.8 s)", dt);
+    /* same fragments as llama.cpp's one-scan-per-token algorithm, on a prefix */
+    size_t cut = 4000;
+    bool ok2 = special_partition(t, text, cut, false, &a);
+    naive_partition(t, text, cut, false, &b);
+    bool same = ok2 && a.n == b.n;
+    for (size_t k = 0; same && k < a.n; k++) same = a.v[k].id == b.v[k].id && a.v[k].off == b.v[k].off && a.v[k].len == b.v[k].len;
+    CHECKF(same, "hostile vocabulary: %zu fragments, llama.cpp's algorithm %zu", a.n, b.n);
+    int n_tok = 0;
+    for (size_t k = 0; k < a.n; k++) n_tok += a.v[k].id >= 0;
+    CHECKF(n_tok > 0, "hostile vocabulary: the text holds special tokens (%d)", n_tok);
+    free(a.v);
+    free(b.v);
+    free(text);
+    tokenizer_free(t);
+}
+
 int main(void) {
+    test_hostile_specials();
     test_vocab_dir();
     test_llama2c();
     test_stream("vocab/ggml-vocab-gpt-2.gguf");

@@ -6,6 +6,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "tensor/cpu.h"
+
 static void scores_scalar(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
                           int s_stride) {
     for (int r = 0; r < nr; r++) {
@@ -62,16 +64,7 @@ const attn_kernels *attn_kernels_get(void) {
 #if defined(__x86_64__) || defined(__i386__)
 extern const attn_kernels attn_kernels_avx2_table; /* attn_kernels_avx2.c */
 
-const attn_kernels *attn_kernels_avx2(void) {
-    static atomic_int ok = -1;
-    int v = atomic_load(&ok);
-    if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        atomic_store(&ok, v);
-    }
-    return v ? &attn_kernels_avx2_table : NULL;
-}
+const attn_kernels *attn_kernels_avx2(void) { return lt_cpu_has_avx2() ? &attn_kernels_avx2_table : NULL; }
 #else
 const attn_kernels *attn_kernels_avx2(void) { return NULL; }
 #endif

@@ -5,6 +5,7 @@
 #include "format/gguf.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "format/gguf_index.h"
 #include "util/checked.h"
 #include "util/error.h"
 
@@ -31,6 +33,8 @@ struct gguf_file {
     gguf_kv *kv;
     int64_t n_tensors;
     gguf_tensor *tensors;
+    gguf_name_ref *key_index;    /* sorted keys: look-ups in O(log n) */
+    gguf_name_ref *tensor_index; /* sorted tensor names */
 };
 
 typedef struct {
@@ -217,7 +221,25 @@ char *gguf_str_copy(gguf_str s, char *buf, size_t cap) {
     return buf;
 }
 
-static bool same_str(gguf_str a, gguf_str b) { return a.len == b.len && memcmp(a.data, b.data, (size_t)a.len) == 0; }
+/* Sorts the n names into a fresh index (*out); a duplicate is an error
+ * naming it. Sorting keeps hostile files with many entries O(n log n). */
+static bool build_index(cursor *c, gguf_name_ref **out, int64_t n, const gguf_str *first, size_t stride, const char *what) {
+    gguf_name_ref *refs = malloc((n ? (size_t)n : 1) * sizeof *refs);
+    if (!refs) { c->status = LETHE_ERR_NOMEM; return false; }
+    for (int64_t i = 0; i < n; i++) {
+        const gguf_str *s = (const gguf_str *)((const char *)first + (size_t)i * stride);
+        refs[i] = (gguf_name_ref){s->data, s->len, i};
+    }
+    *out = refs;
+    int64_t d = gguf_names_sort(refs, n);
+    if (d < 0) return true;
+    char name[128];
+    gguf_str dup = {refs[d].data, refs[d].len};
+    int64_t i0 = refs[d].idx < refs[d + 1].idx ? refs[d].idx : refs[d + 1].idx;
+    int64_t i1 = refs[d].idx < refs[d + 1].idx ? refs[d + 1].idx : refs[d].idx;
+    return fail(c, "duplicate %s '%s' (entries %lld and %lld)", what, gguf_str_copy(dup, name, sizeof name), (long long)i0,
+                (long long)i1);
+}
 
 static bool parse_kv(cursor *c, gguf_file *f, uint64_t n_kv) {
     /* a key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes */
@@ -231,15 +253,13 @@ static bool parse_kv(cursor *c, gguf_file *f, uint64_t n_kv) {
         if (!read_str(c, &kv->key, "metadata key")) return false;
         if (kv->key.len == 0) return fail(c, "metadata key %llu is empty", (unsigned long long)i);
         gguf_str_copy(kv->key, key, sizeof key);
-        for (uint64_t j = 0; j < i; j++)
-            if (same_str(f->kv[j].key, kv->key)) return fail(c, "duplicate metadata key '%s'", key);
         if (!read_u32(c, &type, "metadata value type")) return false;
         if (type >= GGUF_TYPE_COUNT) return fail(c, "key '%s': unknown value type %u", key, type);
         f->n_kv = (int64_t)i + 1; /* so cleanup frees this value even if it is partial */
         if (!read_value(c, (gguf_type)type, &kv->value, 0, key)) return false;
     }
     f->n_kv = (int64_t)n_kv;
-    return true;
+    return build_index(c, &f->key_index, f->n_kv, &f->kv[0].key, sizeof f->kv[0], "metadata key");
 }
 
 static bool parse_tensor_infos(cursor *c, gguf_file *f, uint64_t n_tensors) {
@@ -257,8 +277,6 @@ static bool parse_tensor_infos(cursor *c, gguf_file *f, uint64_t n_tensors) {
         if (!t->cname) { c->status = LETHE_ERR_NOMEM; return false; }
         gguf_str_copy(t->name, t->cname, (size_t)t->name.len + 1);
         if (strlen(t->cname) != t->name.len) return fail(c, "tensor %llu: name contains a NUL byte", (unsigned long long)i);
-        for (uint64_t j = 0; j < i; j++)
-            if (same_str(f->tensors[j].name, t->name)) return fail(c, "duplicate tensor name '%s'", t->cname);
         if (!read_u32(c, &n_dims, "tensor dimension count")) return false;
         if (n_dims == 0 || n_dims > GGUF_MAX_DIMS) return fail(c, "tensor '%s': %u dimensions (1..%d allowed)", t->cname, n_dims, GGUF_MAX_DIMS);
         t->n_dims = n_dims;
@@ -288,7 +306,7 @@ static bool parse_tensor_infos(cursor *c, gguf_file *f, uint64_t n_tensors) {
         if (!read_u64(c, &t->offset, "tensor data offset")) return false;
     }
     f->n_tensors = (int64_t)n_tensors;
-    return true;
+    return build_index(c, &f->tensor_index, f->n_tensors, &f->tensors[0].name, sizeof f->tensors[0], "tensor name");
 }
 
 static bool check_alignment(cursor *c, gguf_file *f) {
@@ -322,13 +340,15 @@ static bool place_tensors(cursor *c, gguf_file *f) {
                         (unsigned long long)t->offset, t->n_bytes, (unsigned long long)data_size);
         t->data = f->base + f->data_offset + t->offset;
     }
-    /* Overlapping tensors would mean a corrupt table; sort-free O(n^2) is fine for a few thousand tensors. */
+    /* Overlapping tensors would mean a corrupt table (empty ones occupy nothing). */
+    gguf_span *spans = malloc((size_t)f->n_tensors * sizeof *spans);
+    if (!spans) { c->status = LETHE_ERR_NOMEM; return false; }
+    int64_t n = 0, a = 0, b = 0;
     for (int64_t i = 0; i < f->n_tensors; i++)
-        for (int64_t j = i + 1; j < f->n_tensors; j++) {
-            const gguf_tensor *a = &f->tensors[i], *b = &f->tensors[j];
-            if (a->n_bytes && b->n_bytes && a->offset < b->offset + b->n_bytes && b->offset < a->offset + a->n_bytes)
-                return fail(c, "tensors '%s' and '%s' overlap", a->cname, b->cname);
-        }
+        if (f->tensors[i].n_bytes) spans[n++] = (gguf_span){f->tensors[i].offset, f->tensors[i].offset + f->tensors[i].n_bytes, i};
+    bool ok = gguf_spans_overlap(spans, n, &a, &b) != 0;
+    free(spans);
+    if (!ok) return fail(c, "tensors '%s' and '%s' overlap", f->tensors[a].cname, f->tensors[b].cname);
     return true;
 }
 
@@ -360,12 +380,15 @@ static gguf_file *parse(gguf_file *f, char *err, lethe_status *status) {
     return f;
 }
 
+/* O_NONBLOCK: opening a named pipe must not wait for a writer; only
+ * regular files are read. */
 bool gguf_has_magic(const char *path) {
     char magic[4] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    size_t n = fread(magic, 1, 4, f);
-    fclose(f);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat st;
+    ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, magic, 4) : -1;
+    close(fd);
     return n == 4 && memcmp(magic, GGUF_MAGIC, 4) == 0;
 }
 
@@ -382,7 +405,7 @@ gguf_file *gguf_open_memory(const void *data, size_t size, char *err, lethe_stat
 }
 
 gguf_file *gguf_open(const char *path, char *err, lethe_status *status) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
     if (fd < 0) {
         if (status) *status = LETHE_ERR_IO;
         set_error(err, LETHE_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
@@ -392,7 +415,7 @@ gguf_file *gguf_open(const char *path, char *err, lethe_status *status) {
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         if (status) *status = LETHE_ERR_IO;
-        set_error(err, LETHE_ERR_IO, "'%s' is not a regular file", path);
+        set_error(err, LETHE_ERR_IO, "'%s' is %s, not a regular file", path, S_ISDIR(st.st_mode) ? "a directory" : "a pipe, device or socket");
         return NULL;
     }
     size_t size = (size_t)st.st_size;
@@ -428,6 +451,8 @@ void gguf_close(gguf_file *f) {
     if (f->tensors)
         for (int64_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].cname);
     free(f->tensors);
+    free(f->key_index);
+    free(f->tensor_index);
     if (f->mapped) munmap((void *)f->base, f->size);
     free(f);
 }
@@ -442,9 +467,7 @@ int64_t gguf_n_tensors(const gguf_file *f) { return f->n_tensors; }
 const gguf_tensor *gguf_tensor_at(const gguf_file *f, int64_t i) { return i >= 0 && i < f->n_tensors ? &f->tensors[i] : NULL; }
 
 int64_t gguf_find_key(const gguf_file *f, const char *key) {
-    for (int64_t i = 0; i < f->n_kv; i++)
-        if (gguf_str_eq(f->kv[i].key, key)) return i;
-    return -1;
+    return f->key_index ? gguf_names_find(f->key_index, f->n_kv, key, strlen(key)) : -1;
 }
 
 const gguf_value *gguf_get(const gguf_file *f, const char *key) {
@@ -518,15 +541,31 @@ double gguf_arr_f64(const gguf_array *a, uint64_t i) {
     return v.v.f;
 }
 
-int64_t gguf_arr_i64(const gguf_array *a, uint64_t i) {
+/* A float converts only when the conversion is defined and exact. */
+static bool whole_i64(double d, int64_t *out) {
+    if (!isfinite(d) || d != trunc(d) || d < -9223372036854775808.0 || d >= 9223372036854775808.0) return false;
+    *out = (int64_t)d;
+    return true;
+}
+
+bool gguf_arr_int(const gguf_array *a, uint64_t i, int64_t *out) {
     gguf_value v;
     size_t sz = scalar_size(a->type);
-    if (!sz || i >= a->n) return 0;
+    if (!sz || i >= a->n) return false;
     decode_scalar(a->type, (const uint8_t *)a->raw + i * sz, &v);
-    if (is_unsigned(a->type)) return (int64_t)v.v.u;
-    if (is_signed(a->type)) return v.v.i;
-    if (a->type == GGUF_TYPE_BOOL) return v.v.b;
-    return (int64_t)v.v.f;
+    if (is_unsigned(a->type)) {
+        if (v.v.u > (uint64_t)INT64_MAX) return false;
+        *out = (int64_t)v.v.u;
+        return true;
+    }
+    if (is_signed(a->type)) { *out = v.v.i; return true; }
+    if (a->type == GGUF_TYPE_BOOL) { *out = v.v.b; return true; }
+    return whole_i64(v.v.f, out);
+}
+
+int64_t gguf_arr_i64(const gguf_array *a, uint64_t i) {
+    int64_t x;
+    return gguf_arr_int(a, i, &x) ? x : 0;
 }
 
 const char *gguf_type_name(gguf_type t) {
@@ -536,7 +575,6 @@ const char *gguf_type_name(gguf_type t) {
 }
 
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
-    for (int64_t i = 0; i < f->n_tensors; i++)
-        if (strcmp(f->tensors[i].cname, name) == 0) return &f->tensors[i];
-    return NULL;
+    int64_t i = f->tensor_index ? gguf_names_find(f->tensor_index, f->n_tensors, name, strlen(name)) : -1;
+    return i < 0 ? NULL : &f->tensors[i];
 }

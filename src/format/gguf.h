@@ -116,6 +116,11 @@ bool gguf_get_str(const gguf_file *f, const char *key, gguf_str *out);
 const gguf_array *gguf_get_arr(const gguf_file *f, const char *key);
 /* Element i of a fixed-size numeric array, converted. */
 double gguf_arr_f64(const gguf_array *a, uint64_t i);
+/* Element i as an integer: false unless it is a whole number that fits
+ * int64 (a float that is non-finite, fractional or out of range, or a
+ * uint64 above INT64_MAX, does not). */
+bool gguf_arr_int(const gguf_array *a, uint64_t i, int64_t *out);
+/* As gguf_arr_int, with 0 for an element that does not convert. */
 int64_t gguf_arr_i64(const gguf_array *a, uint64_t i);
 
 /* Copies a gguf_str into buf as a C string (truncating); returns buf. */

@@ -19,7 +19,8 @@ static bool place(size_t *cursor, uint64_t n, size_t *offset) {
 lethe_status llama2c_parse(const void *data, size_t file_size, llama2c_layout *L, char *err) {
     int32_t h[7];
     memset(L, 0, sizeof *L);
-    if (file_size < HEADER_BYTES) return set_error(err, LETHE_ERR_FORMAT, "llama2c: file of %zu bytes is too small for the header", file_size);
+    if (file_size < HEADER_BYTES)
+        return set_error(err, LETHE_ERR_FORMAT, "not a GGUF file or llama2.c checkpoint (no GGUF magic, and %zu bytes are too few for a llama2.c header)", file_size);
     memcpy(h, data, sizeof h);
     if (h[0] == 0x616b3432)
         return set_error(err, LETHE_ERR_UNSUPPORTED, "llama2c: versioned ('ak42') checkpoints are not supported; export the legacy format");
@@ -35,7 +36,8 @@ lethe_status llama2c_parse(const void *data, size_t file_size, llama2c_layout *L
     if (L->dim <= 0 || L->dim > lim || L->hidden_dim <= 0 || L->hidden_dim > lim || L->n_layers <= 0 || L->n_layers > 4096 ||
         L->n_heads <= 0 || L->n_heads > L->dim || L->n_kv_heads <= 0 || L->n_kv_heads > L->n_heads ||
         L->vocab_size <= 0 || L->vocab_size > (1 << 24) || L->seq_len <= 0 || L->seq_len > lim || L->dim % L->n_heads != 0)
-        return set_error(err, LETHE_ERR_FORMAT, "llama2c: implausible header (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d, seq_len %d)",
+        return set_error(err, LETHE_ERR_FORMAT,
+                         "not a GGUF file or llama2.c checkpoint (no GGUF magic; as a llama2.c header: dim %d, hidden %d, layers %d, heads %d/%d, vocab %d, seq_len %d)",
                          h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
     uint64_t d = (uint64_t)L->dim, hd = (uint64_t)L->hidden_dim, nl = (uint64_t)L->n_layers;
     uint64_t head = d / (uint64_t)L->n_heads, kv = head * (uint64_t)L->n_kv_heads;

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "tensor/cpu.h"
 #include "util/fp16.h"
 
 bool kv_dtype_supported(lt_type t) { return t == LT_F32 || t == LT_F16 || t == LT_Q8_0; }
@@ -80,19 +81,7 @@ void kv_row_to_f32_scalar(lt_type t, const void *src, float *dst, int n) {
     }
 }
 
-bool kv_convert_simd(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                 __builtin_cpu_supports("f16c");
-    }
-    return cached != 0;
-#else
-    return false;
-#endif
-}
+bool kv_convert_simd(void) { return lt_cpu_has_avx2(); }
 
 void kv_row_from_f32(lt_type t, const float *src, void *dst, int n) {
 #if defined(__x86_64__) || defined(__i386__)

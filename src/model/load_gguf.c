@@ -1,5 +1,6 @@
 /* Binds a GGUF file to the model structure: hyper-parameters only from
  * metadata (never guessed from names), weights as views into the mapping. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
@@ -22,12 +23,21 @@ static bool get_int(lethe_model *m, const char *suffix, int *out, lethe_status *
     if (v->type == GGUF_TYPE_ARRAY) {
         const gguf_array *a = &v->v.arr;
         if (a->n == 0 || a->type == GGUF_TYPE_STRING || a->type == GGUF_TYPE_ARRAY) goto bad;
-        int64_t first = gguf_arr_i64(a, 0);
-        for (uint64_t i = 1; i < a->n; i++)
-            if (gguf_arr_i64(a, i) != first) {
+        int64_t first = 0, x = 0;
+        for (uint64_t i = 0; i < a->n; i++) {
+            /* a float element must be a whole number in range: converting
+             * anything else to an integer is undefined behaviour */
+            if (!gguf_arr_int(a, i, &x)) {
+                *st = set_error(m->err, LETHE_ERR_FORMAT, "model: metadata '%s' element %llu (%g) is not an integer in range", key,
+                                (unsigned long long)i, gguf_arr_f64(a, i));
+                return false;
+            }
+            if (i == 0) first = x;
+            if (x != first) {
                 *st = set_error(m->err, LETHE_ERR_UNSUPPORTED, "model: '%s' differs between layers, which lethe does not support", key);
                 return false;
             }
+        }
         if (first < 0 || first > (1 << 30)) goto bad;
         *out = (int)first;
         return true;
@@ -51,7 +61,8 @@ static lethe_status require_int(lethe_model *m, const char *suffix, int *out) {
 static lethe_status optional_float(lethe_model *m, const char *suffix, float *out) {
     const char *key = akey(m, suffix);
     if (gguf_find_key(m->gguf, key) < 0) return LETHE_OK;
-    if (!gguf_get_f32(m->gguf, key, out)) return set_error(m->err, LETHE_ERR_FORMAT, "model: metadata '%s' is not a float", key);
+    if (!gguf_get_f32(m->gguf, key, out) || !isfinite(*out))
+        return set_error(m->err, LETHE_ERR_FORMAT, "model: metadata '%s' is not a finite float32", key);
     return LETHE_OK;
 }
 

@@ -20,12 +20,14 @@ static weight f32_weight(const uint8_t *base, size_t off, int64_t cols, int64_t 
 }
 
 lethe_status model_load_llama2c(lethe_model *m, const char *path, const char *tokenizer_path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a named pipe must be refused, not waited on */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return set_error(m->err, LETHE_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
         close(fd);
-        return set_error(m->err, LETHE_ERR_IO, "'%s' is not a regular non-empty file", path);
+        const char *what = S_ISDIR(st.st_mode) ? "a directory" : S_ISREG(st.st_mode) ? "empty" : "a pipe, device or socket";
+        return set_error(m->err, LETHE_ERR_IO, "'%s' is %s, not a model file (GGUF or llama2.c checkpoint)", path, what);
     }
     m->map_size = (size_t)st.st_size;
     void *map = mmap(NULL, m->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -35,7 +37,12 @@ lethe_status model_load_llama2c(lethe_model *m, const char *path, const char *to
 
     llama2c_layout L;
     lethe_status s = llama2c_parse(map, m->map_size, &L, m->err);
-    if (s) return s;
+    if (s) {
+        /* only GGUF files carry a magic; say what the file was tried as */
+        char why[LETHE_ERR_MAX];
+        snprintf(why, sizeof why, "%s", m->err);
+        return set_error(m->err, s, "'%s': %s", path, why);
+    }
     m->arch = arch_find("llama");
     snprintf(m->name, sizeof m->name, "llama2.c checkpoint");
     hparams *hp = &m->hp;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/cpu.h"
 #include "tensor/quant_impl.h"
 #include "tensor/types.h"
 
@@ -59,16 +60,6 @@ static lt_tile tile_table[LT_TYPE_COUNT];
 static const char *simd_name = "scalar";
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
-static bool cpu_has_avx2(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-#else
-    return false;
-#endif
-}
-
 static void use_avx2(void) {
     simd_table[LT_F32].vec_dot = lt_f32_dot_avx2;
     simd_table[LT_F16].vec_dot = lt_f16_dot_avx2;
@@ -100,7 +91,7 @@ static void init_tables(void) {
     for (int t = 0; t < LT_TYPE_COUNT; t++) tile_table[t] = (lt_tile){NULL, 1, 1, 1, false};
     const char *env = getenv("LETHE_SIMD");
     bool force_scalar = env && strcmp(env, "scalar") == 0;
-    if (!force_scalar && cpu_has_avx2()) use_avx2();
+    if (!force_scalar && lt_cpu_has_avx2()) use_avx2();
 }
 
 const lt_traits *lt_type_traits(lt_type t) {

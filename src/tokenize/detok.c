@@ -81,14 +81,19 @@ bool tok_build_pieces(tokenizer *t) {
     t->piece_len = malloc((size_t)t->n_vocab * sizeof *t->piece_len);
     if (!t->piece || !t->piece_off || !t->piece_len) return false;
     size_t used = 0;
+    t->max_piece = 0;
     for (lethe_token id = 0; id < t->n_vocab; id++) {
         size_t k = make_piece(t, id, inv, t->piece + used);
         t->piece_off[id] = used;
         t->piece_len[id] = (uint32_t)k;
         used += k;
+        if (k > t->max_piece) t->max_piece = k;
     }
-    return true;
+    /* keeps piece sizes, and the detokeniser's counts, within int */
+    return t->max_piece <= INT32_MAX - 8;
 }
+
+int tokenizer_max_piece(const tokenizer *t) { return t ? (int)t->max_piece : -1; }
 
 const char *tok_piece_ref(const tokenizer *t, lethe_token id, bool render_special, size_t *n) {
     if (!render_special && (t->attr[id] & (TA_CONTROL | TA_UNKNOWN))) {
@@ -146,7 +151,7 @@ int detok_stream_push(detok_stream *d, const tokenizer *t, lethe_token id, char 
         if (k < 0) break;          /* valid but incomplete: hold from i */
         i += k > 0 ? (size_t)k : 1; /* complete character, or one invalid byte */
     }
-    if (i > (size_t)cap) return -1; /* nothing consumed; the caller may retry with more room */
+    if (i > (size_t)cap) return (int)i; /* nothing consumed: retry with cap >= i */
     for (size_t j = 0; j < i; j++) out[j] = (char)byte_at(d, p, j);
     char keep[8];
     size_t nk = total - i;
@@ -158,7 +163,7 @@ int detok_stream_push(detok_stream *d, const tokenizer *t, lethe_token id, char 
 
 int detok_stream_flush(detok_stream *d, char *out, int cap) {
     if (!d || cap < 0 || (cap > 0 && !out) || d->n_pending < 0 || d->n_pending > 3) return -1;
-    if (d->n_pending > cap) return -1;
+    if (d->n_pending > cap) return d->n_pending; /* nothing consumed */
     if (d->n_pending > 0) memcpy(out, d->pending, (size_t)d->n_pending);
     int n = d->n_pending;
     d->n_pending = 0;

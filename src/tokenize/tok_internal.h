@@ -131,13 +131,20 @@ typedef enum { TOK_SPM, TOK_BPE } tok_model;
 
 struct pretok;
 
-/* Lookup structure for the special tokens active in one parse mode. */
+/* Lookup structure for the special tokens active in one parse mode: the
+ * texts by (length, polynomial hash), so that a text position is tested
+ * against all texts of one length in O(1) (special.c). */
 typedef struct {
-    strmap map;          /* text -> rank in tokenizer.special (first = highest priority) */
     int n_active;
     int n_len;           /* distinct text lengths, longest first */
     uint32_t *len;
     uint8_t (*first)[32]; /* per length: bitmap of the first bytes of its texts */
+    uint8_t (*last)[32];  /* ... and of their last bytes */
+    size_t mask;         /* hash table capacity - 1 (power of two) */
+    uint64_t *slot_hash;
+    uint32_t *slot_len;
+    int32_t *slot_rank;  /* rank in tokenizer.special, -1 = empty slot */
+    int32_t *chain;      /* per rank: next rank with an equal (length, hash) but other text, -1 */
 } special_index;
 
 struct tokenizer {
@@ -158,6 +165,7 @@ struct tokenizer {
     char *piece;
     size_t *piece_off;
     uint32_t *piece_len;
+    size_t max_piece; /* longest piece (tokenizer_max_piece) */
 
     /* BPE */
     char *merge_text;  /* copies of the merge strings "left right" */

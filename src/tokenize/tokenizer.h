@@ -34,6 +34,9 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, lethe_tok
 /* Bytes of a token's piece; control tokens give "" unless render_special.
  * Returns the byte count (may exceed cap), or -1 for an id out of range. */
 int tokenizer_piece(const tokenizer *t, lethe_token id, char *buf, int cap, bool render_special);
+/* Bytes of the longest piece of the vocabulary (render_special on, so it
+ * bounds every piece), for sizing buffers; -1 for NULL. */
+int tokenizer_max_piece(const tokenizer *t);
 
 /* Streaming detokeniser: feeds pieces and emits only complete UTF-8
  * sequences, holding back a partial multi-byte character until it completes. */
@@ -43,11 +46,16 @@ typedef struct {
 } detok_stream;
 
 void detok_stream_init(detok_stream *d);
-/* Appends the piece of id; writes the bytes now safe to print into out
- * (cap >= 256 + 8 recommended) and returns their count, or -1. */
+/* Appends the piece of id and writes the bytes now safe to print into out.
+ * Returns their count n. When n > cap nothing is written and nothing
+ * changes: call again with cap >= n (as snprintf). cap >=
+ * tokenizer_max_piece(t) + 3 always suffices (at most 3 bytes are held
+ * back). -1 for an id out of range or bad arguments. */
 int detok_stream_push(detok_stream *d, const tokenizer *t, lethe_token id, char *out, int cap,
                       bool render_special);
-/* Flushes whatever is held back (an incomplete sequence at the end). */
+/* Flushes whatever is held back (an incomplete sequence at the end, at
+ * most 3 bytes); returns its size, which when above cap means nothing was
+ * written (retry), or -1. */
 int detok_stream_flush(detok_stream *d, char *out, int cap);
 
 /* Tokenises ~1 MB of generated text and prints MB/s and tokens/s to out

@@ -7,9 +7,13 @@
  * and 2 "</s>" (CONTROL), "<0xNN>" pieces BYTE, empty pieces CONTROL, the
  * rest NORMAL; spaces back to U+2581; BOS 1, EOS 2, UNK 0, add BOS. */
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tokenize/tok_internal.h"
 #include "util/error.h"
@@ -18,27 +22,52 @@ static uint32_t le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* The whole file; only a regular file is read (O_NONBLOCK: a named pipe
+ * is refused, not waited on). */
 static unsigned char *read_all(const char *path, size_t *size, char *err, lethe_status *st) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        *st = set_error(err, LETHE_ERR_IO, "cannot open %s", path);
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        *st = set_error(err, LETHE_ERR_IO, "cannot open tokenizer '%s': %s", path, strerror(errno));
         return NULL;
     }
+    struct stat sb;
     unsigned char *buf = NULL;
-    long n = -1;
-    if (fseek(fp, 0, SEEK_END) == 0) n = ftell(fp);
-    if (n < 0 || fseek(fp, 0, SEEK_SET) != 0) {
-        *st = set_error(err, LETHE_ERR_IO, "cannot read %s", path);
-    } else if (!(buf = malloc((size_t)n + 1))) {
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        *st = set_error(err, LETHE_ERR_IO, "tokenizer '%s' is not a regular file", path);
+    } else if (!(buf = malloc((size_t)sb.st_size + 1))) {
         *st = set_error(err, LETHE_ERR_NOMEM, "out of memory reading %s", path);
-    } else if (fread(buf, 1, (size_t)n, fp) != (size_t)n) {
-        *st = set_error(err, LETHE_ERR_IO, "short read on %s", path);
-        free(buf);
-        buf = NULL;
+    } else {
+        size_t n = (size_t)sb.st_size, got = 0;
+        while (got < n) {
+            ssize_t r = read(fd, buf + got, n - got);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+        if (got != n) {
+            *st = set_error(err, LETHE_ERR_IO, "short read on %s", path);
+            free(buf);
+            buf = NULL;
+        }
+        *size = n;
     }
-    fclose(fp);
-    *size = (size_t)(n < 0 ? 0 : n);
+    close(fd);
     return buf;
+}
+
+/* Whole token records from off to the end, or -1 when the rest is not
+ * made of them: tells "more tokens than the checkpoint" from garbage. */
+static long count_records(const unsigned char *buf, size_t size, size_t off) {
+    long n = 0;
+    while (off < size) {
+        if (size - off < 8) return -1;
+        int32_t len = (int32_t)le32(buf + off + 4);
+        if (len < 0 || (size_t)len > size - off - 8) return -1;
+        off += 8 + (size_t)len;
+        n++;
+    }
+    return n;
 }
 
 static bool is_byte_piece(const unsigned char *s, size_t n) {
@@ -96,6 +125,18 @@ tokenizer *tokenizer_from_llama2c(const char *path, int n_vocab, char *err, leth
         if (conv > max_piece) max_piece = conv;
         off += 8 + (size_t)len;
     }
+    if (off != size) {
+        /* e.g. the 32000-token tokenizer.bin beside a 512-token checkpoint */
+        long more = count_records(buf, size, off);
+        free(buf);
+        if (more > 0)
+            *status = set_error(err, LETHE_ERR_FORMAT, "%s holds %ld tokens but the checkpoint's vocabulary has %d: wrong tokenizer for this model",
+                                path, n_vocab + more, n_vocab);
+        else
+            *status = set_error(err, LETHE_ERR_FORMAT, "%s: %zu bytes left over after the %d tokens of the checkpoint's vocabulary", path,
+                                size - off, n_vocab);
+        return NULL;
+    }
 
     tokenizer *t = tok_new(TOK_SPM, n_vocab, bytes);
     char *piece = malloc(max_piece + 32);
@@ -135,8 +176,13 @@ tokenizer *tokenizer_from_llama2c(const char *path, int n_vocab, char *err, leth
     *status = LETHE_OK;
     return t;
 
-bad:
+bad:;
+    long have = size >= 4 ? count_records(buf, size, 4) : -1;
     free(buf);
-    *status = set_error(err, LETHE_ERR_FORMAT, "%s: not a llama2.c tokenizer with %d tokens", path, n_vocab);
+    if (have >= 0)
+        *status = set_error(err, LETHE_ERR_FORMAT, "%s holds %ld tokens but the checkpoint's vocabulary has %d: wrong tokenizer for this model",
+                            path, have, n_vocab);
+    else
+        *status = set_error(err, LETHE_ERR_FORMAT, "%s: not a llama2.c tokenizer with %d tokens", path, n_vocab);
     return NULL;
 }
