@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 
 #include "kv/kv_convert.h"
+#include "util/alloc.h"
 #include "util/checked.h"
 #include "util/error.h"
 
@@ -68,7 +69,7 @@ kv_pool *kv_pool_create(const kv_pool_params *p, char *err) {
     }
     total -= total % align; /* aligned_alloc wants a multiple of the alignment */
 
-    kv_pool *pool = calloc(1, sizeof *pool);
+    kv_pool *pool = lt_calloc(1, sizeof *pool);
     if (!pool) goto nomem;
     pool->page_slots = p->page_slots;
     pool->head_dim = p->head_dim;
@@ -76,12 +77,12 @@ kv_pool *kv_pool_create(const kv_pool_params *p, char *err) {
     pool->n_pages = p->n_pages;
     pool->row_bytes = row;
     pool->page_bytes = page_bytes;
-    pool->data = aligned_alloc(align, total);
+    pool->data = lt_aligned_alloc(align, total);
 #ifdef MADV_HUGEPAGE
     if (pool->data && align == KV_POOL_HUGE) madvise(pool->data, total, MADV_HUGEPAGE); /* a hint: failure is fine */
 #endif
-    pool->refcount = calloc(p->n_pages, sizeof *pool->refcount);
-    pool->free_ids = malloc(p->n_pages * sizeof *pool->free_ids);
+    pool->refcount = lt_calloc(p->n_pages, sizeof *pool->refcount);
+    pool->free_ids = lt_malloc(p->n_pages * sizeof *pool->free_ids);
     if (!pool->data || !pool->refcount || !pool->free_ids) goto nomem;
     /* Lowest ids on top of the stack, so a fresh pool hands out 0, 1, 2... */
     for (size_t i = 0; i < p->n_pages; i++) pool->free_ids[i] = (int32_t)(p->n_pages - 1 - i);
@@ -97,10 +98,10 @@ nomem:
 
 void kv_pool_free(kv_pool *pool) {
     if (!pool) return;
-    free(pool->data);
-    free(pool->refcount);
-    free(pool->free_ids);
-    free(pool);
+    lt_free(pool->data);
+    lt_free(pool->refcount);
+    lt_free(pool->free_ids);
+    lt_free(pool);
 }
 
 int32_t kv_pool_alloc(kv_pool *pool) {

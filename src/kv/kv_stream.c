@@ -1,11 +1,14 @@
 /* KV streams: a page table into the pool plus per-slot positions and
- * optional attention statistics; append, fork (shared pages), compact. */
+ * optional attention statistics; append, fork (shared pages). Compaction
+ * is in kv_compact.c, position edits in kv_shift.c. */
 #include "kv/kv_stream.h"
 
-#include <stdlib.h>
 #include <string.h>
 
-static int pages_for(int n, int page_slots) { return (n + page_slots - 1) / page_slots; }
+#include "kv/kv_stream_impl.h"
+#include "util/alloc.h"
+
+#define pages_for kv_pages_for
 
 void kv_stream_init(kv_stream *s) { memset(s, 0, sizeof *s); }
 
@@ -15,12 +18,12 @@ void kv_stream_free(kv_pool *pool, kv_stream *s) {
         int np = pages_for(s->n, kv_pool_page_slots(pool));
         for (int i = 0; i < np; i++) kv_pool_release(pool, s->pages[i]);
     }
-    free(s->pages);
-    free(s->pos);
-    free(s->attn_acc);
-    free(s->attn_last);
-    free(s->attn_last_hit);
-    free(s->aux);
+    lt_free(s->pages);
+    lt_free(s->pos);
+    lt_free(s->attn_acc);
+    lt_free(s->attn_last);
+    lt_free(s->attn_last_hit);
+    lt_free(s->aux);
     kv_stream_init(s);
 }
 
@@ -33,22 +36,22 @@ static lethe_status reserve_slots(kv_stream *s, int need) {
     if (cap < 64) cap = 64;
     if (cap > (size_t)INT32_MAX) cap = (size_t)INT32_MAX;
     if (cap < (size_t)need) return LETHE_ERR_NOMEM;
-    int32_t *pos = realloc(s->pos, cap * sizeof *pos);
+    int32_t *pos = lt_realloc(s->pos, cap * sizeof *pos);
     if (!pos) return LETHE_ERR_NOMEM;
     s->pos = pos;
     if (s->attn_acc) {
-        float *acc = realloc(s->attn_acc, cap * sizeof *acc);
+        float *acc = lt_realloc(s->attn_acc, cap * sizeof *acc);
         if (!acc) return LETHE_ERR_NOMEM;
         s->attn_acc = acc;
-        float *last = realloc(s->attn_last, cap * sizeof *last);
+        float *last = lt_realloc(s->attn_last, cap * sizeof *last);
         if (!last) return LETHE_ERR_NOMEM;
         s->attn_last = last;
-        int32_t *hit = realloc(s->attn_last_hit, cap * sizeof *hit);
+        int32_t *hit = lt_realloc(s->attn_last_hit, cap * sizeof *hit);
         if (!hit) return LETHE_ERR_NOMEM;
         s->attn_last_hit = hit;
     }
     if (s->aux) {
-        float *aux = realloc(s->aux, cap * (size_t)s->aux_width * sizeof *aux);
+        float *aux = lt_realloc(s->aux, cap * (size_t)s->aux_width * sizeof *aux);
         if (!aux) return LETHE_ERR_NOMEM;
         s->aux = aux;
     }
@@ -61,7 +64,7 @@ static lethe_status reserve_pages(kv_stream *s, int need) {
     size_t cap = (size_t)s->pages_cap * 2;
     if (cap < (size_t)need) cap = (size_t)need;
     if (cap < 8) cap = 8;
-    int32_t *pages = realloc(s->pages, cap * sizeof *pages);
+    int32_t *pages = lt_realloc(s->pages, cap * sizeof *pages);
     if (!pages) return LETHE_ERR_NOMEM;
     s->pages = pages;
     s->pages_cap = (int)cap;
@@ -71,13 +74,13 @@ static lethe_status reserve_pages(kv_stream *s, int need) {
 lethe_status kv_stream_enable_stats(kv_stream *s) {
     if (s->attn_acc) return LETHE_OK;
     size_t cap = s->cap > 0 ? (size_t)s->cap : 1;
-    float *acc = calloc(cap, sizeof *acc);
-    float *last = calloc(cap, sizeof *last);
-    int32_t *hit = malloc(cap * sizeof *hit);
+    float *acc = lt_calloc(cap, sizeof *acc);
+    float *last = lt_calloc(cap, sizeof *last);
+    int32_t *hit = lt_malloc(cap * sizeof *hit);
     if (!acc || !last || !hit) {
-        free(acc);
-        free(last);
-        free(hit);
+        lt_free(acc);
+        lt_free(last);
+        lt_free(hit);
         return LETHE_ERR_NOMEM;
     }
     for (size_t i = 0; i < cap; i++) hit[i] = -1; /* -1: never hit */
@@ -91,16 +94,14 @@ lethe_status kv_stream_enable_aux(kv_stream *s, int width) {
     if (width <= 0) return LETHE_ERR_ARG;
     if (s->aux) return s->aux_width == width ? LETHE_OK : LETHE_ERR_ARG;
     size_t cap = s->cap > 0 ? (size_t)s->cap : 1;
-    float *aux = calloc(cap * (size_t)width, sizeof *aux);
+    float *aux = lt_calloc(cap * (size_t)width, sizeof *aux);
     if (!aux) return LETHE_ERR_NOMEM;
     s->aux = aux;
     s->aux_width = width;
     return LETHE_OK;
 }
 
-/* Replaces page index pi of s by a private copy (copy on write). The caller
- * has checked that a free page exists. */
-static lethe_status cow_page(kv_pool *pool, kv_stream *s, int pi) {
+lethe_status kv_stream_cow_page(kv_pool *pool, kv_stream *s, int pi) {
     int32_t old = s->pages[pi];
     int32_t fresh = kv_pool_alloc(pool);
     if (fresh < 0) return LETHE_ERR_BUDGET;
@@ -124,7 +125,7 @@ lethe_status kv_stream_append(kv_pool *pool, kv_stream *s, const float *k, const
     if (reserve_slots(s, s->n + n) != LETHE_OK || reserve_pages(s, new_pages) != LETHE_OK)
         return LETHE_ERR_NOMEM;
 
-    if (cow) cow_page(pool, s, old_pages - 1); /* cannot fail: checked above */
+    if (cow) kv_stream_cow_page(pool, s, old_pages - 1); /* cannot fail: checked above */
     for (int i = old_pages; i < new_pages; i++) s->pages[i] = kv_pool_alloc(pool);
 
     for (int t = 0; t < n; t++) {
@@ -166,49 +167,6 @@ lethe_status kv_stream_fork(kv_pool *pool, const kv_stream *src, kv_stream *dst)
     }
     if (src->aux && src->n > 0) memcpy(dst->aux, src->aux, (size_t)src->n * (size_t)src->aux_width * sizeof *dst->aux);
     dst->n = src->n;
-    return LETHE_OK;
-}
-
-lethe_status kv_stream_compact(kv_pool *pool, kv_stream *s, const uint8_t *keep) {
-    if (s->n == 0) return LETHE_OK;
-    if (!keep) return LETHE_ERR_ARG;
-    const int P = kv_pool_page_slots(pool);
-    int first_drop = -1, m = 0;
-    for (int i = 0; i < s->n; i++) {
-        if (keep[i]) m++;
-        else if (first_drop < 0) first_drop = i;
-    }
-    if (first_drop < 0) return LETHE_OK;
-
-    /* Slots first_drop .. m-1 get written: copy their shared pages first. */
-    const int old_pages = pages_for(s->n, P);
-    const int new_pages = pages_for(m, P);
-    const int w0 = first_drop / P;
-    size_t shared = 0;
-    for (int pi = w0; pi < new_pages; pi++)
-        if (kv_pool_refcount(pool, s->pages[pi]) > 1) shared++;
-    if (shared > kv_pool_pages_free(pool)) return LETHE_ERR_BUDGET;
-    for (int pi = w0; pi < new_pages; pi++)
-        if (kv_pool_refcount(pool, s->pages[pi]) > 1) cow_page(pool, s, pi);
-
-    const size_t row_bytes = kv_pool_row_bytes(pool);
-    int j = first_drop;
-    for (int i = first_drop + 1; i < s->n; i++) {
-        if (!keep[i]) continue;
-        memcpy(kv_stream_k(pool, s, j), kv_stream_k(pool, s, i), row_bytes);
-        memcpy(kv_stream_v(pool, s, j), kv_stream_v(pool, s, i), row_bytes);
-        s->pos[j] = s->pos[i];
-        if (s->attn_acc) {
-            s->attn_acc[j] = s->attn_acc[i];
-            s->attn_last[j] = s->attn_last[i];
-            s->attn_last_hit[j] = s->attn_last_hit[i];
-        }
-        if (s->aux)
-            memcpy(s->aux + (size_t)j * s->aux_width, s->aux + (size_t)i * s->aux_width, (size_t)s->aux_width * sizeof *s->aux);
-        j++;
-    }
-    for (int pi = new_pages; pi < old_pages; pi++) kv_pool_release(pool, s->pages[pi]);
-    s->n = m;
     return LETHE_OK;
 }
 
