@@ -82,7 +82,9 @@ static void rollback(lethe_kv_type kv) {
     /* rollback token by token, as speculative decoding does */
     CHECK(lethe_seq_truncate(s, 97) == LETHE_OK);
     for (int i = 97; i < 100; i++) CHECK(lethe_seq_decode(s, toks[i], b) == LETHE_OK);
-    CHECKF(!memcmp(a + (size_t)39 * V, b, sizeof(float) * V), "decode after truncate differs");
+    /* decode steps run another attention kernel than a prompt chunk: equal to rounding */
+    double dd = max_diff(a + (size_t)39 * V, b, V);
+    CHECKF(dd <= (kv == LETHE_KV_F32 ? 1e-4 : 1e-2), "decode after truncate differs by %.3g", dd);
     CHECK(lethe_seq_truncate(s, -1) == LETHE_ERR_ARG && lethe_seq_n_past(s) == 100);
     free(a);
     free(b);

@@ -151,18 +151,25 @@ lethe_status seq_make_room(lethe_seq *s, int c) {
     return re ? reindex(s) : LETHE_OK;
 }
 
+/* The model's RoPE, for re-rotating cached keys. */
+static kv_rope rope_of(const lethe_seq *s) {
+    const lethe_model *m = s->c->m;
+    kv_rope r = {m->hp.head_dim, m->hp.n_rot, m->hp.rope_base, m->arch->rope == ROPE_NEOX};
+    return r;
+}
+
 lethe_status seq_remove_range(lethe_seq *s, int32_t p0, int32_t p1) {
-    lethe_status st = prepare_masks(s);
-    if (st) return st;
-    for (int i = 0; i < s->n_streams; i++) {
-        const kv_stream *str = &s->streams[i];
-        int kept = 0;
-        for (int j = 0; j < str->n; j++) {
-            s->keep[i][j] = str->pos[j] < p0 || str->pos[j] >= p1;
-            kept += s->keep[i][j];
-        }
-        s->target[i] = kept;
-        if (s->cold) {
+    kv_pool *pool = s->c->kv;
+    size_t pages = 0; /* copy on write of shared pages, for every stream at once */
+    for (int i = 0; i < s->n_streams; i++) pages += kv_stream_remove_pages_needed(pool, &s->streams[i], p0, p1);
+    if (pages > kv_pool_pages_free(pool))
+        return set_error(s->err, LETHE_ERR_BUDGET, "remove: %zu KV pages needed for copy on write, %zu free", pages,
+                         kv_pool_pages_free(pool));
+    if (s->cold) {
+        /* cold slots go through the plan's masks (kv_cold_compact) */
+        lethe_status st = prepare_masks(s);
+        if (st) return st;
+        for (int i = 0; i < s->n_streams; i++) {
             const kv_cold *cold = &s->cold[i];
             int f = 0;
             for (int pg = 0; pg < cold->n_pages; pg++)
@@ -171,15 +178,37 @@ lethe_status seq_remove_range(lethe_seq *s, int32_t p0, int32_t p1) {
                     s->cold_keep[i][f] = q < p0 || q >= p1;
                 }
         }
+        for (int i = 0; i < s->n_streams; i++) {
+            bool drop = false;
+            for (int j = 0; j < s->cold[i].n_slots; j++) drop |= !s->cold_keep[i][j];
+            if (drop && (st = kv_cold_compact(&s->cold[i], s->cold_keep[i]))) {
+                seq_account_cold(s);
+                return set_error(s->err, st, "remove: the cold tier failed (%s)", lethe_status_name(st));
+            }
+        }
+        seq_account_cold(s);
     }
-    return apply_plan(s, "remove");
+    for (int i = 0; i < s->n_streams; i++) {
+        lethe_status st = kv_stream_remove(pool, &s->streams[i], p0, p1);
+        if (st) return set_error(s->err, st, "remove: %s", lethe_status_name(st)); /* checked above: not expected */
+    }
+    return LETHE_OK;
 }
 
 lethe_status seq_shift_range(lethe_seq *s, int32_t p0, int32_t p1, int32_t delta) {
-    (void)p0;
-    (void)p1;
-    (void)delta;
-    return set_error(s->err, LETHE_ERR_UNSUPPORTED, "shift: not available yet");
+    kv_pool *pool = s->c->kv;
+    const kv_rope rope = rope_of(s);
+    if (s->cold) return set_error(s->err, LETHE_ERR_UNSUPPORTED, "shift: the cold tier cannot be re-rotated yet");
+    size_t pages = 0;
+    for (int i = 0; i < s->n_streams; i++) pages += kv_stream_shift_pages_needed(pool, &s->streams[i], p0, p1);
+    if (pages > kv_pool_pages_free(pool))
+        return set_error(s->err, LETHE_ERR_BUDGET, "shift: %zu KV pages needed for copy on write, %zu free", pages,
+                         kv_pool_pages_free(pool));
+    for (int i = 0; i < s->n_streams; i++) {
+        lethe_status st = kv_stream_shift(pool, &s->streams[i], &rope, p0, p1, delta);
+        if (st) return set_error(s->err, st, "shift: %s", lethe_status_name(st)); /* checked above: not expected */
+    }
+    return LETHE_OK;
 }
 
 void seq_stats_cfg(const lethe_seq *s, int n, attn_stats_cfg *cfg) {

@@ -138,7 +138,7 @@ static lethe_status group_rows(lethe_ctx *c, const lethe_token *tokens, lethe_se
         while (w->gseqs[g] != seqs[r]) g++;
         int k = w->group_start[g] + w->count[g];
         w->ids[k] = tokens[r];
-        w->pos[k] = seqs[r]->pos_next + w->count[g]++;
+        w->pos[k] = w->count[g]++; /* the offset in its group: positions are set once room is made */
         w->orig[k] = r;
     }
     *n_groups = ng;
@@ -195,6 +195,9 @@ lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const 
         int mc = max_cold_pages(s);
         if (mc > max_cold) max_cold = mc;
     }
+    /* positions after making room (a re-indexing policy moves the next one) */
+    for (int g = 0; g < ng; g++)
+        for (int k = w->group_start[g]; k < w->group_start[g + 1]; k++) w->pos[k] += w->gseqs[g]->pos_next;
     size_t need_pages = 0;
     for (int g = 0; g < ng; g++) need_pages += pages_needed(w->gseqs[g], w->group_start[g + 1] - w->group_start[g]);
     if (need_pages > kv_pool_pages_free(c->kv))
