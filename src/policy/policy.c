@@ -98,21 +98,24 @@ static void swap_ranked(ranked *x, ranked *y) {
     *y = t;
 }
 
-/* Moves the k lowest of r[0, m) (cmp_ranked order) to r[0, k):
+static int by_score(const ranked *x, const ranked *y) { return cmp_ranked(x, y); }
+static int by_pos(const ranked *x, const ranked *y) { return (x->pos > y->pos) - (x->pos < y->pos); }
+
+/* Moves the k lowest of r[0, m) (in cmp's order) to r[0, k), 0 < k < m:
  * quickselect with a median-of-three pivot, expected O(m). */
-static void select_lowest(ranked *r, int m, int k) {
+static void select_lowest(ranked *r, int m, int k, int (*cmp)(const ranked *, const ranked *)) {
     int a = 0, b = m - 1;
     const int t = k - 1;
     while (a < b) {
         int mid = a + (b - a) / 2;
-        if (cmp_ranked(&r[mid], &r[a]) < 0) swap_ranked(&r[mid], &r[a]);
-        if (cmp_ranked(&r[b], &r[a]) < 0) swap_ranked(&r[b], &r[a]);
-        if (cmp_ranked(&r[b], &r[mid]) < 0) swap_ranked(&r[b], &r[mid]);
+        if (cmp(&r[mid], &r[a]) < 0) swap_ranked(&r[mid], &r[a]);
+        if (cmp(&r[b], &r[a]) < 0) swap_ranked(&r[b], &r[a]);
+        if (cmp(&r[b], &r[mid]) < 0) swap_ranked(&r[b], &r[mid]);
         const ranked piv = r[mid];
         int i = a, j = b;
         while (i <= j) {
-            while (cmp_ranked(&r[i], &piv) < 0) i++;
-            while (cmp_ranked(&r[j], &piv) > 0) j--;
+            while (cmp(&r[i], &piv) < 0) i++;
+            while (cmp(&r[j], &piv) > 0) j--;
             if (i <= j) swap_ranked(&r[i++], &r[j--]);
         }
         /* r[a, j] <= pivot <= r[i, b], and r[j+1, i-1] equal to it */
@@ -120,11 +123,6 @@ static void select_lowest(ranked *r, int m, int k) {
         else if (t >= i) a = i;
         else break;
     }
-}
-
-static int cmp_pos(const void *a, const void *b) {
-    const ranked *x = a, *y = b;
-    return (x->pos > y->pos) - (x->pos < y->pos);
 }
 
 lethe_status policy_keep_top_buf(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep,
@@ -148,20 +146,25 @@ lethe_status policy_keep_top_buf(const kv_stream *s, const float *score, int tar
         r[i] = (ranked){score ? score[i] : 0.0f, s->pos[i], i};
         if (i > 0 && s->pos[i] < s->pos[i - 1]) sorted = false;
     }
-    /* protect sinks (oldest) and window (newest) by position */
-    if (!sorted) qsort(r, (size_t)n, sizeof *r, cmp_pos);
     if (sink + window > target) { /* not enough room: shrink the window first, then the sinks */
         window = target - sink > 0 ? target - sink : 0;
         if (sink > target) sink = target;
     }
     int lo = sink < n ? sink : n, hi = n - window > lo ? n - window : lo;
+    /* protect sinks (oldest) and window (newest) by position: r[0, lo) the
+     * lo oldest, r[hi, n) the newest; O(n) selections, since evictions leave
+     * slots out of position order */
+    if (!sorted) {
+        if (lo > 0 && lo < n) select_lowest(r, n, lo, by_pos);
+        if (hi > lo && hi < n) select_lowest(r + lo, n - lo, hi - lo, by_pos);
+    }
     /* candidates: the slots in r[lo, hi) still kept; drop the lowest scores */
     int m = 0;
     for (int i = lo; i < hi; i++)
         if (keep[r[i].idx]) r[lo + m++] = r[i];
     int k = kept - target < m ? kept - target : m;
     if (k <= 0) return LETHE_OK;
-    if (k < m) select_lowest(r + lo, m, k);
+    if (k < m) select_lowest(r + lo, m, k, by_score);
     for (int i = lo; i < lo + k; i++) keep[r[i].idx] = 0;
     return LETHE_OK;
 }

@@ -64,6 +64,7 @@ typedef struct {
     const char *summary;           /* one line for --help */
     bool needs_stats;              /* turn the attention statistics hook on */
     bool may_evict;                /* false for "full": exceeding the budget is an error */
+    bool evict_ahead;              /* evict a page more than needed, so the plan (an O(n) scan) runs once a page of tokens */
     bool needs_calibration;        /* the runtime supplies view->head_reach */
     /* Cold tier (quest, mixed): demoted slots are kept quantised to
      * cold_dtype outside the pool and attended through kv_cold views. */

@@ -19,5 +19,6 @@ const kv_policy_ops policy_window_ops = {
     .name = "window",
     .summary = "StreamingLLM: attention sinks + most recent tokens",
     .may_evict = true,
+    .evict_ahead = true,
     .plan = plan,
 };

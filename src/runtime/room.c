@@ -132,9 +132,13 @@ static lethe_status reindex(lethe_seq *s) {
 lethe_status seq_make_room(lethe_seq *s, int c) {
     bool over = false;
     const bool re = s->policy->params.reindex;
+    /* how far below the budget an eviction goes: a plan costs a scan of the
+     * stream, so a policy that may evict ahead does it once a page */
+    const int slack = re ? reindex_slack(s) : s->policy->ops->evict_ahead ? kv_pool_page_slots(s->c->kv) : 0;
     for (int i = 0; i < s->n_streams; i++) {
         int n = s->streams[i].n;
-        s->target[i] = n + c > s->budget[i] ? s->budget[i] - c - (re ? reindex_slack(s) : 0) : n;
+        int ahead = slack < s->budget[i] / 4 ? slack : s->budget[i] / 4;
+        s->target[i] = n + c > s->budget[i] ? s->budget[i] - c - ahead : n;
         if (s->target[i] < 0) s->target[i] = 0;
         over |= s->target[i] < n;
     }
