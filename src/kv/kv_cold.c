@@ -56,11 +56,11 @@ static size_t page_bytes(const kv_cold *c) {
            2 * (size_t)c->head_dim * sizeof(float);
 }
 
-size_t kv_cold_bytes(const kv_cold *c) {
+size_t kv_cold_bytes(const kv_cold *c) { return (size_t)c->n_pages * page_bytes(c); }
+
+size_t kv_cold_bytes_reserved(const kv_cold *c) {
     return (size_t)c->n_alloc * page_bytes(c) + (c->tmp ? 5 * block_elems(c) * sizeof(float) : 0);
 }
-
-size_t kv_cold_bytes_live(const kv_cold *c) { return (size_t)c->n_pages * page_bytes(c); }
 
 double kv_cold_slot_bytes(const kv_cold *c) {
     return (2.0 * (double)c->block_bytes + 2.0 * c->head_dim * sizeof(float)) / c->page_slots + sizeof(int32_t) + sizeof(float);

@@ -52,12 +52,14 @@ typedef struct {
  * head_dim is not a multiple of 32), or LT_F16. */
 lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim);
 void kv_cold_free(kv_cold *c);
-/* Bytes held: every page with storage (live, spare or reserved: quantised
- * blocks, positions, scores, bounds) plus the scratch. This is what the
- * budget should count, since none of it is returned until kv_cold_trim. */
+/* Bytes of the live pages (quantised blocks, positions, scores and bounds
+ * of the pages that hold slots): what the slots need. */
 size_t kv_cold_bytes(const kv_cold *c);
-/* Bytes of the live pages only (what the slots need). */
-size_t kv_cold_bytes_live(const kv_cold *c);
+/* Bytes held: every page with storage (live, spare from dropped pages, or
+ * reserved ahead) plus the scratch (5 x page_slots x head_dim floats).
+ * Nothing of it is returned before kv_cold_trim / kv_cold_free, so this is
+ * what an honest budget counts. */
+size_t kv_cold_bytes_reserved(const kv_cold *c);
 /* Makes sure pages [0, n_pages_total) have storage, so that adds and
  * compactions that end with at most that many pages cannot fail.
  * LETHE_ERR_NOMEM: slots unchanged (some pages may have been reserved). */
