@@ -251,6 +251,10 @@ static void test_plan_result(void) {
         target[i] = kept[i];
     }
     image before = snapshot(&w);
+    /* a plan never prepared for these streams is refused */
+    kv_plan *unprepared = kv_plan_create(NS, true);
+    CHECK(kv_plan_apply(unprepared, w.pool, w.st, w.cold, target, -1, err) == LETHE_ERR_ARG);
+    kv_plan_free(unprepared);
     /* over a target */
     target[2]--;
     CHECK(kv_plan_apply(plan, w.pool, w.st, w.cold, target, -1, err) == LETHE_ERR_BUDGET);
