@@ -12,6 +12,7 @@
 #include "attn/attn.h"
 #include "kv/kv_cold.h"
 #include "testutil.h"
+#include "util/alloc.h"
 #include "util/error.h"
 
 static uint64_t rng = 88172645463325252ull;
@@ -112,6 +113,24 @@ static void test_cold_pages(lt_type dtype, int P, int hd) {
         CHECK(memcmp(before, c.pages[0].k, c.block_bytes) == 0);
         free(kp);
         free(before);
+    }
+    /* a dropped page's storage stays for reuse: counted as reserved, and
+     * the next add that fits in it allocates nothing; trim returns it */
+    {
+        size_t live = kv_cold_bytes(&c), held = kv_cold_bytes_reserved(&c);
+        CHECK(held > live && c.n_alloc > c.n_pages);
+        long allocs = lt_alloc_count();
+        int room = c.n_alloc * P - c.n_slots, before_slots = c.n_slots;
+        CHECK(kv_cold_add(&c, pool, &s, idx, NULL, room) == LETHE_OK && c.n_slots == before_slots + room);
+        CHECK(lt_alloc_count() == allocs);
+        CHECK(kv_cold_bytes_reserved(&c) == held && kv_cold_bytes(&c) > live);
+        uint8_t *kp = malloc((size_t)c.n_slots);
+        memset(kp, 1, (size_t)c.n_slots);
+        memset(kp + c.n_slots - P, 0, (size_t)P); /* the last (full) page */
+        CHECK(kv_cold_compact(&c, kp) == LETHE_OK);
+        kv_cold_trim(&c);
+        CHECK(c.n_alloc == c.n_pages && kv_cold_bytes_reserved(&c) < held);
+        free(kp);
     }
 
     kv_stream_free(view_pool, &view);

@@ -22,6 +22,8 @@
 #include "kv/kv_pool.h"
 #include "kv/kv_stream.h"
 
+/* One page's storage is one allocation (pos, score, kmin, kmax, k, v
+ * carved from it). */
 typedef struct {
     int n;          /* slots used */
     int32_t *pos;   /* page_slots positions */
@@ -30,13 +32,19 @@ typedef struct {
     uint8_t *k, *v; /* quantised blocks */
 } kv_cold_page;
 
+/* pages[0, n_pages) are live, in slot order; pages[n_pages, n_alloc) have
+ * storage but no slots (dropped pages kept for reuse, or reserved ahead by
+ * kv_cold_reserve); cap_pages is the length of the page array. Scratch for
+ * the transposes and repacking is held here, so that once reserved, add,
+ * compact, shift and remove allocate nothing. */
 typedef struct {
     lt_type dtype;
     int page_slots, head_dim;
     size_t block_bytes; /* bytes of one page's K (or V) block */
     float *tmp;         /* page_slots x head_dim scratch for the transposes */
+    float *k, *v, *nk, *nv; /* page_slots x head_dim each: page load / repack scratch */
     kv_cold_page *pages;
-    int n_pages, cap_pages;
+    int n_pages, n_alloc, cap_pages;
     int n_slots;
 } kv_cold;
 
@@ -44,13 +52,29 @@ typedef struct {
  * head_dim is not a multiple of 32), or LT_F16. */
 lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim);
 void kv_cold_free(kv_cold *c);
-/* Bytes held (quantised blocks, positions, scores and bounds). */
+/* Bytes of the live pages (quantised blocks, positions, scores and bounds
+ * of the pages that hold slots): what the slots need. */
 size_t kv_cold_bytes(const kv_cold *c);
+/* Bytes held: every page with storage (live, spare from dropped pages, or
+ * reserved ahead) plus the scratch (5 x page_slots x head_dim floats).
+ * Nothing of it is returned before kv_cold_trim / kv_cold_free, so this is
+ * what an honest budget counts. */
+size_t kv_cold_bytes_reserved(const kv_cold *c);
+/* Makes sure pages [0, n_pages_total) have storage, so that adds and
+ * compactions that end with at most that many pages cannot fail.
+ * LETHE_ERR_NOMEM: slots unchanged (some pages may have been reserved). */
+lethe_status kv_cold_reserve(kv_cold *c, int n_pages_total);
+/* Pages the tier has after kv_cold_compact(keep) (keep NULL: no drop) and
+ * then kv_cold_add of n_add slots. */
+int kv_cold_pages_after(const kv_cold *c, const uint8_t *keep, int n_add);
+/* Frees the storage of the pages that hold no slots. */
+void kv_cold_trim(kv_cold *c);
 /* Bytes one slot costs in this tier (K + V), for budget arithmetic. */
 double kv_cold_slot_bytes(const kv_cold *c);
 
 /* Moves slots idx[0..n) of stream s (read through pool) into the tier, with
- * their scores (may be NULL). Slots fill the last page first, then new pages. */
+ * their scores (may be NULL). Slots fill the last page first, then new
+ * pages. Reserves first: LETHE_ERR_NOMEM leaves the slots unchanged. */
 lethe_status kv_cold_add(kv_cold *c, const kv_pool *pool, const kv_stream *s, const int *idx, const float *score, int n);
 
 /* Upper bound of q . k (times scale) over page p's keys. */
@@ -61,13 +85,34 @@ float kv_cold_bound(const kv_cold *c, int p, const float *q, float scale);
  * is full. */
 lethe_status kv_cold_load(const kv_cold *c, const int *pages, int n, kv_pool *scratch, kv_stream *view);
 
-/* dst (initialised with the same shape, empty) becomes a copy of src. */
+/* dst (initialised with the same shape, empty) becomes a copy of src; on
+ * error dst still holds no slots. */
 lethe_status kv_cold_copy(kv_cold *dst, const kv_cold *src);
 
 /* Drops the cold slots whose keep flag (in page order, n_slots flags) is 0.
- * Whole pages go without touching the rest; a partly dropped page makes
- * every page be repacked and quantised again (a second rounding). Slots
- * added to a partly filled last page re-quantise that page likewise. */
+ * Whole pages go without touching the rest (their storage stays for
+ * reuse); a partly dropped page makes every page be repacked in place and
+ * quantised again (a second rounding). Slots added to a partly filled last
+ * page re-quantise that page likewise. Allocates nothing; cannot fail for
+ * a non-NULL keep. */
 lethe_status kv_cold_compact(kv_cold *c, const uint8_t *keep);
+
+/* Drops the cold slots with p0 <= pos < p1 (as kv_cold_compact). */
+lethe_status kv_cold_remove(kv_cold *c, int32_t p0, int32_t p1);
+
+/* Every cold slot with p0 <= pos < p1 gets pos += delta and its key
+ * rotated by delta positions (as kv_stream_shift): the K blocks of the
+ * pages holding such slots are dequantised, the rows rotated, and the
+ * blocks quantised again, with the pages' kmin / kmax recomputed from the
+ * stored values (so the Quest bound stays an upper bound). V blocks are not
+ * touched. Error against a tier built from the keys at the new positions
+ * (amax = the page's largest |k|; one more rounding than that tier's):
+ *   Q8_0: <= 2.5 * amax / 127 (measured 1.23 / 127);
+ *   Q4_0: <= 2.5 * amax / 8   (measured 1.32 / 8);
+ *   F16:  <= 2.5 * 2^-11 * amax (measured 1.5 * 2^-11);
+ * checked by tests/test_kv_edit.c.
+ * LETHE_ERR_ARG (nothing changed) for a bad descriptor or a new position
+ * < 0. Allocates nothing. */
+lethe_status kv_cold_shift(kv_cold *c, const kv_rope *rope, int32_t p0, int32_t p1, int32_t delta);
 
 #endif

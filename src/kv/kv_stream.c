@@ -150,9 +150,28 @@ lethe_status kv_stream_fork(kv_pool *pool, const kv_stream *src, kv_stream *dst)
     if (dst == src || dst->n != 0) return LETHE_ERR_ARG;
     const int P = kv_pool_page_slots(pool);
     const int np = pages_for(src->n, P);
-    if (src->attn_acc && !dst->attn_acc && kv_stream_enable_stats(dst) != LETHE_OK) return LETHE_ERR_NOMEM;
-    if (src->aux && kv_stream_enable_aux(dst, src->aux_width) != LETHE_OK) return LETHE_ERR_NOMEM;
-    if (reserve_slots(dst, src->n) != LETHE_OK || reserve_pages(dst, np) != LETHE_OK) return LETHE_ERR_NOMEM;
+    if (src->aux && dst->aux && dst->aux_width != src->aux_width) return LETHE_ERR_ARG;
+    /* what this call enables in dst it takes back on failure */
+    const bool new_stats = src->attn_acc && !dst->attn_acc, new_aux = src->aux && !dst->aux;
+    lethe_status st = LETHE_OK;
+    if (new_stats) st = kv_stream_enable_stats(dst);
+    if (!st && new_aux) st = kv_stream_enable_aux(dst, src->aux_width);
+    if (!st && (reserve_slots(dst, src->n) != LETHE_OK || reserve_pages(dst, np) != LETHE_OK)) st = LETHE_ERR_NOMEM;
+    if (st) {
+        if (new_stats) {
+            lt_free(dst->attn_acc);
+            lt_free(dst->attn_last);
+            lt_free(dst->attn_last_hit);
+            dst->attn_acc = dst->attn_last = NULL;
+            dst->attn_last_hit = NULL;
+        }
+        if (new_aux) {
+            lt_free(dst->aux);
+            dst->aux = NULL;
+            dst->aux_width = 0;
+        }
+        return st;
+    }
     for (int i = 0; i < np; i++) {
         kv_pool_retain(pool, src->pages[i]);
         dst->pages[i] = src->pages[i];

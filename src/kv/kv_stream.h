@@ -88,13 +88,16 @@ size_t kv_stream_remove_pages_needed(const kv_pool *pool, const kv_stream *s, in
 /* Every slot with p0 <= pos < p1 gets pos += delta and its K row rotated by
  * delta positions: one rotation per pair whose cos/sin combine the float
  * tables of the old and new positions (cos = c2 c1 + s2 s1, sin = s2 c1 -
- * c2 s1), so the error does not grow with |pos|. Measured error against
- * the key computed at the new position (random keys in [-1, 1), positions
- * up to 5000, shifts up to +-3000, base 10000; tests/test_kv_edit.c):
- *   F32:  <= 1e-5 absolute (seen: ~2e-6);
- *   F16:  <= 2^-10 * max|k| + 1e-5 (the row is re-rounded once);
- *   Q8_0: <= (1/127) * amax of the 32-block + 1e-5 (one re-quantisation:
- *         at most one step, i.e. twice the half-step of a fresh rounding).
+ * c2 s1), so the error does not grow with |pos|. Error against the key
+ * computed at the new position (max|k| = the row's largest |element|):
+ *   F32:  <= 1e-5 absolute (measured 2.4e-7 on keys in [-1, 1), positions
+ *         2000..4990 shifted by -1999, base 1e4);
+ *   F16:  <= 1.25 * 2^-10 * max|k| (measured 0.78 * 2^-10): the first
+ *         rounding, carried through the rotation (<= sqrt 2 half-ulps),
+ *         plus the re-rounding (one half-ulp);
+ *   Q8_0: <= 1.5 * max|k| / 127 (measured 1.18 / 127; theory
+ *         (sqrt 2 + 1) / 2 steps plus the fp16 rounding of the scales).
+ * The test (tests/test_kv_edit.c) checks these bounds.
  * A shared page holding such a slot is copied first. LETHE_ERR_ARG (nothing
  * changed) for a bad descriptor or when a new position would be < 0 or
  * overflow; LETHE_ERR_BUDGET when the pool lacks the pages needed.
