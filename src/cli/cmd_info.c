@@ -114,10 +114,9 @@ int cmd_info(int argc, char **argv) {
         if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) {
             if (!(model = opt_value(argc, argv, &i))) return EXIT_USAGE;
         } else {
-            fprintf(stderr, "lethe info: unknown option '%s'\nusage: lethe info -m MODEL\n", argv[i]);
-            return EXIT_USAGE;
+            return unknown_option(argv[i]);
         }
     }
-    if (!model) { fprintf(stderr, "usage: lethe info -m MODEL\n"); return EXIT_USAGE; }
+    if (!model) { fprintf(stderr, "lethe info: need -m MODEL\n"); return usage_error(); }
     return gguf_has_magic(model) ? info_gguf(model) : info_llama2c(model);
 }
