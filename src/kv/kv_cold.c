@@ -41,11 +41,22 @@ void kv_cold_trim(kv_cold *c) {
     c->n_alloc = c->n_pages;
 }
 
+void kv_cold_share_scratch(kv_cold *c, const kv_cold *owner) {
+    if (!c->shared_scratch) lt_free(c->tmp);
+    c->tmp = owner->tmp;
+    c->k = owner->k;
+    c->v = owner->v;
+    c->nk = owner->nk;
+    c->nv = owner->nv;
+    c->shared_scratch = true;
+}
+
 void kv_cold_free(kv_cold *c) {
     c->n_pages = 0;
     kv_cold_trim(c);
     lt_free(c->pages);
-    lt_free(c->tmp);
+    if (!c->shared_scratch) lt_free(c->tmp);
+    c->shared_scratch = false;
     c->pages = NULL;
     c->tmp = c->k = c->v = c->nk = c->nv = NULL;
     c->n_pages = c->n_alloc = c->cap_pages = c->n_slots = 0;
@@ -59,7 +70,7 @@ static size_t page_bytes(const kv_cold *c) {
 size_t kv_cold_bytes(const kv_cold *c) { return (size_t)c->n_pages * page_bytes(c); }
 
 size_t kv_cold_bytes_reserved(const kv_cold *c) {
-    return (size_t)c->n_alloc * page_bytes(c) + (c->tmp ? 5 * block_elems(c) * sizeof(float) : 0);
+    return (size_t)c->n_alloc * page_bytes(c) + (c->tmp && !c->shared_scratch ? 5 * block_elems(c) * sizeof(float) : 0);
 }
 
 double kv_cold_slot_bytes(const kv_cold *c) {

@@ -16,6 +16,7 @@
 #ifndef LETHE_KV_COLD_H
 #define LETHE_KV_COLD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,7 @@ typedef struct {
     size_t block_bytes; /* bytes of one page's K (or V) block */
     float *tmp;         /* page_slots x head_dim scratch for the transposes */
     float *k, *v, *nk, *nv; /* page_slots x head_dim each: page load / repack scratch */
+    bool shared_scratch; /* the scratch belongs to another tier (kv_cold_share_scratch) */
     kv_cold_page *pages;
     int n_pages, n_alloc, cap_pages;
     int n_slots;
@@ -52,6 +54,10 @@ typedef struct {
  * head_dim is not a multiple of 32), or LT_F16. */
 lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim);
 void kv_cold_free(kv_cold *c);
+/* c (initialised, same shape as owner) uses owner's scratch instead of its
+ * own, so the tiers of one sequence's streams hold one scratch between them
+ * (they are used one at a time). owner must outlive c. */
+void kv_cold_share_scratch(kv_cold *c, const kv_cold *owner);
 /* Bytes of the live pages (quantised blocks, positions, scores and bounds
  * of the pages that hold slots): what the slots need. */
 size_t kv_cold_bytes(const kv_cold *c);

@@ -109,7 +109,7 @@ static bool any_zero(const uint8_t *m, int n) {
 
 /* Everything that can refuse: sizes, targets, capacities, pages, storage. */
 static lethe_status check_and_reserve(kv_plan *p, kv_pool *pool, kv_stream *streams, kv_cold *cold, const int *target,
-                                      int cold_capacity, char *err) {
+                                      int cold_capacity, size_t *pages_out, char *err) {
     size_t pages = 0;
     for (int i = 0; i < p->n_streams; i++) {
         const kv_stream *s = &streams[i];
@@ -132,6 +132,7 @@ static lethe_status check_and_reserve(kv_plan *p, kv_pool *pool, kv_stream *stre
         }
         if (kept < s->n) pages += kv_stream_compact_pages_needed(pool, s, p->keep[i]);
     }
+    if (pages_out) *pages_out = pages;
     if (pages > kv_pool_pages_free(pool))
         return set_error(err, LETHE_ERR_BUDGET, "kv plan needs %zu free pages for copy on write, the pool has %zu", pages,
                          kv_pool_pages_free(pool));
@@ -145,13 +146,16 @@ static lethe_status check_and_reserve(kv_plan *p, kv_pool *pool, kv_stream *stre
     return LETHE_OK;
 }
 
-lethe_status kv_plan_apply(kv_plan *p, kv_pool *pool, kv_stream *streams, kv_cold *cold, const int *target,
-                           int cold_capacity, char *err) {
+lethe_status kv_plan_check(kv_plan *p, kv_pool *pool, kv_stream *streams, kv_cold *cold, const int *target,
+                           int cold_capacity, size_t *pages, char *err) {
+    if (pages) *pages = 0;
     if (!p || !pool || !streams || !target) return set_error(err, LETHE_ERR_ARG, "kv plan: missing argument");
+    return check_and_reserve(p, pool, streams, p->with_cold ? cold : NULL, target, cold_capacity, pages, err);
+}
+
+void kv_plan_commit(kv_plan *p, kv_pool *pool, kv_stream *streams, kv_cold *cold) {
     if (!p->with_cold) cold = NULL;
-    lethe_status st = check_and_reserve(p, pool, streams, cold, target, cold_capacity, err);
-    if (st) return st;
-    /* From here on nothing can fail: pages counted, cold storage reserved. */
+    /* Nothing here can fail: pages counted, cold storage reserved. */
     for (int i = 0; i < p->n_streams; i++) {
         kv_stream *s = &streams[i];
         if (cold) {
@@ -166,5 +170,11 @@ lethe_status kv_plan_apply(kv_plan *p, kv_pool *pool, kv_stream *streams, kv_col
         }
         if (any_zero(p->keep[i], s->n)) kv_stream_compact(pool, s, p->keep[i]);
     }
-    return LETHE_OK;
+}
+
+lethe_status kv_plan_apply(kv_plan *p, kv_pool *pool, kv_stream *streams, kv_cold *cold, const int *target,
+                           int cold_capacity, char *err) {
+    lethe_status st = kv_plan_check(p, pool, streams, cold, target, cold_capacity, NULL, err);
+    if (!st) kv_plan_commit(p, pool, streams, cold);
+    return st;
 }

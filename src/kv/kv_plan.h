@@ -48,4 +48,13 @@ uint8_t **kv_plan_cold_keep(kv_plan *p);
 lethe_status kv_plan_apply(kv_plan *p, kv_pool *pool, kv_stream *streams, kv_cold *cold, const int *target,
                            int cold_capacity, char *err);
 
+/* The two halves of kv_plan_apply, for a caller that must check several
+ * plans (sequences of one batch) before it commits any: kv_plan_check
+ * refuses or reserves (nothing observable changes; *pages, when non-NULL,
+ * gets the free pool pages the commit will take), and kv_plan_commit, right
+ * after a successful check with nothing changed in between, cannot fail. */
+lethe_status kv_plan_check(kv_plan *p, kv_pool *pool, kv_stream *streams, kv_cold *cold, const int *target,
+                           int cold_capacity, size_t *pages, char *err);
+void kv_plan_commit(kv_plan *p, kv_pool *pool, kv_stream *streams, kv_cold *cold);
+
 #endif

@@ -146,6 +146,19 @@ lethe_status kv_stream_append(kv_pool *pool, kv_stream *s, const float *k, const
     return LETHE_OK;
 }
 
+void kv_stream_clear(kv_pool *pool, kv_stream *s) {
+    const int P = kv_pool_page_slots(pool);
+    for (int i = 0; i < (s->n + P - 1) / P; i++) kv_pool_release(pool, s->pages[i]);
+    s->n = 0;
+}
+
+lethe_status kv_stream_reserve(const kv_pool *pool, kv_stream *s, int n_slots) {
+    if (!pool || n_slots < 0) return LETHE_ERR_ARG;
+    const int P = kv_pool_page_slots(pool);
+    if (reserve_slots(s, n_slots) != LETHE_OK || reserve_pages(s, (n_slots + P - 1) / P) != LETHE_OK) return LETHE_ERR_NOMEM;
+    return LETHE_OK;
+}
+
 lethe_status kv_stream_fork(kv_pool *pool, const kv_stream *src, kv_stream *dst) {
     if (dst == src || dst->n != 0) return LETHE_ERR_ARG;
     const int P = kv_pool_page_slots(pool);

@@ -63,6 +63,15 @@ lethe_status kv_stream_enable_aux(kv_stream *s, int width);
 lethe_status kv_stream_append(kv_pool *pool, kv_stream *s, const float *k, const float *v,
                               long k_stride, long v_stride, const int32_t *pos, int n);
 
+/* Drops every slot (page references released) but keeps the arrays, so a
+ * stream refilled every step (a staging view) allocates nothing. */
+void kv_stream_clear(kv_pool *pool, kv_stream *s);
+
+/* Grows the stream's arrays to hold n_slots slots (page table included),
+ * so that appends up to that size allocate nothing. NOMEM: contents
+ * unchanged. */
+lethe_status kv_stream_reserve(const kv_pool *pool, kv_stream *s, int n_slots);
+
 /* dst (initialised, empty) becomes a copy of src that shares all its pages.
  * On error src is unchanged and dst still holds no slots. */
 lethe_status kv_stream_fork(kv_pool *pool, const kv_stream *src, kv_stream *dst);

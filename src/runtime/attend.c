@@ -40,6 +40,10 @@ lethe_status attend_reserve(lethe_ctx *c, int rows, int max_cold_pages) {
             c->cold_view = kv_pool_create(&kp, perr);
             if (!c->cold_view) return LETHE_ERR_NOMEM;
         }
+        /* the view streams hold every chosen page's slots without growing */
+        for (int h = 0; h < hp->n_head_kv; h++)
+            if (kv_stream_reserve(c->cold_view, &c->views[h], max_cold_pages * kv_pool_page_slots(c->kv)))
+                return LETHE_ERR_NOMEM;
     }
     return LETHE_OK;
 }
@@ -74,7 +78,7 @@ static lethe_status attend_cold(lethe_ctx *c, lethe_seq *s, int l, const float *
         if (attn_forward_lse(c->tp, c->attn, &al, q, pos, n, c->att2, c->lse2, NULL) != 0) st = LETHE_ERR_NOMEM;
         else attn_merge_lse(out, c->lse, c->att2, c->lse2, n * hp->n_head, hd);
     }
-    for (int h = 0; h < H; h++) kv_stream_free(c->cold_view, &c->views[h]);
+    for (int h = 0; h < H; h++) kv_stream_clear(c->cold_view, &c->views[h]);
     return st ? set_error(err, st, "forward: cold-tier attention failed (%s)", lethe_status_name(st)) : LETHE_OK;
 }
 

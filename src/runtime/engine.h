@@ -12,6 +12,7 @@
 #include "attn/attn.h"
 #include "kv/kv_cold.h"
 #include "kv/kv_pool.h"
+#include "kv/kv_plan.h"
 #include "kv/kv_stream.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -58,16 +59,12 @@ struct lethe_seq {
     kv_cold *cold;              /* cold tier per stream, for policies that have one */
     int cold_capacity;          /* slots per stream's cold tier; -1 unbounded */
     size_t cold_bytes;          /* this sequence's share of c->cold_bytes */
-    uint8_t **demote, **cold_keep; /* plan scratch for the cold tier */
-    int *cold_keep_cap;
+    kv_plan *plan;              /* the policy's masks and their executor */
     int *budget;                /* slot budget of each stream */
     int min_budget;
     int *target;                /* plan scratch */
-    uint8_t **keep;             /* plan scratch: one mask per stream */
-    int *keep_cap;
-    int *idx;                   /* demotion scratch */
-    float *score;
-    int idx_cap;
+    int *order;                 /* re-index scratch: sorted positions */
+    int order_cap;
     int *n_before;              /* each stream's slots before a step (rollback) */
     bool calibrating;           /* statistics on for every query (runtime/calibrate.c) */
     char err[LETHE_ERR_MAX];
@@ -77,8 +74,13 @@ struct lethe_seq {
 policy_view seq_view(const lethe_seq *s, bool prefill);
 /* Keeps the context-wide count of cold-tier bytes in step with s. */
 void seq_account_cold(lethe_seq *s);
-/* Frees room for c more tokens in every stream (the policy's plan). */
-lethe_status seq_make_room(lethe_seq *s, int c);
+/* Making room for c more tokens in every stream, in two halves: the
+ * policy's plan, checked and reserved (nothing observable changes; *planned
+ * says whether an eviction is due, *pages the pool pages its commit takes),
+ * then the commit, which cannot fail unless re-indexing finds its pages
+ * gone (the step counts them in). */
+lethe_status seq_room_plan(lethe_seq *s, int c, bool *planned, size_t *pages);
+lethe_status seq_room_commit(lethe_seq *s);
 /* Drops every cached slot (hot and cold) at positions [p0, p1). */
 lethe_status seq_remove_range(lethe_seq *s, int32_t p0, int32_t p1);
 /* Moves the cached slots at positions [p0, p1) by delta, re-rotating keys. */

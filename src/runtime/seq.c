@@ -44,11 +44,9 @@ static lethe_seq *seq_alloc(lethe_ctx *c, int n_ctx) {
     s->streams = lt_calloc((size_t)s->n_streams, sizeof *s->streams);
     s->budget = lt_calloc((size_t)s->n_streams, sizeof *s->budget);
     s->target = lt_calloc((size_t)s->n_streams, sizeof *s->target);
-    s->keep = lt_calloc((size_t)s->n_streams, sizeof *s->keep);
-    s->keep_cap = lt_calloc((size_t)s->n_streams, sizeof *s->keep_cap);
     s->n_before = lt_calloc((size_t)s->n_streams, sizeof *s->n_before);
     c->seqs[c->n_seqs++] = s; /* registered first, so lethe_seq_free always finds it */
-    if (!s->streams || !s->budget || !s->target || !s->keep || !s->keep_cap || !s->n_before) {
+    if (!s->streams || !s->budget || !s->target || !s->n_before) {
         lethe_seq_free(s);
         return NULL;
     }
@@ -69,7 +67,7 @@ policy_view seq_view(const lethe_seq *s, bool prefill) {
 void seq_account_cold(lethe_seq *s) {
     size_t b = 0;
     if (s->cold)
-        for (int i = 0; i < s->n_streams; i++) b += kv_cold_bytes(&s->cold[i]);
+        for (int i = 0; i < s->n_streams; i++) b += kv_cold_bytes_reserved(&s->cold[i]); /* everything held */
     s->c->cold_bytes = s->c->cold_bytes - s->cold_bytes + b;
     if (s->c->cold_bytes > s->c->cold_peak) s->c->cold_peak = s->c->cold_bytes;
     s->cold_bytes = b;
@@ -83,19 +81,21 @@ static lethe_status setup_cold(lethe_seq *s, int budget) {
     if (!ops->cold_tier) return LETHE_OK;
     const int P = kv_pool_page_slots(s->c->kv), hd = s->c->m->hp.head_dim;
     s->cold = lt_calloc((size_t)s->n_streams, sizeof *s->cold);
-    s->demote = lt_calloc((size_t)s->n_streams, sizeof *s->demote);
-    s->cold_keep = lt_calloc((size_t)s->n_streams, sizeof *s->cold_keep);
-    s->cold_keep_cap = lt_calloc((size_t)s->n_streams, sizeof *s->cold_keep_cap);
-    if (!s->cold || !s->demote || !s->cold_keep || !s->cold_keep_cap) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < s->n_streams; i++)
+    if (!s->cold) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < s->n_streams; i++) {
         if (kv_cold_init(&s->cold[i], ops->cold_dtype, P, hd) != LETHE_OK)
             return set_error(s->err, LETHE_ERR_NOMEM, "cannot set up the cold tier");
+        if (i > 0) kv_cold_share_scratch(&s->cold[i], &s->cold[0]); /* one scratch for the sequence */
+    }
     if (ops->cold_in_budget) {
         /* whole cold pages that fit in the bytes the hot budget leaves over */
         size_t page_bytes = kv_pool_page_bytes(s->c->kv);
         size_t total_pages = ((size_t)budget + P - 1) / P, hot_pages = ((size_t)s->min_budget + P - 1) / P;
         double cold_page_bytes = kv_cold_slot_bytes(&s->cold[0]) * P;
-        size_t cold_pages = (size_t)((double)((total_pages - hot_pages) * page_bytes) / cold_page_bytes);
+        /* the sequence's cold scratch is held too: each stream pays its share */
+        double room = (double)((total_pages - hot_pages) * page_bytes) -
+                      (double)kv_cold_bytes_reserved(&s->cold[0]) / s->n_streams;
+        size_t cold_pages = room > 0 ? (size_t)(room / cold_page_bytes) : 0;
         s->cold_capacity = (int)(cold_pages * (size_t)P);
     }
     return LETHE_OK;
@@ -178,6 +178,7 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     }
     if (s->min_budget < 1) return set_error(s->err, LETHE_ERR_BUDGET, "policy %s gave a stream no slots", name);
+    if (!(s->plan = kv_plan_create(s->n_streams, ops->cold_tier))) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     return setup_cold(s, budget);
 }
 
@@ -249,20 +250,12 @@ void lethe_seq_free(lethe_seq *s) {
         }
     if (s->streams)
         for (int i = 0; i < s->n_streams; i++) kv_stream_free(c->kv, &s->streams[i]);
-    if (s->keep)
-        for (int i = 0; i < s->n_streams; i++) lt_free(s->keep[i]);
     if (s->cold) {
-        for (int i = 0; i < s->n_streams; i++) {
-            kv_cold_free(&s->cold[i]);
-            if (s->demote) lt_free(s->demote[i]);
-            if (s->cold_keep) lt_free(s->cold_keep[i]);
-        }
+        for (int i = 0; i < s->n_streams; i++) kv_cold_free(&s->cold[i]);
         seq_account_cold(s);
     }
     lt_free(s->cold);
-    lt_free(s->demote);
-    lt_free(s->cold_keep);
-    lt_free(s->cold_keep_cap);
+    kv_plan_free(s->plan);
     policy_free(s->policy);
     lt_free(s->policy_name);
     lt_free(s->calib_path);
@@ -270,10 +263,7 @@ void lethe_seq_free(lethe_seq *s) {
     lt_free(s->streams);
     lt_free(s->budget);
     lt_free(s->target);
-    lt_free(s->keep);
-    lt_free(s->keep_cap);
-    lt_free(s->idx);
-    lt_free(s->score);
+    lt_free(s->order);
     lt_free(s->n_before);
     lt_free(s);
 }

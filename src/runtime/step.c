@@ -20,6 +20,7 @@ struct step_scratch {
     attn_stats_cfg *stats;
     attn_layer *layers; /* attention scratch, one per group */
     attn_decode_job *jobs;
+    bool *planned;      /* per group: its room plan is to be committed */
     float *logits;      /* regrouped logits when the order differs */
     size_t logits_cap;
     int cap_single;     /* lethe_seq_append's rows: one sequence */
@@ -39,6 +40,7 @@ void step_scratch_free(struct step_scratch *s) {
     lt_free(s->stats);
     lt_free(s->layers);
     lt_free(s->jobs);
+    lt_free(s->planned);
     lt_free(s->logits);
     lt_free(s->one_seq);
     lt_free(s->one_want);
@@ -61,6 +63,7 @@ static lethe_status reserve_rows(lethe_ctx *c, int n) {
         GROW(s->stats, n);
         GROW(s->layers, n);
         GROW(s->jobs, n);
+        GROW(s->planned, n);
         s->cap_rows = n;
     }
     size_t act = forward_scratch_floats(c->m, n);
@@ -73,17 +76,26 @@ static lethe_status reserve_rows(lethe_ctx *c, int n) {
     return LETHE_OK;
 }
 
-/* Pages the pool must have free for n more slots in each of s's streams. */
-static size_t pages_needed(const lethe_seq *s, int n) {
+/* Pool pages that n more slots in each of s's streams take once its plan
+ * (if any) is committed; *freed gets the pages the commit releases. */
+static size_t pages_needed(const lethe_seq *s, int n, bool planned, size_t *freed) {
     const kv_pool *pool = s->c->kv;
     const int P = kv_pool_page_slots(pool);
+    uint8_t **keep = planned ? kv_plan_keep(s->plan) : NULL;
     size_t pages = 0;
+    *freed = 0;
     for (int i = 0; i < s->n_streams; i++) {
         const kv_stream *st = &s->streams[i];
-        long have = (st->n + P - 1) / P, want = (st->n + n + P - 1) / P;
+        long m = st->n; /* slots after the commit */
+        if (keep) {
+            m = 0;
+            for (int j = 0; j < st->n; j++) m += keep[i][j] != 0;
+        }
+        long now = (st->n + P - 1) / P, have = (m + P - 1) / P, want = (m + n + P - 1) / P;
+        *freed += (size_t)(now - have);
         pages += (size_t)(want - have);
         /* a partly filled last page that is shared gets copied on write */
-        if (n > 0 && st->n % P != 0 && kv_pool_refcount(pool, st->pages[have - 1]) > 1) pages++;
+        if (n > 0 && m % P != 0 && kv_pool_refcount(pool, st->pages[have - 1]) > 1) pages++;
     }
     return pages;
 }
@@ -101,11 +113,34 @@ static void rollback(lethe_seq *s) {
     }
 }
 
-static int max_cold_pages(const lethe_seq *s) {
+/* The most cold pages a stream of s may hold once its plan is committed
+ * (what the attention's staging and ranking scratch must hold). */
+static int max_cold_pages_after(const lethe_seq *s, bool planned) {
     int m = 0;
-    for (int i = 0; s->cold && i < s->n_streams; i++)
-        if (s->cold[i].n_pages > m) m = s->cold[i].n_pages;
+    for (int i = 0; s->cold && i < s->n_streams; i++) {
+        int pages = s->cold[i].n_pages;
+        if (planned) { /* every hot slot demoted: an upper bound */
+            int P = s->cold[i].page_slots;
+            pages = kv_cold_pages_after(&s->cold[i], NULL, s->streams[i].n);
+            (void)P;
+        }
+        if (pages > m) m = pages;
+    }
     return m;
+}
+
+/* Per-slot arrays of every stream grown for its rows, so that the appends
+ * inside the pass cannot fail half-way. */
+static lethe_status reserve_streams(lethe_ctx *c, struct step_scratch *w, int ng) {
+    for (int g = 0; g < ng; g++) {
+        lethe_seq *s = w->gseqs[g];
+        int cnt = w->group_start[g + 1] - w->group_start[g];
+        for (int i = 0; i < s->n_streams; i++) {
+            lethe_status st = kv_stream_reserve(c->kv, &s->streams[i], s->streams[i].n + cnt);
+            if (st) return st;
+        }
+    }
+    return LETHE_OK;
 }
 
 /* Regroups the rows by sequence (in order of first appearance) and checks
@@ -182,28 +217,44 @@ lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const 
         out = w->logits;
     }
 
-    /* room first, then everything the pass needs, then the pass */
+    /* Every sequence's plan is checked, and everything the step needs is
+     * reserved, before any sequence changes; then the plans are committed
+     * and the pass runs. */
     int max_cold = 0;
+    size_t need_pages = 0, plan_pages = 0, freed_pages = 0;
     for (int g = 0; g < ng; g++) {
         lethe_seq *s = w->gseqs[g];
         int cnt = w->group_start[g + 1] - w->group_start[g];
-        if ((st = seq_make_room(s, cnt))) {
+        bool planned;
+        size_t pages;
+        if ((st = seq_room_plan(s, cnt, &planned, &pages))) {
             if (err != s->err) set_error(err, st, "%s", s->err);
             return st;
         }
-        seq_stats_cfg(s, cnt, &w->stats[g]);
-        int mc = max_cold_pages(s);
+        w->planned[g] = planned;
+        plan_pages += pages;
+        size_t freed;
+        need_pages += pages_needed(s, cnt, planned, &freed);
+        freed_pages += freed;
+        int mc = max_cold_pages_after(s, planned);
         if (mc > max_cold) max_cold = mc;
+    }
+    if (need_pages + plan_pages > kv_pool_pages_free(c->kv) + freed_pages)
+        return set_error(err, LETHE_ERR_BUDGET, "step: %d tokens need %zu KV pages but only %zu of %zu are free", n,
+                         need_pages + plan_pages, kv_pool_pages_free(c->kv) + freed_pages, kv_pool_n_pages(c->kv));
+    if (attend_reserve(c, n, max_cold)) return set_error(err, LETHE_ERR_NOMEM, "step: out of memory for attention scratch");
+    if ((st = reserve_streams(c, w, ng))) return set_error(err, st, "step: out of memory for the KV streams");
+    for (int g = 0; g < ng; g++) {
+        lethe_seq *s = w->gseqs[g];
+        if (w->planned[g] && (st = seq_room_commit(s))) {
+            if (err != s->err) set_error(err, st, "%s", s->err);
+            return st;
+        }
+        seq_stats_cfg(s, w->group_start[g + 1] - w->group_start[g], &w->stats[g]);
     }
     /* positions after making room (a re-indexing policy moves the next one) */
     for (int g = 0; g < ng; g++)
         for (int k = w->group_start[g]; k < w->group_start[g + 1]; k++) w->pos[k] += w->gseqs[g]->pos_next;
-    size_t need_pages = 0;
-    for (int g = 0; g < ng; g++) need_pages += pages_needed(w->gseqs[g], w->group_start[g + 1] - w->group_start[g]);
-    if (need_pages > kv_pool_pages_free(c->kv))
-        return set_error(err, LETHE_ERR_BUDGET, "step: %d tokens need %zu KV pages but only %zu of %zu are free", n, need_pages,
-                         kv_pool_pages_free(c->kv), kv_pool_n_pages(c->kv));
-    if (attend_reserve(c, n, max_cold)) return set_error(err, LETHE_ERR_NOMEM, "step: out of memory for attention scratch");
     for (int g = 0; g < ng; g++) {
         lethe_seq *s = w->gseqs[g];
         for (int i = 0; i < s->n_streams; i++) s->n_before[i] = s->streams[i].n;
