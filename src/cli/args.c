@@ -158,6 +158,8 @@ const char *MODEL_OPTS_USAGE =
     "  --kv-obs-window N      snapkv: observation window (default 16)\n"
     "  --kv-pool N            snapkv: pooling kernel (default 7)\n"
     "  --kv-keyformer         h2o: Keyformer's Gumbel-regularised score\n"
+    "  --kv-reindex           window: re-index positions within the cache (StreamingLLM), to run past the\n"
+    "                         model's training context\n"
     "  --kv-calib FILE        headwise: calibration file (made on first use)\n"
     "  --kv-quest-pages N     quest: cold pages attended per step (default: budget / page size)\n"
     "  --kv-hot-fraction F    mixed: share of the budget kept at full precision (default 0.5)\n";
@@ -239,6 +241,7 @@ int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
     } else if (is(a, NULL, "--kv-hot-fraction")) {
         if ((ok = opt_float(argc, argv, i, 0.01, 1, &x))) o->kv.hot_fraction = (float)x;
     } else if (is(a, NULL, "--kv-keyformer")) o->kv.keyformer = true;
+    else if (is(a, NULL, "--kv-reindex")) o->kv.reindex = true;
     else if (is(a, NULL, "--kv-calib")) ok = (o->kv.calib_path = opt_value(argc, argv, i)) != NULL;
     else return 0;
     return ok ? 1 : -1;
