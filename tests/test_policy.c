@@ -224,7 +224,7 @@ static void test_keep_top(void) {
             int sorted[120];
             for (int i = 0; i < n; i++) sorted[i] = pos[i];
             qsort(sorted, (size_t)n, sizeof *sorted, cmp_int);
-            int lo_pos = sk < n ? sorted[sk] : 1 << 30, hi_pos = n - w > sk ? sorted[n - w] : lo_pos;
+            int lo_pos = sk < n ? sorted[sk] : 1 << 30, hi_pos = n - w <= sk ? lo_pos : w > 0 ? sorted[n - w] : 1 << 30;
             while (kept > t) {
                 int best = -1;
                 for (int i = 0; i < n; i++) {

@@ -61,6 +61,7 @@ static const char *simd_name = "scalar";
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 static void use_avx2(void) {
+#if defined(__x86_64__) || defined(__i386__) /* the AVX2 kernels exist only there */
     simd_table[LT_F32].vec_dot = lt_f32_dot_avx2;
     simd_table[LT_F16].vec_dot = lt_f16_dot_avx2;
     simd_table[LT_F16].to_float = lt_f16_to_float_avx2;
@@ -84,6 +85,7 @@ static void use_avx2(void) {
     lt_tiles_legacy_avx2(tile_table);
     lt_tiles_k_avx2(tile_table);
     simd_name = "avx2";
+#endif
 }
 
 static void init_tables(void) {
