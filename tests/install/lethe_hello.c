@@ -1,6 +1,7 @@
 /* A program that uses only the installed lethe: <lethe.h> and the library
  * found through pkg-config. It loads a model, prints its info, tokenizes a
- * prompt and checks what it gets. Exit 0 on success, 1 with a message.
+ * prompt, makes a context and a sequence, and generates 16 greedy tokens,
+ * checking what it gets. Exit 0 on success, 1 with a message.
  *
  *   cc lethe_hello.c $(pkg-config --cflags --libs lethe) && ./a.out MODEL
  */
@@ -25,9 +26,7 @@ int main(int argc, char **argv) {
     lethe_model *bad = lethe_model_load("/nonexistent/model.gguf", NULL, err, sizeof err);
     if (bad || !err[0]) return fail("loading a missing file did not fail with a message");
 
-    lethe_model_params p = lethe_model_default_params();
-    p.n_threads = 1;
-    lethe_model *m = lethe_model_load(argv[1], &p, err, sizeof err);
+    lethe_model *m = lethe_model_load(argv[1], NULL, err, sizeof err);
     if (!m) {
         fprintf(stderr, "lethe_hello: cannot load %s: %s\n", argv[1], err);
         return 1;
@@ -45,8 +44,34 @@ int main(int argc, char **argv) {
     printf("tokens:");
     for (int i = 0; i < n && i < 64; i++) printf(" %d", ids[i]);
     printf("\n");
+    if (!ok) {
+        lethe_model_free(m);
+        return fail("unexpected model info or tokens");
+    }
+
+    lethe_ctx_params cp = lethe_ctx_default_params();
+    cp.n_threads = 1;
+    cp.n_ctx = 128;
+    lethe_ctx *c = lethe_ctx_create(m, &cp, err, sizeof err);
+    lethe_seq *s = c ? lethe_seq_create(c, NULL, err, sizeof err) : NULL;
+    static float logits[1 << 17];
+    ok = s && info.n_vocab <= (int)(sizeof logits / sizeof *logits) && lethe_seq_append(s, ids, n, logits) == LETHE_OK;
+    printf("generated:");
+    for (int i = 0; ok && i < 16; i++) {
+        lethe_token best = 0;
+        for (int v = 1; v < info.n_vocab; v++)
+            if (logits[v] > logits[best]) best = v;
+        char piece[256];
+        int k = lethe_token_piece(m, best, piece, sizeof piece - 1, false);
+        if (k >= 0 && k < (int)sizeof piece) piece[k] = 0, printf("%s", piece);
+        ok = lethe_seq_decode(s, best, logits) == LETHE_OK;
+    }
+    printf("\n");
+    if (!ok) fprintf(stderr, "lethe_hello: %s\n", s ? lethe_seq_error(s) : err);
+    ok = ok && lethe_seq_n_past(s) == n + 16;
+    lethe_ctx_free(c); /* frees s too */
     lethe_model_free(m);
-    if (!ok) return fail("unexpected model info or tokens");
+    if (!ok) return fail("generation failed");
     printf("ok\n");
     return 0;
 }
