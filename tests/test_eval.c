@@ -51,13 +51,6 @@ static char *run_ok(const char *args) {
     return o;
 }
 
-static const char *find_stories(void) {
-    static const char *const cand[] = {"../../data/eval/stories.txt", "../data/eval/stories.txt", "data/eval/stories.txt"};
-    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++)
-        if (tu_file_exists(cand[i])) return cand[i];
-    return NULL;
-}
-
 /* Splits one CSV line into fields (quoted fields may hold commas); returns the count. */
 static int csv_fields(char *line, char **f, int cap) {
     int n = 0;
@@ -257,10 +250,11 @@ static void test_sweep(const char *stories, const lethe_model_info *info) {
 int main(void) {
     bin = getenv("LETHE_BIN");
     if (!bin || !tu_file_exists(bin)) tu_skip("LETHE_BIN not set or missing (run through ctest)");
-    const char *stories = find_stories();
-    if (!stories) {
-        fprintf(stderr, "FAIL: data/eval/stories.txt not found from %s (tried ../../data, ../data, data)\n",
-                getcwd(out_path, sizeof out_path) ? out_path : "?");
+    /* the tree's data folder, from CMake (LETHE_DATA_DIR), wherever the build is */
+    static char stories[512];
+    snprintf(stories, sizeof stories, "%s", tu_data_path("eval/stories.txt"));
+    if (!tu_file_exists(stories)) {
+        fprintf(stderr, "FAIL: %s not found (LETHE_DATA_DIR)\n", stories);
         return 1;
     }
     model = tu_require_model("stories260K.gguf");
