@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "model/ops.h"
+#include "tensor/rope.h"
 #include "util/error.h"
 
 /* Activation buffers for one chunk of c rows, carved from the scratch. */
@@ -81,8 +82,8 @@ static lethe_status run_layer(const lethe_model *m, const fwd_engine *e, const f
     add_bias(a->v, L->bv, c, kvd);
     for (int t = 0; t < c; t++) {
         const float *cs = a->rope + (long)t * hp->n_rot;
-        op_rope(a->q + (long)t * qd, hp->n_head, hd, hp->n_rot, cs, m->arch->rope);
-        op_rope(a->k + (long)t * kvd, hp->n_head_kv, hd, hp->n_rot, cs, m->arch->rope);
+        lt_rope_apply(a->q + (long)t * qd, hp->n_head, hd, hp->n_rot, cs, m->arch->rope == ROPE_NEOX);
+        lt_rope_apply(a->k + (long)t * kvd, hp->n_head_kv, hd, hp->n_rot, cs, m->arch->rope == ROPE_NEOX);
     }
     if ((st = e->attend(e->user, l, r0, c, a->q, a->k, a->v, a->att, err))) return st;
     if ((st = matmul(e, &L->wo, a->att, c, a->xb, err))) return st;
@@ -111,7 +112,7 @@ static lethe_status run_chunk(const lethe_model *m, const fwd_engine *e, const f
     const size_t row_bytes = lt_row_bytes(m->tok_embd.type, d);
     for (int t = 0; t < c; t++)
         et->to_float((const uint8_t *)m->tok_embd.data + (size_t)b->ids[r0 + t] * row_bytes, a.x + (long)t * d, d);
-    op_rope_table(a.rope, b->pos + r0, c, hp->n_rot, hp->rope_base);
+    lt_rope_table(a.rope, b->pos + r0, c, hp->n_rot, hp->rope_base);
 
     for (int l = 0; l < hp->n_layer; l++)
         if ((st = run_layer(m, e, b, r0, c, l, &a, err))) return st;
