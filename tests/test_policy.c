@@ -885,6 +885,46 @@ static void test_end_to_end(const char *path) {
     tu_close_ctx(m);
 }
 
+/* Budgets are caps: one above the context never evicts (every policy then
+ * equals the full cache), and headwise calibrates for large windows (its
+ * calibration text used to stop at 256 tokens, so every budget of 1024 or
+ * more was refused). */
+static void test_large_budgets(const char *path) {
+    lethe_ctx_params cp = lethe_ctx_default_params();
+    cp.n_ctx = 2048;
+    cp.n_threads = 2;
+    char err[512];
+    lethe_ctx *c = tu_open_ctx(path, &cp, err, sizeof err);
+    if (!CHECKF(c != NULL, "ctx: %s", err)) return;
+    lethe_seq_params sp = lethe_seq_default_params();
+    sp.kv.name = "headwise";
+    sp.kv.budget = 1024;
+    lethe_seq *s = lethe_seq_create(c, &sp, err, sizeof err);
+    CHECKF(s != NULL, "headwise at a budget of 1024: %s", err);
+    lethe_seq_free(s);
+    lethe_token ids[40];
+    for (int i = 0; i < 40; i++) ids[i] = 1 + (i * 31) % 500;
+    float *ref = malloc(sizeof(float) * 512), *got = malloc(sizeof(float) * 512);
+    lethe_seq *full = lethe_seq_create(c, NULL, err, sizeof err);
+    CHECK(full && lethe_seq_append(full, ids, 40, ref) == LETHE_OK);
+    lethe_seq_free(full);
+    const char *names[] = {"window", "h2o", "tova", "snapkv", "lazy", "knorm", "quest", "mixed"};
+    for (int k = 0; k < 8; k++) {
+        sp = lethe_seq_default_params();
+        sp.kv.name = names[k];
+        sp.kv.budget = 1 << 20; /* far above the context */
+        s = lethe_seq_create(c, &sp, err, sizeof err);
+        if (!CHECKF(s != NULL, "%s with a budget above the context: %s", names[k], err)) continue;
+        CHECK(lethe_seq_append(s, ids, 40, got) == LETHE_OK);
+        CHECKF(!memcmp(ref, got, sizeof(float) * 512), "%s with a budget above the context differs from the full cache",
+               names[k]);
+        lethe_seq_free(s);
+    }
+    free(ref);
+    free(got);
+    tu_close_ctx(c);
+}
+
 int main(void) {
     test_keep_top();
     test_h2o();
@@ -902,5 +942,6 @@ int main(void) {
     if (!tu_file_exists(path))
         tu_skip("unit tests passed (%d checks); the end-to-end part needs %s (set LETHE_MODELS)", tu_checks, path);
     test_end_to_end(path);
+    test_large_budgets(path);
     return tu_finish("test_policy");
 }

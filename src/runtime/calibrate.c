@@ -14,7 +14,11 @@
 #include "util/alloc.h"
 
 #define CALIB_MAGIC "lethe-headwise-calibration v1"
-#define CALIB_MAX_TOKENS 256
+/* The calibration reads the built-in text, repeated, for twice the window
+ * (the reach of a head is the mass it sends beyond the window), at least
+ * CALIB_MIN_TOKENS and at most CALIB_MAX_TOKENS tokens. */
+#define CALIB_MIN_TOKENS 256
+#define CALIB_MAX_TOKENS 4096
 
 /* Plain narrative text: long enough to give every head something to look back at. */
 static const char CALIB_TEXT[] =
@@ -72,16 +76,27 @@ static lethe_status measure(lethe_ctx *c, int window, float *reach, char *err) {
     const size_t P = (size_t)kv_pool_page_slots(c->kv);
     /* the tokens must fit in the pool next to what it holds already */
     size_t fit = kv_pool_pages_free(c->kv) / (size_t)n_streams * P;
-    lethe_token ids[CALIB_MAX_TOKENS];
-    int n = tokenizer_encode(m->tok, CALIB_TEXT, strlen(CALIB_TEXT), ids, CALIB_MAX_TOKENS, true, false);
-    if (n > CALIB_MAX_TOKENS) n = CALIB_MAX_TOKENS;
+    int want = 2 * window + 2;
+    if (want < CALIB_MIN_TOKENS) want = CALIB_MIN_TOKENS;
+    if (want > CALIB_MAX_TOKENS) want = CALIB_MAX_TOKENS;
+    lethe_token *ids = lt_malloc(sizeof *ids * (size_t)want);
+    if (!ids) return set_error(err, LETHE_ERR_NOMEM, "calibration: out of memory");
+    int n = tokenizer_encode(m->tok, CALIB_TEXT, strlen(CALIB_TEXT), ids, want, true, false);
+    if (n > want) n = want;
+    while (n > 1 && n < want) { /* the text again, without its BOS */
+        int k = tokenizer_encode(m->tok, CALIB_TEXT, strlen(CALIB_TEXT), ids + n, want - n, false, false);
+        if (k <= 0) break;
+        n += k < want - n ? k : want - n;
+    }
     if ((size_t)n > fit) n = (int)fit;
     if (n > c->params.n_ctx) n = c->params.n_ctx;
-    if (n <= window + 1)
+    if (n <= window + 1) {
+        lt_free(ids);
         return set_error(err, LETHE_ERR_BUDGET,
                          "calibration needs more than %d tokens of KV room (window %d), the context gives %d; "
                          "use a smaller --kv-window or a calibration file made with a larger context",
                          window + 1, window, n);
+    }
     lethe_seq_params sp = lethe_seq_default_params();
     char serr[LETHE_ERR_MAX];
     lethe_seq *s = lethe_seq_create(c, &sp, serr, sizeof serr);
@@ -104,6 +119,7 @@ static lethe_status measure(lethe_ctx *c, int window, float *reach, char *err) {
     }
     for (int i = 0; i < n_streams && !st; i++) reach[i] = total[i] > 0 ? (float)(far[i] / total[i]) : 0.0f;
     lethe_seq_free(s);
+    lt_free(ids);
     lt_free(far);
     lt_free(total);
     if (st == LETHE_ERR_NOMEM) set_error(err, st, "calibration: out of memory");
