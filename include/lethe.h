@@ -189,6 +189,11 @@ typedef struct {
 /* NULL-terminated list of policy names, and a one-line summary of each. */
 const char *const *lethe_kv_policy_names(void);
 const char *lethe_kv_policy_summary(const char *name);
+/* Whether policy `name` reads parameter `param`, named as the CLI's --kv-*
+ * flag without its prefix ("sink", "window", "lag", "threshold",
+ * "obs-window", "pool", "keyformer", "calib", "quest-pages",
+ * "hot-fraction", "reindex"; every policy reads "budget"). */
+bool lethe_kv_policy_uses(const char *name, const char *param);
 
 lethe_seq_params lethe_seq_default_params(void);
 /* A new, empty sequence in context c. params may be NULL; every string in

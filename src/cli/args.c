@@ -204,8 +204,36 @@ static bool int_opt(int argc, char **argv, int *i, long lo, long hi, int *dst) {
     return true;
 }
 
+/* Policy parameters by flag: remembered so model_opts_check can tell
+ * whether the policy reads them. */
+static const char *const POLICY_FLAGS[] = {"sink", "window", "lag", "obs-window", "pool", "quest-pages", "threshold",
+                                           "hot-fraction", "keyformer", "reindex", "calib", NULL};
+
+static void note_kv_flag(model_opts *o, const char *a) {
+    if (strncmp(a, "--kv-", 5)) return;
+    for (int k = 0; POLICY_FLAGS[k]; k++)
+        if (!strcmp(a + 5, POLICY_FLAGS[k]) && o->n_kv_flags < 16) o->kv_flags[o->n_kv_flags++] = POLICY_FLAGS[k];
+}
+
+bool model_opts_check(const model_opts *o) {
+    const char *policy = o->kv.name ? o->kv.name : "full";
+    for (int k = 0; k < o->n_kv_flags; k++) {
+        if (lethe_kv_policy_uses(policy, o->kv_flags[k])) continue;
+        char users[256] = "";
+        for (const char *const *n = lethe_kv_policy_names(); *n; n++)
+            if (lethe_kv_policy_uses(*n, o->kv_flags[k]))
+                snprintf(users + strlen(users), sizeof users - strlen(users), "%s%s", users[0] ? ", " : "", *n);
+        fprintf(stderr, "%s: --kv-%s does not apply to policy %s (used by: %s)\n", who(), o->kv_flags[k], policy,
+                users[0] ? users : "none");
+        usage_error();
+        return false;
+    }
+    return true;
+}
+
 int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
     const char *a = argv[*i], *v;
+    note_kv_flag(o, a);
     double x;
     bool ok = true;
     if (is(a, "-m", "--model")) ok = (o->model = opt_value(argc, argv, i)) != NULL;

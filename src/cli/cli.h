@@ -21,6 +21,8 @@ typedef struct {
     int kv_page_slots;
     double kv_budget_mib;
     lethe_kv_policy_params kv; /* policy name, budget and parameters */
+    const char *kv_flags[16];  /* the policy parameters given (--kv-NAME, as "NAME"), to check they apply */
+    int n_kv_flags;
 } model_opts;
 
 void model_opts_init(model_opts *o);
@@ -29,6 +31,9 @@ void model_opts_init(model_opts *o);
  * hint printed: the caller just returns EXIT_USAGE). */
 int model_opts_parse(model_opts *o, int argc, char **argv, int *i);
 lethe_model *model_opts_load(const model_opts *o);
+/* After parsing: every --kv-* parameter given must be one the chosen policy
+ * reads. Prints the error and returns false otherwise. */
+bool model_opts_check(const model_opts *o);
 /* The context (threads, KV pool) the options ask for, n_ctx <= 0 meaning the
  * model's; prints the error and returns NULL on failure. */
 lethe_ctx *model_opts_context(const model_opts *o, const lethe_model *m, int n_ctx, int n_seq_max);

@@ -145,6 +145,7 @@ int cmd_bench(int argc, char **argv) {
     if (sub && !strcmp(sub, "kernels")) { lt_matmul_bench(stdout, mo.n_threads); return 0; }
     if (!mo.model) { fprintf(stderr, "lethe bench: need -m MODEL (or bench attn / bench kernels)\n"); return usage_error(); }
     if (sub && !strcmp(sub, "batch")) return bench_batch(&mo, (int)n_gen);
-    if (sub && !strcmp(sub, "kv")) return bench_kv(&mo, (int)n_gen);
+    if (sub && !strcmp(sub, "kv")) return bench_kv(&mo, (int)n_gen); /* several policies: flags are shared */
+    if (!model_opts_check(&mo)) return EXIT_USAGE;
     return bench_model(&mo, (int)n_prompt, (int)n_gen, (int)reps);
 }

@@ -59,6 +59,7 @@ int cmd_run(int argc, char **argv) {
         else return unknown_option(a);
         if (!ok) return EXIT_USAGE;
     }
+    if (!model_opts_check(&mo)) return EXIT_USAGE;
     if (!mo.model || (!prompt && !prompt_file) || (prompt && prompt_file)) {
         fprintf(stderr, "lethe run: need -m MODEL and exactly one of -p PROMPT / -f FILE\n");
         return usage_error();
@@ -85,6 +86,12 @@ int cmd_run(int argc, char **argv) {
     if (!ctx) goto out;
     lethe_model_info info;
     lethe_model_get_info(m, &info);
+    if (mo.n_ctx > info.n_ctx_train && !mo.kv.reindex)
+        fprintf(stderr,
+                "lethe run: warning: -c %d is past the model's training context of %d: positions beyond it are ones the "
+                "model never saw (with an evicting policy -c bounds positions, --kv-budget the cache; --kv-policy window "
+                "--kv-reindex keeps positions within the cache)\n",
+                mo.n_ctx, info.n_ctx_train);
 
     int n_tok = lethe_tokenize(m, prompt, prompt_len, NULL, 0, true, special);
     if (n_tok < 0) { fprintf(stderr, "lethe run: cannot tokenize the prompt\n"); goto out; }

@@ -187,6 +187,20 @@ const char *const *lethe_kv_policy_names(void) {
     return names;
 }
 
+bool lethe_kv_policy_uses(const char *name, const char *param) {
+    const kv_policy_ops *ops = policy_find(name);
+    if (!ops || !param || !*param) return false;
+    if (!strcmp(param, "budget")) return true;
+    size_t n = strlen(param);
+    for (const char *f = ops->flags; f && *f;) {
+        const char *end = strchr(f, ' ');
+        size_t len = end ? (size_t)(end - f) : strlen(f);
+        if (len == n && !strncmp(f, param, n)) return true;
+        f += len + (end ? 1 : 0);
+    }
+    return false;
+}
+
 const char *lethe_kv_policy_summary(const char *name) {
     const kv_policy_ops *ops = policy_find(name);
     return ops ? ops->summary : NULL;

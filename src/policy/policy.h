@@ -62,6 +62,7 @@ typedef struct {
 typedef struct {
     const char *name;
     const char *summary;           /* one line for --help */
+    const char *flags;             /* the --kv-* parameters it reads besides the budget, space separated */
     bool needs_stats;              /* turn the attention statistics hook on */
     bool may_evict;                /* false for "full": exceeding the budget is an error */
     bool evict_ahead;              /* evict a page more than needed, so the plan (an O(n) scan) runs once a page of tokens */

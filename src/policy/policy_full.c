@@ -3,6 +3,7 @@
 
 const kv_policy_ops policy_full_ops = {
     .name = "full",
+    .flags = "",
     .summary = "keep everything; exceeding the budget is an error (default)",
     .may_evict = false,
 };

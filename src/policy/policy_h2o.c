@@ -108,6 +108,7 @@ static void destroy(kv_policy *p) {
 
 const kv_policy_ops policy_h2o_ops = {
     .name = "h2o",
+    .flags = "sink window keyformer",
     .summary = "H2O: sinks + recent window + heavy hitters by accumulated attention (--kv-keyformer: Keyformer score)",
     .needs_stats = true,
     .may_evict = true,

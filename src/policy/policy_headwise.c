@@ -141,6 +141,7 @@ static void destroy(kv_policy *p) {
 
 const kv_policy_ops policy_headwise_ops = {
     .name = "headwise",
+    .flags = "sink window calib",
     .summary = "per-head budgets from a calibration pass: far-reaching heads get more (h2o scores), the rest sinks + window",
     .needs_stats = true,
     .may_evict = true,

@@ -98,6 +98,7 @@ static void destroy(kv_policy *p) {
 
 const kv_policy_ops policy_knorm_ops = {
     .name = "knorm",
+    .flags = "sink window",
     .summary = "K-norm: keep the keys with the lowest L2 norm (no attention statistics)",
     .may_evict = true,
     .aux_width = 2,

@@ -102,6 +102,7 @@ static void destroy(kv_policy *p) {
 
 const kv_policy_ops policy_lazy_ops = {
     .name = "lazy",
+    .flags = "sink window lag threshold",
     .summary = "LazyEviction: lagged eviction (every --kv-lag steps) of slots overdue for their recurrence interval",
     .needs_stats = true,
     .may_evict = true,

@@ -117,6 +117,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
 
 const kv_policy_ops policy_mixed_ops = {
     .name = "mixed",
+    .flags = "sink window hot-fraction",
     .summary = "mixed precision: heavy hitters, sinks and window at full precision, the rest Q4_0, the least important dropped",
     .needs_stats = true,
     .may_evict = true,

@@ -62,6 +62,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
 
 const kv_policy_ops policy_quest_ops = {
     .name = "quest",
+    .flags = "sink window quest-pages",
     .summary = "Quest: sinks + window hot, every other page cold (Q8_0) and attended when its key bound is in the top quest_pages",
     .may_evict = true,
     .cold_tier = true,

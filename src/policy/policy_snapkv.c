@@ -105,6 +105,7 @@ static int stats_from(const kv_policy *p, int n) {
 
 const kv_policy_ops policy_snapkv_ops = {
     .name = "snapkv",
+    .flags = "sink window obs-window pool",
     .summary = "SnapKV: prompt slots voted for by the last obs-window queries (max-pooled) + recent window",
     .needs_stats = true,
     .stats_from = stats_from,

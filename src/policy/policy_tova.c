@@ -87,6 +87,7 @@ static void destroy(kv_policy *p) {
 
 const kv_policy_ops policy_tova_ops = {
     .name = "tova",
+    .flags = "sink window",
     .summary = "TOVA: drop the slots the latest step attended least (averaged over the layer's heads)",
     .needs_stats = true,
     .may_evict = true,

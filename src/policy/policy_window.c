@@ -17,6 +17,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
 
 const kv_policy_ops policy_window_ops = {
     .name = "window",
+    .flags = "sink reindex",
     .summary = "StreamingLLM: attention sinks + most recent tokens",
     .may_evict = true,
     .evict_ahead = true,
