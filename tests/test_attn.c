@@ -104,7 +104,7 @@ static int fixture_make(fixture *f, int n_head, int n_head_kv, int d, int p, lt_
             error_bound(dtype, f->v + o, f->ev + o, d);
         }
     }
-    f->L = (attn_layer){f->pool, f->streams, n_head, n_head_kv, d, 1.0f / sqrtf((float)d)};
+    f->L = (attn_layer){f->pool, f->streams, n_head, n_head_kv, d, 1.0f / sqrtf((float)d), NULL};
     return 1;
 }
 

@@ -177,7 +177,7 @@ static void test_merge(int n, int n_tok, int n_head, int n_kv, int hd, threadpoo
     if (n_tok > 1) qpos[0] = n / 4; /* sees nothing of part b */
     attn_scratch *scr = attn_scratch_create();
     float scale = 1.0f / sqrtf((float)hd);
-    attn_layer Lw = {pool, whole, n_head, n_kv, hd, scale}, La = {pool, a, n_head, n_kv, hd, scale}, Lb = {pool, b, n_head, n_kv, hd, scale};
+    attn_layer Lw = {pool, whole, n_head, n_kv, hd, scale, NULL}, La = {pool, a, n_head, n_kv, hd, scale, NULL}, Lb = {pool, b, n_head, n_kv, hd, scale, NULL};
     CHECK(attn_forward_lse(tp, scr, &Lw, q, qpos, n_tok, o1, l1, NULL) == 0);
     CHECK(attn_forward_lse(tp, scr, &La, q, qpos, n_tok, o2, l2, NULL) == 0);
     CHECK(attn_forward_lse(tp, scr, &Lb, q, qpos, n_tok, o3, l3, NULL) == 0);
@@ -196,6 +196,70 @@ static void test_merge(int n, int n_tok, int n_head, int n_kv, int hd, threadpoo
     free(whole); free(a); free(b); free(k); free(v); free(q); free(o1); free(o2); free(o3); free(l1); free(l2); free(l3); free(qpos);
 }
 
+/* Attention over cold pages read in place (attn_layer.cold, what the
+ * runtime does) equals attention over the same pages loaded into an F32
+ * view (kv_cold_load): the same dequantisation, so to float rounding. */
+static void test_in_place(lt_type dtype, int n, int n_tok, int hd, threadpool *tp) {
+    char err[LETHE_ERR_MAX];
+    const int P = 16, n_head = 4, n_kv = 2;
+    kv_pool_params pp = {P, hd, LT_F32, 4096};
+    kv_pool *pool = kv_pool_create(&pp, err), *view_pool = kv_pool_create(&pp, err);
+    kv_cold cold[2];
+    kv_stream hot[2], loaded[2], inplace[2];
+    float *k = malloc(sizeof(float) * hd), *v = malloc(sizeof(float) * hd);
+    int *idx = malloc(sizeof(int) * n), *sel = malloc(sizeof(int) * n);
+    for (int h = 0; h < n_kv; h++) {
+        kv_stream_init(&hot[h]);
+        kv_stream_init(&loaded[h]);
+        kv_stream_init(&inplace[h]);
+        CHECK(kv_cold_init(&cold[h], dtype, P, hd) == LETHE_OK);
+        for (int i = 0; i < n; i++) {
+            for (int e = 0; e < hd; e++) k[e] = frand(), v[e] = frand();
+            int32_t p = i;
+            CHECK(kv_stream_append(pool, &hot[h], k, v, hd, hd, &p, 1) == LETHE_OK);
+            idx[i] = i;
+        }
+        CHECK(kv_cold_add(&cold[h], pool, &hot[h], idx, NULL, n) == LETHE_OK);
+        /* every page, the last (partial) one last, as the runtime lists them */
+        int np = cold[h].n_pages;
+        for (int pg = 0; pg < np; pg++) sel[pg] = np - 1 - pg; /* any order of the full pages */
+        int last = sel[0];
+        for (int pg = 0; pg + 1 < np; pg++) sel[pg] = sel[pg + 1];
+        sel[np - 1] = last;
+        CHECK(kv_cold_load(&cold[h], sel, np, view_pool, &loaded[h]) == LETHE_OK);
+        CHECK(kv_stream_reserve(pool, &inplace[h], n) == LETHE_OK);
+        for (int pg = 0; pg < np; pg++) {
+            inplace[h].pages[pg] = sel[pg];
+            memcpy(inplace[h].pos + inplace[h].n, cold[h].pages[sel[pg]].pos, sizeof(int32_t) * (size_t)cold[h].pages[sel[pg]].n);
+            inplace[h].n += cold[h].pages[sel[pg]].n;
+        }
+    }
+    const long rows = (long)n_tok * n_head;
+    float *q = malloc(sizeof(float) * rows * hd), *o1 = malloc(sizeof(float) * rows * hd), *o2 = malloc(sizeof(float) * rows * hd);
+    int32_t *qpos = malloc(sizeof(int32_t) * n_tok);
+    for (long i = 0; i < rows * hd; i++) q[i] = frand();
+    for (int t = 0; t < n_tok; t++) qpos[t] = n - n_tok + t;
+    attn_scratch *scr = attn_scratch_create();
+    float scale = 1.0f / sqrtf((float)hd);
+    attn_layer Ll = {view_pool, loaded, n_head, n_kv, hd, scale, NULL}, Li = {pool, inplace, n_head, n_kv, hd, scale, cold};
+    CHECK(attn_forward_lse(tp, scr, &Ll, q, qpos, n_tok, o1, NULL, NULL) == 0);
+    CHECK(attn_forward_lse(tp, scr, &Li, q, qpos, n_tok, o2, NULL, NULL) == 0);
+    double worst = 0;
+    for (long i = 0; i < rows * hd; i++) worst = fmax(worst, fabs(o1[i] - o2[i]));
+    CHECKF(worst < 1e-5, "cold pages in place vs loaded (%s, n=%d, tok=%d): max|d| %.3g", lt_type_name(dtype), n, n_tok, worst);
+    for (int h = 0; h < n_kv; h++) {
+        inplace[h].n = 0; /* owns no pool pages */
+        kv_stream_free(NULL, &inplace[h]);
+        kv_stream_free(view_pool, &loaded[h]);
+        kv_stream_free(pool, &hot[h]);
+        kv_cold_free(&cold[h]);
+    }
+    attn_scratch_free(scr);
+    kv_pool_free(pool);
+    kv_pool_free(view_pool);
+    free(k); free(v); free(idx); free(sel); free(q); free(o1); free(o2); free(qpos);
+}
+
 int main(void) {
     test_cold_pages(LT_Q8_0, 16, 8);
     test_cold_pages(LT_Q8_0, 32, 64);
@@ -206,6 +270,10 @@ int main(void) {
     test_merge(333, 1, 4, 4, 64, NULL);
     test_merge(200, 7, 8, 2, 32, tp);
     test_merge(64, 16, 4, 1, 16, NULL);
+    test_in_place(LT_Q8_0, 200, 1, 32, tp);
+    test_in_place(LT_Q4_0, 101, 1, 64, NULL);
+    test_in_place(LT_Q8_0, 150, 9, 16, tp);
+    test_in_place(LT_Q4_0, 77, 5, 32, tp);
     tp_free(tp);
     return tu_finish("test_cold");
 }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "kv/kv_cold.h"
 #include "kv/kv_pool.h"
 #include "kv/kv_stream.h"
 #include "tensor/threadpool.h"
@@ -50,6 +51,10 @@ typedef struct {
     int n_head_kv;
     int head_dim;
     float scale;
+    /* NULL, or n_head_kv cold tiers: stream g's pages are then page indices
+     * of cold[g] (in slot order, only the last one partly filled), read and
+     * dequantised in place; pool still gives the page shape. */
+    const kv_cold *cold;
 } attn_layer;
 
 /* n_tok queries (any n_tok >= 1), tiled. Returns 0, -1 on allocation failure. */

@@ -76,7 +76,7 @@ static int setup(bench_setup *b, int ctx, int d, char *err) {
     for (long i = 0; i < (long)BENCH_HEADS * d; i++) b->q_dec[i] = brand();
     for (long i = 0; i < (long)BENCH_CHUNK * BENCH_HEADS * d; i++) b->q_pre[i] = brand();
     for (int t = 0; t < BENCH_CHUNK; t++) b->q_pos[t] = ctx - BENCH_CHUNK + t; /* the last slots */
-    b->L = (attn_layer){b->pool, b->streams, BENCH_HEADS, BENCH_HEADS_KV, d, 1.0f / sqrtf((float)d)};
+    b->L = (attn_layer){b->pool, b->streams, BENCH_HEADS, BENCH_HEADS_KV, d, 1.0f / sqrtf((float)d), NULL};
     return 1;
 }
 

@@ -61,6 +61,7 @@ static void decode_task(void *arg, int ith, int nth) {
         for (int r = 0; r < G; r++) m[r] = -INFINITY, l[r] = 0.0f;
         memset(o, 0, (size_t)G * D * sizeof(float));
         float *sink = c->scores && j->stats ? c->scores + c->score_off[it->job] + (long)it->g * G * c->n_max[it->job] : NULL;
+        t.rd.cold = j->L->cold ? &j->L->cold[it->g] : NULL;
         attn_tile_rows(&t, &j->L->streams[it->g], mem.q, mem.qpos, G, it->pg0, it->pg1, m, l, o, sink,
                        sink ? c->n_max[it->job] : 0);
     }

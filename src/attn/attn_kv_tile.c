@@ -1,18 +1,17 @@
 /* Page row accessor: F32 in place, F16 / Q8_0 converted into a tile buffer. */
 #include "attn/attn_kv_tile.h"
 
-long kv_tile_reader_floats(const kv_pool *pool) {
-    if (kv_pool_dtype(pool) == LT_F32) return 0;
-    return 2L * kv_pool_page_slots(pool) * kv_pool_head_dim(pool);
-}
+long kv_tile_reader_floats(const kv_pool *pool) { return 3L * kv_pool_page_slots(pool) * kv_pool_head_dim(pool); }
 
 void kv_tile_reader_init(kv_tile_reader *r, const kv_pool *pool, float *buf) {
     r->pool = pool;
     r->head_dim = kv_pool_head_dim(pool);
     r->page_slots = kv_pool_page_slots(pool);
     r->direct = kv_pool_dtype(pool) == LT_F32;
-    r->kbuf = r->direct ? NULL : buf;
-    r->vbuf = r->direct ? NULL : buf + (long)r->page_slots * r->head_dim;
+    r->kbuf = buf;
+    r->vbuf = buf + (long)r->page_slots * r->head_dim;
+    r->tmp = buf + 2L * r->page_slots * r->head_dim;
+    r->cold = NULL;
 }
 
 int kv_tile_rows(const kv_tile_reader *r, const kv_stream *s, int pi, int *first) {
@@ -31,9 +30,17 @@ static const float *load(kv_tile_reader *r, const void *row0, float *buf, int ro
 }
 
 const float *kv_tile_k(kv_tile_reader *r, int32_t page, int rows) {
+    if (r->cold) {
+        kv_cold_page_to_f32(r->cold, page, r->kbuf, NULL, r->tmp);
+        return r->kbuf;
+    }
     return load(r, kv_page_k_row(r->pool, page, 0), r->kbuf, rows);
 }
 
 const float *kv_tile_v(kv_tile_reader *r, int32_t page, int rows) {
+    if (r->cold) {
+        kv_cold_page_to_f32(r->cold, page, NULL, r->vbuf, r->tmp);
+        return r->vbuf;
+    }
     return load(r, kv_page_v_row(r->pool, page, 0), r->vbuf, rows);
 }

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "kv/kv_cold.h"
 #include "kv/kv_pool.h"
 #include "kv/kv_stream.h"
 
@@ -16,9 +17,12 @@ typedef struct {
     int direct;  /* F32 pool: rows are read in place */
     float *kbuf; /* page_slots x head_dim, unused when direct */
     float *vbuf;
+    float *tmp;  /* page_slots x head_dim: cold pages' per-channel keys */
+    const kv_cold *cold; /* non-NULL: the stream's pages are pages of this cold tier, read in place */
 } kv_tile_reader;
 
-/* Floats of tile buffer a reader needs (0 for F32 pools). */
+/* Floats of tile buffer a reader needs (room to convert a page's K and V
+ * and a cold page's transposed keys). */
 long kv_tile_reader_floats(const kv_pool *pool);
 /* buf: kv_tile_reader_floats(pool) floats (may be NULL when that is 0). */
 void kv_tile_reader_init(kv_tile_reader *r, const kv_pool *pool, float *buf);

@@ -72,6 +72,7 @@ static void prefill_task(void *arg, int ith, int nth) {
         for (int r = 0; r < nr; r++) mem.m[r] = -INFINITY, mem.l[r] = 0.0f;
         memset(mem.o, 0, (size_t)nr * D * sizeof(float));
         int n_pages = (st->n + t.p - 1) / t.p;
+        t.rd.cold = L->cold ? &L->cold[g] : NULL;
         attn_tile_rows(&t, st, mem.q, mem.qpos, nr, 0, n_pages, mem.m, mem.l, mem.o, NULL, 0);
         int t0 = b * c->bt;
         for (int r = 0; r < nr; r++) {
@@ -110,6 +111,7 @@ static void stats_task(void *arg, int ith, int nth) {
             item -= chunks;
         }
         const kv_stream *st = &L->streams[g];
+        t.rd.cold = L->cold ? &L->cold[g] : NULL;
         int pg0 = item * STATS_CHUNK_PAGES, pg1 = pg0 + STATS_CHUNK_PAGES;
         int slot0 = pg0 * t.p, slot1 = pg1 * t.p < st->n ? pg1 * t.p : st->n;
         if (pg1 * t.p > st->n) pg1 = (st->n + t.p - 1) / t.p;

@@ -175,6 +175,19 @@ void kv_cold_load_page(const kv_cold *c, const kv_cold_page *p, float *k, float 
     if (v) tr->to_float(p->v, v, block);
 }
 
+void kv_cold_page_to_f32(const kv_cold *c, int pi, float *k, float *v, float *tmp) {
+    const kv_cold_page *p = &c->pages[pi];
+    const lt_traits *tr = lt_type_traits(c->dtype);
+    const int P = c->page_slots, hd = c->head_dim;
+    const long block = (long)P * hd;
+    if (k) { /* stored per channel ([hd][P]): back to rows */
+        tr->to_float(p->k, tmp, block);
+        for (int i = 0; i < P; i++)
+            for (int d = 0; d < hd; d++) k[(long)i * hd + d] = tmp[(long)d * P + i];
+    }
+    if (v) tr->to_float(p->v, v, block);
+}
+
 lethe_status kv_cold_add(kv_cold *c, const kv_pool *pool, const kv_stream *s, const int *idx, const float *score, int n) {
     if (n <= 0) return LETHE_OK;
     lethe_status st = kv_cold_reserve(c, kv_cold_pages_after(c, NULL, n));

@@ -83,6 +83,11 @@ double kv_cold_slot_bytes(const kv_cold *c);
  * pages. Reserves first: LETHE_ERR_NOMEM leaves the slots unchanged. */
 lethe_status kv_cold_add(kv_cold *c, const kv_pool *pool, const kv_stream *s, const int *idx, const float *score, int n);
 
+/* Page p's keys and values as F32 rows ([page_slots][head_dim] each; either
+ * may be NULL), with caller scratch tmp of page_slots x head_dim floats: safe
+ * from several threads at once (attention reads cold pages in place). */
+void kv_cold_page_to_f32(const kv_cold *c, int p, float *k, float *v, float *tmp);
+
 /* Upper bound of q . k (times scale) over page p's keys. */
 float kv_cold_bound(const kv_cold *c, int p, const float *q, float scale);
 

@@ -1,8 +1,10 @@
 /* Attention of one sequence at one layer: its new keys and values go into
  * its hot streams, the queries attend them, and, for policies with a cold
- * tier, the cold pages the policy picks (loaded into the context's staging
- * pool) are attended too and merged exactly by log-sum-exp. */
+ * tier, the cold pages the policy picks are attended too, read and
+ * dequantised in place by the attention kernels (no staging copy), and
+ * merged exactly by log-sum-exp. */
 #include <math.h>
+#include <string.h>
 
 #include "runtime/engine.h"
 #include "util/alloc.h"
@@ -30,38 +32,44 @@ lethe_status attend_reserve(lethe_ctx *c, int rows, int max_cold_pages) {
             c->rank = r;
             c->rank_bytes = need;
         }
-        /* staging: room for every chosen page of every KV head of a layer */
-        size_t want = (size_t)max_cold_pages * (size_t)hp->n_head_kv + (size_t)hp->n_head_kv;
-        if (!c->cold_view || kv_pool_n_pages(c->cold_view) < want) {
-            for (int h = 0; h < hp->n_head_kv; h++) kv_stream_free(c->cold_view, &c->views[h]);
-            kv_pool_free(c->cold_view);
-            kv_pool_params kp = {kv_pool_page_slots(c->kv), hp->head_dim, LT_F32, want * 2};
-            char perr[LETHE_ERR_MAX];
-            c->cold_view = kv_pool_create(&kp, perr);
-            if (!c->cold_view) return LETHE_ERR_NOMEM;
-        }
-        /* the view streams hold every chosen page's slots without growing */
+        /* the view streams list every chosen page's slots without growing */
         for (int h = 0; h < hp->n_head_kv; h++)
-            if (kv_stream_reserve(c->cold_view, &c->views[h], max_cold_pages * kv_pool_page_slots(c->kv)))
-                return LETHE_ERR_NOMEM;
+            if (kv_stream_reserve(c->kv, &c->views[h], max_cold_pages * kv_pool_page_slots(c->kv))) return LETHE_ERR_NOMEM;
     }
     return LETHE_OK;
 }
 
-/* Loads the cold pages of stream h (layer l) that s's policy picks for the
- * queries q into the view stream. */
-static lethe_status load_cold(lethe_ctx *c, lethe_seq *s, int l, int h, const float *q, int n, kv_stream *view) {
+/* The view of stream h's cold pages that s's policy picks for queries q:
+ * page indices of the cold tier (the last, partly filled page last, as a
+ * page table needs) and their slots' positions; no K/V is copied. */
+static void view_cold(lethe_ctx *c, lethe_seq *s, int l, int h, const float *q, int n, kv_stream *view) {
     const hparams *hp = &c->m->hp;
     const kv_cold *cold = &s->cold[(long)l * hp->n_head_kv + h];
-    const int np = cold->n_pages;
-    if (np == 0) return LETHE_OK;
+    const int np = cold->n_pages, P = cold->page_slots;
+    view->n = 0;
+    if (np == 0) return;
     int *sel = (int *)(void *)((page_rank *)c->rank + np);
     int n_sel = np;
     if (s->policy->ops->cold_pages)
         n_sel = s->policy->ops->cold_pages(s->policy, cold, q, n, hp->n_head, h, hp->n_head / hp->n_head_kv, sel, c->rank);
     else
         for (int i = 0; i < np; i++) sel[i] = i;
-    return kv_cold_load(cold, sel, n_sel, c->cold_view, view);
+    int partial = -1;
+    for (int i = 0; i < n_sel; i++) {
+        int pg = sel[i];
+        if (cold->pages[pg].n < P) {
+            partial = pg;
+            continue;
+        }
+        view->pages[view->n / P] = pg;
+        memcpy(view->pos + view->n, cold->pages[pg].pos, (size_t)P * sizeof *view->pos);
+        view->n += P;
+    }
+    if (partial >= 0) {
+        view->pages[view->n / P] = partial;
+        memcpy(view->pos + view->n, cold->pages[partial].pos, (size_t)cold->pages[partial].n * sizeof *view->pos);
+        view->n += cold->pages[partial].n;
+    }
 }
 
 static lethe_status attend_cold(lethe_ctx *c, lethe_seq *s, int l, const float *q, const int32_t *pos, int n, float *out,
@@ -71,14 +79,12 @@ static lethe_status attend_cold(lethe_ctx *c, lethe_seq *s, int l, const float *
     bool any = false;
     for (int h = 0; h < H; h++) any |= s->cold[(long)l * H + h].n_pages > 0;
     if (!any) return LETHE_OK;
+    for (int h = 0; h < H; h++) view_cold(c, s, l, h, q, n, &c->views[h]);
+    attn_layer al = {c->kv, c->views, hp->n_head, H, hd, 1.0f / sqrtf((float)hd), s->cold + (long)l * H};
     lethe_status st = LETHE_OK;
-    for (int h = 0; h < H && !st; h++) st = load_cold(c, s, l, h, q, n, &c->views[h]);
-    if (!st) {
-        attn_layer al = {c->cold_view, c->views, hp->n_head, H, hd, 1.0f / sqrtf((float)hd)};
-        if (attn_forward_lse(c->tp, c->attn, &al, q, pos, n, c->att2, c->lse2, NULL) != 0) st = LETHE_ERR_NOMEM;
-        else attn_merge_lse(out, c->lse, c->att2, c->lse2, n * hp->n_head, hd);
-    }
-    for (int h = 0; h < H; h++) kv_stream_clear(c->cold_view, &c->views[h]);
+    if (attn_forward_lse(c->tp, c->attn, &al, q, pos, n, c->att2, c->lse2, NULL) != 0) st = LETHE_ERR_NOMEM;
+    else attn_merge_lse(out, c->lse, c->att2, c->lse2, n * hp->n_head, hd);
+    for (int h = 0; h < H; h++) c->views[h].n = 0; /* the views own no pages */
     return st ? set_error(err, st, "forward: cold-tier attention failed (%s)", lethe_status_name(st)) : LETHE_OK;
 }
 
@@ -107,7 +113,7 @@ lethe_status attend_rows(void *user, int layer, int r0, int n, const float *q, c
         }
         const attn_stats_cfg *stats = a->stats[g].enabled ? &a->stats[g] : NULL;
         attn_layer *al = &a->layers[g];
-        *al = (attn_layer){c->kv, streams, hp->n_head, hp->n_head_kv, hd, scale};
+        *al = (attn_layer){c->kv, streams, hp->n_head, hp->n_head_kv, hd, scale, NULL};
         if (cnt == 1 && !s->cold) { /* joins the shared decode dispatch below */
             a->jobs[n_jobs++] = (attn_decode_job){al, q + o * qd, pos[0], out + o * qd, NULL, stats};
             continue;

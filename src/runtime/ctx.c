@@ -104,9 +104,8 @@ void lethe_ctx_free(lethe_ctx *c) {
     while (c->n_seqs > 0) lethe_seq_free(c->seqs[c->n_seqs - 1]);
     lt_free(c->seqs);
     if (c->views)
-        for (int h = 0; h < c->m->hp.n_head_kv; h++) kv_stream_free(c->cold_view, &c->views[h]);
+        for (int h = 0; h < c->m->hp.n_head_kv; h++) kv_stream_free(NULL, &c->views[h]); /* arrays only: views own no pages */
     lt_free(c->views);
-    kv_pool_free(c->cold_view);
     kv_pool_free(c->kv);
     attn_scratch_free(c->attn);
     tp_free(c->tp);
@@ -126,7 +125,12 @@ int lethe_ctx_n_ctx(const lethe_ctx *c) { return c ? c->params.n_ctx : 0; }
 const char *lethe_ctx_error(const lethe_ctx *c) { return c ? c->err : "no context"; }
 
 static size_t staging_bytes(const lethe_ctx *c) {
-    return c->cold_view ? kv_pool_n_pages(c->cold_view) * kv_pool_page_bytes(c->cold_view) : 0;
+    /* cold pages are attended in place: the staging is the views' page lists
+     * and positions, and the ranking scratch */
+    size_t b = c->rank_bytes;
+    for (int h = 0; c->views && h < c->m->hp.n_head_kv; h++)
+        b += (size_t)c->views[h].cap * sizeof(int32_t) + (size_t)c->views[h].pages_cap * sizeof(int32_t);
+    return b;
 }
 
 lethe_status lethe_ctx_kv_usage(const lethe_ctx *c, lethe_kv_usage *u) {

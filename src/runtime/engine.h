@@ -30,9 +30,8 @@ struct lethe_ctx {
     attn_scratch *attn;
     float *act;                 /* forward activations for one chunk */
     size_t act_floats;
-    /* cold-tier attention: staging pool the chosen cold pages are loaded
-     * into, one view stream per KV head, merge buffers for FWD_CHUNK rows */
-    kv_pool *cold_view;
+    /* cold-tier attention: one view stream per KV head listing the chosen
+     * cold pages (read in place), merge buffers for FWD_CHUNK rows */
     kv_stream *views;
     float *att2, *lse, *lse2;
     size_t merge_rows;
