@@ -127,6 +127,8 @@ static void test_ppl(const char *stories, int n_vocab) {
     double ppl_small = number_after(small, "ppl: "), bytes = number_after(small, "kv bytes peak: ");
     double full_bytes = number_after(full, "kv bytes peak: ");
     CHECKF(isfinite(ppl_small) && ppl_small < n_vocab, "budget 32: perplexity %g", ppl_small);
+    /* a harness that ignored the budget would give the full cache's figure */
+    CHECKF(ppl_small > ppl, "budget 32 is worse than the full cache: perplexity %g vs %g", ppl_small, ppl);
     CHECKF(bytes > 0 && bytes < full_bytes, "budget 32 holds fewer KV bytes (%g) than the full cache (%g)", bytes, full_bytes);
     free(small);
     free(full);
