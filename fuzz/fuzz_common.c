@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "format/gguf.h"
@@ -49,12 +50,19 @@ const tokenizer *fuzz_vocab(uint8_t b, const char **name) {
     return cache[i];
 }
 
+/* In-memory files (memfd): no disk I/O in the fuzz loop (a stalled disk
+ * once showed up as a 13 s "timeout" inside open()). The loaders open the
+ * /proc/self/fd path like any regular file. */
 const char *fuzz_write_file(int slot, const char *suffix, const uint8_t *data, size_t n) {
-    static char paths[2][256];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(paths[slot], sizeof paths[slot], "%s/lethe_fuzz_%d_%d%s", tmp && *tmp ? tmp : "/tmp", (int)getpid(), slot, suffix);
-    FILE *f = fopen(paths[slot], "wb");
-    if (!f || (n && fwrite(data, 1, n, f) != n) || fclose(f) != 0) fuzz_fail("cannot write %s", paths[slot]);
+    static int fds[2] = {-1, -1};
+    static char paths[2][64];
+    (void)suffix; /* the loaders look at the bytes, not the name */
+    if (fds[slot] < 0) {
+        fds[slot] = memfd_create(slot ? "lethe_fuzz_1" : "lethe_fuzz_0", MFD_CLOEXEC);
+        if (fds[slot] < 0) fuzz_fail("memfd_create failed");
+        snprintf(paths[slot], sizeof paths[slot], "/proc/self/fd/%d", fds[slot]);
+    }
+    if (ftruncate(fds[slot], 0) != 0 || (n && pwrite(fds[slot], data, n, 0) != (ssize_t)n)) fuzz_fail("cannot fill the memfd");
     return paths[slot];
 }
 

@@ -19,8 +19,8 @@ const char *fuzz_model_path(const char *rel, char *buf, size_t cap);
 int fuzz_n_vocabs(void);
 const tokenizer *fuzz_vocab(uint8_t b, const char **name);
 
-/* Writes n bytes to a per-process file named with suffix (e.g. ".bin") and
- * returns its path (static storage; slot 0 or 1 for two files at once). */
+/* Puts n bytes in a per-process in-memory file (slot 0 or 1 for two at
+ * once) and returns its path (static storage). suffix is informational. */
 const char *fuzz_write_file(int slot, const char *suffix, const uint8_t *data, size_t n);
 
 void fuzz_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));

@@ -3,11 +3,13 @@
  *
  * Invalid UTF-8 never crashes. SPM makes each byte that is not part of
  * valid UTF-8 a character of its own and spells it with its <0xNN> byte
- * token, so every byte survives a round trip. BPE treats each byte
- * that is not part of valid UTF-8 as a character of its own, classified
- * like U+FFFD (a symbol) by the pre-tokeniser, and maps the original byte
- * through the byte-level alphabet, so it also round-trips (llama.cpp
- * instead replaces such bytes by U+FFFD or rejects the text). */
+ * token, so with byte fallback every byte survives a round trip. BPE
+ * treats each byte that is not part of valid UTF-8 as a character of its
+ * own, classified like U+FFFD (a symbol) by the pre-tokeniser, and maps the
+ * original byte through the byte-level alphabet (llama.cpp instead replaces
+ * such bytes by U+FFFD or rejects the text); it round-trips where the
+ * vocabulary has a token for that byte's character and no user-defined
+ * token shadows it (README lists the shared vocabularies that lack some). */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
