@@ -148,10 +148,14 @@ bool lethe_token_is_eog(const lethe_model *m, lethe_token id);
  * print, holding back a multi-byte UTF-8 character until it is complete. */
 typedef struct lethe_detok lethe_detok;
 lethe_detok *lethe_detok_create(const lethe_model *m, bool render_special);
-/* Writes the printable bytes for id into out (cap >= 512 is always enough);
- * returns their count or -1 for an id out of range. */
+/* Writes the printable bytes for id into out and returns their count; when
+ * that count is larger than cap nothing is written and id is not consumed
+ * (call again with a buffer of that size, as with snprintf). cap >=
+ * lethe_model_info.max_piece_bytes + 3 is always enough. -1 for an id out of
+ * range or bad arguments. */
 int lethe_detok_push(lethe_detok *d, lethe_token id, char *out, int cap);
-/* Writes whatever is held back (an incomplete character at the end). */
+/* Writes whatever is held back (an incomplete character at the end, at most
+ * 3 bytes); the same rule when cap is too small. */
 int lethe_detok_flush(lethe_detok *d, char *out, int cap);
 void lethe_detok_free(lethe_detok *d);
 

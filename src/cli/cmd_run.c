@@ -82,7 +82,8 @@ int cmd_run(int argc, char **argv) {
     lethe_detok *dt = NULL;
     lethe_token *toks = NULL;
     float *logits = NULL;
-    char err[512], buf[1024];
+    char err[512], *buf = NULL;
+    int buf_cap = 0;
     if (!ctx) goto out;
     lethe_model_info info;
     lethe_model_get_info(m, &info);
@@ -106,14 +107,16 @@ int cmd_run(int argc, char **argv) {
     seq = lethe_seq_create(ctx, &sq, err, sizeof err);
     smp = lethe_sampler_create(&sp, info.n_vocab);
     dt = lethe_detok_create(m, false);
+    buf_cap = info.max_piece_bytes + 8 > 1024 ? info.max_piece_bytes + 8 : 1024; /* always enough for one token */
+    buf = malloc((size_t)buf_cap);
     logits = malloc((size_t)info.n_vocab * sizeof *logits);
-    if (!seq || !smp || !dt || !logits) { fprintf(stderr, "lethe run: cannot set up the sequence: %s\n", seq ? "out of memory" : err); goto out; }
+    if (!seq || !smp || !dt || !logits || !buf) { fprintf(stderr, "lethe run: cannot set up the sequence: %s\n", seq ? "out of memory" : err); goto out; }
 
     if (echo) {
         for (int i = 0; i < n_tok; i++) {
             if (ids_out) printf("%d ", toks[i]);
             else {
-                int k = lethe_detok_push(dt, toks[i], buf, sizeof buf);
+                int k = lethe_detok_push(dt, toks[i], buf, buf_cap);
                 if (k > 0) fwrite(buf, 1, (size_t)k, stdout);
             }
         }
@@ -135,7 +138,7 @@ int cmd_run(int argc, char **argv) {
         if (!ignore_eos && lethe_token_is_eog(m, t)) { stop = "end of generation"; break; }
         if (ids_out) printf(n_gen > 1 || echo ? " %d" : "%d", t);
         else {
-            int k = lethe_detok_push(dt, t, buf, sizeof buf);
+            int k = lethe_detok_push(dt, t, buf, buf_cap);
             if (k > 0) fwrite(buf, 1, (size_t)k, stdout);
         }
         fflush(stdout);
@@ -146,7 +149,7 @@ int cmd_run(int argc, char **argv) {
     }
     double t_gen = now_seconds() - t1;
     if (!ids_out) {
-        int k = lethe_detok_flush(dt, buf, sizeof buf);
+        int k = lethe_detok_flush(dt, buf, buf_cap);
         if (k > 0) fwrite(buf, 1, (size_t)k, stdout);
     }
     printf("\n");
@@ -159,6 +162,7 @@ int cmd_run(int argc, char **argv) {
     rc = 0;
 out:
     free(logits);
+    free(buf);
     free(toks);
     free(file_text);
     lethe_detok_free(dt);

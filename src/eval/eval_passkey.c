@@ -146,7 +146,7 @@ static lethe_status run_case(lethe_ctx *ctx, const lethe_seq_params *sp, const c
         if (lethe_token_is_eog(m, t)) break;
         char piece[512];
         int k = lethe_detok_push(dt, t, piece, sizeof piece);
-        if (k > 0 && alen + (size_t)k < sizeof answer) {
+        if (k > 0 && k <= (int)sizeof piece && alen + (size_t)k < sizeof answer) { /* a longer piece is left out */
             memcpy(answer + alen, piece, (size_t)k);
             alen += (size_t)k;
         }
