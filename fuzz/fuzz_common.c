@@ -41,10 +41,10 @@ const tokenizer *fuzz_vocab(uint8_t b, const char **name) {
     if (!tried[i]) {
         char path[4096], err[LETHE_ERR_MAX];
         tried[i] = 1;
-        gguf_file *f = gguf_open(fuzz_model_path(vocab_files[i], path, sizeof path), err, NULL);
+        lt_gguf_file *f = lt_gguf_open(fuzz_model_path(vocab_files[i], path, sizeof path), err, NULL);
         if (f) cache[i] = tokenizer_from_gguf(f, err, NULL);
         if (f && !cache[i]) fuzz_fail("%s: %s", vocab_files[i], err);
-        gguf_close(f); /* the tokeniser copies what it needs */
+        lt_gguf_close(f); /* the tokeniser copies what it needs */
         if (!f) fprintf(stderr, "fuzz: %s absent (%s); inputs selecting it are ignored\n", path, err);
     }
     return cache[i];

@@ -76,9 +76,9 @@ static void test_documented_loss(void) {
         if (!tu_file_exists(vpath)) { printf("SKIPPED part: %s absent\n", vpath); continue; }
         size_t n = 0;
         char *in = tu_read_file(data_path(cases[i].file), &n), err[LETHE_ERR_MAX];
-        gguf_file *g = gguf_open(vpath, err, NULL);
+        lt_gguf_file *g = lt_gguf_open(vpath, err, NULL);
         tokenizer *t = g ? tokenizer_from_gguf(g, err, NULL) : NULL;
-        if (!CHECKF(in && n >= 2 && t, "%s: %s", cases[i].file, err)) { free(in); gguf_close(g); continue; }
+        if (!CHECKF(in && n >= 2 && t, "%s: %s", cases[i].file, err)) { free(in); lt_gguf_close(g); continue; }
         lethe_token ids[16];
         int k = tokenizer_encode(t, in + 2, n - 2, ids, 16, false, false);
         char out[64];
@@ -87,7 +87,7 @@ static void test_documented_loss(void) {
         CHECKF(k >= 0 && used == (int)strlen(cases[i].want) && memcmp(out, cases[i].want, (size_t)used) == 0,
                "%s: %d ids spell %d bytes", cases[i].file, k, used);
         tokenizer_free(t);
-        gguf_close(g);
+        lt_gguf_close(g);
         free(in);
     }
 }

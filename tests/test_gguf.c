@@ -103,10 +103,10 @@ static int expect_reject(const char *what, const knobs *k) {
     tu_buf b = build(k);
     char err[LETHE_ERR_MAX] = "";
     lethe_status st = LETHE_OK;
-    gguf_file *f = gguf_open_memory(b.p, b.n, err, &st);
+    lt_gguf_file *f = lt_gguf_open_memory(b.p, b.n, err, &st);
     int ok = CHECKF(f == NULL && st != LETHE_OK && err[0], "%s: should be rejected", what);
     if (ok) printf("  rejected %-32s: %s\n", what, err);
-    gguf_close(f);
+    lt_gguf_close(f);
     free(b.p);
     return ok;
 }
@@ -115,42 +115,42 @@ static void test_builder_valid(void) {
     knobs k = {0};
     tu_buf b = build(&k);
     char err[LETHE_ERR_MAX] = "";
-    gguf_file *f = gguf_open_memory(b.p, b.n, err, NULL);
+    lt_gguf_file *f = lt_gguf_open_memory(b.p, b.n, err, NULL);
     CHECKF(f != NULL, "valid built file rejected: %s", err);
     if (f) {
-        gguf_str s;
-        CHECK(gguf_get_str(f, "general.name", &s) && gguf_str_eq(s, "tiny"));
-        const gguf_array *a = gguf_get_arr(f, "test.array");
-        CHECK(a && a->n == 3 && gguf_arr_i64(a, 2) == 3);
+        lt_gguf_str s;
+        CHECK(lt_gguf_get_str(f, "general.name", &s) && lt_gguf_str_eq(s, "tiny"));
+        const lt_gguf_array *a = lt_gguf_get_arr(f, "test.array");
+        CHECK(a && a->n == 3 && lt_gguf_arr_i64(a, 2) == 3);
         bool fl = false;
-        CHECK(gguf_get_bool(f, "test.flag", &fl) && fl);
-        const gguf_array *ss = gguf_get_arr(f, "test.strings");
-        CHECK(ss && ss->n == 2 && gguf_str_eq(ss->strs[1], "bc"));
-        const gguf_tensor *t1 = gguf_find_tensor(f, "t1");
+        CHECK(lt_gguf_get_bool(f, "test.flag", &fl) && fl);
+        const lt_gguf_array *ss = lt_gguf_get_arr(f, "test.strings");
+        CHECK(ss && ss->n == 2 && lt_gguf_str_eq(ss->strs[1], "bc"));
+        const lt_gguf_tensor *t1 = lt_gguf_find_tensor(f, "t1");
         CHECK(t1 && t1->n_bytes == 32 && ((const float *)t1->data)[0] == 16.0f);
-        CHECK(gguf_n_tensors(f) == 2 && gguf_alignment(f) == 32);
+        CHECK(lt_gguf_n_tensors(f) == 2 && lt_gguf_alignment(f) == 32);
     }
     /* nested arrays within the depth limit read back */
     knobs kn = {.nest_depth = 3};
     tu_buf b2 = build(&kn);
-    gguf_file *f2 = gguf_open_memory(b2.p, b2.n, err, NULL);
+    lt_gguf_file *f2 = lt_gguf_open_memory(b2.p, b2.n, err, NULL);
     CHECKF(f2 != NULL, "nested arrays rejected: %s", err);
     if (f2) {
-        const gguf_array *a = gguf_get_arr(f2, "test.nested");
+        const lt_gguf_array *a = lt_gguf_get_arr(f2, "test.nested");
         CHECK(a && a->type == GGUF_TYPE_ARRAY && a->n == 1 && a->arrs[0].v.arr.type == GGUF_TYPE_ARRAY);
     }
-    gguf_close(f2);
+    lt_gguf_close(f2);
     free(b2.p);
 
     /* every strict prefix of the file is rejected */
     int prefixes_ok = 1;
     for (size_t n = 0; n < b.n; n++) {
         lethe_status st;
-        gguf_file *g = gguf_open_memory(b.p, n, err, &st);
-        if (g) { prefixes_ok = 0; gguf_close(g); fprintf(stderr, "prefix of %zu bytes accepted\n", n); }
+        lt_gguf_file *g = lt_gguf_open_memory(b.p, n, err, &st);
+        if (g) { prefixes_ok = 0; lt_gguf_close(g); fprintf(stderr, "prefix of %zu bytes accepted\n", n); }
     }
     CHECKF(prefixes_ok, "all %zu truncations rejected", b.n);
-    gguf_close(f);
+    lt_gguf_close(f);
     free(b.p);
 }
 
@@ -208,19 +208,19 @@ static void test_real_file(void) {
     }
     char err[LETHE_ERR_MAX] = "";
     lethe_status st;
-    gguf_file *f = gguf_open(path, err, &st);
+    lt_gguf_file *f = lt_gguf_open(path, err, &st);
     CHECKF(f != NULL, "stories260K.gguf: %s", err);
     if (!f) return;
     uint32_t v;
-    gguf_str s;
-    CHECK(gguf_version(f) == 3 && gguf_n_tensors(f) == 48 && gguf_n_kv(f) == 19);
-    CHECK(gguf_data_offset(f) == 14176);
-    CHECK(gguf_get_str(f, "general.architecture", &s) && gguf_str_eq(s, "llama"));
-    CHECK(gguf_get_u32(f, "llama.embedding_length", &v) && v == 64);
-    CHECK(gguf_get_u32(f, "llama.attention.head_count_kv", &v) && v == 4);
-    const gguf_array *toks = gguf_get_arr(f, "tokenizer.ggml.tokens");
+    lt_gguf_str s;
+    CHECK(lt_gguf_version(f) == 3 && lt_gguf_n_tensors(f) == 48 && lt_gguf_n_kv(f) == 19);
+    CHECK(lt_gguf_data_offset(f) == 14176);
+    CHECK(lt_gguf_get_str(f, "general.architecture", &s) && lt_gguf_str_eq(s, "llama"));
+    CHECK(lt_gguf_get_u32(f, "llama.embedding_length", &v) && v == 64);
+    CHECK(lt_gguf_get_u32(f, "llama.attention.head_count_kv", &v) && v == 4);
+    const lt_gguf_array *toks = lt_gguf_get_arr(f, "tokenizer.ggml.tokens");
     CHECK(toks && toks->type == GGUF_TYPE_STRING && toks->n == 512);
-    const gguf_tensor *t = gguf_find_tensor(f, "blk.0.ffn_down.weight");
+    const lt_gguf_tensor *t = lt_gguf_find_tensor(f, "blk.0.ffn_down.weight");
     CHECK(t && t->ne[0] == 172 && t->ne[1] == 64 && t->type == LT_F32 && t->n_bytes == 172 * 64 * 4);
 
     /* truncations of the real file at many points */
@@ -228,14 +228,14 @@ static void test_real_file(void) {
     char *bytes = tu_read_file(path, &size);
     int rejected = 0, tried = 0;
     for (size_t cut = 0; bytes && cut < size; cut += (cut < 15000 ? 97 : 40961)) {
-        gguf_file *g = gguf_open_memory(bytes, cut, err, &st);
+        lt_gguf_file *g = lt_gguf_open_memory(bytes, cut, err, &st);
         tried++;
         rejected += g == NULL;
-        gguf_close(g);
+        lt_gguf_close(g);
     }
     CHECKF(rejected == tried, "%d of %d truncations of the real file rejected", rejected, tried);
     free(bytes);
-    gguf_close(f);
+    lt_gguf_close(f);
 }
 
 /* Model-level errors on a real file patched in its header: a tensor of a
@@ -250,13 +250,13 @@ static void test_model_errors(void) {
     size_t size = 0;
     char *bytes = tu_read_file(path, &size);
     char err[LETHE_ERR_MAX];
-    gguf_file *g = bytes ? gguf_open_memory(bytes, size, err, NULL) : NULL;
+    lt_gguf_file *g = bytes ? lt_gguf_open_memory(bytes, size, err, NULL) : NULL;
     if (!CHECK(g != NULL)) { free(bytes); return; }
-    const gguf_tensor *t = gguf_find_tensor(g, "blk.0.attn_q.weight");
+    const lt_gguf_tensor *t = lt_gguf_find_tensor(g, "blk.0.attn_q.weight");
     /* header layout after the name: n_dims (4), dims (8 each), type (4) */
     size_t name_off = (size_t)(t->name.data - bytes);
     size_t type_off = name_off + t->name.len + 4 + 8 * t->n_dims;
-    gguf_close(g);
+    lt_gguf_close(g);
 
     char tmp[128];
     snprintf(tmp, sizeof tmp, "/tmp/lethe_badtype_%d.gguf", (int)getpid());
@@ -331,10 +331,10 @@ static double time_open(int n_kv, int n_t) {
     for (int r = 0; r < 3; r++) {
         char err[LETHE_ERR_MAX] = "";
         double t0 = now_s();
-        gguf_file *f = gguf_open_memory(b.p, b.n, err, NULL);
+        lt_gguf_file *f = lt_gguf_open_memory(b.p, b.n, err, NULL);
         double dt = now_s() - t0;
         if (!f) { fprintf(stderr, "generated file rejected: %s\n", err); best = -1; break; }
-        gguf_close(f);
+        lt_gguf_close(f);
         if (dt < best) best = dt;
     }
     free(b.p);
@@ -364,28 +364,28 @@ static void test_scale(void) {
     for (int d = 0; d < 3; d++) {
         tu_buf b = build_many(40000, 40000, dups[d].dup);
         char err[LETHE_ERR_MAX] = "";
-        gguf_file *f = gguf_open_memory(b.p, b.n, err, NULL);
+        lt_gguf_file *f = lt_gguf_open_memory(b.p, b.n, err, NULL);
         CHECKF(f == NULL && strstr(err, dups[d].expect), "far-apart case %d: '%s'", dups[d].dup, err);
         printf("  far apart: %s\n", err);
-        gguf_close(f);
+        lt_gguf_close(f);
         free(b.p);
     }
     /* and look-ups find the first, the last and no absent name */
     tu_buf b = build_many(40000, 40000, 0);
-    gguf_file *f = gguf_open_memory(b.p, b.n, NULL, NULL);
+    lt_gguf_file *f = lt_gguf_open_memory(b.p, b.n, NULL, NULL);
     uint32_t v = 0;
-    CHECK(f && gguf_get_u32(f, "k.0", &v) && v == 0 && gguf_get_u32(f, "k.39999", &v) && v == 39999);
-    CHECK(f && gguf_find_key(f, "k.40000") < 0 && gguf_find_key(f, "k.") < 0 && gguf_find_key(f, "") < 0);
-    const gguf_tensor *t = f ? gguf_find_tensor(f, "t.39999") : NULL;
-    CHECK(t && ((const float *)t->data)[0] == 39999.0f && !gguf_find_tensor(f, "t.40000"));
-    gguf_close(f);
+    CHECK(f && lt_gguf_get_u32(f, "k.0", &v) && v == 0 && lt_gguf_get_u32(f, "k.39999", &v) && v == 39999);
+    CHECK(f && lt_gguf_find_key(f, "k.40000") < 0 && lt_gguf_find_key(f, "k.") < 0 && lt_gguf_find_key(f, "") < 0);
+    const lt_gguf_tensor *t = f ? lt_gguf_find_tensor(f, "t.39999") : NULL;
+    CHECK(t && ((const float *)t->data)[0] == 39999.0f && !lt_gguf_find_tensor(f, "t.40000"));
+    lt_gguf_close(f);
     free(b.p);
 }
 
 /* ---- integers stored as floats (fuzz finding gguf-1.bin) ----------------- */
 
 /* An array of one float32 or float64 as key "x"; returns the parsed file. */
-static gguf_file *one_float_array(tu_buf *b, uint32_t type, double v) {
+static lt_gguf_file *one_float_array(tu_buf *b, uint32_t type, double v) {
     b->n = 0;
     tu_put(b, "GGUF", 4);
     tu_u32(b, 3);
@@ -397,7 +397,7 @@ static gguf_file *one_float_array(tu_buf *b, uint32_t type, double v) {
     tu_u64(b, 1);
     if (type == 6) { float f = (float)v; tu_put(b, &f, 4); }
     else tu_put(b, &v, 8);
-    return gguf_open_memory(b->p, b->n, NULL, NULL);
+    return lt_gguf_open_memory(b->p, b->n, NULL, NULL);
 }
 
 static void test_float_to_int(void) {
@@ -409,14 +409,14 @@ static void test_float_to_int(void) {
     };
     tu_buf b = {0};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        gguf_file *f = one_float_array(&b, cases[i].type, cases[i].v);
-        const gguf_array *a = f ? gguf_get_arr(f, "x") : NULL;
+        lt_gguf_file *f = one_float_array(&b, cases[i].type, cases[i].v);
+        const lt_gguf_array *a = f ? lt_gguf_get_arr(f, "x") : NULL;
         int64_t x = 12345;
-        bool ok = a && gguf_arr_int(a, 0, &x);
+        bool ok = a && lt_gguf_arr_int(a, 0, &x);
         CHECKF(a && ok == (bool)cases[i].ok && (!ok || x == cases[i].want), "float %g as integer: %s %lld", cases[i].v,
                ok ? "accepted" : "rejected", (long long)x);
-        if (a && !ok) CHECK(gguf_arr_i64(a, 0) == 0);
-        gguf_close(f);
+        if (a && !ok) CHECK(lt_gguf_arr_i64(a, 0) == 0);
+        lt_gguf_close(f);
     }
     free(b.p);
 }

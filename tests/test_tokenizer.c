@@ -306,15 +306,15 @@ static void test_vocab(const char *dir, const char *name) {
     }
     char err[512] = "";
     lethe_status st;
-    gguf_file *f = gguf_open(path, err, &st);
-    if (!CHECKF(f != NULL, "%s: gguf_open: %s", name, err)) return;
+    lt_gguf_file *f = lt_gguf_open(path, err, &st);
+    if (!CHECKF(f != NULL, "%s: lt_gguf_open: %s", name, err)) return;
     tokenizer *t = tokenizer_from_gguf(f, err, &st);
     if (!CHECKF(t != NULL, "%s: tokenizer_from_gguf failed (status %d): %s", name, (int)st, err)) {
-        gguf_close(f);
+        lt_gguf_close(f);
         return;
     }
-    gguf_str model;
-    bool spm = gguf_get_str(f, "tokenizer.ggml.model", &model) && gguf_str_eq(model, "llama");
+    lt_gguf_str model;
+    bool spm = lt_gguf_get_str(f, "tokenizer.ggml.model", &model) && lt_gguf_str_eq(model, "llama");
 
     size_t inp_len = 0;
     char *inp = tu_file_exists(pinp) ? tu_read_file(pinp, &inp_len) : NULL;
@@ -406,7 +406,7 @@ static void test_vocab(const char *dir, const char *name) {
     printf("  %-34s random UTF-8: %d/%d round-trip, invalid: %d/%d (%d bytes representable alone)\n", "", tried - bad,
            tried, rt_tried - rt_bad, rt_tried, n_rep);
     tokenizer_free(t);
-    gguf_close(f);
+    lt_gguf_close(f);
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -435,13 +435,13 @@ static void test_vocab_dir(void) {
 
 /* ---- GGUF / llama2.c specific ---- */
 
-static tokenizer *open_vocab(const char *rel, gguf_file **fp) {
+static tokenizer *open_vocab(const char *rel, lt_gguf_file **fp) {
     const char *p = tu_model_path(rel);
     *fp = NULL;
     if (!tu_file_exists(p)) return NULL;
     char err[512];
     lethe_status st;
-    *fp = gguf_open(p, err, &st);
+    *fp = lt_gguf_open(p, err, &st);
     if (!*fp) return NULL;
     tokenizer *t = tokenizer_from_gguf(*fp, err, &st);
     CHECKF(t != NULL, "%s: %s", rel, err);
@@ -456,7 +456,7 @@ static void test_llama2c(void) {
     char err[512];
     lethe_status st;
     const char *tb = tu_model_path("llama2c/tokenizer.bin");
-    gguf_file *f;
+    lt_gguf_file *f;
     tokenizer *spm = open_vocab("vocab/ggml-vocab-llama-spm.gguf", &f);
     if (tu_file_exists(tb) && spm) {
         tokenizer *t = tokenizer_from_llama2c(tb, 32000, err, &st);
@@ -487,7 +487,7 @@ static void test_llama2c(void) {
         printf("tokenizer.bin or ggml-vocab-llama-spm.gguf absent: skipped\n");
     }
     tokenizer_free(spm);
-    if (f) gguf_close(f);
+    if (f) lt_gguf_close(f);
 
     const char *t512 = tu_model_path("llama2c/tok512.bin");
     if (!tu_file_exists(t512)) {
@@ -509,7 +509,7 @@ static void test_llama2c(void) {
         {"Tom had a red ball", {1, 274, 287, 381, 261, 352, 266, 268, 388}, 9},
         {"", {1}, 1},
     };
-    gguf_file *g;
+    lt_gguf_file *g;
     tokenizer *gt = open_vocab("stories260K.gguf", &g);
     int ok = 0;
     for (int i = 0; i < 6; i++) {
@@ -540,7 +540,7 @@ static void test_llama2c(void) {
     CHECK(tokenizer_piece(t, 512, piece, sizeof piece, false) == -1);
     tokenizer_free(t);
     tokenizer_free(gt);
-    if (g) gguf_close(g);
+    if (g) lt_gguf_close(g);
     t = tokenizer_from_llama2c(t512, 100000, err, &st);
     CHECK(t == NULL && st == LETHE_ERR_FORMAT);
     t = tokenizer_from_llama2c("/nonexistent/tok.bin", 512, err, &st);
@@ -548,11 +548,11 @@ static void test_llama2c(void) {
 }
 
 static void test_stream(const char *rel) {
-    gguf_file *f;
+    lt_gguf_file *f;
     tokenizer *t = open_vocab(rel, &f);
     if (!t) {
         printf("%s absent: streaming test skipped\n", rel);
-        if (f) gguf_close(f);
+        if (f) lt_gguf_close(f);
         return;
     }
     static const char *const texts[] = {
@@ -599,11 +599,11 @@ static void test_stream(const char *rel) {
     }
     free(ids);
     tokenizer_free(t);
-    gguf_close(f);
+    lt_gguf_close(f);
 }
 
 static void test_special(void) {
-    gguf_file *f;
+    lt_gguf_file *f;
     tokenizer *t = open_vocab("vocab/ggml-vocab-gpt-2.gguf", &f);
     if (t) {
         int n;
@@ -626,7 +626,7 @@ static void test_special(void) {
         CHECK(need > 1 && two[0] >= 0 && two[1] == -7);
         CHECK(tokenizer_encode(t, "", 0, NULL, 0, true, true) == 0);
         tokenizer_free(t);
-        gguf_close(f);
+        lt_gguf_close(f);
     }
     t = open_vocab("vocab/ggml-vocab-llama-spm.gguf", &f);
     if (t) {
@@ -639,7 +639,7 @@ static void test_special(void) {
         free(ids);
         CHECK(tokenizer_bos(t) == 1 && tokenizer_eos(t) == 2 && tokenizer_n_vocab(t) == 32000);
         tokenizer_free(t);
-        gguf_close(f);
+        lt_gguf_close(f);
     }
 }
 
@@ -697,10 +697,10 @@ static void naive_partition(const tokenizer *t, const char *text, size_t len, bo
 }
 
 static void test_partition(const char *rel) {
-    gguf_file *f;
+    lt_gguf_file *f;
     tokenizer *t = open_vocab(rel, &f);
     if (!t) {
-        if (f) gguf_close(f);
+        if (f) lt_gguf_close(f);
         return;
     }
     int bad = 0, with_tokens = 0;
@@ -744,7 +744,7 @@ static void test_partition(const char *rel) {
            800 - bad, with_tokens);
     CHECKF(bad == 0, "%s: partition differs on %d texts", rel, bad);
     tokenizer_free(t);
-    gguf_close(f);
+    lt_gguf_close(f);
 }
 
 /* ---- a hand-made GGUF with an unknown pre-tokenizer ---- */
@@ -798,7 +798,7 @@ static void test_unknown_pre(void) {
         while (g.n % 32) g.b[g.n++] = 0;
         char err[512] = "";
         lethe_status st = LETHE_OK;
-        gguf_file *f = gguf_open_memory(g.b, g.n, err, &st);
+        lt_gguf_file *f = lt_gguf_open_memory(g.b, g.n, err, &st);
         if (!CHECKF(f != NULL, "hand-made GGUF rejected: %s", err)) return;
         tokenizer *t = tokenizer_from_gguf(f, err, &st);
         if (i == 0) {
@@ -811,17 +811,17 @@ static void test_unknown_pre(void) {
             free(ids);
         }
         tokenizer_free(t);
-        gguf_close(f);
+        lt_gguf_close(f);
     }
 }
 
 /* ---- speed ---- */
 
 static void test_speed(const char *rel) {
-    gguf_file *f;
+    lt_gguf_file *f;
     tokenizer *t = open_vocab(rel, &f);
     if (!t) {
-        if (f) gguf_close(f);
+        if (f) lt_gguf_close(f);
         return;
     }
     size_t size = 1 << 20, len = 0;
@@ -835,7 +835,7 @@ static void test_speed(const char *rel) {
     tokenizer_bench(stdout, t);
     free(text);
     tokenizer_free(t);
-    gguf_close(f);
+    lt_gguf_close(f);
 }
 
 /* A hostile vocabulary: 1000 USER_DEFINED tokens "a"^L "X" (L = 1..1000,

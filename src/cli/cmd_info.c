@@ -10,7 +10,7 @@
 #include "tensor/types.h"
 #include "util/error.h"
 
-static void print_str(FILE *f, gguf_str s, size_t max) {
+static void print_str(FILE *f, lt_gguf_str s, size_t max) {
     fputc('"', f);
     for (uint64_t i = 0; i < s.len && i < max; i++) {
         unsigned char c = (unsigned char)s.data[i];
@@ -22,7 +22,7 @@ static void print_str(FILE *f, gguf_str s, size_t max) {
     fputc('"', f);
 }
 
-static void print_scalar(FILE *f, const gguf_value *v) {
+static void print_scalar(FILE *f, const lt_gguf_value *v) {
     switch (v->type) {
     case GGUF_TYPE_UINT8: case GGUF_TYPE_UINT16: case GGUF_TYPE_UINT32: case GGUF_TYPE_UINT64:
         fprintf(f, "%llu", (unsigned long long)v->v.u); break;
@@ -35,15 +35,15 @@ static void print_scalar(FILE *f, const gguf_value *v) {
     }
 }
 
-static void print_array(FILE *f, const gguf_array *a, int show) {
-    fprintf(f, "[%s x %llu] ", gguf_type_name(a->type), (unsigned long long)a->n);
+static void print_array(FILE *f, const lt_gguf_array *a, int show) {
+    fprintf(f, "[%s x %llu] ", lt_gguf_type_name(a->type), (unsigned long long)a->n);
     fputc('[', f);
     for (uint64_t i = 0; i < a->n && i < (uint64_t)show; i++) {
         if (i) fputs(", ", f);
         if (a->type == GGUF_TYPE_STRING) print_str(f, a->strs[i], 40);
         else if (a->type == GGUF_TYPE_ARRAY) print_array(f, &a->arrs[i].v.arr, 3);
-        else if (a->type == GGUF_TYPE_FLOAT32 || a->type == GGUF_TYPE_FLOAT64) fprintf(f, "%g", gguf_arr_f64(a, i));
-        else fprintf(f, "%lld", (long long)gguf_arr_i64(a, i));
+        else if (a->type == GGUF_TYPE_FLOAT32 || a->type == GGUF_TYPE_FLOAT64) fprintf(f, "%g", lt_gguf_arr_f64(a, i));
+        else fprintf(f, "%lld", (long long)lt_gguf_arr_i64(a, i));
     }
     if (a->n > (uint64_t)show) fputs(", ...", f);
     fputc(']', f);
@@ -52,23 +52,23 @@ static void print_array(FILE *f, const gguf_array *a, int show) {
 static int info_gguf(const char *path) {
     char err[LETHE_ERR_MAX];
     lethe_status st;
-    gguf_file *g = gguf_open(path, err, &st);
+    lt_gguf_file *g = lt_gguf_open(path, err, &st);
     if (!g) { fprintf(stderr, "lethe info: %s\n", err); return 1; }
-    printf("file: %s\nformat: GGUF v%u, %zu bytes, alignment %zu, data at %llu\n", path, gguf_version(g), gguf_file_size(g),
-           gguf_alignment(g), (unsigned long long)gguf_data_offset(g));
-    printf("metadata (%lld keys):\n", (long long)gguf_n_kv(g));
-    for (int64_t i = 0; i < gguf_n_kv(g); i++) {
-        const gguf_kv *kv = gguf_kv_at(g, i);
+    printf("file: %s\nformat: GGUF v%u, %zu bytes, alignment %zu, data at %llu\n", path, lt_gguf_version(g), lt_gguf_file_size(g),
+           lt_gguf_alignment(g), (unsigned long long)lt_gguf_data_offset(g));
+    printf("metadata (%lld keys):\n", (long long)lt_gguf_n_kv(g));
+    for (int64_t i = 0; i < lt_gguf_n_kv(g); i++) {
+        const lt_gguf_kv *kv = lt_gguf_kv_at(g, i);
         char key[256];
-        printf("  %-45s ", gguf_str_copy(kv->key, key, sizeof key));
+        printf("  %-45s ", lt_gguf_str_copy(kv->key, key, sizeof key));
         if (kv->value.type == GGUF_TYPE_ARRAY) print_array(stdout, &kv->value.v.arr, 8);
         else print_scalar(stdout, &kv->value);
         putchar('\n');
     }
-    printf("tensors (%lld):\n  %-36s %-8s %-24s %12s\n", (long long)gguf_n_tensors(g), "name", "type", "shape", "bytes");
+    printf("tensors (%lld):\n  %-36s %-8s %-24s %12s\n", (long long)lt_gguf_n_tensors(g), "name", "type", "shape", "bytes");
     size_t total = 0;
-    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
-        const gguf_tensor *t = gguf_tensor_at(g, i);
+    for (int64_t i = 0; i < lt_gguf_n_tensors(g); i++) {
+        const lt_gguf_tensor *t = lt_gguf_tensor_at(g, i);
         char shape[96];
         int n = snprintf(shape, sizeof shape, "[");
         for (uint32_t d = 0; d < t->n_dims; d++)
@@ -79,7 +79,7 @@ static int info_gguf(const char *path) {
         total += t->n_bytes;
     }
     printf("total tensor bytes: %zu (%.2f MiB)\n", total, total / 1048576.0);
-    gguf_close(g);
+    lt_gguf_close(g);
     return 0;
 }
 
@@ -118,5 +118,5 @@ int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) { fprintf(stderr, "lethe info: need -m MODEL\n"); return usage_error(); }
-    return gguf_has_magic(model) ? info_gguf(model) : info_llama2c(model);
+    return lt_gguf_has_magic(model) ? info_gguf(model) : info_llama2c(model);
 }

@@ -52,11 +52,11 @@ int cmd_tokenize(int argc, char **argv) {
 
     char err[LETHE_ERR_MAX];
     lethe_status st;
-    gguf_file *g = NULL;
+    lt_gguf_file *g = NULL;
     tokenizer *tok = NULL;
     lethe_model *m = NULL;
-    if (gguf_has_magic(model)) {
-        g = gguf_open(model, err, &st);
+    if (lt_gguf_has_magic(model)) {
+        g = lt_gguf_open(model, err, &st);
         if (g) tok = tokenizer_from_gguf(g, err, &st);
     } else {
         lethe_model_params p = lethe_model_default_params();
@@ -94,7 +94,7 @@ out:
     free(ids);
     free(buf);
     tokenizer_free(tok);
-    gguf_close(g);
+    lt_gguf_close(g);
     lethe_model_free(m);
     return rc;
 }

@@ -22,7 +22,7 @@
 #define GGUF_MAX_ARRAY_DEPTH 8
 #define GGUF_MAX_NAME 1024
 
-struct gguf_file {
+struct lt_gguf_file {
     const uint8_t *base;
     size_t size;
     bool mapped;
@@ -30,11 +30,11 @@ struct gguf_file {
     size_t alignment;
     uint64_t data_offset;
     int64_t n_kv;
-    gguf_kv *kv;
+    lt_gguf_kv *kv;
     int64_t n_tensors;
-    gguf_tensor *tensors;
-    gguf_name_ref *key_index;    /* sorted keys: look-ups in O(log n) */
-    gguf_name_ref *tensor_index; /* sorted tensor names */
+    lt_gguf_tensor *tensors;
+    lt_gguf_name_ref *key_index;    /* sorted keys: look-ups in O(log n) */
+    lt_gguf_name_ref *tensor_index; /* sorted tensor names */
 };
 
 typedef struct {
@@ -92,7 +92,7 @@ static bool read_u64(cursor *c, uint64_t *v, const char *what) {
     return true;
 }
 
-static bool read_str(cursor *c, gguf_str *s, const char *what) {
+static bool read_str(cursor *c, lt_gguf_str *s, const char *what) {
     uint64_t len;
     const uint8_t *p;
     if (!read_u64(c, &len, what)) return false;
@@ -103,7 +103,7 @@ static bool read_str(cursor *c, gguf_str *s, const char *what) {
     return true;
 }
 
-static size_t scalar_size(gguf_type t) {
+static size_t scalar_size(lt_gguf_type t) {
     switch (t) {
     case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
     case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
@@ -114,7 +114,7 @@ static size_t scalar_size(gguf_type t) {
 }
 
 /* Decodes one fixed-size scalar at p into v (already known to be in range). */
-static void decode_scalar(gguf_type t, const uint8_t *p, gguf_value *v) {
+static void decode_scalar(lt_gguf_type t, const uint8_t *p, lt_gguf_value *v) {
     v->type = t;
     switch (t) {
     case GGUF_TYPE_UINT8: v->v.u = p[0]; break;
@@ -132,9 +132,9 @@ static void decode_scalar(gguf_type t, const uint8_t *p, gguf_value *v) {
     }
 }
 
-static void free_value(gguf_value *v);
+static void free_value(lt_gguf_value *v);
 
-static void free_array(gguf_array *a) {
+static void free_array(lt_gguf_array *a) {
     free(a->strs);
     if (a->arrs) {
         for (uint64_t i = 0; i < a->n; i++) free_value(&a->arrs[i]);
@@ -144,23 +144,23 @@ static void free_array(gguf_array *a) {
     a->arrs = NULL;
 }
 
-static void free_value(gguf_value *v) {
+static void free_value(lt_gguf_value *v) {
     if (v->type == GGUF_TYPE_ARRAY) free_array(&v->v.arr);
 }
 
-static bool read_value(cursor *c, gguf_type type, gguf_value *v, int depth, const char *key);
+static bool read_value(cursor *c, lt_gguf_type type, lt_gguf_value *v, int depth, const char *key);
 
-static bool read_array(cursor *c, gguf_value *v, int depth, const char *key) {
+static bool read_array(cursor *c, lt_gguf_value *v, int depth, const char *key) {
     uint32_t et;
     uint64_t n;
-    gguf_array *a = &v->v.arr;
+    lt_gguf_array *a = &v->v.arr;
     v->type = GGUF_TYPE_ARRAY;
     memset(a, 0, sizeof *a);
     if (depth >= GGUF_MAX_ARRAY_DEPTH) return fail(c, "key '%s': arrays nested deeper than %d", key, GGUF_MAX_ARRAY_DEPTH);
     if (!read_u32(c, &et, "array element type")) return false;
     if (et >= GGUF_TYPE_COUNT) return fail(c, "key '%s': unknown array element type %u", key, et);
     if (!read_u64(c, &n, "array length")) return false;
-    a->type = (gguf_type)et;
+    a->type = (lt_gguf_type)et;
     /* The smallest encoding of one element bounds how many can fit. */
     size_t min_elem = scalar_size(a->type);
     if (a->type == GGUF_TYPE_STRING) min_elem = 8;
@@ -193,7 +193,7 @@ static bool read_array(cursor *c, gguf_value *v, int depth, const char *key) {
     return true;
 }
 
-static bool read_value(cursor *c, gguf_type type, gguf_value *v, int depth, const char *key) {
+static bool read_value(cursor *c, lt_gguf_type type, lt_gguf_value *v, int depth, const char *key) {
     size_t sz = scalar_size(type);
     v->type = type;
     if (sz) {
@@ -208,12 +208,12 @@ static bool read_value(cursor *c, gguf_type type, gguf_value *v, int depth, cons
     return fail(c, "key '%s': unknown value type %d", key, (int)type);
 }
 
-bool gguf_str_eq(gguf_str s, const char *c) {
+bool lt_gguf_str_eq(lt_gguf_str s, const char *c) {
     size_t n = strlen(c);
     return s.len == n && memcmp(s.data, c, n) == 0;
 }
 
-char *gguf_str_copy(gguf_str s, char *buf, size_t cap) {
+char *lt_gguf_str_copy(lt_gguf_str s, char *buf, size_t cap) {
     if (!cap) return buf;
     size_t n = s.len < cap - 1 ? (size_t)s.len : cap - 1;
     memcpy(buf, s.data, n);
@@ -223,59 +223,59 @@ char *gguf_str_copy(gguf_str s, char *buf, size_t cap) {
 
 /* Sorts the n names into a fresh index (*out); a duplicate is an error
  * naming it. Sorting keeps hostile files with many entries O(n log n). */
-static bool build_index(cursor *c, gguf_name_ref **out, int64_t n, const gguf_str *first, size_t stride, const char *what) {
-    gguf_name_ref *refs = malloc((n ? (size_t)n : 1) * sizeof *refs);
+static bool build_index(cursor *c, lt_gguf_name_ref **out, int64_t n, const lt_gguf_str *first, size_t stride, const char *what) {
+    lt_gguf_name_ref *refs = malloc((n ? (size_t)n : 1) * sizeof *refs);
     if (!refs) { c->status = LETHE_ERR_NOMEM; return false; }
     for (int64_t i = 0; i < n; i++) {
-        const gguf_str *s = (const gguf_str *)((const char *)first + (size_t)i * stride);
-        refs[i] = (gguf_name_ref){s->data, s->len, i};
+        const lt_gguf_str *s = (const lt_gguf_str *)((const char *)first + (size_t)i * stride);
+        refs[i] = (lt_gguf_name_ref){s->data, s->len, i};
     }
     *out = refs;
-    int64_t d = gguf_names_sort(refs, n);
+    int64_t d = lt_gguf_names_sort(refs, n);
     if (d < 0) return true;
     char name[128];
-    gguf_str dup = {refs[d].data, refs[d].len};
+    lt_gguf_str dup = {refs[d].data, refs[d].len};
     int64_t i0 = refs[d].idx < refs[d + 1].idx ? refs[d].idx : refs[d + 1].idx;
     int64_t i1 = refs[d].idx < refs[d + 1].idx ? refs[d + 1].idx : refs[d].idx;
-    return fail(c, "duplicate %s '%s' (entries %lld and %lld)", what, gguf_str_copy(dup, name, sizeof name), (long long)i0,
+    return fail(c, "duplicate %s '%s' (entries %lld and %lld)", what, lt_gguf_str_copy(dup, name, sizeof name), (long long)i0,
                 (long long)i1);
 }
 
-static bool parse_kv(cursor *c, gguf_file *f, uint64_t n_kv) {
+static bool parse_kv(cursor *c, lt_gguf_file *f, uint64_t n_kv) {
     /* a key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes */
     if (n_kv > c->left / 13) return fail(c, "metadata count %llu is larger than the file could hold", (unsigned long long)n_kv);
     f->kv = calloc(n_kv ? (size_t)n_kv : 1, sizeof *f->kv);
     if (!f->kv) { c->status = LETHE_ERR_NOMEM; return false; }
     for (uint64_t i = 0; i < n_kv; i++) {
-        gguf_kv *kv = &f->kv[i];
+        lt_gguf_kv *kv = &f->kv[i];
         uint32_t type;
         char key[128];
         if (!read_str(c, &kv->key, "metadata key")) return false;
         if (kv->key.len == 0) return fail(c, "metadata key %llu is empty", (unsigned long long)i);
-        gguf_str_copy(kv->key, key, sizeof key);
+        lt_gguf_str_copy(kv->key, key, sizeof key);
         if (!read_u32(c, &type, "metadata value type")) return false;
         if (type >= GGUF_TYPE_COUNT) return fail(c, "key '%s': unknown value type %u", key, type);
         f->n_kv = (int64_t)i + 1; /* so cleanup frees this value even if it is partial */
-        if (!read_value(c, (gguf_type)type, &kv->value, 0, key)) return false;
+        if (!read_value(c, (lt_gguf_type)type, &kv->value, 0, key)) return false;
     }
     f->n_kv = (int64_t)n_kv;
     return build_index(c, &f->key_index, f->n_kv, &f->kv[0].key, sizeof f->kv[0], "metadata key");
 }
 
-static bool parse_tensor_infos(cursor *c, gguf_file *f, uint64_t n_tensors) {
+static bool parse_tensor_infos(cursor *c, lt_gguf_file *f, uint64_t n_tensors) {
     /* name length 8 + n_dims 4 + type 4 + offset 8 at least */
     if (n_tensors > c->left / 24) return fail(c, "tensor count %llu is larger than the file could hold", (unsigned long long)n_tensors);
     f->tensors = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *f->tensors);
     if (!f->tensors) { c->status = LETHE_ERR_NOMEM; return false; }
     for (uint64_t i = 0; i < n_tensors; i++) {
-        gguf_tensor *t = &f->tensors[i];
+        lt_gguf_tensor *t = &f->tensors[i];
         uint32_t n_dims, type;
         f->n_tensors = (int64_t)i + 1;
         if (!read_str(c, &t->name, "tensor name")) return false;
         if (t->name.len == 0 || t->name.len > GGUF_MAX_NAME) return fail(c, "tensor %llu: name length %llu out of range", (unsigned long long)i, (unsigned long long)t->name.len);
         t->cname = malloc((size_t)t->name.len + 1);
         if (!t->cname) { c->status = LETHE_ERR_NOMEM; return false; }
-        gguf_str_copy(t->name, t->cname, (size_t)t->name.len + 1);
+        lt_gguf_str_copy(t->name, t->cname, (size_t)t->name.len + 1);
         if (strlen(t->cname) != t->name.len) return fail(c, "tensor %llu: name contains a NUL byte", (unsigned long long)i);
         if (!read_u32(c, &n_dims, "tensor dimension count")) return false;
         if (n_dims == 0 || n_dims > GGUF_MAX_DIMS) return fail(c, "tensor '%s': %u dimensions (1..%d allowed)", t->cname, n_dims, GGUF_MAX_DIMS);
@@ -309,18 +309,18 @@ static bool parse_tensor_infos(cursor *c, gguf_file *f, uint64_t n_tensors) {
     return build_index(c, &f->tensor_index, f->n_tensors, &f->tensors[0].name, sizeof f->tensors[0], "tensor name");
 }
 
-static bool check_alignment(cursor *c, gguf_file *f) {
+static bool check_alignment(cursor *c, lt_gguf_file *f) {
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
-    int64_t i = gguf_find_key(f, "general.alignment");
+    int64_t i = lt_gguf_find_key(f, "general.alignment");
     if (i < 0) return true;
-    const gguf_value *v = &f->kv[i].value;
-    if (v->type != GGUF_TYPE_UINT32) return fail(c, "general.alignment has type %s, expected uint32", gguf_type_name(v->type));
+    const lt_gguf_value *v = &f->kv[i].value;
+    if (v->type != GGUF_TYPE_UINT32) return fail(c, "general.alignment has type %s, expected uint32", lt_gguf_type_name(v->type));
     if (v->v.u == 0 || (v->v.u & (v->v.u - 1)) != 0) return fail(c, "general.alignment %llu is not a power of two", (unsigned long long)v->v.u);
     f->alignment = (size_t)v->v.u;
     return true;
 }
 
-static bool place_tensors(cursor *c, gguf_file *f) {
+static bool place_tensors(cursor *c, lt_gguf_file *f) {
     uint64_t off = cur_offset(c);
     uint64_t pad = (f->alignment - off % f->alignment) % f->alignment;
     if (!add_u64(off, pad, &f->data_offset)) return fail(c, "data offset overflows");
@@ -331,7 +331,7 @@ static bool place_tensors(cursor *c, gguf_file *f) {
     if (f->data_offset > f->size) return fail(c, "tensor data section starts past the end of the file");
     uint64_t data_size = f->size - f->data_offset;
     for (int64_t i = 0; i < f->n_tensors; i++) {
-        gguf_tensor *t = &f->tensors[i];
+        lt_gguf_tensor *t = &f->tensors[i];
         uint64_t end;
         if (t->offset % f->alignment != 0)
             return fail(c, "tensor '%s': data offset %llu is not aligned to %zu", t->cname, (unsigned long long)t->offset, f->alignment);
@@ -341,18 +341,18 @@ static bool place_tensors(cursor *c, gguf_file *f) {
         t->data = f->base + f->data_offset + t->offset;
     }
     /* Overlapping tensors would mean a corrupt table (empty ones occupy nothing). */
-    gguf_span *spans = malloc((size_t)f->n_tensors * sizeof *spans);
+    lt_gguf_span *spans = malloc((size_t)f->n_tensors * sizeof *spans);
     if (!spans) { c->status = LETHE_ERR_NOMEM; return false; }
     int64_t n = 0, a = 0, b = 0;
     for (int64_t i = 0; i < f->n_tensors; i++)
-        if (f->tensors[i].n_bytes) spans[n++] = (gguf_span){f->tensors[i].offset, f->tensors[i].offset + f->tensors[i].n_bytes, i};
-    bool ok = gguf_spans_overlap(spans, n, &a, &b) != 0;
+        if (f->tensors[i].n_bytes) spans[n++] = (lt_gguf_span){f->tensors[i].offset, f->tensors[i].offset + f->tensors[i].n_bytes, i};
+    bool ok = lt_gguf_spans_overlap(spans, n, &a, &b) != 0;
     free(spans);
     if (!ok) return fail(c, "tensors '%s' and '%s' overlap", f->tensors[a].cname, f->tensors[b].cname);
     return true;
 }
 
-static gguf_file *parse(gguf_file *f, char *err, lethe_status *status) {
+static lt_gguf_file *parse(lt_gguf_file *f, char *err, lethe_status *status) {
     cursor c = {f->base, f->size, f->size, err, LETHE_OK};
     const uint8_t *magic = NULL;
     uint64_t n_tensors, n_kv;
@@ -373,7 +373,7 @@ static gguf_file *parse(gguf_file *f, char *err, lethe_status *status) {
     if (!ok) {
         if (status) *status = c.status == LETHE_OK ? LETHE_ERR_FORMAT : c.status;
         if (err && c.status == LETHE_ERR_NOMEM) set_error(err, LETHE_ERR_NOMEM, "gguf: out of memory while reading the header");
-        gguf_close(f);
+        lt_gguf_close(f);
         return NULL;
     }
     if (status) *status = LETHE_OK;
@@ -382,7 +382,7 @@ static gguf_file *parse(gguf_file *f, char *err, lethe_status *status) {
 
 /* O_NONBLOCK: opening a named pipe must not wait for a writer; only
  * regular files are read. */
-bool gguf_has_magic(const char *path) {
+bool lt_gguf_has_magic(const char *path) {
     char magic[4] = {0};
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return false;
@@ -392,8 +392,8 @@ bool gguf_has_magic(const char *path) {
     return n == 4 && memcmp(magic, GGUF_MAGIC, 4) == 0;
 }
 
-gguf_file *gguf_open_memory(const void *data, size_t size, char *err, lethe_status *status) {
-    gguf_file *f = calloc(1, sizeof *f);
+lt_gguf_file *lt_gguf_open_memory(const void *data, size_t size, char *err, lethe_status *status) {
+    lt_gguf_file *f = calloc(1, sizeof *f);
     if (!f) {
         if (status) *status = LETHE_ERR_NOMEM;
         set_error(err, LETHE_ERR_NOMEM, "gguf: out of memory");
@@ -404,7 +404,7 @@ gguf_file *gguf_open_memory(const void *data, size_t size, char *err, lethe_stat
     return parse(f, err, status);
 }
 
-gguf_file *gguf_open(const char *path, char *err, lethe_status *status) {
+lt_gguf_file *lt_gguf_open(const char *path, char *err, lethe_status *status) {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
     if (fd < 0) {
         if (status) *status = LETHE_ERR_IO;
@@ -430,7 +430,7 @@ gguf_file *gguf_open(const char *path, char *err, lethe_status *status) {
         }
     }
     close(fd);
-    gguf_file *f = calloc(1, sizeof *f);
+    lt_gguf_file *f = calloc(1, sizeof *f);
     if (!f) {
         if (map) munmap(map, size);
         if (status) *status = LETHE_ERR_NOMEM;
@@ -443,7 +443,7 @@ gguf_file *gguf_open(const char *path, char *err, lethe_status *status) {
     return parse(f, err, status);
 }
 
-void gguf_close(gguf_file *f) {
+void lt_gguf_close(lt_gguf_file *f) {
     if (!f) return;
     if (f->kv)
         for (int64_t i = 0; i < f->n_kv; i++) free_value(&f->kv[i].value);
@@ -457,33 +457,33 @@ void gguf_close(gguf_file *f) {
     free(f);
 }
 
-uint32_t gguf_version(const gguf_file *f) { return f->version; }
-size_t gguf_alignment(const gguf_file *f) { return f->alignment; }
-uint64_t gguf_data_offset(const gguf_file *f) { return f->data_offset; }
-size_t gguf_file_size(const gguf_file *f) { return f->size; }
-int64_t gguf_n_kv(const gguf_file *f) { return f->n_kv; }
-const gguf_kv *gguf_kv_at(const gguf_file *f, int64_t i) { return i >= 0 && i < f->n_kv ? &f->kv[i] : NULL; }
-int64_t gguf_n_tensors(const gguf_file *f) { return f->n_tensors; }
-const gguf_tensor *gguf_tensor_at(const gguf_file *f, int64_t i) { return i >= 0 && i < f->n_tensors ? &f->tensors[i] : NULL; }
+uint32_t lt_gguf_version(const lt_gguf_file *f) { return f->version; }
+size_t lt_gguf_alignment(const lt_gguf_file *f) { return f->alignment; }
+uint64_t lt_gguf_data_offset(const lt_gguf_file *f) { return f->data_offset; }
+size_t lt_gguf_file_size(const lt_gguf_file *f) { return f->size; }
+int64_t lt_gguf_n_kv(const lt_gguf_file *f) { return f->n_kv; }
+const lt_gguf_kv *lt_gguf_kv_at(const lt_gguf_file *f, int64_t i) { return i >= 0 && i < f->n_kv ? &f->kv[i] : NULL; }
+int64_t lt_gguf_n_tensors(const lt_gguf_file *f) { return f->n_tensors; }
+const lt_gguf_tensor *lt_gguf_tensor_at(const lt_gguf_file *f, int64_t i) { return i >= 0 && i < f->n_tensors ? &f->tensors[i] : NULL; }
 
-int64_t gguf_find_key(const gguf_file *f, const char *key) {
-    return f->key_index ? gguf_names_find(f->key_index, f->n_kv, key, strlen(key)) : -1;
+int64_t lt_gguf_find_key(const lt_gguf_file *f, const char *key) {
+    return f->key_index ? lt_gguf_names_find(f->key_index, f->n_kv, key, strlen(key)) : -1;
 }
 
-const gguf_value *gguf_get(const gguf_file *f, const char *key) {
-    int64_t i = gguf_find_key(f, key);
+const lt_gguf_value *lt_gguf_get(const lt_gguf_file *f, const char *key) {
+    int64_t i = lt_gguf_find_key(f, key);
     return i < 0 ? NULL : &f->kv[i].value;
 }
 
-static bool is_unsigned(gguf_type t) {
+static bool is_unsigned(lt_gguf_type t) {
     return t == GGUF_TYPE_UINT8 || t == GGUF_TYPE_UINT16 || t == GGUF_TYPE_UINT32 || t == GGUF_TYPE_UINT64;
 }
-static bool is_signed(gguf_type t) {
+static bool is_signed(lt_gguf_type t) {
     return t == GGUF_TYPE_INT8 || t == GGUF_TYPE_INT16 || t == GGUF_TYPE_INT32 || t == GGUF_TYPE_INT64;
 }
 
-bool gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
-    const gguf_value *v = gguf_get(f, key);
+bool lt_gguf_get_i64(const lt_gguf_file *f, const char *key, int64_t *out) {
+    const lt_gguf_value *v = lt_gguf_get(f, key);
     if (!v) return false;
     if (is_unsigned(v->type)) {
         if (v->v.u > (uint64_t)INT64_MAX) return false;
@@ -497,41 +497,41 @@ bool gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
     return false;
 }
 
-bool gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out) {
+bool lt_gguf_get_u32(const lt_gguf_file *f, const char *key, uint32_t *out) {
     int64_t x;
-    if (!gguf_get_i64(f, key, &x) || x < 0 || x > (int64_t)UINT32_MAX) return false;
+    if (!lt_gguf_get_i64(f, key, &x) || x < 0 || x > (int64_t)UINT32_MAX) return false;
     *out = (uint32_t)x;
     return true;
 }
 
-bool gguf_get_f32(const gguf_file *f, const char *key, float *out) {
-    const gguf_value *v = gguf_get(f, key);
+bool lt_gguf_get_f32(const lt_gguf_file *f, const char *key, float *out) {
+    const lt_gguf_value *v = lt_gguf_get(f, key);
     if (!v || (v->type != GGUF_TYPE_FLOAT32 && v->type != GGUF_TYPE_FLOAT64)) return false;
     *out = (float)v->v.f;
     return true;
 }
 
-bool gguf_get_bool(const gguf_file *f, const char *key, bool *out) {
-    const gguf_value *v = gguf_get(f, key);
+bool lt_gguf_get_bool(const lt_gguf_file *f, const char *key, bool *out) {
+    const lt_gguf_value *v = lt_gguf_get(f, key);
     if (!v || v->type != GGUF_TYPE_BOOL) return false;
     *out = v->v.b;
     return true;
 }
 
-bool gguf_get_str(const gguf_file *f, const char *key, gguf_str *out) {
-    const gguf_value *v = gguf_get(f, key);
+bool lt_gguf_get_str(const lt_gguf_file *f, const char *key, lt_gguf_str *out) {
+    const lt_gguf_value *v = lt_gguf_get(f, key);
     if (!v || v->type != GGUF_TYPE_STRING) return false;
     *out = v->v.str;
     return true;
 }
 
-const gguf_array *gguf_get_arr(const gguf_file *f, const char *key) {
-    const gguf_value *v = gguf_get(f, key);
+const lt_gguf_array *lt_gguf_get_arr(const lt_gguf_file *f, const char *key) {
+    const lt_gguf_value *v = lt_gguf_get(f, key);
     return v && v->type == GGUF_TYPE_ARRAY ? &v->v.arr : NULL;
 }
 
-double gguf_arr_f64(const gguf_array *a, uint64_t i) {
-    gguf_value v;
+double lt_gguf_arr_f64(const lt_gguf_array *a, uint64_t i) {
+    lt_gguf_value v;
     size_t sz = scalar_size(a->type);
     if (!sz || i >= a->n) return 0.0;
     decode_scalar(a->type, (const uint8_t *)a->raw + i * sz, &v);
@@ -548,8 +548,8 @@ static bool whole_i64(double d, int64_t *out) {
     return true;
 }
 
-bool gguf_arr_int(const gguf_array *a, uint64_t i, int64_t *out) {
-    gguf_value v;
+bool lt_gguf_arr_int(const lt_gguf_array *a, uint64_t i, int64_t *out) {
+    lt_gguf_value v;
     size_t sz = scalar_size(a->type);
     if (!sz || i >= a->n) return false;
     decode_scalar(a->type, (const uint8_t *)a->raw + i * sz, &v);
@@ -563,18 +563,18 @@ bool gguf_arr_int(const gguf_array *a, uint64_t i, int64_t *out) {
     return whole_i64(v.v.f, out);
 }
 
-int64_t gguf_arr_i64(const gguf_array *a, uint64_t i) {
+int64_t lt_gguf_arr_i64(const lt_gguf_array *a, uint64_t i) {
     int64_t x;
-    return gguf_arr_int(a, i, &x) ? x : 0;
+    return lt_gguf_arr_int(a, i, &x) ? x : 0;
 }
 
-const char *gguf_type_name(gguf_type t) {
+const char *lt_gguf_type_name(lt_gguf_type t) {
     static const char *names[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
                                   "bool", "string", "array", "uint64", "int64", "float64"};
     return (unsigned)t < GGUF_TYPE_COUNT ? names[t] : "unknown";
 }
 
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
-    int64_t i = f->tensor_index ? gguf_names_find(f->tensor_index, f->n_tensors, name, strlen(name)) : -1;
+const lt_gguf_tensor *lt_gguf_find_tensor(const lt_gguf_file *f, const char *name) {
+    int64_t i = f->tensor_index ? lt_gguf_names_find(f->tensor_index, f->n_tensors, name, strlen(name)) : -1;
     return i < 0 ? NULL : &f->tensors[i];
 }

@@ -1,7 +1,7 @@
 /* GGUF reader (versions 2 and 3).
  *
  * The file is mapped read-only; metadata strings and tensor data are views
- * into the mapping, never copies. gguf_open() validates everything before
+ * into the mapping, never copies. lt_gguf_open() validates everything before
  * returning: every count, length, dimension, offset and byte size is checked
  * against the file size and for overflow, so a caller may use any view it
  * gets without further checks. Knows nothing about transformers. */
@@ -30,7 +30,7 @@ typedef enum {
     GGUF_TYPE_INT64 = 11,
     GGUF_TYPE_FLOAT64 = 12,
     GGUF_TYPE_COUNT
-} gguf_type;
+} lt_gguf_type;
 
 #define GGUF_MAX_DIMS 4
 #define GGUF_DEFAULT_ALIGNMENT 32
@@ -39,37 +39,37 @@ typedef enum {
 typedef struct {
     const char *data;
     uint64_t len;
-} gguf_str;
+} lt_gguf_str;
 
-typedef struct gguf_value gguf_value;
+typedef struct lt_gguf_value lt_gguf_value;
 
 typedef struct {
-    gguf_type type;  /* element type */
+    lt_gguf_type type;  /* element type */
     uint64_t n;      /* element count */
     const void *raw; /* fixed-size scalar elements: little-endian, unaligned, inside the mapping */
-    gguf_str *strs;  /* type STRING: n views */
-    gguf_value *arrs;/* type ARRAY: n nested arrays (each a gguf_value of type ARRAY) */
-} gguf_array;
+    lt_gguf_str *strs;  /* type STRING: n views */
+    lt_gguf_value *arrs;/* type ARRAY: n nested arrays (each a lt_gguf_value of type ARRAY) */
+} lt_gguf_array;
 
-struct gguf_value {
-    gguf_type type;
+struct lt_gguf_value {
+    lt_gguf_type type;
     union {
         uint64_t u;  /* all unsigned integer types */
         int64_t i;   /* all signed integer types */
         double f;    /* FLOAT32 / FLOAT64 */
         bool b;
-        gguf_str str;
-        gguf_array arr;
+        lt_gguf_str str;
+        lt_gguf_array arr;
     } v;
 };
 
 typedef struct {
-    gguf_str key;
-    gguf_value value;
-} gguf_kv;
+    lt_gguf_str key;
+    lt_gguf_value value;
+} lt_gguf_kv;
 
 typedef struct {
-    gguf_str name;
+    lt_gguf_str name;
     char *cname;           /* NUL-terminated copy of name for convenience */
     uint32_t n_dims;
     int64_t ne[GGUF_MAX_DIMS]; /* ne[0] = innermost (row length); unused dims are 1 */
@@ -78,61 +78,61 @@ typedef struct {
     uint64_t n_elements;
     size_t n_bytes;
     const void *data;      /* inside the mapping */
-} gguf_tensor;
+} lt_gguf_tensor;
 
-typedef struct gguf_file gguf_file;
+typedef struct lt_gguf_file lt_gguf_file;
 
 /* True when the file at path starts with the GGUF magic (false when it
  * cannot be read): how callers choose between GGUF and other formats. */
-bool gguf_has_magic(const char *path);
+bool lt_gguf_has_magic(const char *path);
 
 /* Maps and validates a file. Returns NULL and a message in err (size
  * LETHE_ERR_MAX, may be NULL) on failure; *status gets the reason when
  * status is non-NULL. */
-gguf_file *gguf_open(const char *path, char *err, lethe_status *status);
+lt_gguf_file *lt_gguf_open(const char *path, char *err, lethe_status *status);
 /* Same over a caller-owned buffer, which must outlive the result (tests). */
-gguf_file *gguf_open_memory(const void *data, size_t size, char *err, lethe_status *status);
-void gguf_close(gguf_file *f);
+lt_gguf_file *lt_gguf_open_memory(const void *data, size_t size, char *err, lethe_status *status);
+void lt_gguf_close(lt_gguf_file *f);
 
-uint32_t gguf_version(const gguf_file *f);
-size_t gguf_alignment(const gguf_file *f);
-uint64_t gguf_data_offset(const gguf_file *f);
-size_t gguf_file_size(const gguf_file *f);
+uint32_t lt_gguf_version(const lt_gguf_file *f);
+size_t lt_gguf_alignment(const lt_gguf_file *f);
+uint64_t lt_gguf_data_offset(const lt_gguf_file *f);
+size_t lt_gguf_file_size(const lt_gguf_file *f);
 
 /* Metadata. */
-int64_t gguf_n_kv(const gguf_file *f);
-const gguf_kv *gguf_kv_at(const gguf_file *f, int64_t i);
+int64_t lt_gguf_n_kv(const lt_gguf_file *f);
+const lt_gguf_kv *lt_gguf_kv_at(const lt_gguf_file *f, int64_t i);
 /* Index of a key, or -1. */
-int64_t gguf_find_key(const gguf_file *f, const char *key);
-const gguf_value *gguf_get(const gguf_file *f, const char *key);
+int64_t lt_gguf_find_key(const lt_gguf_file *f, const char *key);
+const lt_gguf_value *lt_gguf_get(const lt_gguf_file *f, const char *key);
 /* Typed getters: false when absent or of an incompatible type. Integers of
  * any width convert when the value fits; floats accept FLOAT32/FLOAT64. */
-bool gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out);
-bool gguf_get_i64(const gguf_file *f, const char *key, int64_t *out);
-bool gguf_get_f32(const gguf_file *f, const char *key, float *out);
-bool gguf_get_bool(const gguf_file *f, const char *key, bool *out);
-bool gguf_get_str(const gguf_file *f, const char *key, gguf_str *out);
+bool lt_gguf_get_u32(const lt_gguf_file *f, const char *key, uint32_t *out);
+bool lt_gguf_get_i64(const lt_gguf_file *f, const char *key, int64_t *out);
+bool lt_gguf_get_f32(const lt_gguf_file *f, const char *key, float *out);
+bool lt_gguf_get_bool(const lt_gguf_file *f, const char *key, bool *out);
+bool lt_gguf_get_str(const lt_gguf_file *f, const char *key, lt_gguf_str *out);
 /* Array getter: false unless the key holds an array. */
-const gguf_array *gguf_get_arr(const gguf_file *f, const char *key);
+const lt_gguf_array *lt_gguf_get_arr(const lt_gguf_file *f, const char *key);
 /* Element i of a fixed-size numeric array, converted. */
-double gguf_arr_f64(const gguf_array *a, uint64_t i);
+double lt_gguf_arr_f64(const lt_gguf_array *a, uint64_t i);
 /* Element i as an integer: false unless it is a whole number that fits
  * int64 (a float that is non-finite, fractional or out of range, or a
  * uint64 above INT64_MAX, does not). */
-bool gguf_arr_int(const gguf_array *a, uint64_t i, int64_t *out);
-/* As gguf_arr_int, with 0 for an element that does not convert. */
-int64_t gguf_arr_i64(const gguf_array *a, uint64_t i);
+bool lt_gguf_arr_int(const lt_gguf_array *a, uint64_t i, int64_t *out);
+/* As lt_gguf_arr_int, with 0 for an element that does not convert. */
+int64_t lt_gguf_arr_i64(const lt_gguf_array *a, uint64_t i);
 
-/* Copies a gguf_str into buf as a C string (truncating); returns buf. */
-char *gguf_str_copy(gguf_str s, char *buf, size_t cap);
+/* Copies a lt_gguf_str into buf as a C string (truncating); returns buf. */
+char *lt_gguf_str_copy(lt_gguf_str s, char *buf, size_t cap);
 /* True when s equals the C string c. */
-bool gguf_str_eq(gguf_str s, const char *c);
+bool lt_gguf_str_eq(lt_gguf_str s, const char *c);
 
-const char *gguf_type_name(gguf_type t);
+const char *lt_gguf_type_name(lt_gguf_type t);
 
 /* Tensors. */
-int64_t gguf_n_tensors(const gguf_file *f);
-const gguf_tensor *gguf_tensor_at(const gguf_file *f, int64_t i);
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
+int64_t lt_gguf_n_tensors(const lt_gguf_file *f);
+const lt_gguf_tensor *lt_gguf_tensor_at(const lt_gguf_file *f, int64_t i);
+const lt_gguf_tensor *lt_gguf_find_tensor(const lt_gguf_file *f, const char *name);
 
 #endif

@@ -13,11 +13,11 @@ static int cmp_bytes(const char *a, uint64_t na, const char *b, uint64_t nb) {
 }
 
 static int cmp_ref(const void *x, const void *y) {
-    const gguf_name_ref *a = x, *b = y;
+    const lt_gguf_name_ref *a = x, *b = y;
     return cmp_bytes(a->data, a->len, b->data, b->len);
 }
 
-int64_t gguf_names_sort(gguf_name_ref *refs, int64_t n) {
+int64_t lt_gguf_names_sort(lt_gguf_name_ref *refs, int64_t n) {
     if (n < 2) return -1;
     qsort(refs, (size_t)n, sizeof *refs, cmp_ref);
     for (int64_t i = 0; i + 1 < n; i++)
@@ -25,7 +25,7 @@ int64_t gguf_names_sort(gguf_name_ref *refs, int64_t n) {
     return -1;
 }
 
-int64_t gguf_names_find(const gguf_name_ref *refs, int64_t n, const char *name, size_t len) {
+int64_t lt_gguf_names_find(const lt_gguf_name_ref *refs, int64_t n, const char *name, size_t len) {
     int64_t lo = 0, hi = n; /* search [lo, hi) */
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
@@ -38,14 +38,14 @@ int64_t gguf_names_find(const gguf_name_ref *refs, int64_t n, const char *name, 
 }
 
 static int cmp_span(const void *x, const void *y) {
-    const gguf_span *a = x, *b = y;
+    const lt_gguf_span *a = x, *b = y;
     if (a->begin != b->begin) return a->begin < b->begin ? -1 : 1;
     return a->idx < b->idx ? -1 : a->idx > b->idx;
 }
 
 /* Sorted by start, a span overlaps an earlier one exactly when it starts
  * before the furthest end seen so far. */
-int gguf_spans_overlap(gguf_span *spans, int64_t n, int64_t *a, int64_t *b) {
+int lt_gguf_spans_overlap(lt_gguf_span *spans, int64_t n, int64_t *a, int64_t *b) {
     if (n < 2) return -1;
     qsort(spans, (size_t)n, sizeof *spans, cmp_span);
     int64_t far = 0;

@@ -18,18 +18,18 @@ static const char *akey(const lethe_model *m, const char *suffix) {
  * (all equal in the models lethe supports). Returns false when absent. */
 static bool get_int(lethe_model *m, const char *suffix, int *out, lethe_status *st) {
     const char *key = akey(m, suffix);
-    const gguf_value *v = gguf_get(m->gguf, key);
+    const lt_gguf_value *v = lt_gguf_get(m->gguf, key);
     if (!v) return false;
     if (v->type == GGUF_TYPE_ARRAY) {
-        const gguf_array *a = &v->v.arr;
+        const lt_gguf_array *a = &v->v.arr;
         if (a->n == 0 || a->type == GGUF_TYPE_STRING || a->type == GGUF_TYPE_ARRAY) goto bad;
         int64_t first = 0, x = 0;
         for (uint64_t i = 0; i < a->n; i++) {
             /* a float element must be a whole number in range: converting
              * anything else to an integer is undefined behaviour */
-            if (!gguf_arr_int(a, i, &x)) {
+            if (!lt_gguf_arr_int(a, i, &x)) {
                 *st = set_error(m->err, LETHE_ERR_FORMAT, "model: metadata '%s' element %llu (%g) is not an integer in range", key,
-                                (unsigned long long)i, gguf_arr_f64(a, i));
+                                (unsigned long long)i, lt_gguf_arr_f64(a, i));
                 return false;
             }
             if (i == 0) first = x;
@@ -43,7 +43,7 @@ static bool get_int(lethe_model *m, const char *suffix, int *out, lethe_status *
         return true;
     }
     int64_t x;
-    if (!gguf_get_i64(m->gguf, key, &x) || x < 0 || x > (1 << 30)) goto bad;
+    if (!lt_gguf_get_i64(m->gguf, key, &x) || x < 0 || x > (1 << 30)) goto bad;
     *out = (int)x;
     return true;
 bad:
@@ -60,20 +60,20 @@ static lethe_status require_int(lethe_model *m, const char *suffix, int *out) {
 
 static lethe_status optional_float(lethe_model *m, const char *suffix, float *out) {
     const char *key = akey(m, suffix);
-    if (gguf_find_key(m->gguf, key) < 0) return LETHE_OK;
-    if (!gguf_get_f32(m->gguf, key, out) || !isfinite(*out))
+    if (lt_gguf_find_key(m->gguf, key) < 0) return LETHE_OK;
+    if (!lt_gguf_get_f32(m->gguf, key, out) || !isfinite(*out))
         return set_error(m->err, LETHE_ERR_FORMAT, "model: metadata '%s' is not a finite float32", key);
     return LETHE_OK;
 }
 
-static const gguf_tensor *find(lethe_model *m, const char *fmt, int layer) {
+static const lt_gguf_tensor *find(lethe_model *m, const char *fmt, int layer) {
     char name[96];
     snprintf(name, sizeof name, fmt, layer);
-    return gguf_find_tensor(m->gguf, name);
+    return lt_gguf_find_tensor(m->gguf, name);
 }
 
 static lethe_status bind_weight(lethe_model *m, weight *w, const char *fmt, int layer, bool required) {
-    const gguf_tensor *t = find(m, fmt, layer);
+    const lt_gguf_tensor *t = find(m, fmt, layer);
     memset(w, 0, sizeof *w);
     if (!t) {
         if (!required) return LETHE_OK;
@@ -95,7 +95,7 @@ static lethe_status bind_weight(lethe_model *m, weight *w, const char *fmt, int 
 /* A 1-D vector of n floats (norm weight or bias), converted to F32 if stored
  * otherwise. *out stays NULL when the tensor is absent and not required. */
 static lethe_status bind_vector(lethe_model *m, const float **out, const char *fmt, int layer, int64_t n, bool required) {
-    const gguf_tensor *t = find(m, fmt, layer);
+    const lt_gguf_tensor *t = find(m, fmt, layer);
     *out = NULL;
     if (!t) {
         if (!required) return LETHE_OK;
@@ -156,28 +156,28 @@ static lethe_status read_hparams(lethe_model *m) {
     if ((st = optional_float(m, "attention.layer_norm_rms_epsilon", &hp->rms_eps))) return st;
     float scale = 1.0f;
     if ((st = optional_float(m, "rope.scaling.factor", &scale))) return st;
-    gguf_str stype;
-    if (gguf_get_str(m->gguf, akey(m, "rope.scaling.type"), &stype) && !gguf_str_eq(stype, "none") && scale != 1.0f) {
+    lt_gguf_str stype;
+    if (lt_gguf_get_str(m->gguf, akey(m, "rope.scaling.type"), &stype) && !lt_gguf_str_eq(stype, "none") && scale != 1.0f) {
         char t[32];
-        return set_error(m->err, LETHE_ERR_UNSUPPORTED, "model: rope scaling '%s' is not supported yet", gguf_str_copy(stype, t, sizeof t));
+        return set_error(m->err, LETHE_ERR_UNSUPPORTED, "model: rope scaling '%s' is not supported yet", lt_gguf_str_copy(stype, t, sizeof t));
     }
     return LETHE_OK;
 }
 
 lethe_status model_load_gguf(lethe_model *m, const char *path) {
     lethe_status st = LETHE_OK;
-    m->gguf = gguf_open(path, m->err, &st);
+    m->gguf = lt_gguf_open(path, m->err, &st);
     if (!m->gguf) return st;
 
-    gguf_str arch;
+    lt_gguf_str arch;
     char arch_name[64];
-    if (!gguf_get_str(m->gguf, "general.architecture", &arch))
+    if (!lt_gguf_get_str(m->gguf, "general.architecture", &arch))
         return set_error(m->err, LETHE_ERR_FORMAT, "model: metadata 'general.architecture' is missing");
-    gguf_str_copy(arch, arch_name, sizeof arch_name);
+    lt_gguf_str_copy(arch, arch_name, sizeof arch_name);
     m->arch = arch_find(arch_name);
     if (!m->arch) return set_error(m->err, LETHE_ERR_UNSUPPORTED, "model: architecture '%s' is not supported (llama, qwen2)", arch_name);
-    gguf_str name;
-    if (gguf_get_str(m->gguf, "general.name", &name)) gguf_str_copy(name, m->name, sizeof m->name);
+    lt_gguf_str name;
+    if (lt_gguf_get_str(m->gguf, "general.name", &name)) lt_gguf_str_copy(name, m->name, sizeof m->name);
     if ((st = read_hparams(m))) return st;
 
     hparams *hp = &m->hp;

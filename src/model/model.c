@@ -25,7 +25,7 @@ void model_destroy(lethe_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
-    gguf_close(m->gguf);
+    lt_gguf_close(m->gguf);
     if (m->map) munmap(m->map, m->map_size);
 }
 

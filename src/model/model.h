@@ -66,7 +66,7 @@ struct lethe_model {
     tokenizer *tok;
 
     /* storage behind the views */
-    gguf_file *gguf;            /* GGUF models */
+    lt_gguf_file *gguf;            /* GGUF models */
     void *map;                  /* llama2.c checkpoints: the mapping */
     size_t map_size;
     float **owned;              /* F32 copies made at load (norms, biases) */

@@ -48,7 +48,7 @@ lethe_model *lethe_model_load(const char *path, const lethe_model_params *params
     }
     warm_dispatch();
     const char *tok_path = params ? params->tokenizer_path : NULL;
-    lethe_status st = gguf_has_magic(path) ? model_load_gguf(m, path) : model_load_llama2c(m, path, tok_path);
+    lethe_status st = lt_gguf_has_magic(path) ? model_load_gguf(m, path) : model_load_llama2c(m, path, tok_path);
     if (st) {
         if (err && err_size) snprintf(err, err_size, "%s", m->err[0] ? m->err : lethe_status_name(st));
         lethe_model_free(m); /* frees whatever part was made */

@@ -16,7 +16,7 @@ typedef struct tokenizer tokenizer;
 
 /* Builds the tokeniser described by a GGUF's tokenizer.* metadata. An
  * unknown model or pre-tokeniser is an error (LETHE_ERR_UNSUPPORTED). */
-tokenizer *tokenizer_from_gguf(const gguf_file *f, char *err, lethe_status *status);
+tokenizer *tokenizer_from_gguf(const lt_gguf_file *f, char *err, lethe_status *status);
 /* llama2.c tokenizer.bin (as written by llama2.c's tokenizer.py); n_vocab
  * comes from the checkpoint header. Behaves as the equivalent SPM vocab. */
 tokenizer *tokenizer_from_llama2c(const char *path, int n_vocab, char *err, lethe_status *status);

@@ -12,20 +12,20 @@ static tokenizer *fail(tokenizer *t, lethe_status *status, lethe_status st) {
 }
 
 /* A string value as a NUL-terminated copy in buf, or NULL when absent. */
-static const char *get_cstr(const gguf_file *f, const char *key, char *buf, size_t cap) {
-    gguf_str s;
-    if (!gguf_get_str(f, key, &s)) return NULL;
-    return gguf_str_copy(s, buf, cap);
+static const char *get_cstr(const lt_gguf_file *f, const char *key, char *buf, size_t cap) {
+    lt_gguf_str s;
+    if (!lt_gguf_get_str(f, key, &s)) return NULL;
+    return lt_gguf_str_copy(s, buf, cap);
 }
 
-static bool is_int_type(gguf_type ty) {
+static bool is_int_type(lt_gguf_type ty) {
     return ty == GGUF_TYPE_UINT8 || ty == GGUF_TYPE_INT8 || ty == GGUF_TYPE_UINT16 || ty == GGUF_TYPE_INT16 ||
            ty == GGUF_TYPE_UINT32 || ty == GGUF_TYPE_INT32 || ty == GGUF_TYPE_UINT64 || ty == GGUF_TYPE_INT64;
 }
 
 /* Special ids from metadata; an id beyond the vocabulary keeps the default
  * (llama.cpp warns and does the same, e.g. for 4294967295). */
-static void read_ids(tokenizer *t, const gguf_file *f) {
+static void read_ids(tokenizer *t, const lt_gguf_file *f) {
     static const char *const keys[] = {
         "tokenizer.ggml.bos_token_id",      "tokenizer.ggml.eos_token_id",      "tokenizer.ggml.eot_token_id",
         "tokenizer.ggml.eom_token_id",      "tokenizer.ggml.unknown_token_id",  "tokenizer.ggml.seperator_token_id",
@@ -39,11 +39,11 @@ static void read_ids(tokenizer *t, const gguf_file *f) {
                             &t->fim_rep, &t->fim_sep, &t->fim_pre, &t->fim_suf, &t->fim_mid};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         uint32_t v;
-        if (gguf_get_u32(f, keys[i], &v) && v < (uint32_t)t->n_vocab) *slots[i] = (lethe_token)v;
+        if (lt_gguf_get_u32(f, keys[i], &v) && v < (uint32_t)t->n_vocab) *slots[i] = (lethe_token)v;
     }
 }
 
-static bool read_merges(tokenizer *t, const gguf_array *a, char *err) {
+static bool read_merges(tokenizer *t, const lt_gguf_array *a, char *err) {
     size_t bytes = 0;
     for (uint64_t i = 0; i < a->n; i++) bytes += (size_t)a->strs[i].len + 1;
     t->merge_text = malloc(bytes ? bytes : 1);
@@ -53,7 +53,7 @@ static bool read_merges(tokenizer *t, const gguf_array *a, char *err) {
     }
     size_t used = 0;
     for (uint64_t i = 0; i < a->n; i++) {
-        gguf_str s = a->strs[i];
+        lt_gguf_str s = a->strs[i];
         char *dst = t->merge_text + used;
         memcpy(dst, s.data, (size_t)s.len);
         dst[s.len] = '\0';
@@ -70,7 +70,7 @@ static bool read_merges(tokenizer *t, const gguf_array *a, char *err) {
     return true;
 }
 
-tokenizer *tokenizer_from_gguf(const gguf_file *f, char *err, lethe_status *status) {
+tokenizer *tokenizer_from_gguf(const lt_gguf_file *f, char *err, lethe_status *status) {
     char model_s[64], pre_buf[128], name_buf[256];
     if (!f) {
         set_error(err, LETHE_ERR_ARG, "no GGUF file");
@@ -89,14 +89,14 @@ tokenizer *tokenizer_from_gguf(const gguf_file *f, char *err, lethe_status *stat
         return fail(NULL, status, LETHE_ERR_UNSUPPORTED);
     }
 
-    const gguf_array *toks = gguf_get_arr(f, "tokenizer.ggml.tokens");
+    const lt_gguf_array *toks = lt_gguf_get_arr(f, "tokenizer.ggml.tokens");
     if (!toks || toks->type != GGUF_TYPE_STRING || toks->n == 0 || toks->n > INT32_MAX) {
         set_error(err, LETHE_ERR_FORMAT, "tokenizer.ggml.tokens missing or not a non-empty string array");
         return fail(NULL, status, LETHE_ERR_FORMAT);
     }
     int n = (int)toks->n;
-    const gguf_array *scores = gguf_get_arr(f, "tokenizer.ggml.scores");
-    const gguf_array *types = gguf_get_arr(f, "tokenizer.ggml.token_type");
+    const lt_gguf_array *scores = lt_gguf_get_arr(f, "tokenizer.ggml.scores");
+    const lt_gguf_array *types = lt_gguf_get_arr(f, "tokenizer.ggml.token_type");
     if (scores && ((scores->type != GGUF_TYPE_FLOAT32 && scores->type != GGUF_TYPE_FLOAT64) || scores->n < toks->n)) {
         set_error(err, LETHE_ERR_FORMAT, "tokenizer.ggml.scores: expected %d floats", n);
         return fail(NULL, status, LETHE_ERR_FORMAT);
@@ -105,9 +105,9 @@ tokenizer *tokenizer_from_gguf(const gguf_file *f, char *err, lethe_status *stat
         set_error(err, LETHE_ERR_FORMAT, "tokenizer.ggml.token_type: expected %d integers", n);
         return fail(NULL, status, LETHE_ERR_FORMAT);
     }
-    const gguf_array *merges = NULL;
+    const lt_gguf_array *merges = NULL;
     if (m == TOK_BPE) {
-        merges = gguf_get_arr(f, "tokenizer.ggml.merges");
+        merges = lt_gguf_get_arr(f, "tokenizer.ggml.merges");
         if (!merges || merges->type != GGUF_TYPE_STRING || merges->n > INT32_MAX) {
             set_error(err, LETHE_ERR_FORMAT, "BPE vocabulary without tokenizer.ggml.merges");
             return fail(NULL, status, LETHE_ERR_FORMAT);
@@ -122,8 +122,8 @@ tokenizer *tokenizer_from_gguf(const gguf_file *f, char *err, lethe_status *stat
         return fail(NULL, status, LETHE_ERR_NOMEM);
     }
     for (int i = 0; i < n; i++) {
-        float sc = scores ? (float)gguf_arr_f64(scores, (uint64_t)i) : 0.0f;
-        int ty = types ? (int)gguf_arr_i64(types, (uint64_t)i) : TT_NORMAL;
+        float sc = scores ? (float)lt_gguf_arr_f64(scores, (uint64_t)i) : 0.0f;
+        int ty = types ? (int)lt_gguf_arr_i64(types, (uint64_t)i) : TT_NORMAL;
         if (!tok_set(t, i, toks->strs[i].data, (size_t)toks->strs[i].len, sc, ty)) {
             set_error(err, LETHE_ERR_FORMAT, "token %d does not fit", i);
             return fail(t, status, LETHE_ERR_FORMAT);
@@ -151,10 +151,10 @@ tokenizer *tokenizer_from_gguf(const gguf_file *f, char *err, lethe_status *stat
         if (!t->pre) return fail(t, status, st);
     }
     bool b;
-    if (gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &b)) t->add_space_prefix = b;
+    if (lt_gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &b)) t->add_space_prefix = b;
     read_ids(t, f);
-    if (gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &b)) t->add_bos = b;
-    if (gguf_get_bool(f, "tokenizer.ggml.add_eos_token", &b)) t->add_eos = b;
+    if (lt_gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &b)) t->add_bos = b;
+    if (lt_gguf_get_bool(f, "tokenizer.ggml.add_eos_token", &b)) t->add_eos = b;
 
     st = tok_finish(t, name, pre, err);
     if (st != LETHE_OK) return fail(t, status, st);
