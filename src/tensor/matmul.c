@@ -16,10 +16,10 @@
 
 #include "tensor/matmul.h"
 #include "tensor/quant_impl.h"
+#include "util/alloc.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-#include "util/alloc.h"
 #define cpu_relax() _mm_pause()
 #else
 #define cpu_relax() ((void)0)
