@@ -111,6 +111,8 @@ float lt_f16_dot_avx2(int64_t n, const void *x, const void *y);
 float lt_bf16_dot_avx2(int64_t n, const void *x, const void *y);
 void lt_f16_to_float_avx2(const void *src, float *dst, int64_t n);
 float lt_q4_0_dot_avx2(int64_t n, const void *x, const void *y);
+void lt_q4_0_to_float_avx2(const void *src, float *dst, int64_t n);
+void lt_q8_0_to_float_avx2(const void *src, float *dst, int64_t n);
 float lt_q4_1_dot_avx2(int64_t n, const void *x, const void *y);
 float lt_q5_0_dot_avx2(int64_t n, const void *x, const void *y);
 float lt_q5_1_dot_avx2(int64_t n, const void *x, const void *y);

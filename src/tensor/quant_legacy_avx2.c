@@ -428,6 +428,37 @@ float lt_iq4_nl_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(
 float lt_q4_1_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q4_1, n, x, y); }
 float lt_q5_1_dot_avx2(int64_t n, const void *x, const void *y) { return ldot(K_Q5_1, n, x, y); }
 
+/* 32 int8 values times d, as floats: the same products as the scalar
+ * dequantisers (d * q with q a small integer), so bit-identical. */
+LT_INLINE void scale32(__m256i q, float d, float *dst) {
+    const __m256 vd = _mm256_set1_ps(d);
+    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    _mm256_storeu_ps(dst, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+    _mm256_storeu_ps(dst + 8, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+    _mm256_storeu_ps(dst + 16, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+    _mm256_storeu_ps(dst + 24, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+}
+
+/* Dequantisers of the cold tier's types (attention reads cold pages
+ * through them every step). */
+void lt_q4_0_to_float_avx2(const void *src, float *dst, int64_t n) {
+    const char *p = src;
+    float d, m;
+    for (int64_t i = 0; i < n / 32; i++, p += sizeof(blk_q4_0), dst += 32) {
+        const __m256i q = decode(K_Q4_0, p, &d, &m); /* sets d */
+        scale32(q, d, dst);
+    }
+}
+
+void lt_q8_0_to_float_avx2(const void *src, float *dst, int64_t n) {
+    const char *p = src;
+    float d, m;
+    for (int64_t i = 0; i < n / 32; i++, p += sizeof(blk_q8_0), dst += 32) {
+        const __m256i q = decode(K_Q8_0, p, &d, &m); /* sets d */
+        scale32(q, d, dst);
+    }
+}
+
 void lt_tiles_legacy_avx2(lt_tile *t) {
     t[LT_Q4_0] = (lt_tile){tile_q4_0, P_ROWS, MT_RN, P_ROWS1, true};
     t[LT_Q5_0] = (lt_tile){tile_q5_0, P_ROWS, MT_RN, P_ROWS1, true};

@@ -79,6 +79,8 @@ static void use_avx2(void) {
     simd_table[LT_Q3_K].vec_dot = lt_q3_K_dot_avx2;
     simd_table[LT_IQ4_XS].vec_dot = lt_iq4_xs_dot_avx2;
     simd_table[LT_Q8_0].from_float = lt_q8_0_from_float_avx2;
+    simd_table[LT_Q4_0].to_float = lt_q4_0_to_float_avx2;
+    simd_table[LT_Q8_0].to_float = lt_q8_0_to_float_avx2;
     simd_table[LT_Q8_1].from_float = lt_q8_1_from_float_avx2;
     simd_table[LT_Q8_K].from_float = lt_q8_K_from_float_avx2;
     lt_tiles_float_avx2(tile_table);
