@@ -72,7 +72,7 @@ static void nulls(void) {
 static void with_model(void) {
     const char *path = tu_model_path("stories260K.gguf");
     if (!tu_file_exists(path)) {
-        printf("SKIPPED part: %s not found\n", path);
+        tu_skip_part("%s not found", path);
         return;
     }
     char err[256];

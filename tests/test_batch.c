@@ -235,7 +235,7 @@ static double replay_alone(const char *path, int threads, const spec *sp, int i,
 static void batched_equals_alone(const char *rel) {
     const char *path = tu_model_path(rel);
     if (!tu_file_exists(path)) {
-        printf("SKIPPED part: %s not found\n", path);
+        tu_skip_part("%s not found", path);
         return;
     }
     for (int threads = 1; threads <= 3; threads++) {
@@ -308,7 +308,7 @@ static void *run_job(void *arg) {
 static void two_threads(void) {
     const char *path = tu_model_path("stories260K.gguf");
     if (!tu_file_exists(path)) {
-        printf("SKIPPED part: %s not found\n", path);
+        tu_skip_part("%s not found", path);
         return;
     }
     char err[512];

@@ -189,7 +189,7 @@ int main(void) {
     const char *stories = model_path;
     model_path = tu_model_path("synthetic/randllama-d256-L2.F16.gguf");
     if (tu_file_exists(model_path)) shift_all(LETHE_KV_Q8_0, "full", 0, 2e-2, "Q8_0 (synthetic)");
-    else printf("SKIPPED part: %s not found\n", model_path);
+    else tu_skip_part("%s not found", model_path);
     model_path = stories;
     shift_all(LETHE_KV_F32, "window", 48, 1e-4, "window F32");
     shift_all(LETHE_KV_F32, "quest", 32, 0.1, "quest (Q8_0 cold tier)");

@@ -242,7 +242,7 @@ static void test_sweep(const char *stories, const lethe_model_info *info) {
             free(img);
         }
     } else {
-        printf("SKIPPED part: gnuplot is not installed, no PNG/SVG to check\n");
+        tu_skip_part("gnuplot is not installed, no PNG/SVG to check");
     }
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -73,7 +73,7 @@ static void test_documented_loss(void) {
     };
     for (int i = 0; i < 2; i++) {
         const char *vpath = tu_model_path(cases[i].vocab);
-        if (!tu_file_exists(vpath)) { printf("SKIPPED part: %s absent\n", vpath); continue; }
+        if (!tu_file_exists(vpath)) { tu_skip_part("%s absent", vpath); continue; }
         size_t n = 0;
         char *in = tu_read_file(data_path(cases[i].file), &n), err[LETHE_ERR_MAX];
         lt_gguf_file *g = lt_gguf_open(vpath, err, NULL);
@@ -107,7 +107,7 @@ static void test_llama2c_tokenizer(void) {
     const char *ckpt = tu_model_path("llama2c/stories260K.bin");
     const char *big = tu_model_path("llama2c/tokenizer.bin"), *tok512 = tu_model_path("llama2c/tok512.bin");
     if (!tu_file_exists(ckpt) || !tu_file_exists(big) || !tu_file_exists(tok512)) {
-        printf("SKIPPED part: llama2c files absent\n");
+        tu_skip_part("llama2c files absent");
         return;
     }
     char err[LETHE_ERR_MAX];

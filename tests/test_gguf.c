@@ -203,7 +203,7 @@ static void test_malformed(void) {
 static void test_real_file(void) {
     const char *path = tu_model_path("stories260K.gguf");
     if (!tu_file_exists(path)) {
-        printf("SKIPPED part: %s not found\n", path);
+        tu_skip_part("%s not found", path);
         return;
     }
     char err[LETHE_ERR_MAX] = "";
@@ -244,7 +244,7 @@ static void test_real_file(void) {
 static void test_model_errors(void) {
     const char *path = tu_model_path("stories260K.gguf");
     if (!tu_file_exists(path)) {
-        printf("SKIPPED part: %s not found\n", path);
+        tu_skip_part("%s not found", path);
         return;
     }
     size_t size = 0;

@@ -117,7 +117,7 @@ static void test_llama2c(void) {
     const char *tok = tu_model_path("llama2c/tok512.bin");
     const char *ids_path = tu_model_path("stories260K.greedy200.ids.txt");
     if (!tu_file_exists(bin) || !tu_file_exists(tok) || !tu_file_exists(ids_path)) {
-        printf("SKIPPED part: llama2.c checkpoint files not found under %s\n", tu_model_path(""));
+        tu_skip_part("llama2.c checkpoint files not found under %s", tu_model_path(""));
         return;
     }
     char *txt = tu_read_file(ids_path, NULL);

@@ -53,7 +53,7 @@ int main(void) {
         snprintf(deq_rel, sizeof deq_rel, "randllama-d256-L2.%s.exactdeq.logits.f32", types[ti]);
         const char *path = tu_model_path(rel);
         if (!tu_file_exists(path)) {
-            printf("SKIPPED part: %s not found\n", path);
+            tu_skip_part("%s not found", path);
             continue;
         }
         found++;

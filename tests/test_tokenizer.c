@@ -431,6 +431,7 @@ static void test_vocab_dir(void) {
     }
     /* README promises the full round trip for the model's own vocabulary too */
     if (tu_file_exists(tu_model_path("stories260K.gguf"))) test_vocab(tu_model_path("."), "stories260K.gguf");
+    else tu_skip_part("stories260K.gguf absent: its round trip not checked");
 }
 
 /* ---- GGUF / llama2.c specific ---- */
@@ -438,7 +439,10 @@ static void test_vocab_dir(void) {
 static tokenizer *open_vocab(const char *rel, lt_gguf_file **fp) {
     const char *p = tu_model_path(rel);
     *fp = NULL;
-    if (!tu_file_exists(p)) return NULL;
+    if (!tu_file_exists(p)) {
+        tu_skip_part("%s absent", p);
+        return NULL;
+    }
     char err[512];
     lethe_status st;
     *fp = lt_gguf_open(p, err, &st);
@@ -484,14 +488,14 @@ static void test_llama2c(void) {
             tokenizer_free(t);
         }
     } else {
-        printf("tokenizer.bin or ggml-vocab-llama-spm.gguf absent: skipped\n");
+        tu_skip_part("tokenizer.bin or ggml-vocab-llama-spm.gguf absent");
     }
     tokenizer_free(spm);
     if (f) lt_gguf_close(f);
 
     const char *t512 = tu_model_path("llama2c/tok512.bin");
     if (!tu_file_exists(t512)) {
-        printf("tok512.bin absent: skipped\n");
+        tu_skip_part("tok512.bin absent");
         return;
     }
     tokenizer *t = tokenizer_from_llama2c(t512, 512, err, &st);
@@ -551,7 +555,7 @@ static void test_stream(const char *rel) {
     lt_gguf_file *f;
     tokenizer *t = open_vocab(rel, &f);
     if (!t) {
-        printf("%s absent: streaming test skipped\n", rel);
+        tu_skip_part("%s absent: streaming test skipped", rel);
         if (f) lt_gguf_close(f);
         return;
     }
