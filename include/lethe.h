@@ -209,7 +209,10 @@ lethe_seq *lethe_seq_fork(lethe_seq *s, char *err, size_t err_size);
 void lethe_seq_free(lethe_seq *s);
 
 /* Every call below that returns a status leaves the sequence exactly as it
- * was when it fails (the message is in lethe_seq_error). */
+ * was when it fails (the message is in lethe_seq_error). One exception: a
+ * prompt that an evicting policy streams through in several chunks keeps
+ * the chunks before the one that failed (each chunk is all or nothing; the
+ * ids are checked before the first runs). */
 
 /* Runs n tokens through the model at the next positions. When logits is
  * non-NULL it receives the n_vocab logits after the last token. A prompt
