@@ -146,10 +146,11 @@ lethe_status kv_stream_append(kv_pool *pool, kv_stream *s, const float *k, const
     return LETHE_OK;
 }
 
-void kv_stream_clear(kv_pool *pool, kv_stream *s) {
+void kv_stream_truncate(kv_pool *pool, kv_stream *s, int n) {
+    if (n < 0 || n >= s->n) return;
     const int P = kv_pool_page_slots(pool);
-    for (int i = 0; i < (s->n + P - 1) / P; i++) kv_pool_release(pool, s->pages[i]);
-    s->n = 0;
+    for (int i = (n + P - 1) / P; i < (s->n + P - 1) / P; i++) kv_pool_release(pool, s->pages[i]);
+    s->n = n;
 }
 
 lethe_status kv_stream_reserve(const kv_pool *pool, kv_stream *s, int n_slots) {

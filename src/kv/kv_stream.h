@@ -63,9 +63,10 @@ lethe_status kv_stream_enable_aux(kv_stream *s, int width);
 lethe_status kv_stream_append(kv_pool *pool, kv_stream *s, const float *k, const float *v,
                               long k_stride, long v_stride, const int32_t *pos, int n);
 
-/* Drops every slot (page references released) but keeps the arrays, so a
- * stream refilled every step (a staging view) allocates nothing. */
-void kv_stream_clear(kv_pool *pool, kv_stream *s);
+/* Keeps slots [0, n) and drops the rest (the pages past them released, the
+ * arrays kept): undoes appends, since an append only adds at the tail.
+ * Allocates nothing; n outside [0, s->n) changes nothing. */
+void kv_stream_truncate(kv_pool *pool, kv_stream *s, int n);
 
 /* Grows the stream's arrays to hold n_slots slots (page table included),
  * so that appends up to that size allocate nothing. NOMEM: contents

@@ -66,8 +66,7 @@ static void add_bias(float *y, const float *b, int n_tok, int dim) {
 }
 
 /* Rows [r0, r0 + c) of the batch, through layer l. */
-static lethe_status run_layer(const lethe_model *m, const fwd_engine *e, const fwd_batch *b, int r0, int c, int l,
-                              const acts *a, char *err) {
+static lethe_status run_layer(const lethe_model *m, const fwd_engine *e, int r0, int c, int l, const acts *a, char *err) {
     const hparams *hp = &m->hp;
     const layer_weights *L = &m->layers[l];
     const int d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
@@ -115,7 +114,7 @@ static lethe_status run_chunk(const lethe_model *m, const fwd_engine *e, const f
     lt_rope_table(a.rope, b->pos + r0, c, hp->n_rot, hp->rope_base);
 
     for (int l = 0; l < hp->n_layer; l++)
-        if ((st = run_layer(m, e, b, r0, c, l, &a, err))) return st;
+        if ((st = run_layer(m, e, r0, c, l, &a, err))) return st;
 
     /* the wanted rows, normalised and packed at the front of xb */
     int first = *out_i, n_out = 0;

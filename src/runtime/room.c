@@ -18,15 +18,15 @@ static int reindex_slack(const lethe_seq *s) {
     return w / 8 > 1 ? w / 8 : 1;
 }
 
-/* StreamingLLM's positions within the cache: after an eviction the cached
- * tokens are renumbered 0..n-1 in position order (one shift per run of
- * consecutive positions: the sinks stay, the window moves down), and the
- * next token goes to n. Every stream keeps the same positions (window). */
 static int cmp_int(const void *x, const void *y) {
     int a = *(const int *)x, b = *(const int *)y;
     return (a > b) - (a < b);
 }
 
+/* StreamingLLM's positions within the cache: after an eviction the cached
+ * tokens are renumbered 0..n-1 in position order (one shift per run of
+ * consecutive positions: the sinks stay, the window moves down), and the
+ * next token goes to n. Every stream keeps the same positions (window). */
 static lethe_status reindex(lethe_seq *s) {
     const kv_stream *st = &s->streams[0];
     const int n = st->n;
@@ -144,15 +144,13 @@ lethe_status seq_shift_range(lethe_seq *s, int32_t p0, int32_t p1, int32_t delta
 void seq_stats_cfg(const lethe_seq *s, int n, attn_stats_cfg *cfg) {
     const kv_policy *p = s->policy;
     memset(cfg, 0, sizeof *cfg);
-    if (s->calibrating) {
-        cfg->enabled = 1;
+    if (!s->calibrating && !p->ops->needs_stats) return;
+    cfg->enabled = 1;
+    cfg->step = s->n_tokens + n - 1;
+    if (s->calibrating) { /* every query counts; hits are not used */
         cfg->hit_threshold = 1.0f;
-        cfg->step = s->n_tokens + n - 1;
         return;
     }
-    if (!p->ops->needs_stats) return;
-    cfg->enabled = 1;
     cfg->hit_threshold = p->params.hit_threshold;
-    cfg->step = s->n_tokens + n - 1;
     cfg->from_query = p->ops->stats_from ? p->ops->stats_from(p, n) : 0;
 }

@@ -13,7 +13,6 @@ struct step_scratch {
     int32_t *pos;
     int *orig;          /* regrouped row -> caller's row */
     int *out_rows;      /* regrouped rows whose logits are wanted */
-    int cap_groups;
     int *group_start;   /* n_groups + 1 */
     int *count;
     lethe_seq **gseqs;
@@ -49,9 +48,15 @@ void step_scratch_free(struct step_scratch *s) {
 
 #define GROW(ptr, cap_new) do { void *p_ = lt_realloc((ptr), (size_t)(cap_new) * sizeof *(ptr)); if (!p_) return LETHE_ERR_NOMEM; (ptr) = p_; } while (0)
 
+/* The context's step scratch, made on first use; NULL when out of memory. */
+static struct step_scratch *scratch_of(lethe_ctx *c) {
+    if (!c->step) c->step = lt_calloc(1, sizeof *c->step);
+    return c->step;
+}
+
 static lethe_status reserve_rows(lethe_ctx *c, int n) {
-    if (!c->step && !(c->step = lt_calloc(1, sizeof *c->step))) return LETHE_ERR_NOMEM;
-    struct step_scratch *s = c->step;
+    struct step_scratch *s = scratch_of(c);
+    if (!s) return LETHE_ERR_NOMEM;
     if (n > s->cap_rows) {
         GROW(s->ids, n);
         GROW(s->pos, n);
@@ -102,15 +107,7 @@ static size_t pages_needed(const lethe_seq *s, int n, bool planned, size_t *free
 
 /* Drops the slots a failed step appended (they are at the tails). */
 static void rollback(lethe_seq *s) {
-    kv_pool *pool = s->c->kv;
-    const int P = kv_pool_page_slots(pool);
-    for (int i = 0; i < s->n_streams; i++) {
-        kv_stream *st = &s->streams[i];
-        int keep = s->n_before[i];
-        if (st->n <= keep) continue;
-        for (int pi = (keep + P - 1) / P; pi < (st->n + P - 1) / P; pi++) kv_pool_release(pool, st->pages[pi]);
-        st->n = keep;
-    }
+    for (int i = 0; i < s->n_streams; i++) kv_stream_truncate(s->c->kv, &s->streams[i], s->n_before[i]);
 }
 
 /* The most cold pages a stream of s may hold once its plan is committed
@@ -118,12 +115,8 @@ static void rollback(lethe_seq *s) {
 static int max_cold_pages_after(const lethe_seq *s, bool planned) {
     int m = 0;
     for (int i = 0; s->cold && i < s->n_streams; i++) {
-        int pages = s->cold[i].n_pages;
-        if (planned) { /* every hot slot demoted: an upper bound */
-            int P = s->cold[i].page_slots;
-            pages = kv_cold_pages_after(&s->cold[i], NULL, s->streams[i].n);
-            (void)P;
-        }
+        /* planned: as if every hot slot were demoted, an upper bound */
+        int pages = planned ? kv_cold_pages_after(&s->cold[i], NULL, s->streams[i].n) : s->cold[i].n_pages;
         if (pages > m) m = pages;
     }
     return m;
@@ -280,13 +273,13 @@ lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const 
     }
     /* logits back in the caller's row order */
     if (out != logits) {
-        /* the caller's j-th wanted row is its j-th wanted row in row order */
-        for (int i = 0; i < n_out; i++) w->count[i] = w->orig[w->out_rows[i]];
-        for (int i = 0; i < n_out; i++) {
-            int j = 0;
-            for (int k = 0; k < n_out; k++) j += w->count[k] < w->count[i];
-            memcpy(logits + (size_t)j * hp->n_vocab, out + (size_t)i * hp->n_vocab, (size_t)hp->n_vocab * sizeof *logits);
-        }
+        /* count[r]: the regrouped logits row of caller row r, or -1 */
+        for (int r = 0; r < n; r++) w->count[r] = -1;
+        for (int i = 0; i < n_out; i++) w->count[w->orig[w->out_rows[i]]] = i;
+        for (int r = 0, j = 0; r < n; r++)
+            if (w->count[r] >= 0)
+                memcpy(logits + (size_t)j++ * hp->n_vocab, out + (size_t)w->count[r] * hp->n_vocab,
+                       (size_t)hp->n_vocab * sizeof *logits);
     }
     return LETHE_OK;
 }
@@ -300,8 +293,8 @@ lethe_status lethe_ctx_decode(lethe_ctx *c, const lethe_batch *b, float *logits)
 
 /* Row arrays for a one-sequence step of n rows. */
 static lethe_status reserve_single(lethe_ctx *c, lethe_seq *s, int n, bool all) {
-    if (!c->step && !(c->step = lt_calloc(1, sizeof *c->step))) return LETHE_ERR_NOMEM;
-    struct step_scratch *w = c->step;
+    struct step_scratch *w = scratch_of(c);
+    if (!w) return LETHE_ERR_NOMEM;
     if (n > w->cap_single) {
         GROW(w->one_seq, n);
         GROW(w->one_want, n);

@@ -441,23 +441,17 @@ LT_INLINE void scale32(__m256i q, float d, float *dst) {
 
 /* Dequantisers of the cold tier's types (attention reads cold pages
  * through them every step). */
-void lt_q4_0_to_float_avx2(const void *src, float *dst, int64_t n) {
+LT_INLINE void to_float(int kind, const void *src, float *dst, int64_t n) {
     const char *p = src;
     float d, m;
-    for (int64_t i = 0; i < n / 32; i++, p += sizeof(blk_q4_0), dst += 32) {
-        const __m256i q = decode(K_Q4_0, p, &d, &m); /* sets d */
+    for (int64_t i = 0; i < n / 32; i++, p += blk_bytes(kind), dst += 32) {
+        const __m256i q = decode(kind, p, &d, &m); /* sets d */
         scale32(q, d, dst);
     }
 }
 
-void lt_q8_0_to_float_avx2(const void *src, float *dst, int64_t n) {
-    const char *p = src;
-    float d, m;
-    for (int64_t i = 0; i < n / 32; i++, p += sizeof(blk_q8_0), dst += 32) {
-        const __m256i q = decode(K_Q8_0, p, &d, &m); /* sets d */
-        scale32(q, d, dst);
-    }
-}
+void lt_q4_0_to_float_avx2(const void *src, float *dst, int64_t n) { to_float(K_Q4_0, src, dst, n); }
+void lt_q8_0_to_float_avx2(const void *src, float *dst, int64_t n) { to_float(K_Q8_0, src, dst, n); }
 
 void lt_tiles_legacy_avx2(lt_tile *t) {
     t[LT_Q4_0] = (lt_tile){tile_q4_0, P_ROWS, MT_RN, P_ROWS1, true};
