@@ -14,10 +14,6 @@ lethe_ctx_params lethe_ctx_default_params(void) {
     return p;
 }
 
-static void put_err(char *err, size_t err_size, const char *msg) {
-    if (err && err_size) snprintf(err, err_size, "%s", msg);
-}
-
 /* Pages of the pool: n_ctx slots per stream for n_seq_max sequences, or
  * what kv_budget_mib holds. */
 static lethe_status pool_params(const lethe_ctx *c, kv_pool_params *kp, char *err) {
@@ -58,17 +54,17 @@ static lethe_status check_params(const lethe_ctx_params *p, char *err) {
 lethe_ctx *lethe_ctx_create(const lethe_model *m, const lethe_ctx_params *params, char *err, size_t err_size) {
     char e[LETHE_ERR_MAX] = "";
     if (!m) {
-        put_err(err, err_size, "lethe_ctx_create: no model");
+        copy_error(err, err_size, "lethe_ctx_create: no model");
         return NULL;
     }
     lethe_ctx_params p = params ? *params : lethe_ctx_default_params();
     if (check_params(&p, e)) {
-        put_err(err, err_size, e);
+        copy_error(err, err_size, e);
         return NULL;
     }
     lethe_ctx *c = lt_calloc(1, sizeof *c);
     if (!c) {
-        put_err(err, err_size, "out of memory");
+        copy_error(err, err_size, "out of memory");
         return NULL;
     }
     c->m = m;
@@ -92,7 +88,7 @@ lethe_ctx *lethe_ctx_create(const lethe_model *m, const lethe_ctx_params *params
         if (!c->kv) st = set_error(e, LETHE_ERR_NOMEM, "cannot create the KV pool: %s", perr);
     }
     if (st) {
-        put_err(err, err_size, e);
+        copy_error(err, err_size, e);
         lethe_ctx_free(c);
         return NULL;
     }

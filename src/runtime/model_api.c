@@ -38,19 +38,19 @@ static void warm_dispatch(void) {
 
 lethe_model *lethe_model_load(const char *path, const lethe_model_params *params, char *err, size_t err_size) {
     if (!path) {
-        if (err && err_size) snprintf(err, err_size, "lethe_model_load: no path");
+        copy_error(err, err_size, "lethe_model_load: no path");
         return NULL;
     }
     lethe_model *m = calloc(1, sizeof *m);
     if (!m) {
-        if (err && err_size) snprintf(err, err_size, "out of memory");
+        copy_error(err, err_size, "out of memory");
         return NULL;
     }
     warm_dispatch();
     const char *tok_path = params ? params->tokenizer_path : NULL;
     lethe_status st = lt_gguf_has_magic(path) ? model_load_gguf(m, path) : model_load_llama2c(m, path, tok_path);
     if (st) {
-        if (err && err_size) snprintf(err, err_size, "%s", m->err[0] ? m->err : lethe_status_name(st));
+        copy_error(err, err_size, m->err[0] ? m->err : lethe_status_name(st));
         lethe_model_free(m); /* frees whatever part was made */
         return NULL;
     }

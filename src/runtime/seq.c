@@ -24,10 +24,6 @@ static char *copy_str(const char *s) {
     return d;
 }
 
-static void put_err(char *err, size_t err_size, const char *msg) {
-    if (err && err_size) snprintf(err, err_size, "%s", msg);
-}
-
 static lethe_seq *seq_alloc(lethe_ctx *c, int n_ctx) {
     if (c->n_seqs == c->cap_seqs) {
         int cap = c->cap_seqs ? c->cap_seqs * 2 : 8;
@@ -184,7 +180,7 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
 
 lethe_seq *lethe_seq_create(lethe_ctx *c, const lethe_seq_params *params, char *err, size_t err_size) {
     if (!c) {
-        put_err(err, err_size, "lethe_seq_create: no context");
+        copy_error(err, err_size, "lethe_seq_create: no context");
         return NULL;
     }
     lethe_seq_params p = params ? *params : lethe_seq_default_params();
@@ -195,11 +191,11 @@ lethe_seq *lethe_seq_create(lethe_ctx *c, const lethe_seq_params *params, char *
     }
     lethe_seq *s = seq_alloc(c, n_ctx);
     if (!s) {
-        put_err(err, err_size, "out of memory");
+        copy_error(err, err_size, "out of memory");
         return NULL;
     }
     if (seq_setup_policy(s, &p.kv) != LETHE_OK) {
-        put_err(err, err_size, s->err);
+        copy_error(err, err_size, s->err);
         lethe_seq_free(s);
         return NULL;
     }
@@ -209,26 +205,26 @@ lethe_seq *lethe_seq_create(lethe_ctx *c, const lethe_seq_params *params, char *
 
 lethe_seq *lethe_seq_fork(lethe_seq *src, char *err, size_t err_size) {
     if (!src) {
-        put_err(err, err_size, "lethe_seq_fork: no sequence");
+        copy_error(err, err_size, "lethe_seq_fork: no sequence");
         return NULL;
     }
     lethe_seq *s = seq_alloc(src->c, src->n_ctx);
     if (!s || seq_setup_policy(s, &src->policy->params) != LETHE_OK) {
-        put_err(err, err_size, s ? s->err : "out of memory");
+        copy_error(err, err_size, s ? s->err : "out of memory");
         lethe_seq_free(s);
         return NULL;
     }
     for (int i = 0; i < s->n_streams; i++) {
         kv_stream_free(src->c->kv, &s->streams[i]);
         if (kv_stream_fork(src->c->kv, &src->streams[i], &s->streams[i]) != LETHE_OK) {
-            put_err(err, err_size, "out of memory while forking");
+            copy_error(err, err_size, "out of memory while forking");
             lethe_seq_free(s);
             return NULL;
         }
     }
     for (int i = 0; s->cold && i < s->n_streams; i++) {
         if (kv_cold_copy(&s->cold[i], &src->cold[i]) != LETHE_OK) {
-            put_err(err, err_size, "out of memory while forking the cold tier");
+            copy_error(err, err_size, "out of memory while forking the cold tier");
             lethe_seq_free(s);
             return NULL;
         }

@@ -11,3 +11,7 @@ lethe_status set_error(char *err, lethe_status status, const char *fmt, ...) {
     }
     return status;
 }
+
+void copy_error(char *err, size_t err_size, const char *msg) {
+    if (err && err_size) snprintf(err, err_size, "%s", msg);
+}

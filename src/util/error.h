@@ -13,4 +13,8 @@
 lethe_status set_error(char *err, lethe_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The constructors' err / err_size buffers (lethe.h): copies msg when err
+ * is non-NULL and err_size > 0. */
+void copy_error(char *err, size_t err_size, const char *msg);
+
 #endif
