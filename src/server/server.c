@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server/server.h"
 
@@ -33,8 +34,21 @@ static void set_model_id(srv_server *s) {
     snprintf(s->model_id, sizeof s->model_id, "%s", p);
 }
 
+static bool known_template(const char *name) {
+    char names[256] = "";
+    for (const char *const *n = lethe_chat_template_names(); *n; n++) {
+        if (!strcmp(*n, name)) return true;
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", names[0] ? ", " : "", *n);
+    }
+    fprintf(stderr, "lethe serve: unknown chat template '%s' (one of: %s)\n", name, names);
+    return false;
+}
+
 static bool load(srv_server *s) {
     char err[512];
+    /* tests of the 503-while-loading answer need a load that takes a while */
+    const char *delay = getenv("LETHE_TEST_LOAD_DELAY_MS");
+    if (delay && atoi(delay) > 0) usleep((useconds_t)atoi(delay) * 1000);
     lethe_model_params mp = lethe_model_default_params();
     mp.tokenizer_path = s->opt.tokenizer_path;
     s->model = lethe_model_load(s->opt.model_path, &mp, err, sizeof err);
@@ -52,16 +66,6 @@ static bool load(srv_server *s) {
             for (const char *const *n = lethe_chat_template_names(); *n; n++)
                 snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", names[0] ? ", " : "", *n);
             fprintf(stderr, "lethe serve: the model's chat template is not one lethe recognises; choose one with --chat-template NAME (%s)\n", names);
-            return false;
-        }
-    } else {
-        bool known = false;
-        for (const char *const *n = lethe_chat_template_names(); *n; n++) known |= !strcmp(*n, tmpl);
-        if (!known) {
-            char names[256] = "";
-            for (const char *const *n = lethe_chat_template_names(); *n; n++)
-                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", names[0] ? ", " : "", *n);
-            fprintf(stderr, "lethe serve: unknown chat template '%s' (one of: %s)\n", tmpl, names);
             return false;
         }
     }
@@ -120,10 +124,11 @@ int srv_run(const srv_options *o) {
 
     int rc = 1, port = 0;
     char err[256];
-    void *http = srv_http_start(s, &port, err, sizeof err);
+    void *http = NULL;
     pthread_t engine;
     bool engine_started = false;
-    if (!http) {
+    if (s->opt.chat_template && !known_template(s->opt.chat_template)) goto out;
+    if (!(http = srv_http_start(s, &port, err, sizeof err))) {
         fprintf(stderr, "lethe serve: %s\n", err);
         goto out;
     }

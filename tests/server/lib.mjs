@@ -53,6 +53,7 @@ export async function startServer(args, { env = {}, waitReady = true } = {}) {
   };
   if (waitReady) {
     for (let i = 0; i < 200; i++) {
+      if (proc.exitCode !== null) throw new Error(`server exited (${proc.exitCode}):\n${log}`);
       const r = await request(srv, 'GET', '/health').catch(() => null);
       if (r && r.status === 200) return srv;
       await new Promise((r2) => setTimeout(r2, 50));
