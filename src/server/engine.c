@@ -445,6 +445,7 @@ void *srv_engine_main(void *arg) {
         fprintf(stderr, "lethe serve: out of memory\n");
         s->stopping = 1;
     }
+    update_kv_metrics(s);
     while (!s->stopping) {
         pthread_mutex_lock(&s->lock);
         /* new requests, in arrival order */
