@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, the one command the README and CI run:
+#   0. npm ci in tests/server (the server tests' openai client) when needed
 #   1. release build + CTest
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build + CTest
 #   3. cmake --install into a temporary prefix; a small program built against
@@ -17,6 +18,13 @@ if [ -n "${CI:-}" ]; then export LETHE_REQUIRE_MODELS=1; fi
 
 start=$(date +%s)
 step() { printf '\n==== %s (%ds so far)\n' "$1" $(( $(date +%s) - start )); }
+
+# the server tests' one npm package (the official openai client), pinned by
+# tests/server/package-lock.json
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/server/node_modules/openai ]; then
+    step "npm ci (tests/server)"
+    (cd tests/server && npm ci --no-audit --no-fund)
+fi
 
 step "release build + tests"
 cmake -S . -B build -DLETHE_WERROR=ON
