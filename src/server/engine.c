@@ -153,7 +153,12 @@ static void finish_request(srv_server *s, int ai) {
     srv_request *r = s->active[ai];
     srv_emit_done(s, r);
     uint64_t gen = 0;
-    for (int i = 0; i < r->n_choices; i++) gen += (uint64_t)r->choices[i].n_gen;
+    uint64_t evicted = 0;
+    for (int i = 0; i < r->n_choices; i++) {
+        gen += (uint64_t)r->choices[i].n_gen;
+        lethe_seq *q = r->choices[i].seq;
+        if (q && lethe_seq_n_tokens(q) > lethe_seq_n_cached(q)) evicted += (uint64_t)(lethe_seq_n_tokens(q) - lethe_seq_n_cached(q));
+    }
     uint64_t prompt = 0;
     for (int g = 0; g < r->n_groups; g++) {
         prompt += (uint64_t)r->groups[g].n_toks;
@@ -163,6 +168,7 @@ static void finish_request(srv_server *s, int ai) {
     pthread_mutex_lock(&s->lock);
     s->met.generated_tokens += gen;
     s->met.prompt_tokens += prompt;
+    s->met.evicted_tokens += evicted;
     pthread_mutex_unlock(&s->lock);
     s->pages_reserved -= r->reserve_pages;
     s->active[ai] = s->active[--s->n_active];

@@ -97,9 +97,10 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     srv_server *s = st->s;
     srv_request *r = st->r;
     pthread_mutex_lock(&s->lock);
+    long wait_ms = s->opt.keepalive_ms < 100 ? s->opt.keepalive_ms : 100;
     while (r->out.n == 0 && !r->done) {
         struct timespec ts;
-        deadline_in(&ts, 100);
+        deadline_in(&ts, wait_ms);
         pthread_cond_timedwait(&s->wake_http, &s->lock, &ts);
         if (r->out.n || r->done) break;
         pthread_mutex_unlock(&s->lock);

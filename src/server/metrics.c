@@ -29,6 +29,7 @@ void srv_metrics_text(srv_server *s, sbuf *b) {
     metric(b, "lethe_kv_bytes_reserved", "gauge", "KV pool bytes reserved by admitted requests (worst case).", (double)m.kv_reserved);
     metric(b, "lethe_kv_cold_bytes", "gauge", "Cold-tier bytes of running sequences (quest, mixed).", (double)m.kv_cold);
     metric(b, "lethe_kv_staging_bytes", "gauge", "Scratch that cold pages are attended from.", (double)m.kv_staging);
+    metric(b, "lethe_kv_policy_evicted_tokens_total", "counter", "Cache slots KV policies dropped, over finished requests (per stream, the least).", (double)m.evicted_tokens);
     metric(b, "lethe_prefix_cache_entries", "gauge", "Finished sequences kept for their prefix.", m.prefix_entries);
     metric(b, "lethe_prefix_cache_bytes", "gauge", "KV bytes the kept prefixes hold (upper bound).", (double)m.prefix_bytes);
     metric(b, "lethe_prefix_cache_lookups_total", "counter", "Prompts looked up in the prefix cache.", (double)m.prefix_lookups);

@@ -157,7 +157,7 @@ typedef struct srv_request {
 typedef struct srv_metrics {
     uint64_t requests_ok, requests_4xx, requests_5xx, requests_cancelled, requests_429;
     uint64_t prompt_tokens, generated_tokens, cached_tokens, prefix_hits, prefix_lookups;
-    uint64_t steps, evictions_prefix;
+    uint64_t steps, evictions_prefix, evicted_tokens;
     double step_seconds, prefill_seconds;
     size_t kv_used, kv_total, kv_peak, kv_cold, kv_staging, kv_reserved, prefix_bytes;
     int prefix_entries;
