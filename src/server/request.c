@@ -220,8 +220,8 @@ static int parse_messages(perr *e, srv_server *s, const cJSON *root, srv_request
     r->groups = calloc(1, sizeof *r->groups);
     if (!r->groups) { free(text); st = fail(e, 500, NULL, NULL, "out of memory"); goto out; }
     r->n_groups = 1;
-    /* templates write the BOS text themselves where they want one */
-    st = tokenize_into(e, s, &r->groups[0], text, (size_t)len, s->chat_add_bos, true);
+    /* the rendered text has no BOS: the vocabulary's is added where it asks for one */
+    st = tokenize_into(e, s, &r->groups[0], text, (size_t)len, true, true);
     free(text);
 out:
     for (int k = 0; texts && k < n; k++) sbuf_free(&texts[k]);

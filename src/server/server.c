@@ -61,7 +61,7 @@ static bool load(srv_server *s) {
     const char *tmpl = s->opt.chat_template;
     if (!tmpl) {
         tmpl = lethe_chat_template_detect(s->model);
-        if (!tmpl && lethe_chat_template_present(s->model)) {
+        if (!tmpl && lethe_model_chat_template(s->model)) {
             char names[256] = "";
             for (const char *const *n = lethe_chat_template_names(); *n; n++)
                 snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", names[0] ? ", " : "", *n);
@@ -70,10 +70,7 @@ static bool load(srv_server *s) {
         }
     }
     s->opt.chat_template = tmpl; /* NULL: no template, chat requests get a 400 */
-    if (tmpl) {
-        s->eot_text = lethe_chat_template_eot(tmpl);
-        s->chat_add_bos = lethe_chat_template_add_bos(tmpl);
-    }
+    if (tmpl) s->eot_text = lethe_chat_template_stop(s->model, tmpl);
     lethe_ctx_params cp = lethe_ctx_default_params();
     cp.n_threads = s->opt.n_threads;
     cp.n_ctx = s->opt.n_ctx;

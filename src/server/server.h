@@ -174,7 +174,6 @@ typedef struct srv_server {
     lethe_model_info info;
     char model_id[256];
     const char *eot_text;   /* the chat template's end-of-turn text (NULL when none) */
-    bool chat_add_bos;      /* tokenise rendered chats with the vocabulary's BOS */
     int page_slots;
     size_t page_bytes;
     bool ready;             /* model loaded */

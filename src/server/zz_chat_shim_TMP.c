@@ -6,9 +6,8 @@
 static const char *const names[] = {"chatml", NULL};
 const char *const *lethe_chat_template_names(void) { return names; }
 const char *lethe_chat_template_detect(const lethe_model *m) { return NULL; }
-bool lethe_chat_template_present(const lethe_model *m) { return false; }
-const char *lethe_chat_template_eot(const char *name) { return "<|im_end|>"; }
-bool lethe_chat_template_add_bos(const char *name) { return false; }
+const char *lethe_model_chat_template(const lethe_model *m) { return NULL; }
+const char *lethe_chat_template_stop(const lethe_model *m, const char *name) { return "<|im_end|>"; }
 int lethe_chat_apply(const lethe_model *m, const char *name, const lethe_chat_message *msgs, int n, bool agp, char *out, int cap, char *err, size_t es) {
     if (!name) { snprintf(err, es, "no chat template"); return -1; }
     char buf[65536]; int k = 0;

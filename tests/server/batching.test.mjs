@@ -104,8 +104,8 @@ test('a second chat turn reuses the first turn\'s pages', async () => {
     const turn2 = [...turn1, r1.choices[0].message, { role: 'user', content: 'And then?' }];
     const r2 = await client.chat.completions.create({ model: MODEL, messages: turn2, max_tokens: 8, temperature: 0 });
     // the shared prefix: the tokens of turn 2's prompt that equal turn 1's prompt and reply
-    const t1 = (await request(srv, 'POST', '/tokenize', { content: render(turn1) + r1.choices[0].message.content })).json.tokens;
-    const t2 = (await request(srv, 'POST', '/tokenize', { content: render(turn2) })).json.tokens;
+    const t1 = (await request(srv, 'POST', '/tokenize', { content: render(turn1) + r1.choices[0].message.content, add_special: true })).json.tokens;
+    const t2 = (await request(srv, 'POST', '/tokenize', { content: render(turn2), add_special: true })).json.tokens;
     let shared = 0;
     while (shared < t1.length && t1[shared] === t2[shared]) shared++;
     assert.ok(shared > r1.usage.prompt_tokens, `the reply is shared too (${shared} > ${r1.usage.prompt_tokens})`);
