@@ -507,11 +507,14 @@ void *srv_engine_main(void *arg) {
     /* shutting down: every request gets an answer, every sequence is freed */
     while (s->n_active) drop_active(s, s->n_active - 1, "the server is shutting down");
     pthread_mutex_lock(&s->lock);
-    while (s->q_head) {
+    while (s->q_head) { /* never admitted: answered here */
         srv_request *r = s->q_head;
         s->q_head = r->next_q;
-        s->waiting = realloc(s->waiting, ((size_t)s->n_waiting + 1) * sizeof *s->waiting);
-        s->waiting[s->n_waiting++] = r;
+        s->q_len--;
+        pthread_mutex_unlock(&s->lock);
+        srv_emit_failure(s, r, "the server is shutting down");
+        pthread_mutex_lock(&s->lock);
+        srv_request_unref_locked(r);
     }
     pthread_mutex_unlock(&s->lock);
     while (s->n_waiting) {

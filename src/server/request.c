@@ -361,8 +361,19 @@ int srv_parse_request(srv_server *s, enum srv_kind kind, const char *body, size_
         goto out;
     }
     int room = reindex ? 1 << 30 : n_ctx - longest;
-    if (max_tokens < 0) max_tokens = room;
-    else if (max_tokens > room) {
+    if (max_tokens < 0) {
+        /* no max_tokens: up to the context, but no more than the pool can
+         * ever hold for this prompt (so the request is admissible) */
+        max_tokens = room;
+        size_t pool_slots = s->pages_total / s->streams * (size_t)s->page_slots;
+        size_t need = (size_t)longest + 2 * (size_t)s->page_slots;
+        bool evicting = strcmp(r->policy_name, "full") != 0;
+        if (!evicting && pool_slots / (size_t)r->n_groups / (size_t)r->n > need) {
+            size_t fit = pool_slots / (size_t)r->n_groups / (size_t)r->n - need;
+            if ((size_t)max_tokens > fit) max_tokens = (int)fit;
+        }
+        if (max_tokens < 1) max_tokens = 1;
+    } else if (max_tokens > room) {
         st = fail(&e, 400, "max_tokens", "context_length_exceeded",
                   "max_tokens is %d but the prompt (%d tokens) leaves room for %d in this server's context of %d", max_tokens,
                   longest, room, n_ctx);

@@ -88,6 +88,11 @@ test('the same under a small KV budget: requests queue, the cap holds, no 5xx', 
     assert.ok(maxUsed <= budget, `KV bytes ${maxUsed} within the cap ${budget}`);
     assert.ok((await metric(srv, 'lethe_kv_bytes_peak')) <= budget);
     assert.equal(await fivexx(), errorsBefore, 'no 5xx');
+    // without max_tokens a request gets what the pool can hold for it, not a 400
+    const open = await request(srv, 'POST', '/v1/completions', { prompt: 'Once upon a time', temperature: 0, lethe: { ignore_eos: true } });
+    assert.equal(open.status, 200, open.text);
+    assert.equal(open.json.choices[0].finish_reason, 'length');
+    assert.ok((await metric(srv, 'lethe_kv_bytes_peak')) <= budget);
   } finally {
     assert.equal(await srv.stop(), 0);
   }
