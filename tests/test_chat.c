@@ -583,6 +583,73 @@ static char *run_prompt(const char *model, const char *prompt) {
     return tu_read_file(out_path, NULL);
 }
 
+/* text cut at the first stop (when given), with a trailing newline removed */
+static void cut(char *text, const char *stop) {
+    size_t n = strlen(text);
+    if (n && text[n - 1] == '\n') text[--n] = 0;
+    char *at = stop ? strstr(text, stop) : NULL;
+    if (at) *at = 0;
+}
+
+/* Two turns of lethe chat (--verbose, optionally --stop) against lethe run
+ * on each turn's rendered conversation, and the tokens each turn ran. */
+static void two_turns(const char *model, const char *stop) {
+    char args[1024];
+    snprintf(args, sizeof args, "chat -m %s --chat-template chatml --temp 0 -n 8 --verbose%s%s%s", model, stop ? " --stop '" : "",
+             stop ? stop : "", stop ? "'" : "");
+    int rc = run(args, "Hello\nHow are you\n");
+    char *chat_out = tu_read_file(out_path, NULL), *chat_err = tu_read_file(err_path, NULL);
+    CHECKF(rc == 0 && chat_out && chat_err, "lethe %s exited %d: %s", args, rc, chat_err ? chat_err : "");
+    if (!chat_out || !chat_err) { free(chat_out); free(chat_err); return; }
+
+    /* the same conversation through lethe run, one turn at a time */
+    char err[LETHE_ERR_MAX], p1[1024], p2[2048];
+    lethe_chat_message msgs[3] = {{"user", "Hello"}, {"assistant", ""}, {"user", "How are you"}};
+    lethe_chat_apply(NULL, "chatml", msgs, 1, true, p1, sizeof p1, err, sizeof err);
+    char *r1 = run_prompt(model, p1);
+    CHECK(r1 && strlen(r1) > 1 && r1[strlen(r1) - 1] == '\n');
+    if (!r1) { free(chat_out); free(chat_err); return; }
+    char *r1_full = strdup(r1);
+    cut(r1, stop);
+    if (stop) CHECKF(strcmp(r1, r1_full) != 0, "the first reply reaches the stop text %s: %s", stop, r1_full);
+    free(r1_full);
+    msgs[1].content = r1;
+    lethe_chat_apply(NULL, "chatml", msgs, 3, true, p2, sizeof p2, err, sizeof err);
+    char *r2 = run_prompt(model, p2);
+    if (r2) cut(r2, stop);
+    char want[4096];
+    snprintf(want, sizeof want, "%s\n%s\n", r1, r2 ? r2 : "");
+    CHECKF(!strcmp(chat_out, want), "lethe %s equals lethe run turn by turn\n  chat: %s\n  run:  %s", args, chat_out, want);
+
+    /* turn 1 runs the whole prompt; turn 2 appends only what the sequence
+     * does not hold: without a stop text it reuses all of turn 1 and the
+     * reply */
+    int n1 = -1, k1 = -1, a1 = -1, d1 = -1, n2 = -1, k2 = -1, a2 = -1, d2 = -1;
+    const char *t1 = strstr(chat_err, "turn 1: "), *t2 = strstr(chat_err, "turn 2: ");
+    CHECKF(t1 && sscanf(t1, "turn 1: %d prompt tokens, %d reused, %d appended, %d dropped", &n1, &k1, &a1, &d1) == 4,
+           "turn 1 line: %s", chat_err);
+    CHECKF(t2 && sscanf(t2, "turn 2: %d prompt tokens, %d reused, %d appended, %d dropped", &n2, &k2, &a2, &d2) == 4,
+           "turn 2 line: %s", chat_err);
+    int tok1 = 0;
+    lethe_model *m = lethe_model_load(model, NULL, err, sizeof err);
+    if (m) {
+        tok1 = lethe_tokenize(m, p1, strlen(p1), NULL, 0, true, true);
+        CHECKF(n2 == lethe_tokenize(m, p2, strlen(p2), NULL, 0, true, true), "turn 2 prompt tokens %d", n2);
+        lethe_model_free(m);
+    }
+    CHECKF(n1 == tok1 && k1 == 0 && a1 == n1 && d1 == 0, "turn 1: %d tokens, %d reused, %d appended", n1, k1, a1);
+    if (!stop)
+        CHECKF(k2 > n1 && k2 + a2 == n2 && d2 == 0, "turn 2: %d tokens, %d reused (turn 1 had %d), %d appended, %d dropped", n2,
+               k2, n1, a2, d2);
+    else
+        CHECKF(k2 >= n1 && k2 + a2 == n2 && d2 > 0, "turn 2 (stop %s): %d tokens, %d reused (turn 1 had %d), %d appended, %d dropped",
+               stop, n2, k2, n1, a2, d2);
+    free(r1);
+    free(r2);
+    free(chat_out);
+    free(chat_err);
+}
+
 static void test_cli(void) {
     bin = getenv("LETHE_BIN");
     if (!bin || !tu_file_exists(bin)) { tu_skip_part("LETHE_BIN not set or missing (run through ctest)"); return; }
@@ -608,50 +675,11 @@ static void test_cli(void) {
            e ? e : "");
     free(e);
 
-    /* two turns */
-    snprintf(args, sizeof args, "chat -m %s --chat-template chatml --temp 0 -n 8 --verbose", model);
-    rc = run(args, "Hello\nHow are you\n");
-    char *chat_out = tu_read_file(out_path, NULL), *chat_err = tu_read_file(err_path, NULL);
-    CHECKF(rc == 0 && chat_out && chat_err, "lethe %s exited %d: %s", args, rc, chat_err ? chat_err : "");
-    if (!chat_out || !chat_err) { free(chat_out); free(chat_err); return; }
-
-    /* the same conversation through lethe run, one turn at a time */
-    char err[LETHE_ERR_MAX], p1[1024], p2[2048];
-    lethe_chat_message msgs[3] = {{"user", "Hello"}, {"assistant", ""}, {"user", "How are you"}};
-    lethe_chat_apply(NULL, "chatml", msgs, 1, true, p1, sizeof p1, err, sizeof err);
-    char *r1 = run_prompt(model, p1);
-    CHECK(r1 && strlen(r1) > 1 && r1[strlen(r1) - 1] == '\n');
-    if (!r1) { free(chat_out); free(chat_err); return; }
-    r1[strlen(r1) - 1] = 0; /* lethe run ends with a newline */
-    msgs[1].content = r1;
-    lethe_chat_apply(NULL, "chatml", msgs, 3, true, p2, sizeof p2, err, sizeof err);
-    char *r2 = run_prompt(model, p2);
-    char want[4096];
-    snprintf(want, sizeof want, "%s\n%s", r1, r2 ? r2 : "");
-    CHECKF(!strcmp(chat_out, want), "lethe chat equals lethe run turn by turn\n  chat: %s\n  run:  %s", chat_out, want);
-
-    /* turn 1 runs the whole prompt; turn 2 reuses all of it (and the reply)
-     * and appends only the rest */
-    int n1 = -1, k1 = -1, a1 = -1, d1 = -1, n2 = -1, k2 = -1, a2 = -1, d2 = -1;
-    const char *t1 = strstr(chat_err, "turn 1: "), *t2 = strstr(chat_err, "turn 2: ");
-    CHECKF(t1 && sscanf(t1, "turn 1: %d prompt tokens, %d reused, %d appended, %d dropped", &n1, &k1, &a1, &d1) == 4,
-           "turn 1 line: %s", chat_err);
-    CHECKF(t2 && sscanf(t2, "turn 2: %d prompt tokens, %d reused, %d appended, %d dropped", &n2, &k2, &a2, &d2) == 4,
-           "turn 2 line: %s", chat_err);
-    int tok1 = 0;
-    lethe_model *m = lethe_model_load(model, NULL, err, sizeof err);
-    if (m) {
-        tok1 = lethe_tokenize(m, p1, strlen(p1), NULL, 0, true, true);
-        CHECKF(n2 == lethe_tokenize(m, p2, strlen(p2), NULL, 0, true, true), "turn 2 prompt tokens %d", n2);
-        lethe_model_free(m);
-    }
-    CHECKF(n1 == tok1 && k1 == 0 && a1 == n1 && d1 == 0, "turn 1: %d tokens, %d reused, %d appended", n1, k1, a1);
-    CHECKF(k2 >= n1 && k2 + a2 == n2 && a2 < n2 - n1, "turn 2: %d tokens, %d reused (turn 1 had %d), %d appended, %d dropped", n2,
-           k2, n1, a2, d2);
-    free(r1);
-    free(r2);
-    free(chat_out);
-    free(chat_err);
+    two_turns(model, NULL);
+    /* a stop text the model reaches ('?"' in its first reply): the reply
+     * ends before it, and turn 2 rolls the sequence back to where the
+     * conversation's new tokenisation departs from the tokens it holds */
+    two_turns(model, "?\"");
     remove(out_path);
     remove(err_path);
     remove(in_path);

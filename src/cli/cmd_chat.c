@@ -30,6 +30,7 @@ static void usage(FILE *f) {
     }
     fprintf(f,
             "  --system TEXT          a system message at the start of the conversation\n"
+            "  --stop TEXT            also end a reply where it reaches TEXT (besides the template's end of turn)\n"
             "  -n, --n-predict N      most tokens per reply (default 256)\n"
             "  --temp T               temperature; 0 = greedy (default 0.8)\n"
             "  --top-k K              (default 40, 0 = off)\n"
@@ -98,6 +99,21 @@ static size_t stop_overlap(const char *text, size_t n, const char *stop) {
     return 0;
 }
 
+/* Where the reply may be printed up to: the first stop text found (*hit set)
+ * or, without one, the end less what may be the start of a stop text. */
+static size_t stop_scan(const char *text, size_t n, const char *const *stops, int n_stops, bool *hit) {
+    size_t safe = n, first = n;
+    *hit = false;
+    if (n == 0) return 0;
+    for (int i = 0; i < n_stops; i++) {
+        const char *at = memmem(text, n, stops[i], strlen(stops[i]));
+        if (at && (size_t)(at - text) <= first) first = (size_t)(at - text), *hit = true;
+        size_t keep = n - stop_overlap(text, n, stops[i]);
+        if (keep < safe) safe = keep;
+    }
+    return *hit ? first : safe;
+}
+
 typedef struct {
     lethe_token *p;
     int n, cap;
@@ -117,7 +133,7 @@ int cmd_chat(int argc, char **argv) {
     model_opts mo;
     model_opts_init(&mo);
     lethe_sampler_params sp = lethe_sampler_default_params();
-    const char *tmpl = NULL, *system = NULL;
+    const char *tmpl = NULL, *system = NULL, *user_stop = NULL;
     long n_predict = 256;
     bool verbose = false;
     for (int i = 1; i < argc; i++) {
@@ -132,6 +148,7 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(a, "--verbose")) verbose = true;
         else if (!strcmp(a, "--chat-template")) ok = (tmpl = opt_value(argc, argv, &i)) != NULL;
         else if (!strcmp(a, "--system")) ok = (system = opt_value(argc, argv, &i)) != NULL;
+        else if (!strcmp(a, "--stop")) ok = (user_stop = opt_value(argc, argv, &i)) != NULL;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) ok = opt_int(argc, argv, &i, 1, 1 << 24, &n_predict);
         else if (!strcmp(a, "--temp")) { if ((ok = opt_float(argc, argv, &i, 0, 100, &x))) sp.temperature = (float)x; }
         else if (!strcmp(a, "--top-k")) { if ((ok = opt_int(argc, argv, &i, 0, 1 << 24, &n))) sp.top_k = (int)n; }
@@ -144,6 +161,10 @@ int cmd_chat(int argc, char **argv) {
         if (!ok) return EXIT_USAGE;
     }
     if (!model_opts_check(&mo)) return EXIT_USAGE;
+    if (user_stop && !*user_stop) {
+        fprintf(stderr, "lethe chat: --stop needs a non-empty text\n");
+        return usage_error();
+    }
     if (!mo.model) {
         fprintf(stderr, "lethe chat: need -m MODEL\n");
         return usage_error();
@@ -178,7 +199,10 @@ int cmd_chat(int argc, char **argv) {
             fprintf(stderr, "lethe chat: '%s' has no chat template; choose one with --chat-template NAME (%s)\n", mo.model, names);
         goto out;
     }
-    const char *stop = lethe_chat_template_stop(m, tmpl);
+    const char *stop = lethe_chat_template_stop(m, tmpl), *stops[2];
+    int n_stops = 0;
+    if (stop) stops[n_stops++] = stop;
+    if (user_stop) stops[n_stops++] = user_stop;
     if (!(ctx = model_opts_context(&mo, m, mo.n_ctx, 1))) goto out;
     lethe_model_info info;
     lethe_model_get_info(m, &info);
@@ -250,11 +274,11 @@ int cmd_chat(int argc, char **argv) {
             if (lethe_token_is_eog(m, t)) { why = "end of generation"; break; }
             int k = lethe_detok_push(dt, t, buf, buf_cap);
             if (k > 0 && !bytes_put(&reply, buf, (size_t)k)) goto oom;
-            char *at = stop && reply.n ? memmem(reply.p, reply.n, stop, strlen(stop)) : NULL;
-            size_t safe = at ? (size_t)(at - reply.p) : reply.n - (stop ? stop_overlap(reply.p, reply.n, stop) : 0);
+            bool hit;
+            size_t safe = stop_scan(reply.p, reply.n, stops, n_stops, &hit);
             if (safe > printed) fwrite(reply.p + printed, 1, safe - printed, stdout), printed = safe;
             fflush(stdout);
-            if (at) { reply.n = safe; why = "end of turn"; break; }
+            if (hit) { reply.n = safe; why = "end of turn"; break; }
             if (n_gen == n_predict) break;
             st = lethe_seq_append(seq, &t, 1, logits);
             if (st == LETHE_ERR_BUDGET) { why = lethe_seq_error(seq); break; } /* context or KV budget full */
