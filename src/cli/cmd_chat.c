@@ -24,10 +24,12 @@ static void usage(FILE *f) {
     int col = 25;
     for (const char *const *n = lethe_chat_template_names(); *n; n++) {
         int w = (int)strlen(*n) + 2;
-        if (col + w > 110) { fprintf(f, "\n                         "); col = 25; }
-        fprintf(f, "%s%s", *n, n[1] ? ", " : "\n");
+        if (n != lethe_chat_template_names()) fprintf(f, col + w > 110 ? ",\n                         " : ", ");
+        if (col + w > 110) col = 25;
+        fprintf(f, "%s", *n);
         col += w;
     }
+    fprintf(f, "\n");
     fprintf(f,
             "  --system TEXT          a system message at the start of the conversation\n"
             "  --stop TEXT            also end a reply where it reaches TEXT (besides the template's end of turn)\n"
