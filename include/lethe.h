@@ -322,10 +322,11 @@ void lethe_sampler_accept(lethe_sampler *s, lethe_token t);
  * Roles: "system", "developer" (rendered exactly as "system"), "user",
  * "assistant" and "tool"; any other role is an error. Families without a
  * system role merge it as llama.cpp does: gemma puts the system text (trimmed)
- * at the top of the next user turn followed by a blank line; llama2 and the
- * mistral families write it inside the [INST] block before the user's text
- * (llama2-sys and its variants within <<SYS>> ... <</SYS>>); deepseek,
- * deepseek2/3 and vicuna write it bare at its place. "tool" messages (a tool's
+ * at the top of the next user turn followed by a blank line; llama2 and
+ * mistral-v1/v3/v3-tekken write it inside the [INST] block before the user's
+ * text (llama2-sys and its variants within <<SYS>> ... <</SYS>>); deepseek,
+ * deepseek2/3, openchat and vicuna write it bare at its place; the others
+ * have a system turn of their own. "tool" messages (a tool's
  * result): families that write the role's name (chatml, phi3, phi4, zephyr)
  * write "tool"; llama3 writes it as its "ipython" role (Llama 3.1's tool
  * results); every other family renders it as a user turn. */
@@ -337,10 +338,12 @@ typedef struct {
 
 /* The built-in template families, NULL-terminated (constant strings):
  * chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, llama3,
- * mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, mistral-v7-tekken, phi3, phi4, zephyr,
- * gemma, openchat, vicuna, vicuna-orca, deepseek, deepseek2, deepseek3,
- * command-r. (llama2 is Mistral-7B-Instruct v0.1/v0.2's [INST] format without
- * a system block; Llama-2-chat's template, with <<SYS>>, is llama2-sys.) */
+ * mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, mistral-v7-tekken,
+ * phi3, phi4, zephyr, gemma, openchat, vicuna, vicuna-orca, deepseek,
+ * deepseek2, deepseek3, command-r. (llama2 is Mistral-7B-Instruct v0.1/v0.2's
+ * [INST] format without a system block; the llama2-sys variants have one,
+ * and Llama-2-chat's own template, which strips the messages, is detected
+ * as llama2-sys-strip.) */
 const char *const *lethe_chat_template_names(void);
 
 /* The model's tokenizer.chat_template as stored in the GGUF file, or NULL when
