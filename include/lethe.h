@@ -301,6 +301,88 @@ lethe_token lethe_sampler_sample(lethe_sampler *s, float *logits);
 /* Tells the sampler about tokens it did not pick (the prompt). */
 void lethe_sampler_accept(lethe_sampler *s, lethe_token t);
 
+/* ---- chat templates --------------------------------------------------------
+ * A chat model is trained on conversations written in one fixed format; its
+ * GGUF file usually stores that format as a Jinja template
+ * (tokenizer.chat_template). lethe does not run Jinja: it recognises the
+ * template's family by its distinctive markers and renders the family in C,
+ * exactly as llama.cpp's llama_chat_apply_template renders it (the family
+ * names are llama.cpp's too, so a name that works with `llama-server
+ * --chat-template` works here).
+ *
+ * BOS: the rendered text never holds the BOS token, even for families whose
+ * template starts with {{ bos_token }} (llama2, llama3, mistral, gemma, ...).
+ * Tokenise it with lethe_tokenize(m, text, len, ids, cap, add_special = true,
+ * parse_special = true): add_special puts the vocabulary's BOS in front where
+ * the vocabulary asks for one (what the template's bos_token does), and
+ * parse_special turns the markers (<|im_start|>, [INST], <|eot_id|>, ...)
+ * into their special tokens. (llama2-sys-bos writes "<s>" before every turn
+ * after the first, as its template does; parse_special makes it the BOS.)
+ *
+ * Roles: "system", "developer" (rendered exactly as "system"), "user",
+ * "assistant" and "tool"; any other role is an error. Families without a
+ * system role merge it as llama.cpp does: gemma puts the system text (trimmed)
+ * at the top of the next user turn followed by a blank line; llama2 and
+ * mistral-v1/v3/v3-tekken write it inside the [INST] block before the user's
+ * text (llama2-sys and its variants within <<SYS>> ... <</SYS>>); deepseek,
+ * deepseek2/3, openchat and vicuna write it bare at its place; the others
+ * have a system turn of their own. "tool" messages (a tool's
+ * result): families that write the role's name (chatml, phi3, phi4, zephyr)
+ * write "tool"; llama3 writes it as its "ipython" role (Llama 3.1's tool
+ * results); every other family renders it as a user turn. */
+
+typedef struct {
+    const char *role;    /* system, developer, user, assistant, tool */
+    const char *content; /* UTF-8 text; NUL-terminated */
+} lethe_chat_message;
+
+/* The built-in template families, NULL-terminated (constant strings):
+ * chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, llama3,
+ * mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, mistral-v7-tekken,
+ * phi3, phi4, zephyr, gemma, openchat, vicuna, vicuna-orca, deepseek,
+ * deepseek2, deepseek3, command-r. (llama2 is Mistral-7B-Instruct v0.1/v0.2's
+ * [INST] format without a system block; the llama2-sys variants have one,
+ * and Llama-2-chat's own template, which strips the messages, is detected
+ * as llama2-sys-strip.) */
+const char *const *lethe_chat_template_names(void);
+
+/* The model's tokenizer.chat_template as stored in the GGUF file, or NULL when
+ * it has none (llama2.c checkpoints never do). Lives as long as the model. */
+const char *lethe_model_chat_template(const lethe_model *m);
+
+/* The family of a chat template's text, recognised by its markers as
+ * llama.cpp's detection does ("<|im_start|>" -> chatml, "<|start_header_id|>"
+ * -> llama3, "[INST]" with "<<SYS>>" -> llama2-sys, "<start_of_turn>" ->
+ * gemma, ...; a family's name is its own family). NULL for NULL, or a template
+ * that is none of the built-in families. */
+const char *lethe_chat_template_detect_text(const char *tmpl);
+/* lethe_chat_template_detect_text of the model's template; NULL when the
+ * model has none or it is not recognised (or m is NULL). */
+const char *lethe_chat_template_detect(const lethe_model *m);
+
+/* The text that ends an assistant turn in family `name` (NULL: the model's
+ * detected one; m may be NULL when name is given): "<|im_end|>" for chatml,
+ * "<|eot_id|>" for llama3, "</s>" for llama2 and mistral, "<end_of_turn>"
+ * for gemma, ... A generation loop stops there: in most vocabularies it is
+ * one end-of-generation token (lethe_token_is_eog), but when it is not (the
+ * text spelt by several tokens, or a special token not flagged as EOG), stop
+ * when the generated text contains it. NULL for an unknown name. */
+const char *lethe_chat_template_stop(const lethe_model *m, const char *name);
+
+/* Renders n messages with family `name` (NULL: the model's detected family;
+ * m may be NULL when name is given). add_generation_prompt appends the header
+ * of an assistant turn, so the model's continuation is the reply (families
+ * whose format has no such header, llama2 and mistral, add nothing).
+ * Like snprintf: writes at most cap bytes into out including the terminating
+ * NUL (out may be NULL when cap is 0) and returns the full length without the
+ * NUL, which may be >= cap (call again with cap > the result). Returns -1 and
+ * writes a message into err for an unknown template name, a model without a
+ * recognised template and no name, an unknown role, a NULL message, role or
+ * content, msgs NULL with n > 0, n or cap < 0, or a result over INT_MAX
+ * bytes. */
+int lethe_chat_apply(const lethe_model *m, const char *name, const lethe_chat_message *msgs, int n,
+                     bool add_generation_prompt, char *out, int cap, char *err, size_t err_size);
+
 #ifdef __cplusplus
 }
 #endif

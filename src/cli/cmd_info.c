@@ -2,6 +2,7 @@
  * format directly (format/), since the tensor table is a property of the
  * file rather than of the loaded model. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -64,6 +65,21 @@ static int info_gguf(const char *path) {
         if (kv->value.type == GGUF_TYPE_ARRAY) print_array(stdout, &kv->value.v.arr, 8);
         else print_scalar(stdout, &kv->value);
         putchar('\n');
+    }
+    /* The chat template's family, as lethe chat / lethe_chat_apply would use it. */
+    lt_gguf_str tmpl;
+    if (lt_gguf_get_str(g, "tokenizer.chat_template", &tmpl)) {
+        char *t = malloc((size_t)tmpl.len + 1);
+        const char *fam = NULL;
+        if (t) {
+            memcpy(t, tmpl.data, (size_t)tmpl.len);
+            t[tmpl.len] = 0;
+            fam = lethe_chat_template_detect_text(t);
+            free(t);
+        }
+        printf("chat template: %s (%llu bytes)\n", fam ? fam : "not recognised", (unsigned long long)tmpl.len);
+    } else {
+        printf("chat template: none\n");
     }
     printf("tensors (%lld):\n  %-36s %-8s %-24s %12s\n", (long long)lt_gguf_n_tensors(g), "name", "type", "shape", "bytes");
     size_t total = 0;

@@ -13,6 +13,7 @@ static void usage(FILE *f) {
             "usage: lethe <command> [options]\n"
             "commands:\n"
             "  run       generate text from a prompt\n"
+            "  chat      an interactive chat (the model's chat template; one user message per stdin line)\n"
             "  info      print a model's metadata and tensor table\n"
             "  tokenize  print the tokens of a text\n"
             "  bench     measure prompt / generation speed (also: bench attn, bench kernels)\n"
@@ -30,6 +31,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (cmd[0] != '-') cli_cmd = cmd;
     if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat")) return cmd_chat(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
@@ -43,7 +45,8 @@ int main(int argc, char **argv) {
         printf("lethe %s\n", LETHE_VERSION_STRING_CLI);
         return 0;
     }
-    fprintf(stderr, "lethe: unknown command '%s' (run, info, tokenize, bench, eval, serve)\n", cmd);
+    fprintf(stderr, "lethe: unknown command '%s' (run, chat, serve, info, tokenize, bench, eval)
+", cmd);
     fprintf(stderr, "run 'lethe --help' for usage\n");
     return EXIT_USAGE;
 }

@@ -213,5 +213,13 @@ lethe_status model_load_gguf(lethe_model *m, const char *path) {
     if (tokenizer_n_vocab(m->tok) > hp->n_vocab)
         return set_error(m->err, LETHE_ERR_FORMAT, "model: vocabulary has %d tokens but the embedding only %d rows",
                          tokenizer_n_vocab(m->tok), hp->n_vocab);
+    /* The chat template is kept as text (lethe_chat_* recognise its family);
+     * a value that is not a string is ignored, as llama.cpp does. */
+    lt_gguf_str tmpl;
+    if (lt_gguf_get_str(m->gguf, "tokenizer.chat_template", &tmpl)) {
+        if (!(m->chat_template = malloc((size_t)tmpl.len + 1))) return set_error(m->err, LETHE_ERR_NOMEM, "model: out of memory");
+        memcpy(m->chat_template, tmpl.data, (size_t)tmpl.len);
+        m->chat_template[tmpl.len] = 0;
+    }
     return LETHE_OK;
 }

@@ -22,6 +22,7 @@ float *model_own(lethe_model *m, size_t n_floats) {
 void model_destroy(lethe_model *m) {
     if (!m) return;
     tokenizer_free(m->tok);
+    free(m->chat_template);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);

@@ -64,6 +64,7 @@ struct lethe_model {
     uint64_t n_params, weight_bytes;
 
     tokenizer *tok;
+    char *chat_template;        /* tokenizer.chat_template (NUL-terminated copy) or NULL */
 
     /* storage behind the views */
     lt_gguf_file *gguf;            /* GGUF models */

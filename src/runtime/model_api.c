@@ -105,6 +105,8 @@ int lethe_token_piece(const lethe_model *m, lethe_token id, char *buf, int cap, 
 
 bool lethe_token_is_eog(const lethe_model *m, lethe_token id) { return m && tokenizer_is_eog(m->tok, id); }
 
+const char *lethe_model_chat_template(const lethe_model *m) { return m ? m->chat_template : NULL; }
+
 struct lethe_detok {
     const lethe_model *m;
     bool render_special;
