@@ -45,8 +45,7 @@ int main(int argc, char **argv) {
         printf("lethe %s\n", LETHE_VERSION_STRING_CLI);
         return 0;
     }
-    fprintf(stderr, "lethe: unknown command '%s' (run, chat, serve, info, tokenize, bench, eval)
-", cmd);
+    fprintf(stderr, "lethe: unknown command '%s' (run, chat, serve, info, tokenize, bench, eval)\n", cmd);
     fprintf(stderr, "run 'lethe --help' for usage\n");
     return EXIT_USAGE;
 }
