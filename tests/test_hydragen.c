@@ -16,11 +16,18 @@
  *
  * Also: a warm shared step allocates nothing, and a failed allocation at
  * any point of a shared step leaves every sequence as it was (the retry
- * gives the logits of a run that never failed, bit for bit). */
+ * gives the logits of a run that never failed, bit for bit); and at the
+ * kernel level, attn_decode_shared equals attn_decode_multi bit for bit on
+ * 40 forks (blocks of more than 64 rows), shuffled positions some of which
+ * lie past some queries, F32 / F16 / Q8_0 pages, a job with statistics and
+ * one sharing nothing, scalar and AVX2 kernels, 1-3 threads, short and
+ * long (chunked) prefixes. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "attn/attn.h"
+#include "attn/attn_kernels.h"
 #include "lethe.h"
 #include "runtime/engine.h"
 #include "testengine.h"
@@ -330,7 +337,104 @@ static void allocation(void) {
     lethe_model_free(m);
 }
 
+
+/* ---- kernel level: attn_decode_shared against attn_decode_multi ---- */
+
+static uint64_t krng = 0x2545f4914f6cdd1dull;
+static float kfrand(void) {
+    krng = krng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((krng >> 40) * (1.0 / 16777216.0) * 2.0 - 1.0);
+}
+
+#define K_JOBS 40
+
+static void kernel_case(threadpool *tp, lt_type dtype, int n_prefix, int P, int n_head, int n_head_kv, int d) {
+    char err[256];
+    const int H = n_head_kv, NJ = K_JOBS + 2;
+    kv_pool_params pp = {P, d, dtype, (size_t)H * (size_t)((n_prefix + P - 1) / P + 4) * (NJ + 1)};
+    kv_pool *pool = kv_pool_create(&pp, err);
+    if (!CHECKF(pool != NULL, "pool: %s", err)) return;
+    const int n_rows = n_prefix + 40;
+    float *k = malloc(sizeof(float) * (size_t)d * n_rows), *v = malloc(sizeof(float) * (size_t)d * n_rows);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_rows);
+    for (long i = 0; i < (long)d * n_rows; i++) k[i] = kfrand(), v[i] = kfrand();
+    for (int i = 0; i < n_prefix; i++) pos[i] = i;
+    for (int i = n_prefix - 1; i > 0; i--) { /* slot order is not position order */
+        int j = (int)((krng = krng * 6364136223846793005ull + 1) >> 33) % (i + 1), t = pos[i];
+        pos[i] = pos[j];
+        pos[j] = t;
+    }
+    for (int i = n_prefix; i < n_rows; i++) pos[i] = i;
+    kv_stream *root = calloc((size_t)H, sizeof *root), *st = calloc((size_t)NJ * H, sizeof *st);
+    for (int h = 0; h < H; h++) {
+        kv_stream_init(&root[h]);
+        CHECK(kv_stream_append(pool, &root[h], k, v, d, d, pos, n_prefix) == LETHE_OK);
+    }
+    attn_layer *L = calloc((size_t)NJ, sizeof *L);
+    attn_decode_job *jobs = calloc((size_t)NJ, sizeof *jobs), *rest = calloc((size_t)NJ, sizeof *rest);
+    float *q = malloc(sizeof(float) * (size_t)NJ * n_head * d);
+    float *o1 = malloc(sizeof(float) * (size_t)NJ * n_head * d), *o2 = malloc(sizeof(float) * (size_t)NJ * n_head * d);
+    float *l1 = malloc(sizeof(float) * (size_t)NJ * n_head), *l2 = malloc(sizeof(float) * (size_t)NJ * n_head);
+    for (long i = 0; i < (long)NJ * n_head * d; i++) q[i] = 2.0f * kfrand();
+    attn_stats_cfg stats = {1, 0.02f, 7, 0};
+    for (int j = 0; j < NJ; j++) {
+        kv_stream *s = st + (long)j * H;
+        const int own = j % 7 == 3 ? 0 : 1 + j % 23; /* own slots after the fork (some none) */
+        for (int h = 0; h < H; h++) {
+            kv_stream_init(&s[h]);
+            if (j == NJ - 1) { /* shares nothing: its own copy of the rows */
+                CHECK(kv_stream_append(pool, &s[h], k, v, d, d, pos, n_prefix + own) == LETHE_OK);
+                continue;
+            }
+            CHECK(kv_stream_fork(pool, &root[h], &s[h]) == LETHE_OK);
+            if (j == NJ - 2) CHECK(kv_stream_enable_stats(&s[h]) == LETHE_OK);
+            if (own) CHECK(kv_stream_append(pool, &s[h], k + (long)n_prefix * d, v + (long)n_prefix * d, d, d, pos + n_prefix, own) == LETHE_OK);
+        }
+        L[j] = (attn_layer){pool, s, n_head, H, d, 1.0f / sqrtf((float)d), NULL};
+        /* most queries see everything; some stop inside the prefix (masking inside shared pages) */
+        int32_t qp = j % 5 == 1 ? n_prefix / 2 + j : n_prefix + own;
+        jobs[j] = (attn_decode_job){&L[j], q + (long)j * n_head * d, qp, o1 + (long)j * n_head * d, l1 + (long)j * n_head,
+                                    j == NJ - 2 ? &stats : NULL};
+    }
+    attn_scratch *scr = attn_scratch_create();
+    CHECK(attn_decode_multi(tp, scr, jobs, NJ) == 0);
+    for (int j = 0; j < NJ; j++) jobs[j].out = o2 + (long)j * n_head * d, jobs[j].lse = l2 + (long)j * n_head;
+    int shared = attn_decode_shared(tp, scr, jobs, NJ, rest);
+    CHECKF(shared == NJ - 2, "%d of %d jobs shared", shared, NJ - 2);
+    bool same = !memcmp(o1, o2, sizeof(float) * (size_t)NJ * n_head * d) && !memcmp(l1, l2, sizeof(float) * (size_t)NJ * n_head);
+    double worst = 0;
+    for (long i = 0; i < (long)NJ * n_head * d; i++) worst = fmax(worst, fabs((double)o1[i] - o2[i]));
+    CHECKF(same, "kernel, dtype %d, prefix %d, P %d, heads %d/%d, %d threads, %s: shared differs from multi by %.3g",
+           (int)dtype, n_prefix, P, n_head, n_head_kv, tp_n_threads(tp), attn_kernels_get()->name, worst);
+    attn_scratch_free(scr);
+    for (long i = 0; i < (long)NJ * H; i++) kv_stream_free(pool, &st[i]);
+    for (int h = 0; h < H; h++) kv_stream_free(pool, &root[h]);
+    CHECK(kv_pool_pages_used(pool) == 0);
+    kv_pool_free(pool);
+    free(k), free(v), free(pos), free(root), free(st), free(L), free(jobs), free(rest), free(q), free(o1), free(o2), free(l1),
+        free(l2);
+}
+
+static void kernel_level(void) {
+    int cases = 0;
+    for (int scalar = 0; scalar <= 1; scalar++) {
+        attn_force_scalar(scalar);
+        for (int nth = 1; nth <= 3; nth++) {
+            threadpool *tp = tp_create(nth);
+            kernel_case(tp, LT_F32, 200, 8, 8, 2, 32);     /* G 4: 40 forks x 4 = 160 rows, 3 blocks */
+            kernel_case(tp, LT_F16, 1500, 16, 4, 2, 64);   /* long: several chunks with 2-3 threads */
+            kernel_case(tp, LT_Q8_0, 700, 32, 8, 8, 32);   /* no GQA */
+            kernel_case(tp, LT_F32, 37, 4, 6, 3, 16);      /* short pages, a partly filled one shared */
+            cases += 4;
+            tp_free(tp);
+        }
+    }
+    attn_force_scalar(false);
+    printf("kernel level: %d cases, attn_decode_shared == attn_decode_multi bit for bit\n", cases);
+}
+
 int main(void) {
+    kernel_level();
     allocation();
     on_equals_off("stories260K.gguf", 0);
     on_equals_off("synthetic/randllama-d256-L2.F16.gguf", 0);
