@@ -388,7 +388,8 @@ static void kernel_case(threadpool *tp, lt_type dtype, int n_prefix, int P, int 
             }
             CHECK(kv_stream_fork(pool, &root[h], &s[h]) == LETHE_OK);
             if (j == NJ - 2) CHECK(kv_stream_enable_stats(&s[h]) == LETHE_OK);
-            if (own) CHECK(kv_stream_append(pool, &s[h], k + (long)n_prefix * d, v + (long)n_prefix * d, d, d, pos + n_prefix, own) == LETHE_OK);
+            const long o = (long)n_prefix * d;
+            if (own) CHECK(kv_stream_append(pool, &s[h], k + o, v + o, d, d, pos + n_prefix, own) == LETHE_OK);
         }
         L[j] = (attn_layer){pool, s, n_head, H, d, 1.0f / sqrtf((float)d), NULL};
         /* most queries see everything; some stop inside the prefix (masking inside shared pages) */
