@@ -115,10 +115,17 @@ typedef struct {
     lethe_kv_type kv_type;
     int kv_page_slots;    /* cache slots per KV page */
     double kv_budget_mib; /* > 0: the KV pool holds at most this many MiB (overrides n_ctx sizing) */
+    /* Shared-prefix attention (Hydragen): in a batched step, the decode
+     * rows of sequences that share cached pages (forks) attend the shared
+     * pages once for all of them. Results equal the unshared computation
+     * within float rounding, not bit for bit. Sequences whose policy needs
+     * attention statistics (h2o, tova, ...) or has a cold tier (quest,
+     * mixed) never share. Default true. */
+    bool shared_prefix_attn;
 } lethe_ctx_params;
 
 /* Defaults: all cores, context from the model, one sequence, F16 KV in
- * pages of 32 slots. */
+ * pages of 32 slots, shared-prefix attention on. */
 lethe_ctx_params lethe_ctx_default_params(void);
 lethe_ctx *lethe_ctx_create(const lethe_model *m, const lethe_ctx_params *params, char *err, size_t err_size);
 /* Frees the context and every sequence still in it. */
@@ -247,7 +254,9 @@ lethe_status lethe_seq_truncate(lethe_seq *s, int pos);
  * sequence's next position; rows of one sequence run in row order (prompt
  * chunks and single decode tokens mix freely). Each sequence's KV policy
  * makes room before the step. Results do not depend on what else is in the
- * batch. */
+ * batch, bit for bit, when the context's shared_prefix_attn is off; with it
+ * on, a sequence whose decode row shares cached pages with others in the
+ * batch gets them within float rounding (|d logits| ~ 1e-6). */
 typedef struct {
     int n;                        /* rows */
     const lethe_token *tokens;    /* n ids */

@@ -82,6 +82,18 @@ typedef struct {
  * Returns 0, -1 on bad arguments or allocation failure. */
 int attn_decode_multi(threadpool *tp, attn_scratch *scr, const attn_decode_job *jobs, int n_jobs);
 
+/* Shared-prefix decode (Hydragen; attn_shared.c): attn_decode_multi, except
+ * that for every KV head the jobs whose streams begin with the same full
+ * pages (same page ids and positions: forks sharing pages copy on write)
+ * attend those pages once, all their query rows in one block per page, and
+ * go on over their own pages from that softmax state. Jobs with statistics
+ * or a cold tier share nothing (the statistics need each sequence's own
+ * pass). Equal to attn_decode_multi within float rounding (bit for bit with
+ * one thread and full pages of a multiple of 4 slots, or when nothing is
+ * shared). rest: scratch for n_jobs jobs. Returns the number of jobs that
+ * shared pages, -1 on bad arguments or allocation failure. */
+int attn_decode_shared(threadpool *tp, attn_scratch *scr, const attn_decode_job *jobs, int n_jobs, attn_decode_job *rest);
+
 /* Dispatch: attn_decode for n_tok == 1, else attn_prefill. */
 int attn_forward(threadpool *tp, attn_scratch *scr, const attn_layer *L, const float *q,
                  const int32_t *q_pos, int n_tok, float *out, const attn_stats_cfg *stats);

@@ -13,6 +13,7 @@ enum {
     ATTN_SCR_PARTIAL, /* decode partials (m, l, o) per item */
     ATTN_SCR_ROWS,    /* final max / sum per query row (statistics) */
     ATTN_SCR_SCORES,  /* decode: per-slot scores of the current query (statistics) */
+    ATTN_SCR_SHARED,  /* shared-prefix decode: the table of sharing sequences */
     ATTN_SCR_COUNT
 };
 

@@ -75,9 +75,10 @@ double now_seconds(void);
 /* Peak resident set size of this process in bytes. */
 long peak_rss_bytes(void);
 
-/* `lethe bench batch` / `lethe bench kv` (cmd_bench_engine.c). */
+/* `lethe bench batch` / `lethe bench kv` / `lethe bench prefix` (cmd_bench_engine.c). */
 int bench_batch(const model_opts *o, int n_gen);
 int bench_kv(const model_opts *o, int n_gen);
+int bench_prefix(const model_opts *o, int n_prefix, int n_gen);
 
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);

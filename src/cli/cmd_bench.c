@@ -21,6 +21,8 @@ static void usage(FILE *f) {
             "       lethe bench kernels [-t N]   matrix products per weight type\n"
             "       lethe bench batch -m MODEL [-n N]  aggregate decode of 1, 4, 16 sequences in one batch\n"
             "       lethe bench kv -m MODEL [-n N]     decode cost per token of policies vs the full cache\n"
+            "       lethe bench prefix -m MODEL [-p N] [-n N]  16 forks of an N-token prompt (default 2048)\n"
+            "                                    decoding in one batch, shared-prefix attention on vs off\n"
             "%s"
             "  -p, --n-prompt N     prompt tokens (default 128; 0 skips)\n"
             "  -n, --n-gen N        generated tokens (default 64; 0 skips)\n"
@@ -122,7 +124,7 @@ out:
 int cmd_bench(int argc, char **argv) {
     model_opts mo;
     model_opts_init(&mo);
-    long n_prompt = 128, n_gen = 64, reps = 5;
+    long n_prompt = -1, n_gen = 64, reps = 5; /* n_prompt -1: 128, or 2048 for bench prefix */
     const char *sub = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -131,7 +133,8 @@ int cmd_bench(int argc, char **argv) {
         if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        if (i == 1 && (!strcmp(a, "attn") || !strcmp(a, "kernels") || !strcmp(a, "batch") || !strcmp(a, "kv"))) {
+        if (i == 1 && (!strcmp(a, "attn") || !strcmp(a, "kernels") || !strcmp(a, "batch") || !strcmp(a, "kv") ||
+                       !strcmp(a, "prefix"))) {
             sub = a;
             continue;
         }
@@ -146,6 +149,8 @@ int cmd_bench(int argc, char **argv) {
     if (!mo.model) { fprintf(stderr, "lethe bench: need -m MODEL (or bench attn / bench kernels)\n"); return usage_error(); }
     if (sub && !strcmp(sub, "batch")) return bench_batch(&mo, (int)n_gen);
     if (sub && !strcmp(sub, "kv")) return bench_kv(&mo, (int)n_gen); /* several policies: flags are shared */
+    if (sub && !strcmp(sub, "prefix")) return bench_prefix(&mo, n_prompt < 0 ? 2048 : (int)n_prompt, (int)n_gen);
+    if (n_prompt < 0) n_prompt = 128;
     if (!model_opts_check(&mo)) return EXIT_USAGE;
     return bench_model(&mo, (int)n_prompt, (int)n_gen, (int)reps);
 }

@@ -1,8 +1,10 @@
-/* `lethe bench batch` and `lethe bench kv`: figures for the engine above one
- * sequence. batch: aggregate decode tokens/s of 1, 4 and 16 sequences
- * stepping together in one batch. kv: decode cost per token of the evicting
- * policies against the full cache at the same context (process CPU time, so
- * a loaded host skews both sides alike). */
+/* `lethe bench batch`, `lethe bench kv` and `lethe bench prefix`: figures
+ * for the engine above one sequence. batch: aggregate decode tokens/s of 1,
+ * 4 and 16 sequences stepping together in one batch. kv: decode cost per
+ * token of the evicting policies against the full cache at the same context
+ * (process CPU time, so a loaded host skews both sides alike). prefix:
+ * aggregate decode of 16 forks of one long prompt, shared-prefix attention
+ * on against off. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +143,108 @@ int bench_kv(const model_opts *o, int n_gen) {
             fflush(stdout);
         }
     }
+    lethe_model_free(m);
+    return rc;
+}
+
+/* ---- bench prefix ---- */
+
+#define PREFIX_SEQS 16
+#define PREFIX_ROUNDS 3
+
+typedef struct {
+    lethe_ctx *c;
+    lethe_seq *root, *seqs[PREFIX_SEQS];
+} prefix_world;
+
+/* A context (shared-prefix attention on or off), a root holding the
+ * prefix and PREFIX_SEQS forks of it. */
+static int prefix_open(prefix_world *w, const model_opts *o, const lethe_model *m, bool shared, const lethe_token *prefix,
+                       int n_prefix, int n_ctx) {
+    memset(w, 0, sizeof *w);
+    lethe_ctx_params p = lethe_ctx_default_params();
+    p.n_threads = o->n_threads;
+    p.n_ctx = n_ctx;
+    p.kv_type = o->kv_type;
+    p.kv_page_slots = o->kv_page_slots;
+    p.kv_budget_mib = o->kv_budget_mib;
+    p.shared_prefix_attn = shared;
+    /* the forks share the prefix's pages: the pool holds it once, and each fork's own tokens */
+    long own = (long)(n_ctx - n_prefix) + 2L * p.kv_page_slots;
+    p.n_seq_max = 2 + (int)(PREFIX_SEQS * own / n_ctx);
+    if (p.n_seq_max > PREFIX_SEQS + 1) p.n_seq_max = PREFIX_SEQS + 1;
+    char err[512];
+    if (!(w->c = lethe_ctx_create(m, &p, err, sizeof err)) || !(w->root = lethe_seq_create(w->c, NULL, err, sizeof err))) {
+        fprintf(stderr, "lethe bench: %s\n", err);
+        return 0;
+    }
+    if (lethe_seq_append(w->root, prefix, n_prefix, NULL)) {
+        fprintf(stderr, "lethe bench: %s\n", lethe_seq_error(w->root));
+        return 0;
+    }
+    for (int i = 0; i < PREFIX_SEQS; i++)
+        if (!(w->seqs[i] = lethe_seq_fork(w->root, err, sizeof err))) {
+            fprintf(stderr, "lethe bench: %s\n", err);
+            return 0;
+        }
+    return 1;
+}
+
+/* Seconds for n batched steps of one token per fork, or < 0. */
+static double prefix_steps(prefix_world *w, int n, uint64_t *x, int n_vocab, float *logits) {
+    lethe_token toks[PREFIX_SEQS];
+    double t0 = now_seconds();
+    for (int step = 0; step < n; step++) {
+        for (int i = 0; i < PREFIX_SEQS; i++) toks[i] = rnd_token(x, n_vocab);
+        lethe_batch b = {PREFIX_SEQS, toks, w->seqs, NULL};
+        if (lethe_ctx_decode(w->c, &b, logits)) {
+            fprintf(stderr, "lethe bench: %s\n", lethe_ctx_error(w->c));
+            return -1;
+        }
+    }
+    return now_seconds() - t0;
+}
+
+int bench_prefix(const model_opts *o, int n_prefix, int n_gen) {
+    lethe_model *m = model_opts_load(o);
+    if (!m) return 1;
+    lethe_model_info info;
+    lethe_model_get_info(m, &info);
+    if (n_gen < 1) n_gen = 1;
+    const int n_ctx = n_prefix + (PREFIX_ROUNDS * n_gen + 2) + 1;
+    lethe_token *prefix = malloc(sizeof *prefix * (size_t)(n_prefix > 0 ? n_prefix : 1));
+    float *logits = malloc(sizeof *logits * (size_t)info.n_vocab * PREFIX_SEQS);
+    prefix_world w[2]; /* [0]: off, [1]: on */
+    memset(w, 0, sizeof w);
+    int rc = 1;
+    uint64_t x = 5;
+    if (!prefix || !logits || n_prefix < 1) goto out;
+    for (int t = 0; t < n_prefix; t++) prefix[t] = rnd_token(&x, info.n_vocab);
+    for (int k = 0; k < 2; k++)
+        if (!prefix_open(&w[k], o, m, k == 1, prefix, n_prefix, n_ctx)) goto out;
+    printf("%d sequences forked from one %d-token prompt, one batch of a token each per step, %d threads, KV %s "
+           "(%d steps, best of %d):\n",
+           PREFIX_SEQS, n_prefix, lethe_ctx_n_threads(w[0].c),
+           o->kv_type == LETHE_KV_F32 ? "f32" : o->kv_type == LETHE_KV_F16 ? "f16" : "q8_0", n_gen, PREFIX_ROUNDS);
+    double best[2] = {1e30, 1e30};
+    uint64_t xs[2] = {11, 11}; /* the same tokens on both sides */
+    for (int k = 0; k < 2; k++)
+        if (prefix_steps(&w[k], 2, &xs[k], info.n_vocab, logits) < 0) goto out; /* warm-up */
+    for (int r = 0; r < PREFIX_ROUNDS; r++)
+        for (int k = 0; k < 2; k++) { /* alternate, so a loaded host skews both alike */
+            double t = prefix_steps(&w[k], n_gen, &xs[k], info.n_vocab, logits);
+            if (t < 0) goto out;
+            if (t < best[k]) best[k] = t;
+        }
+    printf("| shared-prefix attention | tok/s (all) | ms per step |\n| --- | --: | --: |\n");
+    for (int k = 0; k < 2; k++)
+        printf("| %s | %.1f | %.3f |\n", k ? "on" : "off", (double)PREFIX_SEQS * n_gen / best[k], best[k] * 1e3 / n_gen);
+    printf("speed-up: %.2fx\n", best[0] / best[1]);
+    rc = 0;
+out:
+    for (int k = 0; k < 2; k++) lethe_ctx_free(w[k].c);
+    free(prefix);
+    free(logits);
     lethe_model_free(m);
     return rc;
 }

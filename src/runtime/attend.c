@@ -2,7 +2,9 @@
  * its hot streams, the queries attend them, and, for policies with a cold
  * tier, the cold pages the policy picks are attended too, read and
  * dequantised in place by the attention kernels (no staging copy), and
- * merged exactly by log-sum-exp. */
+ * merged exactly by log-sum-exp. The decode rows of all sequences go
+ * through one dispatch; with shared_prefix_attn, those sharing pages
+ * (forks) attend the shared pages once together (attn_decode_shared). */
 #include <math.h>
 #include <string.h>
 
@@ -22,6 +24,12 @@ lethe_status attend_reserve(lethe_ctx *c, int rows, int max_cold_pages) {
         if (l2) c->lse2 = l2;
         if (!l2) return LETHE_ERR_NOMEM;
         c->merge_rows = (size_t)rows;
+    }
+    if (c->params.shared_prefix_attn && rows >= 2 && (size_t)rows > c->sh_rows) {
+        attn_decode_job *j = lt_realloc(c->sh_jobs, (size_t)rows * sizeof *j);
+        if (!j) return LETHE_ERR_NOMEM;
+        c->sh_jobs = j;
+        c->sh_rows = (size_t)rows;
     }
     if (max_cold_pages > 0) {
         size_t need = (size_t)max_cold_pages * (sizeof(page_rank) + sizeof(int));
@@ -125,7 +133,14 @@ lethe_status attend_rows(void *user, int layer, int r0, int n, const float *q, c
             if (st) return st;
         }
     }
-    if (n_jobs > 0 && attn_decode_multi(c->tp, c->attn, a->jobs, n_jobs) != 0)
-        return set_error(err, LETHE_ERR_NOMEM, "forward: attention scratch allocation failed");
+    if (n_jobs == 0) return LETHE_OK;
+    int rc;
+    if (c->params.shared_prefix_attn && n_jobs >= 2 && (size_t)n_jobs <= c->sh_rows) {
+        rc = attn_decode_shared(c->tp, c->attn, a->jobs, n_jobs, c->sh_jobs);
+        if (rc > 0) c->sh_shared += rc, rc = 0;
+    } else {
+        rc = attn_decode_multi(c->tp, c->attn, a->jobs, n_jobs);
+    }
+    if (rc < 0) return set_error(err, LETHE_ERR_NOMEM, "forward: attention scratch allocation failed");
     return LETHE_OK;
 }

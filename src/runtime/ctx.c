@@ -11,6 +11,7 @@ lethe_ctx_params lethe_ctx_default_params(void) {
     p.n_seq_max = 1;
     p.kv_type = LETHE_KV_F16;
     p.kv_page_slots = 32;
+    p.shared_prefix_attn = true;
     return p;
 }
 
@@ -111,6 +112,7 @@ void lethe_ctx_free(lethe_ctx *c) {
     lt_free(c->lse);
     lt_free(c->lse2);
     lt_free(c->rank);
+    lt_free(c->sh_jobs);
     step_scratch_free(c->step);
     lt_free(c);
 }

@@ -35,6 +35,11 @@ struct lethe_ctx {
     kv_stream *views;
     float *att2, *lse, *lse2;
     size_t merge_rows;
+    /* shared-prefix decode (attn_decode_shared): room for the decode jobs
+     * of a chunk of rows that share nothing */
+    attn_decode_job *sh_jobs;
+    size_t sh_rows;
+    long sh_shared;             /* decode rows (x layers) that attended a shared prefix: for tests */
     void *rank;                 /* cold page ranking scratch */
     size_t rank_bytes;
     size_t cold_bytes, cold_peak; /* cold tiers of all sequences */
