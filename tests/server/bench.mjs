@@ -67,7 +67,9 @@ try {
 
   // a long first turn, then its second turn, with and without the cache
   const nctx = info.lethe.n_ctx;
-  const sys = { role: 'system', content: 'The story goes on and on. '.repeat(Math.floor(nctx / 12)) };
+  const sentence = 'The story goes on and on. ';
+  const per = (await request(srv, 'POST', '/tokenize', { content: sentence.repeat(10) })).json.tokens.length / 10;
+  const sys = { role: 'system', content: sentence.repeat(Math.floor((0.8 * nctx - 64) / per)) }; // about 80% of the context
   const turn1 = [sys, { role: 'user', content: 'Tell me a story.' }];
   const first = await request(srv, 'POST', '/v1/chat/completions', { messages: turn1, max_tokens: 16, temperature: 0 });
   const turn2 = [...turn1, first.json.choices[0].message, { role: 'user', content: 'And then?' }];
@@ -77,6 +79,7 @@ try {
     cached.push((await ttft(srv, turn2, true)).ms);
   }
   const r2 = await request(srv, 'POST', '/v1/chat/completions', { messages: turn2, max_tokens: 1, temperature: 0 });
+  if (r2.status !== 200) throw new Error(r2.text);
   console.log(`\nsecond turn: ${r2.json.usage.prompt_tokens} prompt tokens, ${r2.json.usage.prompt_tokens_details.cached_tokens} cached`);
   console.log(`time to first token, median of 5: without the prefix cache ${pct(fresh, 0.5).toFixed(1)} ms, with it ${pct(cached, 0.5).toFixed(1)} ms (${(pct(fresh, 0.5) / pct(cached, 0.5)).toFixed(1)}x)`);
 
