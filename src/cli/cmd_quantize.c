@@ -183,7 +183,7 @@ static int quantize(const char *in_path, const char *out_path, const lt_quant_sc
     const bool is_70b = !strcmp(arch, "llama") && n_layer == 80 && n_head_kv && n_head != n_head_kv;
     lt_quant_plan plan;
     lt_quant_plan_init(&plan, s, pure, (int)n_layer, (int)n_expert, is_70b, q.names, n);
-    lt_quant_tensor_order(q.names, q.order, n);
+    if (!lt_quant_tensor_order(q.names, q.order, n)) { fprintf(stderr, "lethe quantize: out of memory\n"); goto done; }
 
     /* every tensor's type, and the checks, before anything is written */
     size_t in_bytes = 0, out_bytes = 0;

@@ -296,7 +296,10 @@ static int synth(const shape *s, const char *out_path, uint64_t seed, int n_laye
 #undef T
     }
     for (int i = 0; i < nt; i++) names[i] = ts[i].name;
-    lt_quant_tensor_order(names, order, nt); /* llama.cpp's order, as llama-quantize writes files */
+    if (!lt_quant_tensor_order(names, order, nt)) { /* llama.cpp's order, as llama-quantize writes files */
+        fprintf(stderr, "lethe synth-model: out of memory\n");
+        goto done;
+    }
 
     if (!set_hparams(w, s, n_layer, n_vocab)) {
         fprintf(stderr, "lethe synth-model: out of memory\n");

@@ -88,7 +88,7 @@ bool lt_quant_plan_type(lt_quant_plan *p, const char *name, const int64_t ne[4],
 /* The layer of a "blk.N." name, or -1. */
 int lt_quant_layer_of(const char *name);
 /* llama.cpp's tensor order: by layer (names without one first), then by
- * name. Sorts idx[0..n) (indices into names). */
-void lt_quant_tensor_order(const char *const *names, int64_t *idx, int64_t n);
+ * name. Fills idx[0..n) with indices into names; false when out of memory. */
+bool lt_quant_tensor_order(const char *const *names, int64_t *idx, int64_t n);
 
 #endif

@@ -77,20 +77,26 @@ int lt_quant_layer_of(const char *name) {
     return (int)v;
 }
 
-static const char *const *sort_names;
+typedef struct {
+    const char *name;
+    int layer;
+    int64_t idx;
+} order_key;
 
 static int cmp_order(const void *a, const void *b) {
-    const char *x = sort_names[*(const int64_t *)a], *y = sort_names[*(const int64_t *)b];
-    int lx = lt_quant_layer_of(x), ly = lt_quant_layer_of(y);
-    if (lx != ly) return lx < ly ? -1 : 1;
-    return strcmp(x, y);
+    const order_key *x = a, *y = b;
+    if (x->layer != y->layer) return x->layer < y->layer ? -1 : 1;
+    return strcmp(x->name, y->name);
 }
 
-void lt_quant_tensor_order(const char *const *names, int64_t *idx, int64_t n) {
-    for (int64_t i = 0; i < n; i++) idx[i] = i;
-    sort_names = names; /* qsort has no context argument in C11 */
-    qsort(idx, (size_t)n, sizeof *idx, cmp_order);
-    sort_names = NULL;
+bool lt_quant_tensor_order(const char *const *names, int64_t *idx, int64_t n) {
+    order_key *keys = malloc((size_t)(n > 0 ? n : 1) * sizeof *keys);
+    if (!keys) return false;
+    for (int64_t i = 0; i < n; i++) keys[i] = (order_key){names[i], lt_quant_layer_of(names[i]), i};
+    qsort(keys, (size_t)n, sizeof *keys, cmp_order);
+    for (int64_t i = 0; i < n; i++) idx[i] = keys[i].idx;
+    free(keys);
+    return true;
 }
 
 static bool ends_with(const char *s, const char *suffix) {
