@@ -623,8 +623,16 @@ static void test_byte_identity(void) {
     rl_weights rw = {0};
     char hex[65];
     if (!rl_generate(&rw, hex)) {
-        tu_skip_part("the regenerated llama2.c checkpoint has sha256 %s, not the README's %s (this platform's libm?): byte identity "
-                     "not checked", hex, RL_SHA);
+        /* CPython's gauss draws through libm's log / cos / sin; the shared
+         * file was made on x86-64 glibc, where this must reproduce it. On
+         * another libm the last bits of a few values may differ, and the
+         * F32 source cannot be rebuilt: said, not failed. */
+#if defined(__x86_64__)
+        CHECKF(0, "the regenerated llama2.c checkpoint has sha256 %s, not the README's %s", hex, RL_SHA);
+#else
+        printf("NOTE: the regenerated llama2.c checkpoint has sha256 %s, not the README's %s (this libm): byte identity with "
+               "llama.cpp's files not checked here\n", hex, RL_SHA);
+#endif
         free(rw.all);
         return;
     }

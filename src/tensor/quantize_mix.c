@@ -50,7 +50,10 @@ const lt_quant_scheme *lt_quant_scheme_find(const char *name) {
 
 /* ---- tensor categories (by name, as llama.cpp matches them) ---- */
 
-typedef enum { C_TOKEN_EMBD, C_ATTN_Q, C_ATTN_V, C_ATTN_K, C_ATTN_QKV, C_ATTN_KV_B, C_ATTN_OUT, C_FFN_UP, C_FFN_GATE, C_FFN_DOWN, C_OUTPUT, C_OTHER } category;
+typedef enum {
+    C_TOKEN_EMBD, C_ATTN_Q, C_ATTN_V, C_ATTN_K, C_ATTN_QKV, C_ATTN_KV_B,
+    C_ATTN_OUT, C_FFN_UP, C_FFN_GATE, C_FFN_DOWN, C_OUTPUT, C_OTHER
+} category;
 
 static category category_of(const char *name) {
     if (!strcmp(name, "output.weight")) return C_OUTPUT;
@@ -204,7 +207,9 @@ bool lt_quant_plan_type(lt_quant_plan *p, const char *name, const int64_t ne[4],
         case LT_Q6_K: fb = LT_Q8_0; break;
         default:
             if (note && note_cap)
-                snprintf(note, note_cap, "tensor '%s': row length %lld is not a multiple of the %s block size %lld, and llama.cpp has no fallback type for %s",
+                snprintf(note, note_cap,
+                         "tensor '%s': row length %lld is not a multiple of the %s block size %lld, and llama.cpp has no "
+                         "fallback type for %s",
                          name, (long long)ne[0], tr->name, (long long)tr->block_size, tr->name);
             return false;
         }
