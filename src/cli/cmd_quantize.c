@@ -236,7 +236,10 @@ static int quantize(const char *in_path, const char *out_path, const lt_quant_sc
     for (int64_t i = 0; i < lt_gguf_n_kv(q.in) && ok; i++) {
         const lt_gguf_kv *kv = lt_gguf_kv_at(q.in, i);
         char key[1024];
-        if (kv->key.len >= sizeof key) continue; /* no such keys in practice; never truncate one */
+        if (kv->key.len >= sizeof key || memchr(kv->key.data, 0, (size_t)kv->key.len)) {
+            fprintf(stderr, "lethe quantize: metadata key %lld is longer than %zu bytes or has a NUL byte\n", (long long)i, sizeof key - 1);
+            goto done;
+        }
         ok = lt_gguf_set_value(q.w, lt_gguf_str_copy(kv->key, key, sizeof key), &kv->value);
     }
     /* set as llama.cpp does: removed, then appended */
