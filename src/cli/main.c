@@ -19,6 +19,8 @@ static void usage(FILE *f) {
             "  bench     measure prompt / generation speed (also: bench attn, bench kernels)\n"
             "  eval      quality per KV byte of the KV policies against the full cache (ppl, passkey, agree, sweep)\n"
             "  serve     an OpenAI-compatible HTTP server with continuous batching\n"
+            "  quantize  write a GGUF with its weights quantised (Q8_0, Q4_0, ..., Q4_K_M, Q5_K_M, Q6_K)\n"
+            "  synth-model  write a random-weight F16 GGUF of a real model's shape (for speed tests)\n"
             "  --version print the version\n"
             "run 'lethe <command> --help' for the options of a command\n");
 }
@@ -37,6 +39,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "synth-model")) return cmd_synth(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;
@@ -45,7 +49,7 @@ int main(int argc, char **argv) {
         printf("lethe %s\n", LETHE_VERSION_STRING_CLI);
         return 0;
     }
-    fprintf(stderr, "lethe: unknown command '%s' (run, chat, serve, info, tokenize, bench, eval)\n", cmd);
+    fprintf(stderr, "lethe: unknown command '%s' (run, chat, serve, info, tokenize, bench, eval, quantize, synth-model)\n", cmd);
     fprintf(stderr, "run 'lethe --help' for usage\n");
     return EXIT_USAGE;
 }
