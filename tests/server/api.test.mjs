@@ -192,3 +192,18 @@ test('errors through the SDK: 401, 404 model, 400 bad fields', async () => {
   assert.equal(noKey.status, 401);
   assert.equal(noKey.json.error.code, 'invalid_api_key');
 });
+
+test('a list of prompts, token-id prompts and echo', async () => {
+  const prompts = ['Once upon a time', 'The little dog'];
+  const r = await client.completions.create({ model: MODEL, prompt: prompts, n: 2, max_tokens: 12, temperature: 0 });
+  assert.equal(r.choices.length, 4);
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2, 3]);
+  assert.equal(r.choices[0].text, letheRun(STORIES, prompts[0], { n: 12, temp: 0 }));
+  assert.equal(r.choices[2].text, letheRun(STORIES, prompts[1], { n: 12, temp: 0 }));
+  const ids = (await request(srv, 'POST', '/tokenize', { content: prompts[0], add_special: true }, { Authorization: 'Bearer sekrit' })).json.tokens;
+  const t = await client.completions.create({ model: MODEL, prompt: ids, max_tokens: 12, temperature: 0 });
+  assert.equal(t.choices[0].text, r.choices[0].text);
+  const e = await client.completions.create({ model: MODEL, prompt: prompts[1], max_tokens: 6, temperature: 0, echo: true });
+  assert.ok(e.choices[0].text.startsWith(prompts[1]));
+  assert.equal(e.choices[0].text, prompts[1] + letheRun(STORIES, prompts[1], { n: 6, temp: 0 }));
+});
