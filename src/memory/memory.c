@@ -503,8 +503,12 @@ static lethe_status run_tool_call(lethe_memory *mem, float *logits) {
     else if (nt > 0 && !toks) st = set_error(mem->err, LETHE_ERR_NOMEM, "out of memory for a tool result");
     else if (nt > 0) {
         lethe_tokenize(mem->m, inj, n, toks, nt, false, true);
+        /* a SentencePiece vocabulary puts a blank before the text: not part of the result */
+        char pc[8];
+        lethe_token *tk = toks;
+        if (nt > 1 && inj[0] != ' ' && lethe_token_piece(mem->m, toks[0], pc, sizeof pc, false) == 1 && pc[0] == ' ') tk++, nt--;
         mem->tools_busy = true; /* the result's own text starts no call */
-        st = feed(mem, toks, nt, logits);
+        st = feed(mem, tk, nt, logits);
         mem->tools_busy = false;
     }
     lt_free(inj);
