@@ -392,6 +392,131 @@ const char *lethe_chat_template_stop(const lethe_model *m, const char *name);
 int lethe_chat_apply(const lethe_model *m, const char *name, const lethe_chat_message *msgs, int n,
                      bool add_generation_prompt, char *out, int cap, char *err, size_t err_size);
 
+/* ---- structured memory ---------------------------------------------------
+ * A working memory over one sequence (docs/memory.md): a token log, named
+ * spans over the token stream, and pruning that frees a span's slots and
+ * pages at once and compacts the positions of everything after it, so a
+ * sequence can generate many times its context while what it holds stays
+ * under it. Spans are opened and closed by the caller (positions) or by rule
+ * sets matching markers on the decoded text (so they do not depend on how
+ * a marker tokenises):
+ *   "tim"   TIM's JSON reasoning tree: a "subtasks" list closes with its
+ *           closing bracket; the prune buffer keeps the prune_buffer most
+ *           recent closed lists and prunes older ones (a task's own
+ *           "thought" and "conclusion" are never inside its list).
+ *   "think" <think> ... </think>: a closed block is pruned once the answer
+ *           after it has started, keeping the think_keep most recent.
+ *   "tool"  a tool result (TIM's "tool_result" value, or a
+ *           <tool_response> block) is pruned once the conclusion that
+ *           consumed it has closed (TIM: the task's "conclusion" string;
+ *           Hermes form: the next </think> or <|im_end|>).
+ * Rule sets combine with commas ("tim,tool"). A span holds the tokens whose
+ * decoded text lies wholly inside it.
+ *
+ * Tool calls: when the text completes a TIM "tooluse" ("tool_name" and
+ * "parameters") or a <tool_call>{"name": ..., "arguments": ...}</tool_call>,
+ * the registered tool runs on the arguments' JSON and its result (or an
+ * error text) is prefilled into the same sequence before the next token:
+ * TIM: `, "tool_result": RESULT` (RESULT as a JSON string unless it is a
+ * JSON object or array); Hermes: `\n<tool_response>\nRESULT\n</tool_response>\n`.
+ *
+ * The sequence must use a policy that does not evict ("full"): open spans
+ * are never touched by eviction because nothing is evicted. */
+
+typedef struct lethe_memory lethe_memory;
+
+typedef enum {
+    LETHE_PRUNE_SHIFT = 0,    /* remove the span, shift what follows (keys re-rotated): cheap, approximate */
+    LETHE_PRUNE_REENCODE = 1, /* truncate at the span, re-run the tokens after it: exact */
+} lethe_prune_mode;
+
+typedef struct {
+    const char *rules;        /* NULL or "": caller spans only; "tim", "think", "tool", combined with ',' */
+    lethe_prune_mode mode;
+    int prune_buffer;         /* tim: closed subtask lists kept (default 2) */
+    int think_keep;           /* think: closed blocks kept (default 0) */
+    int tool_timeout_ms;      /* exec tools: wall-clock limit (default 10000) */
+    size_t tool_output_max;   /* tool results are cut at this many bytes (default 65536) */
+} lethe_memory_params;
+
+typedef enum {
+    LETHE_SPAN_USER = 0,
+    LETHE_SPAN_SUBTASKS,      /* tim: the inside of a "subtasks" list */
+    LETHE_SPAN_THOUGHT,       /* tim: a "thought" string value */
+    LETHE_SPAN_CONCLUSION,    /* tim: a "conclusion" string value */
+    LETHE_SPAN_THINK,         /* <think> ... </think> and the blank after it */
+    LETHE_SPAN_TOOL_RESULT,   /* a tool result (TIM value or <tool_response> block) */
+} lethe_span_kind;
+
+typedef enum { LETHE_SPAN_OPEN = 0, LETHE_SPAN_CLOSED = 1, LETHE_SPAN_PRUNED = 2 } lethe_span_state;
+
+typedef struct {
+    int id;
+    lethe_span_kind kind;
+    lethe_span_state state;
+    char name[32];            /* user spans: the caller's name; rule spans: the kind */
+    int depth;                /* tim: nesting depth of the list (1 = the top-level reasoning's) */
+    int p0, p1;               /* current positions [p0, p1); p1 = the next position while open; -1 once pruned */
+    long opened_at, closed_at, pruned_at; /* the memory's token clock (tokens appended before the event); -1: not yet */
+} lethe_span_info;
+
+typedef struct {
+    long tokens_appended;     /* tokens given to the memory, tool results included */
+    long tokens_processed;    /* tokens the model ran (re-encoded and re-decoded ones included) */
+    long tokens_reencoded;    /* of those, re-runs caused by pruning */
+    int slots_held, slots_peak;
+    int spans_opened, spans_pruned;
+    long tokens_pruned;
+    size_t bytes_freed;       /* KV pool bytes released by pruning */
+    double prune_seconds;     /* wall time spent pruning (shift or re-encode) */
+    int tool_calls, tool_errors;
+    double tool_seconds;
+} lethe_memory_stats;
+
+/* A tool: writes at most cap bytes of result into out and returns the count,
+ * or -1 with a NUL-terminated error text in out (the model is given it).
+ * args_json is the call's arguments ("parameters" / "arguments") as JSON. */
+typedef int (*lethe_tool_fn)(void *user, const char *name, const char *args_json, char *out, size_t cap);
+
+/* Defaults: no rules, shift mode, prune buffer 2, no think block kept,
+ * tool timeout 10 s, tool output cap 64 KiB. */
+lethe_memory_params lethe_memory_default_params(void);
+/* A memory over s (which it uses but does not own: free the memory before
+ * s). Tokens already in s stay, never pruned. NULL (message in err) for an
+ * unknown rule set, bad parameters or an evicting policy. */
+lethe_memory *lethe_memory_create(lethe_seq *s, const lethe_memory_params *p, char *err, size_t err_size);
+void lethe_memory_free(lethe_memory *mem);
+/* Feeds n tokens (a prompt, a generated token, a teacher-forced trace) as
+ * lethe_seq_append does, scanning their text: rules open, close and prune
+ * spans and tool calls run at the token where they complete. logits, when
+ * non-NULL, receives the next-token logits after all of it. */
+lethe_status lethe_memory_append(lethe_memory *mem, const lethe_token *ids, int n, float *logits);
+/* Caller spans: opens a span at position pos (< 0: the next position);
+ * returns its id, or -1. */
+int lethe_memory_span_open(lethe_memory *mem, const char *name, int pos);
+/* Closes span id at position pos (exclusive; < 0: the next position). */
+lethe_status lethe_memory_span_close(lethe_memory *mem, int id, int pos);
+/* Prunes a span (open or closed) in the memory's mode; logits, when
+ * non-NULL, receives the next-token logits afterwards. */
+lethe_status lethe_memory_span_prune(lethe_memory *mem, int id, float *logits);
+/* Spans recorded so far (every state), and one of them by index. */
+int lethe_memory_n_spans(const lethe_memory *mem);
+lethe_status lethe_memory_span_get(const lethe_memory *mem, int index, lethe_span_info *info);
+/* The memory's live tokens in position order (from the position the
+ * sequence had at lethe_memory_create): writes at most cap, returns the
+ * count (-1 for bad arguments). */
+int lethe_memory_tokens(const lethe_memory *mem, lethe_token *out, int cap);
+/* Registers a tool (name NULL or "*": any name not registered otherwise). */
+lethe_status lethe_memory_add_tool(lethe_memory *mem, const char *name, lethe_tool_fn fn, void *user);
+/* A tool that runs a program (no shell): command split on spaces into argv,
+ * the arguments' JSON on its stdin, the result read from its stdout, killed
+ * after the memory's tool_timeout_ms, output cut at tool_output_max. */
+lethe_status lethe_memory_add_exec_tool(lethe_memory *mem, const char *name, const char *command);
+/* Fills st (zeroed first); LETHE_ERR_ARG for NULL. */
+lethe_status lethe_memory_get_stats(const lethe_memory *mem, lethe_memory_stats *st);
+/* The last error, "" when none; a constant message for NULL. */
+const char *lethe_memory_error(const lethe_memory *mem);
+
 #ifdef __cplusplus
 }
 #endif

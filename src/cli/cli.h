@@ -79,6 +79,8 @@ long peak_rss_bytes(void);
 int bench_batch(const model_opts *o, int n_gen);
 int bench_kv(const model_opts *o, int n_gen);
 int bench_prefix(const model_opts *o, int n_prefix, int n_gen);
+/* `lethe bench memory` (cmd_bench_memory.c): a TIM trace of n_tokens. */
+int bench_memory(const model_opts *o, int n_tokens);
 
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);

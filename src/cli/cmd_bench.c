@@ -23,6 +23,8 @@ static void usage(FILE *f) {
             "       lethe bench kv -m MODEL [-n N]     decode cost per token of policies vs the full cache\n"
             "       lethe bench prefix -m MODEL [-p N] [-n N]  16 forks of an N-token prompt (default 2048)\n"
             "                                    decoding in one batch, shared-prefix attention on vs off\n"
+            "       lethe bench memory -m MODEL [-n N] a TIM trace of N tokens (default 20000) teacher-forced with\n"
+            "                                          and without structured-memory pruning (docs/memory.md)\n"
             "%s"
             "  -p, --n-prompt N     prompt tokens (default 128; 0 skips)\n"
             "  -n, --n-gen N        generated tokens (default 64; 0 skips)\n"
@@ -126,6 +128,7 @@ int cmd_bench(int argc, char **argv) {
     model_opts_init(&mo);
     long n_prompt = -1, n_gen = 64, reps = 5; /* n_prompt -1: 128, or 2048 for bench prefix */
     const char *sub = NULL;
+    bool n_gen_set = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool ok;
@@ -134,12 +137,12 @@ int cmd_bench(int argc, char **argv) {
         if (r > 0) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (i == 1 && (!strcmp(a, "attn") || !strcmp(a, "kernels") || !strcmp(a, "batch") || !strcmp(a, "kv") ||
-                       !strcmp(a, "prefix"))) {
+                       !strcmp(a, "prefix") || !strcmp(a, "memory"))) {
             sub = a;
             continue;
         }
         if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) ok = opt_int(argc, argv, &i, 0, 1 << 20, &n_prompt);
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) ok = opt_int(argc, argv, &i, 0, 1 << 20, &n_gen);
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) ok = n_gen_set = opt_int(argc, argv, &i, 0, 1 << 20, &n_gen);
         else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) ok = opt_int(argc, argv, &i, 1, 1000, &reps);
         else return unknown_option(a);
         if (!ok) return EXIT_USAGE;
@@ -150,6 +153,7 @@ int cmd_bench(int argc, char **argv) {
     if (sub && !strcmp(sub, "batch")) return bench_batch(&mo, (int)n_gen);
     if (sub && !strcmp(sub, "kv")) return bench_kv(&mo, (int)n_gen); /* several policies: flags are shared */
     if (sub && !strcmp(sub, "prefix")) return bench_prefix(&mo, n_prompt < 0 ? 2048 : (int)n_prompt, (int)n_gen);
+    if (sub && !strcmp(sub, "memory")) return bench_memory(&mo, n_gen_set ? (int)n_gen : 20000);
     if (n_prompt < 0) n_prompt = 128;
     if (!model_opts_check(&mo)) return EXIT_USAGE;
     return bench_model(&mo, (int)n_prompt, (int)n_gen, (int)reps);
