@@ -1,5 +1,8 @@
-/* Page row accessor: F32 in place, F16 / Q8_0 converted into a tile buffer. */
+/* Page row accessor: F32 in place, F16 / Q8_0 converted into a tile buffer;
+ * quantised cold pages read by the cold kernels in place. */
 #include "attn/attn_kv_tile.h"
+
+#include <stdbool.h>
 
 long kv_tile_reader_floats(const kv_pool *pool) { return 3L * kv_pool_page_slots(pool) * kv_pool_head_dim(pool); }
 
@@ -43,4 +46,27 @@ const float *kv_tile_v(kv_tile_reader *r, int32_t page, int rows) {
         return r->vbuf;
     }
     return load(r, kv_page_v_row(r->pool, page, 0), r->vbuf, rows);
+}
+
+/* The cold kernels take Q4_0 / Q8_0 pages whose blocks line up: keys per
+ * channel need page_slots % 32 == 0, values per token head_dim % 32 == 0. */
+static bool cold_quant(const kv_tile_reader *r) { return r->cold->dtype == LT_Q4_0 || r->cold->dtype == LT_Q8_0; }
+
+void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int nk, const float *q, int nr, float *S,
+                    int s_stride) {
+    if (r->cold && cold_quant(r) && r->page_slots % 32 == 0) {
+        kern->scores_cold(r->cold->dtype, q, r->head_dim, nr, r->cold->pages[page].k, r->page_slots, nk, r->head_dim,
+                          S, s_stride);
+        return;
+    }
+    kern->scores(q, r->head_dim, nr, kv_tile_k(r, page, nk), nk, r->head_dim, S, s_stride);
+}
+
+void kv_tile_pv(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int nk, float *o, int nr, const float *alpha,
+                const float *p, int p_stride) {
+    if (r->cold && cold_quant(r) && r->head_dim % 32 == 0) {
+        kern->pv_cold(r->cold->dtype, o, nr, alpha, p, p_stride, r->cold->pages[page].v, nk, r->head_dim);
+        return;
+    }
+    kern->pv(o, nr, alpha, p, p_stride, kv_tile_v(r, page, nk), nk, r->head_dim);
 }
