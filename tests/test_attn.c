@@ -550,6 +550,7 @@ static void test_cold_kernels(void) {
         float *q = malloc(sizeof(float) * nr * d), *s1 = malloc(sizeof(float) * nr * P), *s2 = malloc(sizeof(float) * nr * P);
         float *o1 = malloc(sizeof(float) * nr * d), *o2 = malloc(sizeof(float) * nr * d), alpha[9];
         unsigned char *kq = malloc(lt_row_bytes(ty, nv)), *vq = malloc(lt_row_bytes(ty, nv));
+        float *stage = malloc(sizeof(float) * 33 * (P > d ? P : d));
         for (long i = 0; i < nv; i++) kt[i] = 3 * frand(), v[i] = frand();
         tr->from_float(kt, kq, nv);
         tr->to_float(kq, kt, nv);
@@ -562,7 +563,7 @@ static void test_cold_kernels(void) {
         attn_kernels_scalar()->scores(q, d, nr, k, nk, d, s1, P);
         for (int t = 0; t < 2; t++) {
             if (!tabs[t]) continue;
-            tabs[t]->scores_cold(ty, q, d, nr, kq, P, nk, d, s2, P);
+            tabs[t]->scores_cold(ty, q, d, nr, kq, P, nk, d, s2, P, rep % 4 < 2 ? stage : NULL);
             int same = 1;
             for (int r = 0; r < nr; r++)
                 for (int j = 0; j < nk; j++) same &= fabsf(s1[r * P + j] - s2[r * P + j]) <= 2e-6f * d;
@@ -573,12 +574,12 @@ static void test_cold_kernels(void) {
             if (!tabs[t]) continue;
             for (int i = 0; i < nr * d; i++) o1[i] = o2[i] = (float)i / (nr * d) - 0.5f;
             attn_kernels_scalar()->pv(o1, nr, alpha, s1, P, v, nk, d);
-            tabs[t]->pv_cold(ty, o2, nr, alpha, s1, P, vq, nk, d);
+            tabs[t]->pv_cold(ty, o2, nr, alpha, s1, P, vq, nk, d, rep % 4 < 2 ? stage : NULL);
             int same = 1;
             for (int i = 0; i < nr * d; i++) same &= fabsf(o1[i] - o2[i]) <= 1e-5f * (1.0f + fabsf(o1[i]));
             CHECKF(same, "%s pv_cold (%s) differs P=%d d=%d nr=%d nk=%d", tabs[t]->name, lt_type_name(ty), P, d, nr, nk);
         }
-        free(kt), free(k), free(v), free(q), free(s1), free(s2), free(o1), free(o2), free(kq), free(vq);
+        free(kt), free(k), free(v), free(q), free(s1), free(s2), free(o1), free(o2), free(kq), free(vq), free(stage);
     }
 }
 

@@ -67,7 +67,8 @@ static float cold_block(lt_type ty, const void *base, long bi, int x[32]) {
 
 /* Per slot, dims in order: acc += (q_e * scale) * x, one channel block at a time. */
 static void scores_cold_scalar(lt_type ty, const float *q, int q_stride, int nr, const void *k, int P, int nk, int d,
-                               float *S, int s_stride) {
+                               float *S, int s_stride, float *stage) {
+    (void)stage;
     const int nb = P / 32, nbk = (nk + 31) / 32;
     int x[32];
     for (int r = 0; r < nr; r++) {
@@ -83,7 +84,8 @@ static void scores_cold_scalar(lt_type ty, const float *q, int q_stride, int nr,
 }
 
 static void pv_cold_scalar(lt_type ty, float *o, int nr, const float *alpha, const float *p, int p_stride,
-                           const void *v, int nk, int d) {
+                           const void *v, int nk, int d, float *stage) {
+    (void)stage;
     const int nb = d / 32;
     int x[32];
     for (int r = 0; r < nr; r++) {

@@ -27,11 +27,13 @@ typedef struct {
      * S[r * s_stride + j] = dot(q + r * q_stride, key j) for r < nr and j
      * below nk rounded up to 32 (slots past nk are the page's padding).
      * pv_cold: as pv, v the page's [nk][d] values in blocks (one token's
-     * row is d / 32 blocks). */
+     * row is d / 32 blocks).
+     * stage: NULL, or scratch of 33 x d (scores_cold) / 33 x nk (pv_cold)
+     * floats where a kernel may convert blocks once for many rows. */
     void (*scores_cold)(lt_type ty, const float *q, int q_stride, int nr, const void *k, int P, int nk, int d,
-                        float *S, int s_stride);
+                        float *S, int s_stride, float *stage);
     void (*pv_cold)(lt_type ty, float *o, int nr, const float *alpha, const float *p, int p_stride, const void *v,
-                    int nk, int d);
+                    int nk, int d, float *stage);
 } attn_kernels;
 
 const attn_kernels *attn_kernels_scalar(void);

@@ -257,20 +257,18 @@ LT_INLINE float cold_block(lt_type ty, const void *base, long bi, __m256 f[4]) {
     return sc;
 }
 
-/* Blocks a kernel walks for one column of 32 lanes, converted once into
- * floats when many rows reuse them (prefill), at most this many blocks. */
-#define COLD_STAGE 256
-
+/* The blocks a kernel walks for one column of 32 lanes, converted once into
+ * the caller's stage when many rows reuse them (prefill): n x 32 floats,
+ * then n scales. */
 typedef struct {
-    float x[COLD_STAGE][32];
-    float sc[COLD_STAGE];
+    float *x, *sc;
 } cold_stage;
 
-/* Block i of the walk: blocks base + bi0 + i * step, converted in registers,
- * or read back from the stage. Both give the same floats. */
+/* Block i of the walk (block bi of the page): converted in registers, or
+ * read back from the stage. Both give the same floats. */
 LT_INLINE float cold_fetch(lt_type ty, const void *base, long bi, const cold_stage *st, int i, __m256 f[4]) {
     if (!st) return cold_block(ty, base, bi, f);
-    const float *x = st->x[i];
+    const float *x = st->x + 32L * i;
     f[0] = _mm256_loadu_ps(x);
     f[1] = _mm256_loadu_ps(x + 8);
     f[2] = _mm256_loadu_ps(x + 16);
@@ -278,11 +276,11 @@ LT_INLINE float cold_fetch(lt_type ty, const void *base, long bi, const cold_sta
     return st->sc[i];
 }
 
-LT_INLINE void cold_fill(lt_type ty, const void *base, long bi0, long step, int n, cold_stage *st) {
+LT_INLINE void cold_fill(lt_type ty, const void *base, long bi0, long step, int n, const cold_stage *st) {
     __m256 f[4];
     for (int i = 0; i < n; i++) {
         st->sc[i] = cold_block(ty, base, bi0 + i * step, f);
-        for (int w = 0; w < 4; w++) _mm256_storeu_ps(st->x[i] + 8 * w, f[w]);
+        for (int w = 0; w < 4; w++) _mm256_storeu_ps(st->x + 32L * i + 8 * w, f[w]);
     }
 }
 
@@ -291,7 +289,7 @@ LT_INLINE void cold_fill(lt_type ty, const void *base, long bi0, long step, int 
  * with (q_e * scale) broadcast: no transpose, no horizontal sums. Two rows
  * share each block's conversion; with more rows the column's blocks are
  * converted once into the stage. */
-LT_INLINE void scores_cold_body(lt_type ty, cold_stage *st, const float *q, int q_stride, int nr, const void *k,
+LT_INLINE void scores_cold_body(lt_type ty, const cold_stage *st, const float *q, int q_stride, int nr, const void *k,
                                 int P, int nk, int d, float *S, int s_stride) {
     const int nb = P / 32, nbk = (nk + 31) / 32;
     __m256 f[4];
@@ -343,9 +341,9 @@ LT_INLINE void scores_cold_body(lt_type ty, cold_stage *st, const float *q, int 
 }
 
 static void scores_cold_avx2(lt_type ty, const float *q, int q_stride, int nr, const void *k, int P, int nk, int d,
-                             float *S, int s_stride) {
-    cold_stage st; /* one instance of the body per (type, staged) */
-    if (nr > 2 && d <= COLD_STAGE) {
+                             float *S, int s_stride, float *stage) {
+    const cold_stage st = {stage, stage + 32L * d}; /* one instance of the body per (type, staged) */
+    if (nr > 2 && stage) {
         if (ty == LT_Q4_0) scores_cold_body(LT_Q4_0, &st, q, q_stride, nr, k, P, nk, d, S, s_stride);
         else scores_cold_body(LT_Q8_0, &st, q, q_stride, nr, k, P, nk, d, S, s_stride);
     } else if (ty == LT_Q4_0) scores_cold_body(LT_Q4_0, NULL, q, q_stride, nr, k, P, nk, d, S, s_stride);
@@ -355,7 +353,7 @@ static void scores_cold_avx2(lt_type ty, const float *q, int q_stride, int nr, c
 /* P x V with the value blocks converted in registers (or once into the
  * stage for many rows): each token's block serves two rows, and its scale
  * folds into the probability. */
-LT_INLINE void pv_cold_body(lt_type ty, cold_stage *st, float *o, int nr, const float *alpha, const float *p,
+LT_INLINE void pv_cold_body(lt_type ty, const cold_stage *st, float *o, int nr, const float *alpha, const float *p,
                             int p_stride, const void *v, int nk, int d) {
     const int nb = d / 32;
     __m256 f[4];
@@ -415,9 +413,9 @@ LT_INLINE void pv_cold_body(lt_type ty, cold_stage *st, float *o, int nr, const 
 }
 
 static void pv_cold_avx2(lt_type ty, float *o, int nr, const float *alpha, const float *p, int p_stride,
-                         const void *v, int nk, int d) {
-    cold_stage st;
-    if (nr > 2 && nk <= COLD_STAGE) {
+                         const void *v, int nk, int d, float *stage) {
+    const cold_stage st = {stage, stage + 32L * nk};
+    if (nr > 2 && stage) {
         if (ty == LT_Q4_0) pv_cold_body(LT_Q4_0, &st, o, nr, alpha, p, p_stride, v, nk, d);
         else pv_cold_body(LT_Q8_0, &st, o, nr, alpha, p, p_stride, v, nk, d);
     } else if (ty == LT_Q4_0) pv_cold_body(LT_Q4_0, NULL, o, nr, alpha, p, p_stride, v, nk, d);

@@ -52,11 +52,16 @@ const float *kv_tile_v(kv_tile_reader *r, int32_t page, int rows) {
  * channel need page_slots % 32 == 0, values per token head_dim % 32 == 0. */
 static bool cold_quant(const kv_tile_reader *r) { return r->cold->dtype == LT_Q4_0 || r->cold->dtype == LT_Q8_0; }
 
+/* The cold kernels' stage: the K and V tile buffers, unused on this path:
+ * 2 x page_slots x head_dim floats, at least 33 x head_dim for scores
+ * (page_slots >= 32) and 33 x page_slots for values (head_dim >= 32). */
+static float *cold_stage(const kv_tile_reader *r) { return r->kbuf; }
+
 void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int nk, const float *q, int nr, float *S,
                     int s_stride) {
     if (r->cold && cold_quant(r) && r->page_slots % 32 == 0) {
         kern->scores_cold(r->cold->dtype, q, r->head_dim, nr, r->cold->pages[page].k, r->page_slots, nk, r->head_dim,
-                          S, s_stride);
+                          S, s_stride, cold_stage(r));
         return;
     }
     kern->scores(q, r->head_dim, nr, kv_tile_k(r, page, nk), nk, r->head_dim, S, s_stride);
@@ -65,7 +70,8 @@ void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, int32_t page, i
 void kv_tile_pv(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int nk, float *o, int nr, const float *alpha,
                 const float *p, int p_stride) {
     if (r->cold && cold_quant(r) && r->head_dim % 32 == 0) {
-        kern->pv_cold(r->cold->dtype, o, nr, alpha, p, p_stride, r->cold->pages[page].v, nk, r->head_dim);
+        kern->pv_cold(r->cold->dtype, o, nr, alpha, p, p_stride, r->cold->pages[page].v, nk, r->head_dim,
+                      cold_stage(r));
         return;
     }
     kern->pv(o, nr, alpha, p, p_stride, kv_tile_v(r, page, nk), nk, r->head_dim);
