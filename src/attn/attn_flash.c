@@ -48,7 +48,7 @@ int attn_tile_scores(attn_tile *t, const kv_stream *st, const float *q, const in
         if (qpos[r] > qmax) qmax = qpos[r];
     }
     if (pmin > qmax) return 0; /* the whole page lies in every row's future */
-    kv_tile_scores(&t->rd, t->kern, st->pages[pi], nk, q, nr, t->s, t->p);
+    kv_tile_scores(&t->rd, t->kern, st, pi, nk, q, nr, t->s, t->p);
     if (pmax > qmin) { /* some slot is invisible to some row: causal mask by position */
         for (int r = 0; r < nr; r++) {
             float *sr = t->s + (long)r * t->p;

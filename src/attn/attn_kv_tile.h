@@ -38,10 +38,11 @@ int kv_tile_rows(const kv_tile_reader *r, const kv_stream *s, int pi, int *first
 const float *kv_tile_k(kv_tile_reader *r, int32_t page, int rows);
 const float *kv_tile_v(kv_tile_reader *r, int32_t page, int rows);
 
-/* S[r * s_stride + j] = dot(q + r * head_dim, key j of the page) for r < nr,
- * j < nk (up to nk rounded to 32 may be written; s_stride >= page_slots). */
-void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int nk, const float *q, int nr, float *S,
-                    int s_stride);
+/* S[r * s_stride + j] = dot(q + r * head_dim, key j of page index pi of
+ * stream st) for r < nr, j < nk (up to nk rounded to 32 may be written;
+ * s_stride >= page_slots). */
+void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, const kv_stream *st, int pi, int nk, const float *q,
+                    int nr, float *S, int s_stride);
 /* o = o * alpha + p x V over the page's first nk rows (as attn_kernels.pv). */
 void kv_tile_pv(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int nk, float *o, int nr, const float *alpha,
                 const float *p, int p_stride);
