@@ -535,6 +535,54 @@ static void test_kernels(env *E) {
     CHECK(attn_kernels_get() == kv);
 }
 
+/* The cold kernels (quantised pages read in place) equal the float kernels
+ * on the dequantised page, scalar and AVX2 alike, for Q4_0 and Q8_0: keys
+ * per channel ([d][P] in blocks), values per token ([P][d] in blocks). */
+static void test_cold_kernels(void) {
+    const attn_kernels *tabs[2] = {attn_kernels_scalar(), attn_kernels_avx2()};
+    const lt_type types[2] = {LT_Q4_0, LT_Q8_0};
+    for (int rep = 0; rep < 48; rep++) {
+        const lt_type ty = types[rep % 2];
+        const lt_traits *tr = lt_type_traits(ty);
+        int P = 32 * (1 + irand(2)), d = 32 * (1 + irand(4)), nr = 1 + irand(9), nk = 1 + irand(P);
+        long nv = (long)P * d;
+        float *kt = malloc(sizeof(float) * nv), *k = malloc(sizeof(float) * nv), *v = malloc(sizeof(float) * nv);
+        float *q = malloc(sizeof(float) * nr * d), *s1 = malloc(sizeof(float) * nr * P), *s2 = malloc(sizeof(float) * nr * P);
+        float *o1 = malloc(sizeof(float) * nr * d), *o2 = malloc(sizeof(float) * nr * d), alpha[9];
+        unsigned char *kq = malloc(lt_row_bytes(ty, nv)), *vq = malloc(lt_row_bytes(ty, nv));
+        float *stage = malloc(sizeof(float) * 33 * (P > d ? P : d));
+        for (long i = 0; i < nv; i++) kt[i] = 3 * frand(), v[i] = frand();
+        tr->from_float(kt, kq, nv);
+        tr->to_float(kq, kt, nv);
+        for (int j = 0; j < P; j++) /* rows of keys from the per-channel layout */
+            for (int e = 0; e < d; e++) k[(long)j * d + e] = kt[(long)e * P + j];
+        tr->from_float(v, vq, nv);
+        tr->to_float(vq, v, nv);
+        for (int i = 0; i < nr * d; i++) q[i] = frand();
+        for (int r = 0; r < nr; r++) alpha[r] = r % 3 ? (float)urand() : 1.0f;
+        attn_kernels_scalar()->scores(q, d, nr, k, nk, d, s1, P);
+        for (int t = 0; t < 2; t++) {
+            if (!tabs[t]) continue;
+            tabs[t]->scores_cold(ty, q, d, nr, kq, P, nk, d, s2, P, rep % 4 < 2 ? stage : NULL);
+            int same = 1;
+            for (int r = 0; r < nr; r++)
+                for (int j = 0; j < nk; j++) same &= fabsf(s1[r * P + j] - s2[r * P + j]) <= 2e-6f * d;
+            CHECKF(same, "%s scores_cold (%s) differ P=%d d=%d nr=%d nk=%d", tabs[t]->name, lt_type_name(ty), P, d, nr, nk);
+        }
+        for (int i = 0; i < nr * P; i++) s1[i] = i % 7 == 3 ? 0.0f : fabsf(s1[i]); /* some masked slots */
+        for (int t = 0; t < 2; t++) {
+            if (!tabs[t]) continue;
+            for (int i = 0; i < nr * d; i++) o1[i] = o2[i] = (float)i / (nr * d) - 0.5f;
+            attn_kernels_scalar()->pv(o1, nr, alpha, s1, P, v, nk, d);
+            tabs[t]->pv_cold(ty, o2, nr, alpha, s1, P, vq, nk, d, rep % 4 < 2 ? stage : NULL);
+            int same = 1;
+            for (int i = 0; i < nr * d; i++) same &= fabsf(o1[i] - o2[i]) <= 1e-5f * (1.0f + fabsf(o1[i]));
+            CHECKF(same, "%s pv_cold (%s) differs P=%d d=%d nr=%d nk=%d", tabs[t]->name, lt_type_name(ty), P, d, nr, nk);
+        }
+        free(kt), free(k), free(v), free(q), free(s1), free(s2), free(o1), free(o2), free(kq), free(vq), free(stage);
+    }
+}
+
 /* Prefill scratch does not grow with the context; decode scratch is small. */
 static void test_scratch(env *E) {
     size_t peak[2];
@@ -577,6 +625,7 @@ int main(void) {
     }
     printf("kernels: %s\n", attn_kernels_get()->name);
     test_kernels(&E);
+    test_cold_kernels();
     test_shapes(&E);
     test_masking(&E);
     test_dtypes(&E);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "attn/attn_kernels.h"
 #include "kv/kv_cold.h"
 #include "testutil.h"
 #include "util/alloc.h"
@@ -198,10 +199,13 @@ static void test_merge(int n, int n_tok, int n_head, int n_kv, int hd, threadpoo
 
 /* Attention over cold pages read in place (attn_layer.cold, what the
  * runtime does) equals attention over the same pages loaded into an F32
- * view (kv_cold_load): the same dequantisation, so to float rounding. */
-static void test_in_place(lt_type dtype, int n, int n_tok, int hd, threadpool *tp) {
+ * view (kv_cold_load): the same values, so to float rounding. With 32-slot
+ * pages and head_dim % 32 == 0 the cold kernels read the quantised blocks
+ * directly (scores on the per-channel layout, values in registers); with
+ * 16-slot pages the keys go through the dequantising tile reader. */
+static void test_in_place(lt_type dtype, int P, int n, int n_tok, int hd, threadpool *tp) {
     char err[LETHE_ERR_MAX];
-    const int P = 16, n_head = 4, n_kv = 2;
+    const int n_head = 4, n_kv = 2;
     kv_pool_params pp = {P, hd, LT_F32, 4096};
     kv_pool *pool = kv_pool_create(&pp, err), *view_pool = kv_pool_create(&pp, err);
     kv_cold cold[2];
@@ -246,7 +250,8 @@ static void test_in_place(lt_type dtype, int n, int n_tok, int hd, threadpool *t
     CHECK(attn_forward_lse(tp, scr, &Li, q, qpos, n_tok, o2, NULL, NULL) == 0);
     double worst = 0;
     for (long i = 0; i < rows * hd; i++) worst = fmax(worst, fabs(o1[i] - o2[i]));
-    CHECKF(worst < 1e-5, "cold pages in place vs loaded (%s, n=%d, tok=%d): max|d| %.3g", lt_type_name(dtype), n, n_tok, worst);
+    CHECKF(worst < 1e-5, "cold pages in place vs loaded (%s, %s kernels, P=%d, n=%d, tok=%d, hd=%d): max|d| %.3g",
+           lt_type_name(dtype), attn_kernels_get()->name, P, n, n_tok, hd, worst);
     for (int h = 0; h < n_kv; h++) {
         inplace[h].n = 0; /* owns no pool pages */
         kv_stream_free(NULL, &inplace[h]);
@@ -270,10 +275,20 @@ int main(void) {
     test_merge(333, 1, 4, 4, 64, NULL);
     test_merge(200, 7, 8, 2, 32, tp);
     test_merge(64, 16, 4, 1, 16, NULL);
-    test_in_place(LT_Q8_0, 200, 1, 32, tp);
-    test_in_place(LT_Q4_0, 101, 1, 64, NULL);
-    test_in_place(LT_Q8_0, 150, 9, 16, tp);
-    test_in_place(LT_Q4_0, 77, 5, 32, tp);
+    for (int scalar = 0; scalar < 2; scalar++) {
+        attn_force_scalar(scalar);
+        test_in_place(LT_Q8_0, 16, 200, 1, 32, tp);
+        test_in_place(LT_Q4_0, 16, 101, 1, 64, NULL);
+        test_in_place(LT_Q8_0, 16, 150, 9, 16, tp);
+        test_in_place(LT_Q4_0, 16, 77, 5, 32, tp);
+        test_in_place(LT_Q4_0, 32, 300, 1, 32, tp);
+        test_in_place(LT_Q4_0, 32, 201, 1, 64, NULL);
+        test_in_place(LT_Q8_0, 32, 250, 1, 128, tp);
+        test_in_place(LT_Q4_0, 64, 333, 3, 32, tp);
+        test_in_place(LT_Q8_0, 32, 99, 7, 48, NULL); /* values through the tile reader */
+        test_in_place(LT_Q4_0, 32, 140, 17, 64, tp);
+    }
+    attn_force_scalar(false);
     tp_free(tp);
     return tu_finish("test_cold");
 }

@@ -84,8 +84,9 @@ static void stats_task(void *arg, int ith, int nth) {
         const attn_decode_job *j = &c->jobs[it->job];
         if (!j->stats) continue;
         const kv_stream *st = &j->L->streams[it->g];
-        const float *scores = c->scores + c->score_off[it->job];
+        float *scores = c->scores + c->score_off[it->job]; /* this item's slots are its own: exp in place */
         const long n_max = c->n_max[it->job];
+        const float thr = j->stats->hit_threshold;
         for (int pi = it->pg0; pi < it->pg1; pi++) {
             int first = pi * t.p;
             int nk = st->n - first < t.p ? st->n - first : t.p;
@@ -94,16 +95,19 @@ static void stats_task(void *arg, int ith, int nth) {
                 long h = (long)it->job * c->n_head + it->g * G + r;
                 float lh = c->head_l[h];
                 if (!(lh > 0.0f)) continue;
-                memcpy(mem.tmp, scores + (long)(it->g * G + r) * n_max + first, (size_t)nk * sizeof(float));
-                c->kern->exp_sum(mem.tmp, nk, c->head_m[h]);
+                float *e = scores + (long)(it->g * G + r) * n_max + first;
+                c->kern->exp_sum(e, nk, c->head_m[h]);
                 float inv = 1.0f / lh;
                 for (int k = 0; k < nk; k++) {
-                    float p = mem.tmp[k] * inv;
+                    float p = e[k] * inv;
                     mem.mass[k] += p;
-                    if (p > 0.0f && p >= j->stats->hit_threshold) mem.hit[k] = 1; /* a masked slot never hits */
+                    mem.hit[k] |= p > 0.0f && p >= thr; /* a masked slot never hits */
                 }
             }
-            for (int k = 0; k < nk; k++) attn_stats_store(st, first + k, mem.mass[k], mem.hit[k], j->stats->step);
+            float *last = st->attn_last + first, *acc = st->attn_acc + first;
+            for (int k = 0; k < nk; k++) last[k] = mem.mass[k], acc[k] += mem.mass[k];
+            for (int k = 0; k < nk; k++)
+                if (mem.hit[k]) st->attn_last_hit[first + k] = j->stats->step;
         }
     }
 }

@@ -48,8 +48,7 @@ int attn_tile_scores(attn_tile *t, const kv_stream *st, const float *q, const in
         if (qpos[r] > qmax) qmax = qpos[r];
     }
     if (pmin > qmax) return 0; /* the whole page lies in every row's future */
-    const float *k = kv_tile_k(&t->rd, st->pages[pi], nk);
-    t->kern->scores(q, t->d, nr, k, nk, t->d, t->s, t->p);
+    kv_tile_scores(&t->rd, t->kern, st, pi, nk, q, nr, t->s, t->p);
     if (pmax > qmin) { /* some slot is invisible to some row: causal mask by position */
         for (int r = 0; r < nr; r++) {
             float *sr = t->s + (long)r * t->p;
@@ -94,8 +93,7 @@ void attn_tile_rows(attn_tile *t, const kv_stream *st, const float *q, const int
             l[r] = l[r] * t->alpha[r] + sum;
             m[r] = m_new;
         }
-        const float *v = kv_tile_v(&t->rd, st->pages[pi], nk);
-        t->kern->pv(o, nr, t->alpha, t->s, P, v, nk, t->d);
+        kv_tile_pv(&t->rd, t->kern, st->pages[pi], nk, o, nr, t->alpha, t->s, P);
     }
 }
 

@@ -7,6 +7,8 @@
 #include <stddef.h>
 
 #include "tensor/cpu.h"
+#include "tensor/quant_impl.h"
+#include "util/fp16.h"
 
 static void scores_scalar(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
                           int s_stride) {
@@ -47,7 +49,62 @@ static void pv_scalar(float *o, int nr, const float *alpha, const float *p, int 
     }
 }
 
-static const attn_kernels scalar_table = {"scalar", scores_scalar, exp_sum_scalar, pv_scalar};
+/* Block bi of a cold page as 32 signed integers (Q4_0: q - 8; Q8_0: q);
+ * returns its scale. The value is scale * x[i], exactly as dequantised. */
+static float cold_block(lt_type ty, const void *base, long bi, int x[32]) {
+    if (ty == LT_Q4_0) {
+        const blk_q4_0 *b = (const blk_q4_0 *)base + bi;
+        for (int i = 0; i < 16; i++) {
+            x[i] = (b->qs[i] & 15) - 8;
+            x[i + 16] = (b->qs[i] >> 4) - 8;
+        }
+        return fp16_to_fp32(b->d);
+    }
+    const blk_q8_0 *b = (const blk_q8_0 *)base + bi;
+    for (int i = 0; i < 32; i++) x[i] = b->qs[i];
+    return fp16_to_fp32(b->d);
+}
+
+/* Per slot, dims in order: acc += (q_e * scale) * x, one channel block at a time. */
+static void scores_cold_scalar(lt_type ty, const float *q, int q_stride, int nr, const void *k, int P, int nk, int d,
+                               float *S, int s_stride, float *stage) {
+    (void)stage;
+    const int nb = P / 32, nbk = (nk + 31) / 32;
+    int x[32];
+    for (int r = 0; r < nr; r++) {
+        const float *qr = q + (long)r * q_stride;
+        float *sr = S + (long)r * s_stride;
+        for (int j = 0; j < nbk * 32; j++) sr[j] = 0.0f;
+        for (int e = 0; e < d; e++)
+            for (int b = 0; b < nbk; b++) {
+                float c = qr[e] * cold_block(ty, k, (long)e * nb + b, x);
+                for (int i = 0; i < 32; i++) sr[32 * b + i] += c * (float)x[i];
+            }
+    }
+}
+
+static void pv_cold_scalar(lt_type ty, float *o, int nr, const float *alpha, const float *p, int p_stride,
+                           const void *v, int nk, int d, float *stage) {
+    (void)stage;
+    const int nb = d / 32;
+    int x[32];
+    for (int r = 0; r < nr; r++) {
+        float *orow = o + (long)r * d;
+        const float *prow = p + (long)r * p_stride;
+        if (alpha[r] != 1.0f)
+            for (int e = 0; e < d; e++) orow[e] *= alpha[r];
+        for (int j = 0; j < nk; j++) {
+            if (prow[j] == 0.0f) continue;
+            for (int b = 0; b < nb; b++) {
+                float w = prow[j] * cold_block(ty, v, (long)j * nb + b, x);
+                for (int i = 0; i < 32; i++) orow[32 * b + i] += w * (float)x[i];
+            }
+        }
+    }
+}
+
+static const attn_kernels scalar_table = {"scalar",      scores_scalar,     exp_sum_scalar, pv_scalar,
+                                          scores_cold_scalar, pv_cold_scalar};
 
 const attn_kernels *attn_kernels_scalar(void) { return &scalar_table; }
 

@@ -7,6 +7,8 @@
 
 #include <stdbool.h>
 
+#include "tensor/types.h"
+
 typedef struct {
     const char *name;
     /* S[r * s_stride + j] = dot(q + r * q_stride, k + j * d) for r < nr, j < nk. */
@@ -16,6 +18,22 @@ typedef struct {
     /* o[r] = o[r] * alpha[r] + sum_j p[r * p_stride + j] * v[j] for r < nr
      * (o rows d floats apart, v rows d floats apart). */
     void (*pv)(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk, int d);
+    /* The same two on a cold page read in place (kv/kv_cold.h), never
+     * dequantised to memory: ty is LT_Q4_0 or LT_Q8_0 (blocks of 32 values,
+     * one half-precision scale each), the page holds P slots (P a multiple
+     * of 32) of d dims (d a multiple of 32 for pv_cold).
+     * scores_cold: keys stored per channel, the page's [d][P] values in
+     * blocks, so block e * P / 32 + b is dim e of slots [32 b, 32 b + 32):
+     * S[r * s_stride + j] = dot(q + r * q_stride, key j) for r < nr and j
+     * below nk rounded up to 32 (slots past nk are the page's padding).
+     * pv_cold: as pv, v the page's [nk][d] values in blocks (one token's
+     * row is d / 32 blocks).
+     * stage: NULL, or scratch of 33 x d (scores_cold) / 33 x nk (pv_cold)
+     * floats where a kernel may convert blocks once for many rows. */
+    void (*scores_cold)(lt_type ty, const float *q, int q_stride, int nr, const void *k, int P, int nk, int d,
+                        float *S, int s_stride, float *stage);
+    void (*pv_cold)(lt_type ty, float *o, int nr, const float *alpha, const float *p, int p_stride, const void *v,
+                    int nk, int d, float *stage);
 } attn_kernels;
 
 const attn_kernels *attn_kernels_scalar(void);

@@ -9,6 +9,9 @@
 #include <immintrin.h>
 #include <math.h>
 
+#include "tensor/avx2_util.h"
+#include "tensor/quant_impl.h"
+
 /* Horizontal sums of 8 vectors: result lane i = sum of a[i]'s lanes. */
 static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6,
                              __m256 a7) {
@@ -232,6 +235,194 @@ static void pv_avx2(float *o, int nr, const float *alpha, const float *p, int p_
     }
 }
 
-const attn_kernels attn_kernels_avx2_table = {"avx2", scores_avx2, exp_sum_avx2, pv_avx2};
+/* Block bi of a cold page: its 32 signed integers (Q4_0: q - 8; Q8_0: q) as
+ * 4 x 8 floats (exact); returns the block's scale. */
+LT_INLINE float cold_block(lt_type ty, const void *base, long bi, __m256 f[4]) {
+    __m256i x;
+    float sc;
+    if (ty == LT_Q4_0) {
+        const blk_q4_0 *b = (const blk_q4_0 *)base + bi;
+        sc = h2f(b->d);
+        x = _mm256_sub_epi8(nibbles32(b->qs), _mm256_set1_epi8(8));
+    } else {
+        const blk_q8_0 *b = (const blk_q8_0 *)base + bi;
+        sc = h2f(b->d);
+        x = loadu256(b->qs);
+    }
+    const __m128i lo = _mm256_castsi256_si128(x), hi = _mm256_extracti128_si256(x, 1);
+    f[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+    f[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)));
+    f[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+    f[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)));
+    return sc;
+}
+
+/* The blocks a kernel walks for one column of 32 lanes, converted once into
+ * the caller's stage when many rows reuse them (prefill): n x 32 floats,
+ * then n scales. */
+typedef struct {
+    float *x, *sc;
+} cold_stage;
+
+/* Block i of the walk (block bi of the page): converted in registers, or
+ * read back from the stage. Both give the same floats. */
+LT_INLINE float cold_fetch(lt_type ty, const void *base, long bi, const cold_stage *st, int i, __m256 f[4]) {
+    if (!st) return cold_block(ty, base, bi, f);
+    const float *x = st->x + 32L * i;
+    f[0] = _mm256_loadu_ps(x);
+    f[1] = _mm256_loadu_ps(x + 8);
+    f[2] = _mm256_loadu_ps(x + 16);
+    f[3] = _mm256_loadu_ps(x + 24);
+    return st->sc[i];
+}
+
+LT_INLINE void cold_fill(lt_type ty, const void *base, long bi0, long step, int n, const cold_stage *st) {
+    __m256 f[4];
+    for (int i = 0; i < n; i++) {
+        st->sc[i] = cold_block(ty, base, bi0 + i * step, f);
+        for (int w = 0; w < 4; w++) _mm256_storeu_ps(st->x + 32L * i + 8 * w, f[w]);
+    }
+}
+
+/* Scores on the per-channel key layout: each channel block holds one dim
+ * of 32 slots, so a slot's score accumulates in its own lane, dim after dim,
+ * with (q_e * scale) broadcast: no transpose, no horizontal sums. Two rows
+ * share each block's conversion; with more rows the column's blocks are
+ * converted once into the stage. */
+LT_INLINE void scores_cold_body(lt_type ty, const cold_stage *st, const float *q, int q_stride, int nr, const void *k,
+                                int P, int nk, int d, float *S, int s_stride) {
+    const int nb = P / 32, nbk = (nk + 31) / 32;
+    __m256 f[4];
+    for (int b = 0; b < nbk; b++) {
+        if (st) cold_fill(ty, k, b, nb, d, st);
+        int r = 0;
+        for (; r + 2 <= nr; r += 2) {
+            const float *q0 = q + (long)r * q_stride, *q1 = q0 + q_stride;
+            __m256 x0 = _mm256_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, y0 = x0, y1 = x0, y2 = x0, y3 = x0;
+            for (int e = 0; e < d; e++) {
+                const float sc = cold_fetch(ty, k, (long)e * nb + b, st, e, f);
+                const __m256 c0 = _mm256_set1_ps(q0[e] * sc), c1 = _mm256_set1_ps(q1[e] * sc);
+                x0 = _mm256_fmadd_ps(c0, f[0], x0);
+                x1 = _mm256_fmadd_ps(c0, f[1], x1);
+                x2 = _mm256_fmadd_ps(c0, f[2], x2);
+                x3 = _mm256_fmadd_ps(c0, f[3], x3);
+                y0 = _mm256_fmadd_ps(c1, f[0], y0);
+                y1 = _mm256_fmadd_ps(c1, f[1], y1);
+                y2 = _mm256_fmadd_ps(c1, f[2], y2);
+                y3 = _mm256_fmadd_ps(c1, f[3], y3);
+            }
+            float *d0 = S + (long)r * s_stride + 32 * b, *d1 = d0 + s_stride;
+            _mm256_storeu_ps(d0, x0);
+            _mm256_storeu_ps(d0 + 8, x1);
+            _mm256_storeu_ps(d0 + 16, x2);
+            _mm256_storeu_ps(d0 + 24, x3);
+            _mm256_storeu_ps(d1, y0);
+            _mm256_storeu_ps(d1 + 8, y1);
+            _mm256_storeu_ps(d1 + 16, y2);
+            _mm256_storeu_ps(d1 + 24, y3);
+        }
+        for (; r < nr; r++) {
+            const float *q0 = q + (long)r * q_stride;
+            __m256 x0 = _mm256_setzero_ps(), x1 = x0, x2 = x0, x3 = x0;
+            for (int e = 0; e < d; e++) {
+                const __m256 c0 = _mm256_set1_ps(q0[e] * cold_fetch(ty, k, (long)e * nb + b, st, e, f));
+                x0 = _mm256_fmadd_ps(c0, f[0], x0);
+                x1 = _mm256_fmadd_ps(c0, f[1], x1);
+                x2 = _mm256_fmadd_ps(c0, f[2], x2);
+                x3 = _mm256_fmadd_ps(c0, f[3], x3);
+            }
+            float *d0 = S + (long)r * s_stride + 32 * b;
+            _mm256_storeu_ps(d0, x0);
+            _mm256_storeu_ps(d0 + 8, x1);
+            _mm256_storeu_ps(d0 + 16, x2);
+            _mm256_storeu_ps(d0 + 24, x3);
+        }
+    }
+}
+
+static void scores_cold_avx2(lt_type ty, const float *q, int q_stride, int nr, const void *k, int P, int nk, int d,
+                             float *S, int s_stride, float *stage) {
+    const cold_stage st = {stage, stage + 32L * d}; /* one instance of the body per (type, staged) */
+    if (nr > 2 && stage) {
+        if (ty == LT_Q4_0) scores_cold_body(LT_Q4_0, &st, q, q_stride, nr, k, P, nk, d, S, s_stride);
+        else scores_cold_body(LT_Q8_0, &st, q, q_stride, nr, k, P, nk, d, S, s_stride);
+    } else if (ty == LT_Q4_0) scores_cold_body(LT_Q4_0, NULL, q, q_stride, nr, k, P, nk, d, S, s_stride);
+    else scores_cold_body(LT_Q8_0, NULL, q, q_stride, nr, k, P, nk, d, S, s_stride);
+}
+
+/* P x V with the value blocks converted in registers (or once into the
+ * stage for many rows): each token's block serves two rows, and its scale
+ * folds into the probability. */
+LT_INLINE void pv_cold_body(lt_type ty, const cold_stage *st, float *o, int nr, const float *alpha, const float *p,
+                            int p_stride, const void *v, int nk, int d) {
+    const int nb = d / 32;
+    __m256 f[4];
+    for (int b = 0; b < nb; b++) {
+        if (st) cold_fill(ty, v, b, nb, nk, st);
+        int r = 0;
+        for (; r + 2 <= nr; r += 2) {
+            const float *p0 = p + (long)r * p_stride, *p1 = p0 + p_stride;
+            float *o0 = o + (long)r * d + 32 * b, *o1 = o0 + d;
+            const __m256 a0 = _mm256_set1_ps(alpha[r]), a1 = _mm256_set1_ps(alpha[r + 1]);
+            __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), a0), x1 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 8), a0);
+            __m256 x2 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 16), a0), x3 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 24), a0);
+            __m256 y0 = _mm256_mul_ps(_mm256_loadu_ps(o1), a1), y1 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 8), a1);
+            __m256 y2 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 16), a1), y3 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 24), a1);
+            for (int j = 0; j < nk; j++) {
+                if (p0[j] == 0.0f && p1[j] == 0.0f) continue; /* masked for both rows */
+                const float sc = cold_fetch(ty, v, (long)j * nb + b, st, j, f);
+                const __m256 w0 = _mm256_set1_ps(p0[j] * sc), w1 = _mm256_set1_ps(p1[j] * sc);
+                x0 = _mm256_fmadd_ps(w0, f[0], x0);
+                x1 = _mm256_fmadd_ps(w0, f[1], x1);
+                x2 = _mm256_fmadd_ps(w0, f[2], x2);
+                x3 = _mm256_fmadd_ps(w0, f[3], x3);
+                y0 = _mm256_fmadd_ps(w1, f[0], y0);
+                y1 = _mm256_fmadd_ps(w1, f[1], y1);
+                y2 = _mm256_fmadd_ps(w1, f[2], y2);
+                y3 = _mm256_fmadd_ps(w1, f[3], y3);
+            }
+            _mm256_storeu_ps(o0, x0);
+            _mm256_storeu_ps(o0 + 8, x1);
+            _mm256_storeu_ps(o0 + 16, x2);
+            _mm256_storeu_ps(o0 + 24, x3);
+            _mm256_storeu_ps(o1, y0);
+            _mm256_storeu_ps(o1 + 8, y1);
+            _mm256_storeu_ps(o1 + 16, y2);
+            _mm256_storeu_ps(o1 + 24, y3);
+        }
+        for (; r < nr; r++) {
+            const float *p0 = p + (long)r * p_stride;
+            float *o0 = o + (long)r * d + 32 * b;
+            const __m256 a0 = _mm256_set1_ps(alpha[r]);
+            __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), a0), x1 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 8), a0);
+            __m256 x2 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 16), a0), x3 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 24), a0);
+            for (int j = 0; j < nk; j++) {
+                if (p0[j] == 0.0f) continue;
+                const __m256 w0 = _mm256_set1_ps(p0[j] * cold_fetch(ty, v, (long)j * nb + b, st, j, f));
+                x0 = _mm256_fmadd_ps(w0, f[0], x0);
+                x1 = _mm256_fmadd_ps(w0, f[1], x1);
+                x2 = _mm256_fmadd_ps(w0, f[2], x2);
+                x3 = _mm256_fmadd_ps(w0, f[3], x3);
+            }
+            _mm256_storeu_ps(o0, x0);
+            _mm256_storeu_ps(o0 + 8, x1);
+            _mm256_storeu_ps(o0 + 16, x2);
+            _mm256_storeu_ps(o0 + 24, x3);
+        }
+    }
+}
+
+static void pv_cold_avx2(lt_type ty, float *o, int nr, const float *alpha, const float *p, int p_stride,
+                         const void *v, int nk, int d, float *stage) {
+    const cold_stage st = {stage, stage + 32L * nk};
+    if (nr > 2 && stage) {
+        if (ty == LT_Q4_0) pv_cold_body(LT_Q4_0, &st, o, nr, alpha, p, p_stride, v, nk, d);
+        else pv_cold_body(LT_Q8_0, &st, o, nr, alpha, p, p_stride, v, nk, d);
+    } else if (ty == LT_Q4_0) pv_cold_body(LT_Q4_0, NULL, o, nr, alpha, p, p_stride, v, nk, d);
+    else pv_cold_body(LT_Q8_0, NULL, o, nr, alpha, p, p_stride, v, nk, d);
+}
+
+const attn_kernels attn_kernels_avx2_table = {"avx2", scores_avx2, exp_sum_avx2, pv_avx2, scores_cold_avx2,
+                                              pv_cold_avx2};
 
 #endif

