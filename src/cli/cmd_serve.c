@@ -23,6 +23,12 @@ static void usage(FILE *f) {
             "  --max-body BYTES       largest request body (default 8388608)\n"
             "  --keepalive-ms N       SSE keep-alive comment after N ms without data (default 5000)\n"
             "  --no-prefix-cache      prefill every prompt in full\n"
+            "  --memory RULES         structured memory for every request: tim, think, tool (comma-separated;\n"
+            "                         docs/memory.md); a request may set its own (\"lethe\": {\"memory\": ...})\n"
+            "  --prune-mode M         shift (default) or reencode\n"
+            "  --prune-buffer K       tim: closed subtask lists kept (default 2)\n"
+            "  --tool NAME=COMMAND    a tool run inside the inference (no shell; JSON arguments on stdin,\n"
+            "                         result from stdout); repeatable, needs --memory or a request's memory\n"
             "The KV options above are the default of every request; a request may choose its own\n"
             "with the extension field \"lethe\": {\"kv_policy\": ..., \"kv_budget\": ...}.\n",
             MODEL_OPTS_USAGE);
@@ -54,6 +60,26 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--max-body")) { if ((ok = opt_int(argc, argv, &i, 1024, 1L << 30, &n))) so.max_body = (size_t)n; }
         else if (!strcmp(a, "--keepalive-ms")) { if ((ok = opt_int(argc, argv, &i, 10, 1 << 30, &n))) so.keepalive_ms = (int)n; }
         else if (!strcmp(a, "--no-prefix-cache")) so.prefix_cache = false;
+        else if (!strcmp(a, "--memory")) ok = (so.memory = opt_value(argc, argv, &i)) != NULL;
+        else if (!strcmp(a, "--prune-mode")) {
+            const char *v = opt_value(argc, argv, &i);
+            if ((ok = v != NULL)) {
+                if (!strcmp(v, "shift")) so.prune_mode = LETHE_PRUNE_SHIFT;
+                else if (!strcmp(v, "reencode")) so.prune_mode = LETHE_PRUNE_REENCODE;
+                else { fprintf(stderr, "lethe serve: --prune-mode must be shift or reencode\n"); return usage_error(); }
+            }
+        } else if (!strcmp(a, "--prune-buffer")) { if ((ok = opt_int(argc, argv, &i, 0, 1 << 20, &n))) so.prune_buffer = (int)n; }
+        else if (!strcmp(a, "--tool")) {
+            const char *v = opt_value(argc, argv, &i);
+            if ((ok = v != NULL)) {
+                const char *eq = strchr(v, '=');
+                if (!eq || eq == v || !eq[1] || eq - v >= 64 || so.n_tools == 16) {
+                    fprintf(stderr, "lethe serve: --tool needs NAME=COMMAND (at most 16 tools)\n");
+                    return usage_error();
+                }
+                so.tools[so.n_tools++] = v;
+            }
+        }
         else return unknown_option(a);
         if (!ok) return EXIT_USAGE;
     }

@@ -125,6 +125,8 @@ static void admit(srv_server *s) {
 /* ---- finishing ---- */
 
 static void free_choice_seq(srv_choice *c) {
+    lethe_memory_free(c->mem); /* before the sequence it works on */
+    c->mem = NULL;
     lethe_seq_free(c->seq);
     c->seq = NULL;
 }
@@ -191,6 +193,21 @@ static void drop_active(srv_server *s, int ai, const char *failure) {
 
 /* ---- sampling ---- */
 
+/* A finished choice's structured-memory figures and tool calls, into /metrics. */
+static void account_choice(srv_server *s, const srv_choice *c) {
+    lethe_memory_stats ms = {0};
+    if (c->mem) lethe_memory_get_stats(c->mem, &ms);
+    pthread_mutex_lock(&s->lock);
+    s->met.mem_spans_pruned += (uint64_t)ms.spans_pruned;
+    s->met.mem_tokens_pruned += (uint64_t)ms.tokens_pruned;
+    s->met.mem_bytes_freed += ms.bytes_freed;
+    s->met.mem_tool_calls += (uint64_t)ms.tool_calls;
+    s->met.mem_tool_errors += (uint64_t)ms.tool_errors;
+    s->met.mem_tool_seconds += ms.tool_seconds;
+    s->met.tool_calls_returned += (uint64_t)c->calls.n;
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void end_choice(srv_server *s, srv_request *r, int ci, enum srv_finish why) {
     srv_choice *c = &r->choices[ci];
     c->finish = why;
@@ -198,10 +215,21 @@ static void end_choice(srv_server *s, srv_request *r, int ci, enum srv_finish wh
     char buf[16];
     sbuf rest = {0};
     int k = lethe_detok_flush(c->dt, buf, sizeof buf);
-    if (k > 0) srv_stop_push(&c->stop, buf, (size_t)k, &rest);
+    if (r->client_tools) {
+        sbuf text = {0};
+        int before = c->calls.n;
+        if (k > 0) srv_tools_push(&c->calls, buf, (size_t)k, &text);
+        srv_tools_flush(&c->calls, &text);
+        if (text.n) srv_stop_push(&c->stop, text.v, text.n, &rest);
+        sbuf_free(&text);
+        for (int i = before; i < c->calls.n; i++) srv_emit_tool_call(s, r, ci, i);
+        if (c->calls.n > 0 && (why == SRV_STOP || why == SRV_LENGTH)) c->finish = SRV_TOOL_CALLS;
+    } else if (k > 0)
+        srv_stop_push(&c->stop, buf, (size_t)k, &rest);
     srv_stop_flush(&c->stop, &rest);
     srv_emit_choice_end(s, r, ci, rest.v ? rest.v : "", rest.n);
     sbuf_free(&rest);
+    account_choice(s, c);
     if (ci % r->n != 0) free_choice_seq(c); /* the first choice's may be kept */
 }
 
@@ -214,7 +242,12 @@ static void sample_choice(srv_server *s, srv_request *r, int ci, const float *ro
     if (c->counts)
         for (int t = 0; t < V; t++)
             if (c->counts[t]) work[t] -= r->presence_penalty + r->frequency_penalty * (float)c->counts[t];
-    lethe_token t = lethe_sampler_sample(c->smp, work);
+    lethe_token t;
+    if (c->n_forced < r->n_forced) { /* teacher-forced reply */
+        t = r->forced[c->n_forced++];
+        lethe_sampler_accept(c->smp, t);
+    } else
+        t = lethe_sampler_sample(c->smp, work);
     c->n_gen++;
     if (t < 0 || (!r->ignore_eos && lethe_token_is_eog(s->model, t))) {
         if (t >= 0 && r->logprobs) srv_emit_token(s, r, ci, "", 0, row, t);
@@ -225,10 +258,19 @@ static void sample_choice(srv_server *s, srv_request *r, int ci, const float *ro
     char piece[512];
     int k = lethe_detok_push(c->dt, t, piece, sizeof piece);
     sbuf out = {0};
-    if (k > 0) srv_stop_push(&c->stop, piece, (size_t)k, &out);
+    if (k > 0 && r->client_tools) {
+        /* <tool_call> blocks leave the text and become tool_calls */
+        sbuf text = {0};
+        int before = c->calls.n;
+        srv_tools_push(&c->calls, piece, (size_t)k, &text);
+        if (text.n) srv_stop_push(&c->stop, text.v, text.n, &out);
+        sbuf_free(&text);
+        for (int i = before; i < c->calls.n; i++) srv_emit_tool_call(s, r, ci, i);
+    } else if (k > 0)
+        srv_stop_push(&c->stop, piece, (size_t)k, &out);
     srv_emit_token(s, r, ci, out.v ? out.v : "", out.n, r->logprobs ? row : NULL, t);
     sbuf_free(&out);
-    if (c->stop.stopped) end_choice(s, r, ci, SRV_STOP);
+    if (c->stop.stopped || c->calls.ended) end_choice(s, r, ci, SRV_STOP);
     else if (c->n_gen >= r->max_tokens) end_choice(s, r, ci, SRV_LENGTH);
     else {
         c->next = t;
@@ -247,6 +289,23 @@ static bool start_group(srv_server *s, srv_request *r, int g, const float *row, 
     r->choices[g * r->n].seq = gr->seq;
     gr->seq = NULL;
     gr->done = true;
+    if (r->memory[0])
+        for (int j = 0; j < r->n; j++) {
+            /* the prompt stays as it is; the rules act on the reply */
+            srv_choice *c = &r->choices[g * r->n + j];
+            lethe_memory_params mp = r->mem_params;
+            mp.rules = r->memory;
+            if (!(c->mem = lethe_memory_create(c->seq, &mp, err, err_size))) return false;
+            for (int t = 0; t < s->opt.n_tools; t++) {
+                char name[64];
+                const char *eq = strchr(s->opt.tools[t], '=');
+                snprintf(name, sizeof name, "%.*s", (int)(eq - s->opt.tools[t]), s->opt.tools[t]);
+                if (lethe_memory_add_exec_tool(c->mem, name, eq + 1) != LETHE_OK) {
+                    snprintf(err, err_size, "tool %s: %s", name, lethe_memory_error(c->mem));
+                    return false;
+                }
+            }
+        }
     if (!r->started) {
         r->started = true;
         r->t_first = srv_now();
@@ -364,6 +423,42 @@ out:
     return ok;
 }
 
+/* Requests whose choices all ended. */
+static void finish_done(srv_server *s) {
+    for (int a = s->n_active - 1; a >= 0; a--) {
+        srv_request *r = s->active[a];
+        bool all = r->choices != NULL;
+        for (int g = 0; g < r->n_groups && all; g++) all = r->groups[g].done;
+        for (int i = 0; i < r->n_choices && all; i++) all = r->choices[i].finish != SRV_RUNNING;
+        if (all) finish_request(s, a);
+    }
+}
+
+/* Choices with structured memory run their token through it, one at a
+ * time (its rules may prune or run a tool between tokens). */
+static void step_memory(srv_server *s, step_rows *b) {
+    for (int a = s->n_active - 1; a >= 0; a--) {
+        srv_request *r = s->active[a];
+        for (int i = 0; i < r->n_choices; i++) {
+            srv_choice *c = &r->choices[i];
+            if (!c->mem || !c->pending) continue;
+            c->pending = false;
+            lethe_status st = lethe_memory_append(c->mem, &c->next, 1, s->mem_logits);
+            if (st == LETHE_ERR_BUDGET) { /* positions ran out before pruning made room */
+                end_choice(s, r, i, SRV_LENGTH);
+                continue;
+            }
+            if (st) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "structured memory: %s", lethe_memory_error(c->mem));
+                drop_active(s, a, msg);
+                break;
+            }
+            sample_choice(s, r, i, s->mem_logits, b->work);
+        }
+    }
+}
+
 static void step(srv_server *s, step_rows *b) {
     b->n = 0;
     int budget = s->opt.batch_tokens;
@@ -371,7 +466,8 @@ static void step(srv_server *s, step_rows *b) {
     for (int a = 0; a < s->n_active; a++) {
         srv_request *r = s->active[a];
         for (int i = 0; i < r->n_choices; i++)
-            if (r->choices[i].pending && !rows_push(b, r->choices[i].next, r->choices[i].seq, true, (row_owner){r, i, -1, false}))
+            if (r->choices[i].pending && !r->choices[i].mem &&
+                !rows_push(b, r->choices[i].next, r->choices[i].seq, true, (row_owner){r, i, -1, false}))
                 return;
     }
     budget -= b->n;
@@ -392,7 +488,11 @@ static void step(srv_server *s, step_rows *b) {
             budget -= chunk;
         }
     }
-    if (b->n == 0) return;
+    step_memory(s, b);
+    if (b->n == 0) {
+        finish_done(s);
+        return;
+    }
     /* the decode of the sampled tokens: choices whose token ran this step */
     int *idx = malloc((size_t)b->n * sizeof *idx);
     if (!idx) return;
@@ -416,14 +516,7 @@ static void step(srv_server *s, step_rows *b) {
         }
     }
     free(idx);
-    /* requests whose choices all ended */
-    for (int a = s->n_active - 1; a >= 0; a--) {
-        srv_request *r = s->active[a];
-        bool all = r->choices != NULL;
-        for (int g = 0; g < r->n_groups && all; g++) all = r->groups[g].done;
-        for (int i = 0; i < r->n_choices && all; i++) all = r->choices[i].finish != SRV_RUNNING;
-        if (all) finish_request(s, a);
-    }
+    finish_done(s);
 }
 
 static void update_kv_metrics(srv_server *s) {
@@ -446,8 +539,9 @@ void *srv_engine_main(void *arg) {
     srv_server *s = arg;
     step_rows b = {0};
     b.work = malloc((size_t)s->info.n_vocab * sizeof *b.work);
+    s->mem_logits = malloc((size_t)s->info.n_vocab * sizeof *s->mem_logits);
     s->active = calloc((size_t)s->opt.parallel, sizeof *s->active);
-    if (!b.work || !s->active) {
+    if (!b.work || !s->active || !s->mem_logits) {
         fprintf(stderr, "lethe serve: out of memory\n");
         s->stopping = 1;
     }
@@ -528,5 +622,6 @@ void *srv_engine_main(void *arg) {
     free(b.want);
     free(b.own);
     free(b.work);
+    free(s->mem_logits);
     return NULL;
 }

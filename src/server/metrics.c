@@ -30,6 +30,13 @@ void srv_metrics_text(srv_server *s, sbuf *b) {
     metric(b, "lethe_kv_cold_bytes", "gauge", "Cold-tier bytes of running sequences (quest, mixed).", (double)m.kv_cold);
     metric(b, "lethe_kv_staging_bytes", "gauge", "Scratch that cold pages are attended from.", (double)m.kv_staging);
     metric(b, "lethe_kv_policy_evicted_tokens_total", "counter", "Cache slots KV policies dropped, over finished requests (per stream, the least).", (double)m.evicted_tokens);
+    metric(b, "lethe_memory_spans_pruned_total", "counter", "Structured memory: spans pruned.", (double)m.mem_spans_pruned);
+    metric(b, "lethe_memory_tokens_pruned_total", "counter", "Structured memory: cached tokens pruned.", (double)m.mem_tokens_pruned);
+    metric(b, "lethe_memory_bytes_freed_total", "counter", "Structured memory: KV bytes freed by pruning.", (double)m.mem_bytes_freed);
+    metric(b, "lethe_memory_tool_calls_total", "counter", "Server tools run inside the inference.", (double)m.mem_tool_calls);
+    metric(b, "lethe_memory_tool_errors_total", "counter", "Server tool runs that failed (the model got an error text).", (double)m.mem_tool_errors);
+    metric(b, "lethe_memory_tool_seconds_total", "counter", "Time in server tools.", m.mem_tool_seconds);
+    metric(b, "lethe_tool_calls_returned_total", "counter", "Client tool calls returned as tool_calls.", (double)m.tool_calls_returned);
     metric(b, "lethe_prefix_cache_entries", "gauge", "Finished sequences kept for their prefix.", m.prefix_entries);
     metric(b, "lethe_prefix_cache_bytes", "gauge", "KV bytes the kept prefixes hold (upper bound).", (double)m.prefix_bytes);
     metric(b, "lethe_prefix_cache_lookups_total", "counter", "Prompts looked up in the prefix cache.", (double)m.prefix_lookups);

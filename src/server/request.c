@@ -187,15 +187,71 @@ static int content_text(perr *e, const cJSON *c, sbuf *out) {
     return 0;
 }
 
+/* An assistant message's tool_calls, written back as the <tool_call>
+ * blocks the model produced them from. */
+static int tool_calls_text(perr *e, const cJSON *calls, sbuf *out) {
+    if (!calls || cJSON_IsNull(calls)) return 0;
+    if (!cJSON_IsArray(calls)) return fail(e, 400, "messages", NULL, "'tool_calls' must be a list");
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (!cJSON_IsString(name)) return fail(e, 400, "messages", NULL, "a tool call needs function.name");
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", name->valuestring);
+        cJSON *a = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
+        if (a) cJSON_AddItemToObject(o, "arguments", a);
+        else if (cJSON_IsString(args)) cJSON_AddStringToObject(o, "arguments", args->valuestring);
+        else cJSON_AddItemToObject(o, "arguments", cJSON_CreateObject());
+        char *txt = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!txt) return fail(e, 500, NULL, NULL, "out of memory");
+        if (out->n) sbuf_puts(out, "\n");
+        sbuf_printf(out, "<tool_call>\n%s\n</tool_call>", txt);
+        free(txt);
+    }
+    return 0;
+}
+
+/* The request's tools, described to the model the way Hermes / Qwen 2.5
+ * templates do, as system text. Returns 0 with *out empty when none. */
+static int tools_text(perr *e, const cJSON *root, srv_request *r, sbuf *out) {
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
+    if (!tools || cJSON_IsNull(tools)) return 0;
+    if (!cJSON_IsArray(tools)) return fail(e, 400, "tools", NULL, "'tools' must be a list");
+    if (cJSON_IsString(choice) && !strcmp(choice->valuestring, "none")) return 0;
+    sbuf_puts(out, "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with "
+                   "function signatures within <tools></tools> XML tags:\n<tools>");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        if (!cJSON_IsObject(t) || !cJSON_IsObject(fn) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fn, "name")))
+            return fail(e, 400, "tools", NULL, "each tool must be {\"type\": \"function\", \"function\": {\"name\": ...}}");
+        char *txt = cJSON_PrintUnformatted(t);
+        if (!txt) return fail(e, 500, NULL, NULL, "out of memory");
+        sbuf_printf(out, "\n%s", txt);
+        free(txt);
+    }
+    sbuf_puts(out, "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+                   "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+                   "<args-json-object>}\n</tool_call>");
+    r->client_tools = true;
+    return 0;
+}
+
 static int parse_messages(perr *e, srv_server *s, const cJSON *root, srv_request *r) {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!cJSON_IsArray(msgs)) return fail(e, 400, "messages", NULL, "'messages' must be a list of messages");
     int n = cJSON_GetArraySize(msgs);
     if (n == 0) return fail(e, 400, "messages", NULL, "'messages' must not be empty");
-    lethe_chat_message *cm = calloc((size_t)n, sizeof *cm);
-    sbuf *texts = calloc((size_t)n, sizeof *texts);
+    lethe_chat_message *cm = calloc((size_t)n + 1, sizeof *cm);
+    sbuf *texts = calloc((size_t)n + 1, sizeof *texts);
+    sbuf tools = {0};
     int st = 0, i = 0;
     if (!cm || !texts) { st = fail(e, 500, NULL, NULL, "out of memory"); goto out; }
+    if ((st = tools_text(e, root, r, &tools))) goto out;
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs) {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
@@ -205,18 +261,35 @@ static int parse_messages(perr *e, srv_server *s, const cJSON *root, srv_request
             st = fail(e, 400, "messages", NULL, "message %d has role '%s' (system, developer, user, assistant or tool)", i, ro);
             goto out;
         }
-        if ((st = content_text(e, cJSON_GetObjectItemCaseSensitive(m, "content"), &texts[i]))) goto out;
-        if (texts[i].oom) { st = fail(e, 500, NULL, NULL, "out of memory"); goto out; }
-        cm[i].role = ro;
-        cm[i].content = texts[i].v ? texts[i].v : "";
+        int k = i + 1; /* slot 0: a system message for the tools, when needed */
+        if ((st = content_text(e, cJSON_GetObjectItemCaseSensitive(m, "content"), &texts[k]))) goto out;
+        if (!strcmp(ro, "assistant") && (st = tool_calls_text(e, cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), &texts[k]))) goto out;
+        if (texts[k].oom) { st = fail(e, 500, NULL, NULL, "out of memory"); goto out; }
+        cm[k].role = ro;
+        cm[k].content = texts[k].v ? texts[k].v : "";
         i++;
     }
+    const lethe_chat_message *list = cm + 1;
+    int nm = n;
+    if (tools.n) {
+        /* the tools go into the system message (a first one is made when there is none) */
+        if (!strcmp(cm[1].role, "system") || !strcmp(cm[1].role, "developer")) {
+            sbuf_puts(&texts[1], "\n\n");
+            sbuf_put(&texts[1], tools.v, tools.n);
+            cm[1].content = texts[1].v;
+        } else {
+            cm[0] = (lethe_chat_message){"system", tools.v};
+            list = cm;
+            nm = n + 1;
+        }
+        if (texts[1].oom || tools.oom) { st = fail(e, 500, NULL, NULL, "out of memory"); goto out; }
+    }
     char err[256] = "";
-    int len = lethe_chat_apply(s->model, s->opt.chat_template, cm, n, true, NULL, 0, err, sizeof err);
+    int len = lethe_chat_apply(s->model, s->opt.chat_template, list, nm, true, NULL, 0, err, sizeof err);
     if (len < 0) { st = fail(e, 400, "messages", NULL, "%s", err); goto out; }
     char *text = malloc((size_t)len + 1);
     if (!text) { st = fail(e, 500, NULL, NULL, "out of memory"); goto out; }
-    lethe_chat_apply(s->model, s->opt.chat_template, cm, n, true, text, len + 1, err, sizeof err);
+    lethe_chat_apply(s->model, s->opt.chat_template, list, nm, true, text, len + 1, err, sizeof err);
     r->groups = calloc(1, sizeof *r->groups);
     if (!r->groups) { free(text); st = fail(e, 500, NULL, NULL, "out of memory"); goto out; }
     r->n_groups = 1;
@@ -224,7 +297,8 @@ static int parse_messages(perr *e, srv_server *s, const cJSON *root, srv_request
     st = tokenize_into(e, s, &r->groups[0], text, (size_t)len, true, true);
     free(text);
 out:
-    for (int k = 0; texts && k < n; k++) sbuf_free(&texts[k]);
+    for (int k = 0; texts && k <= n; k++) sbuf_free(&texts[k]);
+    sbuf_free(&tools);
     free(texts);
     free(cm);
     return st;
@@ -254,6 +328,26 @@ static int parse_extension(perr *e, const cJSON *root, srv_request *r) {
     if ((st = get_num(e, x, "kv_hot_fraction", 0, 1, false, &v, &has))) return st;
     if (has) kv->hot_fraction = (float)v;
     if ((st = get_bool(e, x, "kv_reindex", &kv->reindex))) return st;
+    const cJSON *mem = cJSON_GetObjectItemCaseSensitive(x, "memory");
+    if (mem && !cJSON_IsNull(mem)) {
+        if (!cJSON_IsString(mem) || strlen(mem->valuestring) >= sizeof r->memory)
+            return fail(e, 400, "lethe.memory", NULL, "'memory' must be rule names: tim, think, tool (comma-separated) or \"\"");
+        snprintf(r->memory, sizeof r->memory, "%s", mem->valuestring);
+    }
+    const cJSON *pm = cJSON_GetObjectItemCaseSensitive(x, "prune_mode");
+    if (pm && !cJSON_IsNull(pm)) {
+        if (cJSON_IsString(pm) && !strcmp(pm->valuestring, "shift")) r->mem_params.mode = LETHE_PRUNE_SHIFT;
+        else if (cJSON_IsString(pm) && !strcmp(pm->valuestring, "reencode")) r->mem_params.mode = LETHE_PRUNE_REENCODE;
+        else return fail(e, 400, "lethe.prune_mode", NULL, "'prune_mode' must be \"shift\" or \"reencode\"");
+    }
+    if ((st = get_num(e, x, "prune_buffer", 0, 1 << 20, true, &v, &has))) return st;
+    if (has) r->mem_params.prune_buffer = (int)v;
+    const cJSON *ft = cJSON_GetObjectItemCaseSensitive(x, "force_text");
+    if (ft && !cJSON_IsNull(ft)) {
+        if (!cJSON_IsString(ft)) return fail(e, 400, "lethe.force_text", NULL, "'force_text' must be a string");
+        r->force_text = dup_str(ft->valuestring);
+        if (!r->force_text) return fail(e, 500, NULL, NULL, "out of memory");
+    }
     if ((st = get_bool(e, x, "prefix_cache", &r->use_prefix_cache))) return st;
     if ((st = get_bool(e, x, "ignore_eos", &r->ignore_eos))) return st;
     return 0;
@@ -279,6 +373,10 @@ int srv_parse_request(srv_server *s, enum srv_kind kind, const char *body, size_
     r->seq_params.kv = s->opt.kv;
     snprintf(r->policy_name, sizeof r->policy_name, "%s", s->opt.kv.name ? s->opt.kv.name : "full");
     r->use_prefix_cache = s->opt.prefix_cache;
+    snprintf(r->memory, sizeof r->memory, "%s", s->opt.memory ? s->opt.memory : "");
+    r->mem_params = lethe_memory_default_params();
+    r->mem_params.mode = s->opt.prune_mode;
+    r->mem_params.prune_buffer = s->opt.prune_buffer;
     r->model_id = s->model_id;
     r->created = (long long)time(NULL);
     make_id(r->id, sizeof r->id, kind == SRV_CHAT ? "chatcmpl" : "cmpl");
@@ -350,6 +448,20 @@ int srv_parse_request(srv_server *s, enum srv_kind kind, const char *body, size_
     else st = parse_prompt(&e, s, root, r);
     if (st) goto out;
     if (kind == SRV_CHAT && s->eot_text && s->eot_text[0] && (st = add_stop(&e, r, s->eot_text))) goto out;
+    if (r->force_text) {
+        /* the reply is teacher-forced: these tokens replace the sampled ones (tests, replaying traces) */
+        size_t fl = strlen(r->force_text);
+        int nf = lethe_tokenize(s->model, r->force_text, fl, NULL, 0, false, true);
+        if (nf < 0 || !(r->forced = malloc(((size_t)nf + 1) * sizeof *r->forced))) { st = fail(&e, 400, "lethe.force_text", NULL, "cannot tokenise force_text"); goto out; }
+        r->n_forced = lethe_tokenize(s->model, r->force_text, fl, r->forced, nf, false, true);
+    }
+    if (r->memory[0]) {
+        if (strcmp(r->policy_name, "full")) {
+            st = fail(&e, 400, "lethe.memory", NULL, "structured memory needs the full KV policy (this request: %s)", r->policy_name);
+            goto out;
+        }
+        r->use_prefix_cache = false; /* pruned positions: not what a fresh prefill gives */
+    }
 
     /* positions: without re-indexing a sequence cannot pass the context */
     int n_ctx = lethe_ctx_n_ctx(s->ctx), longest = 0;
@@ -360,7 +472,8 @@ int srv_parse_request(srv_server *s, enum srv_kind kind, const char *body, size_
         st = fail(&e, 400, "messages", "context_length_exceeded", "the prompt has %d tokens; this server's context is %d", longest, n_ctx);
         goto out;
     }
-    int room = reindex ? 1 << 30 : n_ctx - longest;
+    /* structured memory reuses positions: a reply may run past the context */
+    int room = reindex || r->memory[0] ? 1 << 30 : n_ctx - longest;
     if (max_tokens < 0) {
         /* no max_tokens: up to the context, but no more than the pool can
          * ever hold for this prompt (so the request is admissible) */
@@ -404,6 +517,8 @@ size_t srv_request_pages(const srv_server *s, const srv_request *r, char *why, s
     size_t total = 0;
     for (int i = 0; i < r->n_groups; i++) {
         size_t slots = (size_t)r->groups[i].n_toks + (size_t)r->max_tokens;
+        size_t n_ctx = (size_t)lethe_ctx_n_ctx(s->ctx);
+        if (slots > n_ctx) slots = n_ctx; /* no sequence holds more (memory reuses positions) */
         if (evicting) {
             /* an evicting policy holds at most its budget (the pool's when 0) */
             size_t cap = kv->budget > 0 ? (size_t)kv->budget : s->pages_total / s->streams * (size_t)s->page_slots;
@@ -433,6 +548,7 @@ void srv_request_free(srv_request *r) {
     free(r->groups);
     for (int i = 0; i < r->n_choices && r->choices; i++) {
         srv_choice *c = &r->choices[i];
+        lethe_memory_free(c->mem); /* before its sequence */
         lethe_seq_free(c->seq);
         lethe_sampler_free(c->smp);
         lethe_detok_free(c->dt);
@@ -441,8 +557,11 @@ void srv_request_free(srv_request *r) {
         cJSON_Delete(c->lp);
         free(c->counts);
         free(c->ran);
+        srv_tools_free(&c->calls);
     }
     free(r->choices);
+    free(r->force_text);
+    free(r->forced);
     for (int i = 0; i < r->n_stops; i++) free(r->stops[i]);
     free(r->stops);
     sbuf_free(&r->out);

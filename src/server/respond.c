@@ -70,7 +70,9 @@ static cJSON *envelope(const srv_request *r, bool chunk) {
     return o;
 }
 
-static const char *finish_name(enum srv_finish f) { return f == SRV_LENGTH ? "length" : "stop"; }
+static const char *finish_name(enum srv_finish f) {
+    return f == SRV_LENGTH ? "length" : f == SRV_TOOL_CALLS ? "tool_calls" : "stop";
+}
 
 static cJSON *usage_json(const srv_request *r) {
     int prompt = 0, cached = 0, gen = 0;
@@ -243,6 +245,20 @@ void srv_emit_token(srv_server *s, srv_request *r, int ci, const char *text, siz
     cJSON_Delete(env);
 }
 
+void srv_emit_tool_call(srv_server *s, srv_request *r, int ci, int k) {
+    if (!r->stream || r->kind != SRV_CHAT) return; /* the body carries them at the end */
+    const cJSON *call = cJSON_GetArrayItem(r->choices[ci].calls.list, k);
+    if (!call) return;
+    cJSON *env = envelope(r, true), *c = chunk_choice(r, env, ci), *d = cJSON_AddObjectToObject(c, "delta");
+    cJSON *list = cJSON_AddArrayToObject(d, "tool_calls"), *item = cJSON_Duplicate(call, true);
+    cJSON_AddNumberToObject(item, "index", k);
+    cJSON_AddItemToArray(list, item);
+    cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddNullToObject(c, "finish_reason");
+    push_event(s, r, env);
+    cJSON_Delete(env);
+}
+
 void srv_emit_choice_end(srv_server *s, srv_request *r, int ci, const char *text, size_t n) {
     srv_choice *ch = &r->choices[ci];
     if (!r->stream) {
@@ -280,7 +296,12 @@ void srv_emit_done(srv_server *s, srv_request *r) {
         if (r->kind == SRV_CHAT) {
             cJSON *m = cJSON_AddObjectToObject(c, "message");
             cJSON_AddStringToObject(m, "role", "assistant");
-            add_text(m, "content", ch->text.v ? ch->text.v : "", ch->text.n);
+            if (ch->calls.n && ch->text.n == 0) cJSON_AddNullToObject(m, "content");
+            else add_text(m, "content", ch->text.v ? ch->text.v : "", ch->text.n);
+            if (ch->calls.n) {
+                cJSON_AddItemToObject(m, "tool_calls", ch->calls.list);
+                ch->calls.list = NULL;
+            }
             if (ch->lp) {
                 cJSON *lp = cJSON_AddObjectToObject(c, "logprobs");
                 cJSON_AddItemToObject(lp, "content", ch->lp);

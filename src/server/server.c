@@ -22,6 +22,8 @@ void srv_options_init(srv_options *o) {
     o->keepalive_ms = 5000;
     o->prefix_cache = true;
     o->kv = lethe_seq_default_params().kv;
+    o->prune_mode = LETHE_PRUNE_SHIFT;
+    o->prune_buffer = lethe_memory_default_params().prune_buffer;
 }
 
 /* The model id: --alias, else the file name without folders. */

@@ -41,6 +41,13 @@ typedef struct {
     int keepalive_ms;          /* SSE comment after this long without data */
     bool prefix_cache;
     bool verbose;
+    /* structured memory (docs/memory.md): every request's default rules
+     * ("" none), prune mode and buffer; tools run inside the inference */
+    const char *memory;
+    lethe_prune_mode prune_mode;
+    int prune_buffer;
+    const char *tools[16];     /* "NAME=COMMAND" */
+    int n_tools;
 } srv_options;
 
 void srv_options_init(srv_options *o);
@@ -81,9 +88,25 @@ void srv_stop_push(srv_stop *s, const char *text, size_t n, sbuf *out);
 void srv_stop_flush(srv_stop *s, sbuf *out);
 void srv_stop_free(srv_stop *s);
 
+/* Client-declared tools: <tool_call>{"name": ..., "arguments": ...}</tool_call>
+ * blocks are taken out of the text and returned as tool_calls (tools.c). */
+typedef struct {
+    sbuf block;          /* text of the block being read */
+    bool inside;
+    bool ended;          /* after the calls, other text came: the choice ends */
+    sbuf hold;           /* text that may be the start of "<tool_call>" */
+    struct cJSON *list;  /* the calls found: [{id, type, function: {name, arguments}}] */
+    int n;
+} srv_toolscan;
+/* Passes generated text through: text outside blocks goes to out; each
+ * completed block becomes a call in list (t->n counts them). */
+void srv_tools_push(srv_toolscan *t, const char *text, size_t n, sbuf *out);
+void srv_tools_flush(srv_toolscan *t, sbuf *out);
+void srv_tools_free(srv_toolscan *t);
+
 /* ---- requests ---- */
 enum srv_kind { SRV_COMPLETION, SRV_CHAT };
-enum srv_finish { SRV_RUNNING = 0, SRV_STOP, SRV_LENGTH, SRV_FAILED };
+enum srv_finish { SRV_RUNNING = 0, SRV_STOP, SRV_LENGTH, SRV_TOOL_CALLS, SRV_FAILED };
 
 typedef struct srv_choice {
     int group;           /* the prompt it continues */
@@ -99,6 +122,9 @@ typedef struct srv_choice {
     struct cJSON *lp;    /* non-streamed logprobs: chat's content list, or completions' parallel lists */
     size_t text_offset;  /* completions logprobs: bytes of text so far */
     int *counts;         /* presence / frequency penalties: times each token was generated (n_vocab) */
+    lethe_memory *mem;   /* structured memory over seq (requests with "memory") */
+    int n_forced;        /* force_text tokens used */
+    srv_toolscan calls;  /* client tools: <tool_call> blocks found in the text */
     lethe_token *ran;    /* generated tokens run through the model (for the prefix cache) */
     int n_ran, ran_cap;
 } srv_choice;
@@ -132,6 +158,12 @@ typedef struct srv_request {
     char policy_name[32];
     srv_group *groups;
     int n_groups;
+    char memory[32];        /* structured-memory rules ("" none) */
+    lethe_memory_params mem_params;
+    char *force_text;
+    lethe_token *forced;    /* lethe.force_text: the reply, teacher-forced */
+    int n_forced;
+    bool client_tools;      /* the request declared tools: <tool_call> blocks become tool_calls */
     srv_choice *choices;    /* n_groups x n */
     int n_choices;
     size_t reserve_pages;   /* admission: the most pool pages this request may hold */
@@ -158,6 +190,8 @@ typedef struct srv_metrics {
     uint64_t requests_ok, requests_4xx, requests_5xx, requests_cancelled, requests_429;
     uint64_t prompt_tokens, generated_tokens, cached_tokens, prefix_hits, prefix_lookups;
     uint64_t steps, evictions_prefix, evicted_tokens;
+    uint64_t mem_spans_pruned, mem_tokens_pruned, mem_bytes_freed, mem_tool_calls, mem_tool_errors, tool_calls_returned;
+    double mem_tool_seconds;
     double step_seconds, prefill_seconds;
     size_t kv_used, kv_total, kv_peak, kv_cold, kv_staging, kv_reserved, prefix_bytes;
     int prefix_entries;
@@ -196,6 +230,7 @@ typedef struct srv_server {
     srv_prefix_cache *pc;
     float *logits;
     int logits_rows;
+    float *mem_logits;      /* one row, for choices run through structured memory */
 } srv_server;
 
 /* request.c: parse a request body into r; on failure returns the HTTP status
@@ -214,6 +249,8 @@ void srv_emit_start(srv_server *s, srv_request *r);
 /* One generated token of choice ci: its released text (maybe empty) and,
  * when asked, its log-probabilities from the raw logits. */
 void srv_emit_token(srv_server *s, srv_request *r, int ci, const char *text, size_t n, const float *raw_logits, lethe_token tok);
+/* Choice ci found client tool call number k (streams send it at once). */
+void srv_emit_tool_call(srv_server *s, srv_request *r, int ci, int k);
 /* Choice ci finished (its finish field set): the text it still held. */
 void srv_emit_choice_end(srv_server *s, srv_request *r, int ci, const char *text, size_t n);
 /* Every choice finished: usage and the end of the stream, or the body. */
