@@ -84,6 +84,44 @@ static void test_messages(void) {
     free(o);
 }
 
+/* lethe run --memory think on a teacher-forced trace of 10x a 512-token
+ * context: it runs to the end with the slots held under the context, where
+ * the same run without the memory stops at the context. */
+static void test_memory_past_context(const char *model) {
+    char trace[300], args[1024];
+    snprintf(trace, sizeof trace, "%s.trace.txt", out_path);
+    FILE *f = fopen(trace, "w");
+    if (!f) { CHECK(0); return; }
+    for (int i = 0; i < 55; i++) { /* ~105 tokens a block, ~5 kept after it */
+        fputs("<think>", f);
+        for (int w = 0; w < 12; w++) fputs(" the cat sat on the mat and", f);
+        fputs("</think>\nok.\n", f);
+    }
+    fclose(f);
+    snprintf(args, sizeof args, "run -m %s -p Once -c 512 -n 100000 --temp 0 --memory think --force-file %s", model, trace);
+    expect_exit(args, 0);
+    char *e = err_text();
+    long processed = 0;
+    int held = 0, peak = 0;
+    const char *m = e ? strstr(e, "memory: rules think") : NULL;
+    CHECKF(m != NULL, "memory summary on stderr: %.300s", e ? e : "");
+    if (m) {
+        const char *p = strstr(m, "tokens processed ");
+        if (p) processed = strtol(p + 17, NULL, 10);
+        p = strstr(m, "slots held ");
+        if (p) sscanf(p, "slots held %d, peak %d", &held, &peak);
+    }
+    CHECKF(processed > 10 * 512, "the trace is 10x the context: %ld tokens processed", processed);
+    CHECKF(peak > 0 && peak < 512, "slots stay under the context: peak %d", peak);
+    free(e);
+    snprintf(args, sizeof args, "run -m %s -p Once -c 512 -n 100000 --temp 0 --force-file %s", model, trace);
+    expect_exit(args, 0);
+    e = err_text();
+    CHECKF(e && strstr(e, "stop: ") && !strstr(e, "memory:"), "without the memory the run stops at the context: %.300s", e ? e : "");
+    free(e);
+    remove(trace);
+}
+
 int main(void) {
     bin = getenv("LETHE_BIN");
     if (!bin || !tu_file_exists(bin)) tu_skip("LETHE_BIN not set or missing (run through ctest)");
@@ -123,6 +161,7 @@ int main(void) {
     const char *model = tu_model_path("stories260K.gguf");
     if (!tu_file_exists(model)) tu_skip("the model tests need %s (set LETHE_MODELS)", model);
     expect_exit("--help", 0);
+    test_memory_past_context(model);
 
     /* --ids: exactly the reference greedy ids, nothing else on stdout */
     char *json = tu_read_file(tu_require_reference("stories260K.greedy.0.json"), NULL);
