@@ -10,7 +10,8 @@
  *   at every step every position of every open span is cached (hot) in
  *   every stream, and no stream holds more than its budget. The same
  *   tokens through a plain sequence (no memory) lose positions of the first
- *   block, so the protection is what keeps them.
+ *   block, so the protection is what keeps them. Shift mode for all, and
+ *   re-encode for h2o and mixed.
  * - Empty protection changes nothing: per policy, over the trace's prompt
  *   (no markers), the logits of every step and the cached positions of a
  *   plain run are bit-identical to runs with an explicitly empty set, with
@@ -68,15 +69,18 @@ static lethe_seq *open_seq(lethe_ctx *c, const char *policy, int budget) {
     return s;
 }
 
-static lethe_memory *open_mem(lethe_seq *s, const char *rules) {
+static lethe_memory *open_mem_mode(lethe_seq *s, const char *rules, lethe_prune_mode mode) {
     lethe_memory_params p = lethe_memory_default_params();
     p.rules = rules;
+    p.mode = mode;
     p.think_keep = 0;
     char err[512];
     lethe_memory *m = lethe_memory_create(s, &p, err, sizeof err);
     CHECKF(m != NULL, "memory: %s", err);
     return m;
 }
+
+static lethe_memory *open_mem(lethe_seq *s, const char *rules) { return open_mem_mode(s, rules, LETHE_PRUNE_SHIFT); }
 
 /* Whether every stream of s holds position pos in its hot tier. */
 static bool cached_everywhere(const lethe_seq *s, int pos) {
@@ -125,12 +129,16 @@ static void open_spans_kept(lethe_ctx *c) {
     const int n = tokenize(m, text, &ids);
     free(text);
     float *lg = malloc(sizeof(float) * V);
-    for (int pi = 0; pi < N_POLICIES; pi++) {
+    /* every policy in shift mode, then two of them in re-encode mode (the
+     * re-run after a prune goes through the policy with the new positions) */
+    for (int run = 0; run < N_POLICIES + 2; run++) {
+        const int pi = run < N_POLICIES ? run : run == N_POLICIES ? 1 /* h2o */ : N_POLICIES - 1 /* mixed */;
+        const lethe_prune_mode mode = run < N_POLICIES ? LETHE_PRUNE_SHIFT : LETHE_PRUNE_REENCODE;
         const char *name = POLICIES[pi];
         const int budget = budget_for(name);
         CHECKF(n > budget + 60, "the trace has %d tokens, the budget %d", n, budget);
         lethe_seq *s = open_seq(c, name, budget);
-        lethe_memory *mem = s ? open_mem(s, "think") : NULL;
+        lethe_memory *mem = s ? open_mem_mode(s, "think", mode) : NULL;
         if (!mem) {
             lethe_seq_free(s);
             continue;
@@ -162,8 +170,8 @@ static void open_spans_kept(lethe_ctx *c) {
         lethe_memory_get_stats(mem, &st);
         prunes = st.spans_pruned;
         const int window = policy_window_for(&s->policy->params, budget);
-        printf("%s (budget %d, window %d): %d tokens, longest open span %d, %d blocks pruned, %d slots held (peak %d)\n",
-               name, budget, window, n, longest, prunes, st.slots_held, st.slots_peak);
+        printf("%s, %s (budget %d, window %d): %d tokens, longest open span %d, %d blocks pruned, %d slots held (peak %d)\n",
+               name, mode ? "reencode" : "shift", budget, window, n, longest, prunes, st.slots_held, st.slots_peak);
         CHECKF(fails == 0, "%s: %d steps failed", name, fails);
         CHECKF(bad_step < 0, "%s: an open span lost a slot at step %d", name, bad_step);
         CHECKF(!over_budget, "%s: a stream went over its budget", name);
@@ -177,7 +185,7 @@ static void open_spans_kept(lethe_ctx *c) {
 
         /* the same tokens without a memory: the first block's open span is
          * not kept whole (the protection is what kept it) */
-        if (first_p0 < 0) continue;
+        if (first_p0 < 0 || mode != LETHE_PRUNE_SHIFT) continue;
         s = open_seq(c, name, budget);
         if (!s) continue;
         bool lost = false;
