@@ -289,6 +289,23 @@ static void over_budget(lethe_ctx *c) {
         CHECK(lethe_seq_append(s, t, 20, lg) == LETHE_OK && within_budget(s));
         lethe_seq_free(s);
     }
+    /* the set is sorted and merged; bad ranges leave it as it was */
+    s = open_seq(c, "window", 48);
+    if (s) {
+        const int r[12] = {50, 60, 10, 20, 15, 30, 5, 5, 30, 31, 70, 80};
+        CHECK(seq_protect_set(s, r, 6) == LETHE_OK && s->n_protect == 3);
+        CHECK(s->protect[0] == 10 && s->protect[1] == 31 && s->protect[2] == 50 && s->protect[3] == 60 &&
+              s->protect[4] == 70 && s->protect[5] == 80);
+        CHECK(seq_protected(s, 10) && seq_protected(s, 30) && !seq_protected(s, 31) && !seq_protected(s, 9) &&
+              seq_protected(s, 79) && !seq_protected(s, 80) && !seq_protected(s, 5));
+        int many[20];
+        for (int k = 0; k < 10; k++) many[2 * k] = 10 * k, many[2 * k + 1] = 10 * k + 5; /* past the inline room */
+        CHECK(seq_protect_set(s, many, 10) == LETHE_OK && s->n_protect == 10 && seq_protected(s, 93) && !seq_protected(s, 95));
+        const int bad[2] = {-3, 4};
+        CHECK(seq_protect_set(s, bad, 1) == LETHE_ERR_ARG && s->n_protect == 10);
+        CHECK(seq_protect_set(s, NULL, 2) == LETHE_ERR_ARG && seq_protect_set(s, NULL, 0) == LETHE_OK && s->n_protect == 0);
+        lethe_seq_free(s);
+    }
     /* an open memory span longer than the budget */
     const char *pols[2] = {"window", "quest"};
     for (int k = 0; k < 2; k++) {
@@ -315,6 +332,22 @@ static void over_budget(lethe_ctx *c) {
         lethe_memory_free(mem);
         lethe_seq_free(s);
     }
+    /* a prompt that overflows an open span in one append (several chunks) */
+    s = open_seq(c, "h2o", 48);
+    lethe_memory *mem = s ? open_mem(s, NULL) : NULL;
+    if (mem) {
+        CHECK(lethe_memory_append(mem, t, 20, NULL) == LETHE_OK);
+        CHECK(lethe_memory_span_open(mem, "prompt", -1) == 0);
+        CHECK(lethe_memory_append(mem, t + 20, 40, lg) == LETHE_OK); /* 40 protected: fits, in chunks */
+        CHECK(lethe_seq_n_cached(s) <= 48 && within_budget(s));
+        for (int p = 20; p < 60; p++) CHECK(cached_everywhere(s, p));
+        lethe_status st = lethe_memory_append(mem, t + 60, 20, lg);
+        printf("40 protected, then 20 more in one append: %s: %s\n", lethe_status_name(st), lethe_memory_error(mem));
+        CHECK(st == LETHE_ERR_BUDGET && strstr(lethe_memory_error(mem), "protected") && within_budget(s));
+        for (int p = 20; p < 60; p++) CHECK(cached_everywhere(s, p));
+    }
+    lethe_memory_free(mem);
+    lethe_seq_free(s);
     /* re-indexed windows stay refused */
     lethe_seq_params sp = lethe_seq_default_params();
     sp.kv.name = "window";

@@ -283,6 +283,13 @@ static lethe_status run_log(lethe_memory *mem, int i0, float *logits, bool reenc
     lethe_token buf[256];
     for (int k = 0; k < n;) {
         int m = n - k < 256 ? n - k : 256;
+        /* an evicting policy: at most one chunk a call, sized afresh, so
+         * that the room the protected open spans leave shrinks as they
+         * grow, and a span that outgrows the budget gets its own error */
+        if (mem->s->policy->ops->may_evict) {
+            const int mb = lethe_seq_max_batch(mem->s);
+            if (m > mb) m = mb;
+        }
         for (int j = 0; j < m; j++) buf[j] = mem->log[i0 + k + j].tok;
         lethe_status st = lethe_seq_append(mem->s, buf, m, k + m == n ? logits : NULL);
         if (st) return set_error(mem->err, st, "%s", lethe_seq_error(mem->s));
