@@ -420,8 +420,8 @@ int lethe_chat_apply(const lethe_model *m, const char *name, const lethe_chat_me
  * TIM: `, "tool_result": RESULT` (RESULT as a JSON string unless it is a
  * JSON object or array); Hermes: `\n<tool_response>\nRESULT\n</tool_response>\n`.
  *
- * The sequence must use a policy that does not evict ("full"): open spans
- * are never touched by eviction because nothing is evicted. */
+ * Any KV policy but window --kv-reindex: open spans are protected from its
+ * eviction (a step they leave no room for fails with LETHE_ERR_BUDGET). */
 
 typedef struct lethe_memory lethe_memory;
 
@@ -483,7 +483,7 @@ typedef int (*lethe_tool_fn)(void *user, const char *name, const char *args_json
 lethe_memory_params lethe_memory_default_params(void);
 /* A memory over s (which it uses but does not own: free the memory before
  * s). Tokens already in s stay, never pruned. NULL (message in err) for an
- * unknown rule set, bad parameters or an evicting policy. */
+ * unknown rule set, bad parameters or a re-indexing window policy. */
 lethe_memory *lethe_memory_create(lethe_seq *s, const lethe_memory_params *p, char *err, size_t err_size);
 void lethe_memory_free(lethe_memory *mem);
 /* Feeds n tokens (a prompt, a generated token, a teacher-forced trace) as

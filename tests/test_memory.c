@@ -11,8 +11,9 @@
  *   gives the logits of a fresh sequence fed the surviving tokens.
  * - The think rule: blocks pruned when the answer after them starts,
  *   keeping the last N.
- * - Evicting policies are refused (open spans are never evicted because
- *   nothing is); NULL handles are safe.
+ * - Evicting policies are accepted (their plans leave open spans alone:
+ *   test_memory_policy.c), window --kv-reindex is refused; NULL handles
+ *   are safe.
  * - Past the context: stories260K (context 512) teacher-forced through a
  *   think trace of 10x its context finishes with its slots bounded. */
 #include <math.h>
@@ -357,8 +358,14 @@ static void refusals(const char *path) {
     sp.kv.budget = 64;
     lethe_seq *s = lethe_seq_create(c, &sp, err, sizeof err);
     lethe_memory_params p = lethe_memory_default_params();
+    lethe_memory *em = lethe_memory_create(s, &p, err, sizeof err); /* evicting: open spans protected (test_memory_policy) */
+    CHECKF(em != NULL, "window: %s", err);
+    lethe_memory_free(em);
+    lethe_seq_free(s);
+    sp.kv.reindex = true;
+    s = lethe_seq_create(c, &sp, err, sizeof err);
     err[0] = 0;
-    CHECK(lethe_memory_create(s, &p, err, sizeof err) == NULL && strstr(err, "evicts"));
+    CHECK(s && lethe_memory_create(s, &p, err, sizeof err) == NULL && strstr(err, "reindex"));
     lethe_seq_free(s);
     s = lethe_seq_create(c, NULL, err, sizeof err);
     p.rules = "tim,bogus";

@@ -3,6 +3,7 @@
  * how positions and spans are kept. */
 #include "memory/memory.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,10 +60,13 @@ lethe_memory *lethe_memory_create(lethe_seq *s, const lethe_memory_params *param
         copy_error(err, err_size, "memory: parameter out of range (mode, prune_buffer >= 0, think_keep >= 0, tool limits > 0)");
         return NULL;
     }
-    if (s->policy->ops->may_evict || s->policy->params.reindex) {
+    if (s->policy->params.reindex) {
+        /* re-indexing renumbers every cached position after each eviction,
+         * while the memory's spans and its log keep positions base + index
+         * (and protects its open spans by position) */
         snprintf(msg, sizeof msg,
-                 "memory: KV policy %s evicts; structured memory needs one that does not (full), so that open spans "
-                 "are never evicted",
+                 "memory: KV policy %s with re-indexed positions (--kv-reindex) renumbers the cache after every "
+                 "eviction, which the memory's spans (kept by position) cannot follow; use it without re-indexing",
                  s->policy->ops->name);
         copy_error(err, err_size, msg);
         return NULL;
@@ -94,6 +98,7 @@ lethe_memory *lethe_memory_create(lethe_seq *s, const lethe_memory_params *param
 
 void lethe_memory_free(lethe_memory *mem) {
     if (!mem) return;
+    seq_protect_set(mem->s, NULL, 0); /* the sequence outlives its memory */
     for (int i = 0; i < mem->n_tools; i++) {
         lt_free(mem->tools[i].name);
         lt_free(mem->tools[i].command);
@@ -157,6 +162,25 @@ static int log_lower(const lethe_memory *mem, long sr) {
     return a;
 }
 
+/* Open spans are protected from the KV policy's eviction (seq_protect_set):
+ * an open span runs from its first position to the end of the log and on
+ * (it grows with every token), so the union of the open spans is one
+ * open-ended range from the first of them. Closed spans are ordinary slots.
+ * Called whenever a span opens or closes and whenever a prune moves
+ * positions. The range needs no allocation (the sequence keeps up to four
+ * inline), so this cannot fail. */
+static void sync_protect(lethe_memory *mem) {
+    int p0 = -1;
+    for (int k = 0; k < mem->n_spans; k++) {
+        const mem_span *sp = &mem->spans[k];
+        if (sp->info.state != LETHE_SPAN_OPEN) continue;
+        int p = mem->base + log_lower(mem, sp->s0);
+        if (p0 < 0 || p < p0) p0 = p;
+    }
+    const int r[2] = {p0, INT32_MAX};
+    seq_protect_set(mem->s, r, p0 >= 0 ? 1 : 0);
+}
+
 /* The first serial whose token starts at or after byte x (the span's first
  * token), or the next serial. */
 static long serial_from_byte(const lethe_memory *mem, long x) {
@@ -205,6 +229,7 @@ static int span_new(lethe_memory *mem, lethe_span_kind kind, const char *name, l
     sp->s1 = -1;
     sp->owner = -1;
     mem->st.spans_opened++;
+    sync_protect(mem);
     return id;
 }
 
@@ -219,6 +244,7 @@ void mem_span_close_at(lethe_memory *mem, int id, long y) {
     if (sp->s1 < sp->s0) sp->s1 = sp->s0;
     sp->info.state = LETHE_SPAN_CLOSED;
     sp->info.closed_at = mem->serial;
+    sync_protect(mem);
 }
 
 void mem_request_prune(lethe_memory *mem, int id) {
@@ -257,6 +283,13 @@ static lethe_status run_log(lethe_memory *mem, int i0, float *logits, bool reenc
     lethe_token buf[256];
     for (int k = 0; k < n;) {
         int m = n - k < 256 ? n - k : 256;
+        /* an evicting policy: at most one chunk a call, sized afresh, so
+         * that the room the protected open spans leave shrinks as they
+         * grow, and a span that outgrows the budget gets its own error */
+        if (mem->s->policy->ops->may_evict) {
+            const int mb = lethe_seq_max_batch(mem->s);
+            if (m > mb) m = mb;
+        }
         for (int j = 0; j < m; j++) buf[j] = mem->log[i0 + k + j].tok;
         lethe_status st = lethe_seq_append(mem->s, buf, m, k + m == n ? logits : NULL);
         if (st) return set_error(mem->err, st, "%s", lethe_seq_error(mem->s));
@@ -300,12 +333,14 @@ static lethe_status prune_span(lethe_memory *mem, int id, float *logits) {
             memmove(mem->log + i0, mem->log + i1, (size_t)(mem->n_log - i1) * sizeof *mem->log);
             mem->n_log -= i1 - i0;
             mem->logits_stale = true;
+            sync_protect(mem); /* what followed the span moved down */
         } else {
             st = lethe_seq_truncate(mem->s, p0);
             if (st) return set_error(mem->err, st, "prune: %s", lethe_seq_error(mem->s));
             memmove(mem->log + i0, mem->log + i1, (size_t)(mem->n_log - i1) * sizeof *mem->log);
             mem->n_log -= i1 - i0;
             mem->logits_stale = true;
+            sync_protect(mem); /* before the re-run: open spans after the span start lower now */
             st = run_log(mem, i0, logits, true);
             if (st) return st;
             if (i0 == mem->n_log) mem->logits_stale = true; /* nothing after the span: the last token's logits are old */
@@ -327,6 +362,7 @@ static lethe_status prune_span(lethe_memory *mem, int id, float *logits) {
         fifo_remove(mem->tim_fifo, &mem->n_tim_fifo, k);
         fifo_remove(mem->think_fifo, &mem->n_think_fifo, k);
     }
+    sync_protect(mem); /* a pruned span that was open is no longer protected */
     note_slots(mem);
     return LETHE_OK;
 }
@@ -606,6 +642,7 @@ lethe_status lethe_memory_span_close(lethe_memory *mem, int id, int pos) {
     sp->s1 = s1;
     sp->info.state = LETHE_SPAN_CLOSED;
     sp->info.closed_at = mem->serial;
+    sync_protect(mem);
     return LETHE_OK;
 }
 

@@ -9,7 +9,13 @@
  * [c0, c1) of its text in the decoded stream. A span is a serial range
  * [s0, s1): the tokens whose text lies wholly inside the span's bytes. Its
  * positions follow from the log (a lower bound on the serials), so they stay
- * current across prunes without being rewritten. */
+ * current across prunes without being rewritten.
+ *
+ * Eviction. The sequence's KV policy may evict (positions are never
+ * renumbered: window --kv-reindex is refused), but not the open spans: the
+ * memory keeps the sequence's protected range (seq_protect_set,
+ * runtime/engine.h) at [first open span's position, end) and resets it
+ * whenever a span opens, closes or a prune moves positions. */
 #ifndef LETHE_MEMORY_H
 #define LETHE_MEMORY_H
 

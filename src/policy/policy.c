@@ -125,8 +125,26 @@ static void select_lowest(ranked *r, int m, int k, int (*cmp)(const ranked *, co
     }
 }
 
-lethe_status policy_keep_top_buf(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep,
-                                 void **buf, size_t *cap) {
+bool policy_pos_protected(const int32_t *ranges, int n, int32_t pos) {
+    int a = 0, b = n; /* the first range whose end is past pos */
+    while (a < b) {
+        int m = a + (b - a) / 2;
+        if (ranges[2 * m + 1] <= pos) a = m + 1;
+        else b = m;
+    }
+    return a < n && ranges[2 * a] <= pos;
+}
+
+int policy_protected_slots(const policy_view *v, const kv_stream *s, const uint8_t *keep) {
+    if (!v || v->n_protect <= 0) return 0;
+    int k = 0;
+    for (int i = 0; i < s->n; i++) k += (!keep || keep[i]) && policy_pos_protected(v->protect, v->n_protect, s->pos[i]);
+    return k;
+}
+
+lethe_status policy_keep_top_in(const policy_view *v, const kv_stream *s, const float *score, int target, int sink,
+                                int window, uint8_t *keep, void **buf, size_t *cap) {
+    const bool prot = v && v->n_protect > 0;
     int n = s->n, kept = 0;
     for (int i = 0; i < n; i++) kept += keep[i] != 0;
     if (kept <= target) return LETHE_OK;
@@ -142,10 +160,21 @@ lethe_status policy_keep_top_buf(const kv_stream *s, const float *score, int tar
     }
     ranked *r = *buf;
     bool sorted = true;
+    /* protected slots stay out of the ranking and take their share of the
+     * target first: the rest is a plain selection over the others */
+    int m0 = 0;
     for (int i = 0; i < n; i++) {
-        r[i] = (ranked){score ? score[i] : 0.0f, s->pos[i], i};
-        if (i > 0 && s->pos[i] < s->pos[i - 1]) sorted = false;
+        if (prot && policy_pos_protected(v->protect, v->n_protect, s->pos[i])) {
+            if (keep[i]) kept--, target--;
+            continue;
+        }
+        r[m0] = (ranked){score ? score[i] : 0.0f, s->pos[i], i};
+        if (m0 > 0 && r[m0].pos < r[m0 - 1].pos) sorted = false;
+        m0++;
     }
+    n = m0;
+    if (target < 0) target = 0;
+    if (kept <= target) return LETHE_OK;
     if (sink + window > target) { /* not enough room: shrink the window first, then the sinks */
         window = target - sink > 0 ? target - sink : 0;
         if (sink > target) sink = target;
@@ -169,14 +198,19 @@ lethe_status policy_keep_top_buf(const kv_stream *s, const float *score, int tar
     return LETHE_OK;
 }
 
+lethe_status policy_keep_top_buf(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep,
+                                 void **buf, size_t *cap) {
+    return policy_keep_top_in(NULL, s, score, target, sink, window, keep, buf, cap);
+}
+
 lethe_status policy_oom(kv_policy *p) {
     snprintf(p->err, sizeof p->err, "out of memory");
     return LETHE_ERR_NOMEM;
 }
 
-lethe_status policy_keep_top(kv_policy *p, const kv_stream *s, const float *score, int target, int sink, int window,
-                             uint8_t *keep) {
-    lethe_status st = policy_keep_top_buf(s, score, target, sink, window, keep, &p->rank, &p->rank_cap);
+lethe_status policy_keep_top(kv_policy *p, const policy_view *v, const kv_stream *s, const float *score, int target,
+                             int sink, int window, uint8_t *keep) {
+    lethe_status st = policy_keep_top_in(v, s, score, target, sink, window, keep, &p->rank, &p->rank_cap);
     if (st) snprintf(p->err, sizeof p->err, "out of memory ranking %d slots", s->n);
     return st;
 }

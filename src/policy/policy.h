@@ -37,6 +37,15 @@ typedef struct {
     kv_cold *cold;
     int cold_capacity;
     int n_ctx;           /* the sequence's context: a budget at least this large never needs to evict */
+    /* Protected positions (the runtime's seq_protect_set: structured
+     * memory's open spans): n_protect disjoint ranges [protect[2k],
+     * protect[2k+1]) in ascending order. A plan never drops or demotes a
+     * slot inside one; the protected slots count against the target and
+     * the policy's own rule (sinks, window, scores) picks among the others
+     * with what is left. The runtime checks before planning that the
+     * protected slots leave room. NULL / 0: none. */
+    const int32_t *protect;
+    int n_protect;
 } policy_view;
 
 /* Per stream: keep[i] = 0 drops slot i. The runtime sets every mask to 1
@@ -120,18 +129,33 @@ void policy_free(kv_policy *p);
 /* Helpers for plan(): the recent window a policy keeps for a budget, and
  * "drop the lowest-scoring slots" with sinks and window protected. */
 int policy_window_for(const policy_params *pp, int target);
+/* Whether pos lies in one of the n sorted disjoint ranges [r[2k], r[2k+1])
+ * (binary search). */
+bool policy_pos_protected(const int32_t *ranges, int n, int32_t pos);
+/* Slots of stream s inside v's protected ranges (and kept, when keep is
+ * non-NULL). 0 without protection. */
+int policy_protected_slots(const policy_view *v, const kv_stream *s, const uint8_t *keep);
 /* Clears keep bits of the slots with the lowest score[i] until at most
  * target remain, never dropping the `sink` lowest positions or the
- * `window` highest positions (unless target leaves no room for them). */
-/* Scratch is the policy's own (p->rank), grown on demand and kept, so a
+ * `window` highest positions (unless target leaves no room for them).
+ * With v's protected ranges (v may be NULL: none): protected slots are
+ * never cleared and take their share of target first; sinks, window and
+ * scores then apply to the unprotected slots with target minus the
+ * protected ones (at least 0: when the protected slots alone exceed it,
+ * every unprotected slot goes and more than target stay, for the caller's
+ * budget check to refuse). Without protection exactly the plain selection.
+ * Scratch is the policy's own (p->rank), grown on demand and kept, so a
  * plan allocates nothing once warm. LETHE_ERR_NOMEM (keep unchanged, message
  * in p->err) when it cannot grow. */
-lethe_status policy_keep_top(kv_policy *p, const kv_stream *s, const float *score, int target, int sink, int window,
-                             uint8_t *keep);
+lethe_status policy_keep_top(kv_policy *p, const policy_view *v, const kv_stream *s, const float *score, int target,
+                             int sink, int window, uint8_t *keep);
 /* Sets p->err to "out of memory" and returns LETHE_ERR_NOMEM. */
 lethe_status policy_oom(kv_policy *p);
 /* The same with a caller-owned scratch buffer (*buf of *cap bytes, grown
- * with lt_realloc, freed by the caller). */
+ * with lt_realloc, freed by the caller): policy_keep_top_in honours v's
+ * protection, policy_keep_top_buf is the plain selection (no protection). */
+lethe_status policy_keep_top_in(const policy_view *v, const kv_stream *s, const float *score, int target, int sink,
+                                int window, uint8_t *keep, void **buf, size_t *cap);
 lethe_status policy_keep_top_buf(const kv_stream *s, const float *score, int target, int sink, int window, uint8_t *keep,
                                  void **buf, size_t *cap);
 

@@ -14,7 +14,7 @@
 #include "util/alloc.h"
 
 typedef struct {
-    void *rank;     /* policy_keep_top_buf scratch */
+    void *rank;     /* policy_keep_top_in scratch */
     size_t rank_cap;
     float *z;       /* keyformer: per-slot logits of one stream */
     int z_cap;
@@ -90,7 +90,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         if (kv->n <= target[s]) continue;
         /* aux is one float per slot, so it doubles as the score array */
         const float *score = p->params.keyformer ? kv->aux : kv->attn_acc;
-        if (policy_keep_top_buf(kv, score, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
+        if (policy_keep_top_in(v, kv, score, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
                             st ? &st->rank : &tmp, st ? &st->rank_cap : &tmp_cap)) return policy_oom(p);
     }
     lt_free(tmp);

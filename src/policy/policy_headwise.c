@@ -122,7 +122,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         if (kv->n <= target[s]) continue;
         bool large = !hs->large || s >= hs->n_streams || hs->large[s];
         /* large: by accumulated attention; else sinks + everything recent that fits */
-        lethe_status st = policy_keep_top_buf(kv, large ? kv->attn_acc : NULL, target[s], p->params.sink,
+        lethe_status st = policy_keep_top_in(v, kv, large ? kv->attn_acc : NULL, target[s], p->params.sink,
                                               large ? policy_window_for(&p->params, target[s]) : target[s], out->keep[s],
                                               &hs->rank, &hs->rank_cap);
         if (st) return policy_oom(p);

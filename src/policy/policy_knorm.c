@@ -80,7 +80,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
             for (int i = 0; i < n; i++) ks->score[i] = -kv->aux[(size_t)i * kv->aux_width]; /* low norm keeps */
             score = ks->score;
         }
-        if (policy_keep_top_buf(kv, score, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
+        if (policy_keep_top_in(v, kv, score, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
                             &ks->rank, &ks->rank_cap)) return policy_oom(p);
     }
     return LETHE_OK;

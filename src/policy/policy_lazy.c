@@ -45,12 +45,13 @@ static void observe(kv_policy *p, const policy_view *v) {
 }
 
 /* How many slots to keep when the runtime asks for at most target: lag - 1
- * fewer, but never into the sinks and window, and never below half. */
-static int lagged_target(const policy_params *pp, int target) {
-    int extra = pp->lag - 1;
-    int room = target - pp->sink - policy_window_for(pp, target);
+ * fewer, but never into the sinks and window, and never below half (of
+ * what the n_prot protected slots leave, which always stay). */
+static int lagged_target(const policy_params *pp, int target, int n_prot) {
+    int extra = pp->lag - 1, free_ = target - n_prot;
+    int room = free_ - pp->sink - policy_window_for(pp, target);
     if (extra > room) extra = room;
-    if (extra > target / 2) extra = target / 2;
+    if (extra > free_ / 2) extra = free_ / 2;
     return extra > 0 ? target - extra : target;
 }
 
@@ -85,7 +86,8 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
             }
             score = ls->score;
         }
-        if (policy_keep_top_buf(kv, score, lagged_target(&p->params, target[s]), p->params.sink,
+        const int lagged = lagged_target(&p->params, target[s], policy_protected_slots(v, kv, NULL));
+        if (policy_keep_top_in(v, kv, score, lagged, p->params.sink,
                             policy_window_for(&p->params, target[s]), out->keep[s], &ls->rank, &ls->rank_cap)) return policy_oom(p);
     }
     return LETHE_OK;

@@ -60,6 +60,15 @@ static void destroy(kv_policy *p) {
     p->state = NULL;
 }
 
+/* Whether a cold page holds a protected position (such a page is never
+ * dropped; slots are only demoted outside protection, so this is a page
+ * demoted before its positions came under it). */
+static bool cold_page_protected(const policy_view *v, const kv_cold_page *pg) {
+    for (int j = 0; v->n_protect > 0 && j < pg->n; j++)
+        if (policy_pos_protected(v->protect, v->n_protect, pg->pos[j])) return true;
+    return false;
+}
+
 static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, policy_plan *out) {
     const int n_streams = v->n_layer * v->n_head_kv;
     const int P = kv_pool_page_slots(v->pool);
@@ -72,8 +81,9 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         int excess = kv->n - target[s];
         int n_out = (excess + P - 1) / P * P; /* whole pages */
         int protect_lo = p->params.sink, protect_hi = policy_window_for(&p->params, target[s]);
-        if (n_out > kv->n - protect_lo - protect_hi) n_out = excess; /* not enough unprotected slots for a page */
-        if (policy_keep_top(p, kv, kv->attn_acc, kv->n - n_out, protect_lo, protect_hi, out->keep[s])) return policy_oom(p);
+        /* not enough unprotected slots (sinks, window, protected positions) for a page */
+        if (n_out > kv->n - protect_lo - protect_hi - policy_protected_slots(v, kv, NULL)) n_out = excess;
+        if (policy_keep_top(p, v, kv, kv->attn_acc, kv->n - n_out, protect_lo, protect_hi, out->keep[s])) return policy_oom(p);
         /* the dropped slots, least important first */
         if ((size_t)kv->n > ms->cap) {
             cand *nc = lt_realloc(ms->c, (size_t)kv->n * sizeof *nc);
@@ -97,6 +107,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
                 for (int pi = 0; pi < cold->n_pages; first += cold->pages[pi].n, pi++) {
                     const kv_cold_page *pg = &cold->pages[pi];
                     if (!pg->n || !out->cold_keep[s][first]) continue; /* empty or already dropped */
+                    if (cold_page_protected(v, pg)) continue;          /* holds a protected position */
                     float sum = 0.0f;
                     for (int j = 0; j < pg->n; j++) sum += pg->score[j];
                     /* the page with the lowest mean score goes first */

@@ -52,9 +52,11 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
          * at a time, so each cold page is quantised once, full */
         const int P = kv_pool_page_slots(v->pool), excess = st->n - target[s];
         int keep_n = st->n - (excess + P - 1) / P * P;
-        /* ... unless that would eat into the sinks or the recent window */
-        if (keep_n < p->params.sink + policy_window_for(&p->params, target[s])) keep_n = target[s];
-        if (policy_keep_top(p, st, NULL, keep_n, p->params.sink, keep_n, out->keep[s])) return policy_oom(p);
+        /* ... unless that would eat into the sinks or the recent window
+         * (beside the protected slots, which stay hot) */
+        if (keep_n - policy_protected_slots(v, st, NULL) < p->params.sink + policy_window_for(&p->params, target[s]))
+            keep_n = target[s];
+        if (policy_keep_top(p, v, st, NULL, keep_n, p->params.sink, keep_n, out->keep[s])) return policy_oom(p);
         for (int i = 0; i < st->n; i++) out->demote[s][i] = !out->keep[s][i];
     }
     return LETHE_OK;

@@ -83,7 +83,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
     for (int s = 0; s < n_streams; s++) {
         const kv_stream *kv = &v->streams[s];
         if (kv->n <= target[s]) continue;
-        if (policy_keep_top_buf(kv, kv->aux, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
+        if (policy_keep_top_in(v, kv, kv->aux, target[s], p->params.sink, policy_window_for(&p->params, target[s]), out->keep[s],
                             &ss->rank, &ss->rank_cap)) return policy_oom(p);
     }
     return LETHE_OK;

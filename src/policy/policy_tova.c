@@ -62,14 +62,14 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
                 for (int h = 0; h < H; h++) a += st[h].attn_last[i];
                 ts->score[i] = a / (float)H;
             }
-            if (policy_keep_top_buf(&st[0], ts->score, tmin, p->params.sink, policy_window_for(&p->params, tmin), keep[0],
+            if (policy_keep_top_in(v, &st[0], ts->score, tmin, p->params.sink, policy_window_for(&p->params, tmin), keep[0],
                                 &ts->rank, &ts->rank_cap)) return policy_oom(p);
             for (int h = 1; h < H; h++) memcpy(keep[h], keep[0], (size_t)n);
         } else {
             /* streams that went their own ways (per-head budgets): each by its own latest attention */
             for (int h = 0; h < H; h++)
                 if (st[h].n > tg[h])
-                    if (policy_keep_top_buf(&st[h], st[h].attn_last, tg[h], p->params.sink,
+                    if (policy_keep_top_in(v, &st[h], st[h].attn_last, tg[h], p->params.sink,
                                         policy_window_for(&p->params, tg[h]), keep[h], &ts->rank, &ts->rank_cap)) return policy_oom(p);
         }
     }

@@ -10,7 +10,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         const kv_stream *st = &v->streams[s];
         if (st->n <= target[s]) continue;
         /* score = position: the oldest unprotected slots go first */
-        if (policy_keep_top(p, st, NULL, target[s], p->params.sink, target[s], out->keep[s])) return policy_oom(p);
+        if (policy_keep_top(p, v, st, NULL, target[s], p->params.sink, target[s], out->keep[s])) return policy_oom(p);
     }
     return LETHE_OK;
 }

@@ -71,11 +71,33 @@ struct lethe_seq {
     int order_cap;
     int *n_before;              /* each stream's slots before a step (rollback) */
     bool calibrating;           /* statistics on for every query (runtime/calibrate.c) */
+    /* Protected positions (seq_protect_set): n_protect disjoint ranges
+     * [protect[2k], protect[2k+1]) in ascending order, merged; protect
+     * points at protect_small (up to 4 ranges) or protect_heap (room for
+     * cap_protect ranges), NULL before the first set. */
+    int32_t *protect;
+    int n_protect, cap_protect;
+    int32_t *protect_heap;
+    int32_t protect_small[8];
     char err[LETHE_ERR_MAX];
 };
 
 /* Policy view of a sequence. */
 policy_view seq_view(const lethe_seq *s, bool prefill);
+/* Protected positions: the cached slots at positions inside the n ranges
+ * [ranges[2k], ranges[2k+1]) are never dropped or demoted by the KV
+ * policy's plans (an end of INT32_MAX: open-ended). The set replaces the
+ * previous one (n = 0: none, the default); ranges may overlap and come in
+ * any order (empty ones are ignored). Structured memory (src/memory) keeps
+ * its open spans here; when the protected slots of a stream leave no room
+ * for a chunk, the step fails with LETHE_ERR_BUDGET. Edits of positions
+ * (remove, shift, truncate) do not move the ranges: their owner resets
+ * them. LETHE_ERR_ARG (bad ranges) or LETHE_ERR_NOMEM: the set unchanged. */
+lethe_status seq_protect_set(lethe_seq *s, const int *ranges, int n);
+/* Whether position pos is protected in s; and (test and plan use) how many
+ * of a stream's slots are. */
+bool seq_protected(const lethe_seq *s, int32_t pos);
+int seq_protected_slots(const lethe_seq *s, const kv_stream *st);
 /* Keeps the context-wide count of cold-tier bytes in step with s. */
 void seq_account_cold(lethe_seq *s);
 /* Making room for c more tokens in every stream, in two halves: the

@@ -60,6 +60,20 @@ static size_t shared_pages(const lethe_seq *s) {
     return n;
 }
 
+/* Whatever the policy planned, protected slots are neither dropped nor
+ * demoted (the policies' selection already leaves them; this makes it so
+ * for any plan, and kv_plan_check refuses one that then keeps too many). */
+static void keep_protected(lethe_seq *s, policy_plan *plan) {
+    for (int i = 0; i < s->n_streams; i++) {
+        const kv_stream *st = &s->streams[i];
+        for (int j = 0; j < st->n; j++)
+            if (!plan->keep[i][j] && seq_protected(s, st->pos[j])) {
+                plan->keep[i][j] = 1;
+                if (plan->demote) plan->demote[i][j] = 0;
+            }
+    }
+}
+
 lethe_status seq_room_plan(lethe_seq *s, int c, bool *planned, size_t *pages) {
     *planned = false;
     *pages = 0;
@@ -73,6 +87,19 @@ lethe_status seq_room_plan(lethe_seq *s, int c, bool *planned, size_t *pages) {
         int ahead = slack < s->budget[i] / 4 ? slack : s->budget[i] / 4;
         s->target[i] = n + c > s->budget[i] ? s->budget[i] - c - ahead : n;
         if (s->target[i] < 0) s->target[i] = 0;
+        if (s->n_protect > 0 && s->target[i] < n) {
+            /* protected slots stay: they must leave room for the chunk, and
+             * an eviction ahead never goes below them */
+            const int np = seq_protected_slots(s, &s->streams[i]);
+            const int H = s->c->m->hp.n_head_kv;
+            if (np + c > s->budget[i])
+                return set_error(s->err, LETHE_ERR_BUDGET,
+                                 "stream %d (layer %d, KV head %d) holds %d protected slots (open structured-memory spans), "
+                                 "and %d new token%s would take it past its KV budget of %d slots: the policy may not evict "
+                                 "protected slots (close or prune spans, or raise the budget)",
+                                 i, i / H, i % H, np, c, c == 1 ? "" : "s", s->budget[i]);
+            if (s->target[i] < np) s->target[i] = np;
+        }
         over |= s->target[i] < n;
     }
     if (!over) return LETHE_OK;
@@ -88,6 +115,7 @@ lethe_status seq_room_plan(lethe_seq *s, int c, bool *planned, size_t *pages) {
     policy_plan plan = {kv_plan_keep(s->plan), kv_plan_demote(s->plan), kv_plan_cold_keep(s->plan)};
     st = s->policy->ops->plan(s->policy, &v, s->target, &plan);
     if (st) return set_error(s->err, st, "policy %s: %s", s->policy->ops->name, s->policy->err);
+    if (s->n_protect > 0) keep_protected(s, &plan);
     char err[LETHE_ERR_MAX];
     st = kv_plan_check(s->plan, s->c->kv, s->streams, s->cold, s->target, s->cold_capacity, pages, err);
     if (st) return set_error(s->err, st, "policy %s: %.400s", s->policy->ops->name, err);

@@ -3,6 +3,7 @@
  * budget. The sequences of a context share its pool; a fork shares its
  * parent's pages until one of them writes (copy on write in kv_stream). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/calibrate.h"
@@ -56,8 +57,57 @@ policy_view seq_view(const lethe_seq *s, bool prefill) {
         .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv, .n_head = hp->n_head, .head_dim = hp->head_dim,
         .pool = s->c->kv, .streams = s->streams, .n_past = s->pos_next, .step = s->n_tokens - 1, .in_prefill = prefill,
         .head_reach = s->head_reach, .cold = s->cold, .cold_capacity = s->cold_capacity, .n_ctx = s->n_ctx,
+        .protect = s->protect, .n_protect = s->n_protect,
     };
     return v;
+}
+
+static int cmp_range(const void *x, const void *y) {
+    const int32_t *a = x, *b = y;
+    return (a[0] > b[0]) - (a[0] < b[0]);
+}
+
+lethe_status seq_protect_set(lethe_seq *s, const int *ranges, int n) {
+    if (!s || n < 0 || (n > 0 && !ranges)) return LETHE_ERR_ARG;
+    int m = 0;
+    for (int k = 0; k < n; k++) {
+        if (ranges[2 * k] < 0) return set_error(s->err, LETHE_ERR_ARG, "protect: range %d starts at %d", k, ranges[2 * k]);
+        m += ranges[2 * k + 1] > ranges[2 * k];
+    }
+    int32_t *dst = s->protect_small;
+    const int small = (int)(sizeof s->protect_small / sizeof s->protect_small[0] / 2);
+    if (m > small) {
+        if (m > s->cap_protect) {
+            int32_t *p = lt_realloc(s->protect_heap, (size_t)m * 2 * sizeof *p);
+            if (!p) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory for protected ranges");
+            s->protect_heap = p;
+            s->cap_protect = m;
+        }
+        dst = s->protect_heap;
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (ranges[2 * i + 1] > ranges[2 * i]) dst[2 * k] = ranges[2 * i], dst[2 * k + 1] = ranges[2 * i + 1], k++;
+    qsort(dst, (size_t)k, 2 * sizeof *dst, cmp_range);
+    int w = 0; /* merge overlapping and touching ranges */
+    for (int i = 0; i < k; i++) {
+        if (w > 0 && dst[2 * i] <= dst[2 * w - 1]) {
+            if (dst[2 * i + 1] > dst[2 * w - 1]) dst[2 * w - 1] = dst[2 * i + 1];
+        } else {
+            dst[2 * w] = dst[2 * i], dst[2 * w + 1] = dst[2 * i + 1];
+            w++;
+        }
+    }
+    s->protect = dst;
+    s->n_protect = w;
+    return LETHE_OK;
+}
+
+bool seq_protected(const lethe_seq *s, int32_t pos) { return policy_pos_protected(s->protect, s->n_protect, pos); }
+
+int seq_protected_slots(const lethe_seq *s, const kv_stream *st) {
+    policy_view v = {.protect = s->protect, .n_protect = s->n_protect};
+    return policy_protected_slots(&v, st, NULL);
 }
 
 void seq_account_cold(lethe_seq *s) {
@@ -261,6 +311,7 @@ void lethe_seq_free(lethe_seq *s) {
     lt_free(s->target);
     lt_free(s->order);
     lt_free(s->n_before);
+    lt_free(s->protect_heap);
     lt_free(s);
 }
 
@@ -276,7 +327,18 @@ int lethe_seq_n_cached(const lethe_seq *s) {
 
 int lethe_seq_max_batch(const lethe_seq *s) {
     if (!s) return 0;
-    if (s->policy->ops->may_evict) return s->min_budget / 2 > 0 ? s->min_budget / 2 : 1;
+    if (s->policy->ops->may_evict) {
+        int n = s->min_budget / 2 > 0 ? s->min_budget / 2 : 1;
+        /* protected positions stay cached: a chunk gets at most the room
+         * they leave (a bound: the protected positions before pos_next) */
+        long held = 0;
+        for (int k = 0; k < s->n_protect; k++) {
+            int32_t a = s->protect[2 * k], b = s->protect[2 * k + 1] < s->pos_next ? s->protect[2 * k + 1] : s->pos_next;
+            held += b > a ? b - a : 0;
+        }
+        if (held > 0 && s->min_budget - held < n) n = s->min_budget - held > 1 ? (int)(s->min_budget - held) : 1;
+        return n;
+    }
     int cap = s->min_budget < s->n_ctx ? s->min_budget : s->n_ctx;
     int n = cap - lethe_seq_n_cached(s);
     return n > 0 ? n : 0;
