@@ -456,8 +456,9 @@ int srv_parse_request(srv_server *s, enum srv_kind kind, const char *body, size_
         r->n_forced = lethe_tokenize(s->model, r->force_text, fl, r->forced, nf, false, true);
     }
     if (r->memory[0]) {
-        if (strcmp(r->policy_name, "full")) {
-            st = fail(&e, 400, "lethe.memory", NULL, "structured memory needs the full KV policy (this request: %s)", r->policy_name);
+        if (r->seq_params.kv.reindex) {
+            st = fail(&e, 400, "lethe.memory", NULL,
+                      "structured memory tracks spans by position: it cannot run with re-indexed positions (kv_reindex)");
             goto out;
         }
         r->use_prefix_cache = false; /* pruned positions: not what a fresh prefill gives */

@@ -100,6 +100,13 @@ test('memory rules prune a finished think block once the answer starts', async (
   assert.ok((await metric(srv, 'lethe_memory_spans_pruned_total')) >= 1);
   assert.ok((await metric(srv, 'lethe_memory_tokens_pruned_total')) > 50);
   assert.ok(r.json.choices[0].text.trimStart().startsWith(`<think>${thought}</think>`), 'the client still gets the whole text');
-  const bad = await request(srv, 'POST', '/v1/completions', { prompt: 'x', lethe: { memory: 'think', kv_policy: 'h2o' } });
+  const bad = await request(srv, 'POST', '/v1/completions', { prompt: 'x', lethe: { memory: 'think', kv_policy: 'window', kv_reindex: true } });
   assert.equal(bad.status, 400);
+  // under an evicting policy the open block is protected and the request runs
+  const w = await request(srv, 'POST', '/v1/completions', {
+    prompt: 'Once', max_tokens: 600, temperature: 0,
+    lethe: { memory: 'think', kv_policy: 'window', kv_budget: 256, force_text: `<think>${thought}</think>\nThe answer is here.` },
+  });
+  assert.equal(w.status, 200, w.text);
+  assert.ok(w.json.choices[0].text.trimStart().startsWith(`<think>${thought}</think>`));
 });
