@@ -39,15 +39,15 @@ static void words(sbuf *b, unsigned *x, int n) {
     }
 }
 
-static void task(sbuf *b, unsigned *x, int depth) {
+static void task(sbuf *b, unsigned *x, int depth, int max_depth) {
     put(b, "{\"thought\": \"");
     words(b, x, 6);
     put(b, "\"");
-    if (depth < 4) {
+    if (depth < max_depth) {
         put(b, ", \"subtasks\": [");
         for (int k = 0; k < 2; k++) {
             if (k) put(b, ", ");
-            task(b, x, depth + 1);
+            task(b, x, depth + 1, max_depth);
         }
         put(b, "]");
     }
@@ -114,13 +114,9 @@ out:
     return ok;
 }
 
-int bench_memory(const model_opts *o, int n_tokens) {
-    if (n_tokens < 100) n_tokens = 100;
-    lethe_model *m = model_opts_load(o);
-    if (!m) return 1;
-    lethe_model_info info;
-    lethe_model_get_info(m, &info);
-    /* the trace: top-level steps until it has n_tokens tokens */
+/* The trace of one shape, cut at n_tokens: top-level steps whose task trees
+ * nest max_depth deep. Returns the ids (malloc'd) or NULL. */
+static lethe_token *make_trace(const lethe_model *m, int n_tokens, int max_depth) {
     sbuf b = {0};
     unsigned x = 1;
     put(&b, "{\"reasoning\": [");
@@ -128,26 +124,29 @@ int bench_memory(const model_opts *o, int n_tokens) {
     lethe_token *ids = NULL;
     for (int step = 0;; step++) {
         if (step) put(&b, ", ");
-        task(&b, &x, 1);
-        if (step % 8 == 7 || !b.p) {
+        task(&b, &x, 1, max_depth);
+        if (step % 8 == 7 || max_depth > 4 || !b.p) {
             n = b.p ? lethe_tokenize(m, b.p, b.n, NULL, 0, true, false) : -1;
             if (n < 0 || n >= n_tokens) break;
         }
     }
     if (n > 0 && (ids = malloc(sizeof *ids * (size_t)n))) lethe_tokenize(m, b.p, b.n, ids, n, true, false);
     free(b.p);
+    return ids;
+}
+
+/* One table: no pruning, then tim at buffers 0-2 in both modes. */
+static bool bench_shape(const model_opts *o, const lethe_model *m, int n, int max_depth, const char *what) {
+    lethe_token *ids = make_trace(m, n, max_depth);
     if (!ids) {
         fprintf(stderr, "lethe bench: cannot build the trace\n");
-        lethe_model_free(m);
-        return 1;
+        return false;
     }
-    n = n_tokens; /* cut where it reaches N tokens */
-    printf("bench memory: %s, a TIM trace of %d tokens (subtask lists 4 deep), teacher-forced one decode step at a time\n",
-           o->model, n);
+    printf("\nbench memory: %s, a TIM trace of %d tokens (%s), teacher-forced one decode step at a time\n", o->model, n, what);
     printf("%-22s %10s %12s %10s %9s %12s %12s %10s\n", "configuration", "peak slots", "peak KV MiB", "tok/s", "x none",
            "ms/tok first", "ms/tok last", "re-run");
     result base;
-    int rc = 1;
+    bool ok = false;
     if (!run_one(o, m, ids, n, NULL, LETHE_PRUNE_SHIFT, 0, &base)) goto out;
     printf("%-22s %10d %12.3f %10.1f %9s %12.3f %12.3f %10s\n", "no pruning", base.peak_slots, base.peak_bytes / 1048576.0,
            base.tok_s, "1.00", base.ms_first, base.ms_last, "-");
@@ -163,9 +162,22 @@ int bench_memory(const model_opts *o, int n_tokens) {
                    100.0 * (1.0 - (double)r.peak_bytes / (double)base.peak_bytes));
             fflush(stdout);
         }
-    rc = 0;
+    ok = true;
 out:
     free(ids);
+    return ok;
+}
+
+int bench_memory(const model_opts *o, int n_tokens) {
+    if (n_tokens < 100) n_tokens = 100;
+    lethe_model *m = model_opts_load(o);
+    if (!m) return 1;
+    /* Two shapes. Wide: many top-level steps, each a tree 4 deep; TIM keeps
+     * every top-level thought and conclusion, so what is held grows with the
+     * steps. Deep: one task tree 14 deep (branching 2): what is held is the
+     * open path and the kept lists, growing with the depth only. */
+    bool ok = bench_shape(o, m, n_tokens, 4, "wide: top-level steps, subtask lists 4 deep") &&
+              bench_shape(o, m, n_tokens, 14, "deep: one task tree, subtask lists up to 14 deep");
     lethe_model_free(m);
-    return rc;
+    return ok ? 0 : 1;
 }
