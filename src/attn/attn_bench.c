@@ -10,6 +10,7 @@
 
 #include "attn/attn.h"
 #include "attn/attn_kernels.h"
+#include "tensor/cpu.h"
 #include "util/error.h"
 
 #define BENCH_HEADS 32
@@ -163,9 +164,9 @@ void attn_bench(FILE *out, int n_threads) {
         return;
     }
     const int nth = tp_n_threads(tp);
-    fprintf(out, "attention bench: %d query heads, %d KV heads (GQA %d), F32 KV, %d-slot pages, %d thread%s, %s kernels\n",
+    fprintf(out, "attention bench: %d query heads, %d KV heads (GQA %d), F32 KV, %d-slot pages, %d thread%s, %s kernels (simd %s)\n",
             BENCH_HEADS, BENCH_HEADS_KV, BENCH_HEADS / BENCH_HEADS_KV, BENCH_PAGE, nth, nth == 1 ? "" : "s",
-            attn_kernels_get()->name);
+            attn_kernels_get()->name, lt_simd_path());
     fprintf(out, "decode: one query per head against the whole context (tiled on %d thread%s, and on 1: x is the\n"
                  "speed-up); prefill: a chunk of %d new queries (the last %d slots, causal) against the context.\n"
                  "Times in ms, best of the repeats; naive is single-threaded. Scratch: peak attention scratch\n"

@@ -121,7 +121,8 @@ const attn_kernels *attn_kernels_get(void) {
 #if defined(__x86_64__) || defined(__i386__)
 extern const attn_kernels attn_kernels_avx2_table; /* attn_kernels_avx2.c */
 
-const attn_kernels *attn_kernels_avx2(void) { return lt_cpu_has_avx2() ? &attn_kernels_avx2_table : NULL; }
+/* NULL under LETHE_SIMD=scalar too: the one level (tensor/cpu.h) decides. */
+const attn_kernels *attn_kernels_avx2(void) { return lt_simd_avx2() ? &attn_kernels_avx2_table : NULL; }
 #else
 const attn_kernels *attn_kernels_avx2(void) { return NULL; }
 #endif

@@ -37,7 +37,7 @@ typedef struct {
 } attn_kernels;
 
 const attn_kernels *attn_kernels_scalar(void);
-/* NULL when the CPU lacks AVX2/FMA. */
+/* NULL when the CPU lacks AVX2/FMA or the dispatch level (tensor/cpu.h) is scalar. */
 const attn_kernels *attn_kernels_avx2(void);
 /* The table in use: AVX2 when available unless forced off. */
 const attn_kernels *attn_kernels_get(void);

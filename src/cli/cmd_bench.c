@@ -7,6 +7,7 @@
 #include "attn/attn.h"
 #include "cli/cli.h"
 #include "model/model.h"
+#include "tensor/cpu.h"
 #include "tensor/matmul.h"
 #include "tokenize/tokenizer.h"
 
@@ -94,7 +95,7 @@ static int bench_model(const model_opts *mo, int n_prompt, int n_gen, int reps) 
     }
     printf("model: %s (%s), %.2f MiB, %.2f M params, %d threads, KV %s, SIMD %s\n", o.model, info.arch,
            info.weight_bytes / 1048576.0, info.n_params / 1e6, lethe_ctx_n_threads(c),
-           o.kv_type == LETHE_KV_F32 ? "f32" : o.kv_type == LETHE_KV_F16 ? "f16" : "q8_0", lt_simd_name());
+           o.kv_type == LETHE_KV_F32 ? "f32" : o.kv_type == LETHE_KV_F16 ? "f16" : "q8_0", lt_simd_path());
     printf("| %-6s | %12s | %12s |\n| ------ | -----------: | -----------: |\n", "test", "t/s (median)", "ms");
     if (n_prompt > 0) {
         if (time_prompt(c, toks, n_prompt, logits) < 0) goto out; /* warm-up */

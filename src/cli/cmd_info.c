@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "format/gguf.h"
 #include "format/llama2c.h"
+#include "tensor/cpu.h"
 #include "tensor/types.h"
 #include "util/error.h"
 
@@ -124,7 +125,7 @@ int cmd_info(int argc, char **argv) {
     const char *model = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: lethe info -m MODEL\n");
+            printf("usage: lethe info -m MODEL  (also prints the CPU features and the SIMD path)\n");
             return 0;
         }
         if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) {
@@ -134,5 +135,8 @@ int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) { fprintf(stderr, "lethe info: need -m MODEL\n"); return usage_error(); }
+    char feat[160];
+    printf("cpu: %s\nsimd: %s (LETHE_SIMD=scalar|avx2|avx512 overrides)\n", lt_cpu_features_str(feat, sizeof feat),
+           lt_simd_path());
     return lt_gguf_has_magic(model) ? info_gguf(model) : info_llama2c(model);
 }

@@ -81,7 +81,8 @@ void kv_row_to_f32_scalar(lt_type t, const void *src, float *dst, int n) {
     }
 }
 
-bool kv_convert_simd(void) { return lt_cpu_has_avx2(); }
+/* The one dispatch level (tensor/cpu.h, resolved once under pthread_once). */
+bool kv_convert_simd(void) { return lt_simd_avx2(); }
 
 void kv_row_from_f32(lt_type t, const float *src, void *dst, int n) {
 #if defined(__x86_64__) || defined(__i386__)

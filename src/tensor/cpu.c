@@ -1,39 +1,142 @@
 /* CPU feature probe via cpuid, which every x86 compiler supports, instead
- * of __builtin_cpu_supports (clang 14 rejects "f16c" there). */
+ * of __builtin_cpu_supports (clang 14 rejects "f16c" there), and the one
+ * SIMD level that dispatch uses (LETHE_SIMD honoured here only). */
 #include "tensor/cpu.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
-#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 
-/* XCR0 bits 1 and 2: the OS saves SSE and AVX (YMM) state on context switch. */
-static bool os_saves_ymm(void) {
+static unsigned xcr0(void) {
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     (void)hi;
-    return (lo & 6u) == 6u;
+    return lo;
 }
 
-static bool probe(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+static unsigned probe(void) {
+    unsigned a, b, c, d, m = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
     const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
-    if (!(fma && osxsave && avx && f16c) || !os_saves_ymm()) return false;
-    if (__get_cpuid_max(0, NULL) < 7 || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    return (b & (1u << 5)) != 0; /* leaf 7 EBX bit 5: AVX2 */
+    if (!osxsave || !avx) return 0;
+    const unsigned x = xcr0();
+    if ((x & 6u) != 6u) return 0; /* XCR0 bits 1, 2: SSE and YMM state saved */
+    if (fma) m |= LT_CPU_FMA;
+    if (f16c) m |= LT_CPU_F16C;
+    if (__get_cpuid_max(0, NULL) < 7 || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return m;
+    const unsigned eb = b, ec = c;
+    if (eb & (1u << 5)) m |= LT_CPU_AVX2;
+    if ((x & 0xe0u) == 0xe0u && (eb & (1u << 16))) { /* XCR0 bits 5-7: opmask and ZMM state */
+        m |= LT_CPU_AVX512F;
+        if (eb & (1u << 30)) m |= LT_CPU_AVX512BW;
+        if (eb & (1u << 31)) m |= LT_CPU_AVX512VL;
+        if (ec & (1u << 11)) m |= LT_CPU_AVX512VNNI;
+        if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5))) m |= LT_CPU_AVX512BF16;
+    }
+    return m;
 }
+#define HAVE_AVX2_KERNELS 1
+#elif defined(__aarch64__)
+static unsigned probe(void) { return LT_CPU_NEON; }
+#define HAVE_AVX2_KERNELS 0
 #else
-static bool probe(void) { return false; }
+static unsigned probe(void) { return 0; }
+#define HAVE_AVX2_KERNELS 0
 #endif
 
-bool lt_cpu_has_avx2(void) {
-    static atomic_int cached = -1; /* -1 unknown; racing first calls compute the same value */
-    int v = atomic_load(&cached);
-    if (v < 0) {
-        v = probe() ? 1 : 0;
-        atomic_store(&cached, v);
+#define AVX2_SET (LT_CPU_AVX2 | LT_CPU_FMA | LT_CPU_F16C)
+#define AVX512_SET (LT_CPU_AVX512F | LT_CPU_AVX512BW | LT_CPU_AVX512VL)
+
+static unsigned features;
+static pthread_once_t features_once = PTHREAD_ONCE_INIT;
+
+static void detect(void) { features = probe(); }
+
+unsigned lt_cpu_features(void) {
+    pthread_once(&features_once, detect);
+    return features;
+}
+
+bool lt_cpu_has_avx2(void) { return HAVE_AVX2_KERNELS && (lt_cpu_features() & AVX2_SET) == AVX2_SET; }
+
+const char *lt_cpu_features_str(char *buf, size_t size) {
+    static const char *const names[] = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni",
+                                        "avx512bf16", "neon"};
+    const unsigned m = lt_cpu_features();
+    size_t n = 0;
+    if (size == 0) return buf;
+    buf[0] = 0;
+    for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!(m & (1u << i))) continue;
+        int w = snprintf(buf + n, size - n, "%s%s", n ? " " : "", names[i]);
+        if (w < 0 || (size_t)w >= size - n) break;
+        n += (size_t)w;
     }
-    return v != 0;
+    if (n == 0) snprintf(buf, size, "none");
+    return buf;
+}
+
+/* The highest level this CPU and build can run. */
+static lt_simd_level_t cpu_max(void) {
+    if (!lt_cpu_has_avx2()) return LT_SIMD_SCALAR;
+    return (lt_cpu_features() & AVX512_SET) == AVX512_SET ? LT_SIMD_AVX512 : LT_SIMD_AVX2;
+}
+
+static atomic_int level = -1; /* -1: not resolved yet */
+static pthread_once_t level_once = PTHREAD_ONCE_INIT;
+
+static void resolve(void) {
+    const lt_simd_level_t top = cpu_max();
+    /* default: the best level with kernels of its own (AVX2 today) */
+    lt_simd_level_t l = top > LT_SIMD_AVX2 ? LT_SIMD_AVX2 : top;
+    const char *env = getenv("LETHE_SIMD");
+    if (env && *env) {
+        lt_simd_level_t want;
+        if (strcmp(env, "scalar") == 0) want = LT_SIMD_SCALAR;
+        else if (strcmp(env, "avx2") == 0) want = LT_SIMD_AVX2;
+        else if (strcmp(env, "avx512") == 0) want = LT_SIMD_AVX512;
+        else {
+            fprintf(stderr, "lethe: warning: LETHE_SIMD=%s is not scalar, avx2 or avx512; using %s\n", env,
+                    lt_simd_level_name(l));
+            want = l;
+        }
+        if (want > top) {
+            fprintf(stderr, "lethe: warning: LETHE_SIMD=%s but this CPU lacks it; using %s\n", env,
+                    lt_simd_level_name(l));
+            want = l;
+        }
+        l = want;
+    }
+    int none = -1;
+    atomic_compare_exchange_strong(&level, &none, (int)l); /* a forced level stays */
+}
+
+lt_simd_level_t lt_simd_level(void) {
+    pthread_once(&level_once, resolve);
+    return (lt_simd_level_t)atomic_load(&level);
+}
+
+bool lt_simd_avx2(void) { return lt_simd_level() >= LT_SIMD_AVX2; }
+
+bool lt_cpu_force_level(lt_simd_level_t l) {
+    const lt_simd_level_t top = cpu_max();
+    if (l > top) l = top;
+    int none = -1;
+    if (atomic_compare_exchange_strong(&level, &none, (int)l)) return true;
+    return none == (int)l;
+}
+
+const char *lt_simd_level_name(lt_simd_level_t l) {
+    return l == LT_SIMD_AVX512 ? "avx512" : l == LT_SIMD_AVX2 ? "avx2" : "scalar";
+}
+
+const char *lt_simd_path(void) {
+    const lt_simd_level_t l = lt_simd_level();
+    if (l == LT_SIMD_AVX512) return "avx512 requested: no AVX-512 kernels yet, using avx2";
+    return lt_simd_level_name(l);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "tensor/cpu.h"
 #include "tensor/matmul.h"
 
 static double now_s(void) {
@@ -89,7 +90,7 @@ void lt_matmul_bench(FILE *out, int n_threads) {
     uint32_t seed = 12345;
     for (int64_t i = 0; i < max_tok * max_cols; i++) x[i] = (float)((int)(next_rand(&seed) % 2001) - 1000) * 1e-3f;
     fprintf(out, "lt_matmul, %d thread(s), simd %s; GFLOP/s (2*rows*cols*tokens / time) and time per call, best of 10 ms batches\n",
-            tp_n_threads(tp), lt_simd_name());
+            tp_n_threads(tp), lt_simd_path());
     fprintf(out, "%-8s", "type");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++)

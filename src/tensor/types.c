@@ -1,8 +1,8 @@
 /* The type table: every ggml type id with its block layout, and the kernels
  * lethe has for it. The dispatched table is built once (pthread_once) from
- * the portable one, replacing kernels with AVX2 versions when the CPU has
- * AVX2, FMA and F16C. Setting LETHE_SIMD=scalar in the environment keeps the
- * portable kernels (for debugging and comparisons). */
+ * the portable one, replacing kernels with AVX2 versions when the dispatch
+ * level (tensor/cpu.h: the CPU's features, lowered by LETHE_SIMD=scalar) is
+ * AVX2 or above. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,9 +93,7 @@ static void use_avx2(void) {
 static void init_tables(void) {
     memcpy(simd_table, scalar_table, sizeof simd_table);
     for (int t = 0; t < LT_TYPE_COUNT; t++) tile_table[t] = (lt_tile){NULL, 1, 1, 1, false};
-    const char *env = getenv("LETHE_SIMD");
-    bool force_scalar = env && strcmp(env, "scalar") == 0;
-    if (!force_scalar && lt_cpu_has_avx2()) use_avx2();
+    if (lt_simd_avx2()) use_avx2();
 }
 
 const lt_traits *lt_type_traits(lt_type t) {
