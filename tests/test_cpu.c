@@ -22,6 +22,7 @@
 #include "tensor/types.h"
 #include "testutil.h"
 
+#if defined(__x86_64__) || defined(__i386__)
 /* 1 when /proc/cpuinfo's first "flags" line lists flag, 0 when not, -1 unknown. */
 static int cpuinfo_has(const char *flag) {
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -44,6 +45,7 @@ static int cpuinfo_has(const char *flag) {
     fclose(f);
     return r;
 }
+#endif
 
 static void test_mask(void) {
 #if defined(__x86_64__) || defined(__i386__)

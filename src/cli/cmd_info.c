@@ -138,5 +138,6 @@ int cmd_info(int argc, char **argv) {
     char feat[160];
     printf("cpu: %s\nsimd: %s (LETHE_SIMD=scalar|avx2|avx512 overrides)\n", lt_cpu_features_str(feat, sizeof feat),
            lt_simd_path());
+    fflush(stdout);
     return lt_gguf_has_magic(model) ? info_gguf(model) : info_llama2c(model);
 }
