@@ -219,6 +219,7 @@ int cmd_eval(int argc, char **argv) {
     /* the pass key's options serve needle and multikey too */
     const int jobs_opts = jobs | (jobs & JOB_RETRIEVAL ? JOB_PASSKEY : 0);
     if (why) {
+        /* reported below */
     } else if (!mo.model) why = "need -m MODEL";
     else if (given & ~jobs_opts) why = "an option of another job was given (ppl: -f --batch; passkey, needle, multikey: --lengths --depths --trials --gen; multikey: --keys; agree: --prompts -n)";
     else if (sweep_opts && !sweep) why = "--policies, --budgets and --out go with --sweep";
