@@ -13,7 +13,9 @@
 #include "cli/cli.h"
 #include "eval/eval.h"
 
-enum { JOB_PPL = 1, JOB_PASSKEY = 2, JOB_AGREE = 4, MAX_LIST = 64 };
+enum { JOB_PPL = 1, JOB_PASSKEY = 2, JOB_AGREE = 4, JOB_NEEDLE = 8, JOB_MULTIKEY = 16, MAX_LIST = 64 };
+/* jobs that take the pass key's options (--lengths, --depths, --trials, --gen) */
+enum { JOB_RETRIEVAL = JOB_PASSKEY | JOB_NEEDLE | JOB_MULTIKEY };
 
 static const char DEFAULT_TEXT[] = "data/eval/stories.txt";
 
@@ -21,8 +23,10 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: lethe eval ppl     -m MODEL [-f TEXT] [--ctx N] [--batch N] [--sweep ...] [options]\n"
             "       lethe eval passkey -m MODEL [--lengths L,..] [--depths D,..] [--trials N] [--sweep ...] [options]\n"
+            "       lethe eval needle  -m MODEL [--lengths L,..] [--depths D,..] [--trials N] [--sweep ...] [options]\n"
+            "       lethe eval multikey -m MODEL [--keys K] [--lengths L,..] [--depths D,..] [--trials N] [--sweep ...] [options]\n"
             "       lethe eval agree   -m MODEL [--prompts FILE] [-n N] [--sweep ...] [options]\n"
-            "       lethe eval sweep   -m MODEL [all of the above] [--policies P,..] [--budgets B,..] [--out DIR]\n"
+            "       lethe eval sweep   -m MODEL [all of the above] [--tasks T,..] [--policies P,..] [--budgets B,..] [--out DIR]\n"
             "Quality of a KV policy under a budget against the full cache, with the KV bytes actually held (peak),\n"
             "peak RSS and decode tokens/s. Without --sweep one configuration runs: --kv-policy and --kv-budget\n"
             "(default: the full cache).\n"
@@ -39,10 +43,17 @@ static void usage(FILE *f) {
             "  --trials N             pass keys per length and depth (default 3)\n"
             "  --gen N                greedy tokens of the answer (default 8)\n"
             "  --seed S               seed of the pass keys (and of the policies' randomness) (default 1)\n"
+            "needle, multikey (the pass key's options; seeded generators, several phrasings, numbers and words):\n"
+            "  needle                 one value stated in story-like filler, then asked\n"
+            "  multikey               K needles 'the <noun> for <KEY> is <value>', one asked, the rest distractors\n"
+            "  --keys K               multikey: needles per prompt, 1..%d (default %d)\n"
             "agree:\n"
             "  --prompts FILE         one prompt per line (default: 8 built-in story openings)\n"
             "  -n, --n-predict N      greedy tokens per prompt (default: up to --ctx tokens in all)\n"
             "sweep (lethe eval sweep runs ppl, passkey and agree; --sweep with one of them runs only that):\n"
+            "  --tasks T,...          lethe eval sweep: the jobs to run, of ppl, passkey, agree, needle, multikey\n"
+            "                         (default ppl,passkey,agree); needle/multikey add needle_acc, multikey_acc\n"
+            "                         columns to sweep.csv and the table\n"
             "  --sweep                every policy x budget, plus the full-cache baseline row\n"
             "  --policies P,...       (default: every registered policy except full)\n"
             "  --budgets B,...        N%% of --ctx or N slots per layer and KV head (default 10%%,25%%,50%%)\n"
@@ -51,8 +62,8 @@ static void usage(FILE *f) {
             "                         ppl, passkey_acc (%%), agree, kl, decode_tok_s, peak_rss_bytes (the process's peak\n"
             "                         so far), note (why a row, or part of it, could not run); the plot needs gnuplot\n"
             "  -q, --quiet            no progress bar\n"
-            "  -v, --verbose          passkey: print every answer on stderr\n",
-            MODEL_OPTS_USAGE, DEFAULT_TEXT);
+            "  -v, --verbose          passkey, needle, multikey: print every answer on stderr\n",
+            MODEL_OPTS_USAGE, DEFAULT_TEXT, EVAL_MAX_KEYS, EVAL_DEFAULT_KEYS);
 }
 
 /* Splits a comma list into at most MAX_LIST items (s is modified). */
@@ -95,9 +106,11 @@ static void print_cost(const eval_cost *c) {
     printf("peak RSS: %ld bytes (%.1f MiB)\n", peak_rss_bytes(), peak_rss_bytes() / 1048576.0);
 }
 
-static void print_table(const eval_row *rows, int n) {
-    printf("%-10s %7s %7s %14s %12s %9s %9s %11s %10s  %s\n", "policy", "budget", "pct", "kv_bytes_peak", "ppl", "passkey%",
-           "agree", "kl", "tok/s", "note");
+static void print_table(const eval_row *rows, int n, bool retrieval) {
+    printf("%-10s %7s %7s %14s %12s %9s %9s %11s %10s", "policy", "budget", "pct", "kv_bytes_peak", "ppl", "passkey%",
+           "agree", "kl", "tok/s");
+    if (retrieval) printf(" %9s %9s", "needle%", "multikey%");
+    printf("  %s\n", "note");
     for (int i = 0; i < n; i++) {
         const eval_row *r = &rows[i];
         char ppl[32] = "-", pk[32] = "-", ag[32] = "-", kl[32] = "-";
@@ -107,25 +120,63 @@ static void print_table(const eval_row *rows, int n) {
             snprintf(ag, sizeof ag, "%.4f", r->agree);
             snprintf(kl, sizeof kl, "%.4g", r->kl);
         }
-        printf("%-10s %7d %7.1f %14zu %12s %9s %9s %11s %10.1f  %s\n", r->policy, r->budget_slots, r->budget_pct,
-               r->kv_bytes_peak, ppl, pk, ag, kl, r->decode_tok_s, r->note);
+        printf("%-10s %7d %7.1f %14zu %12s %9s %9s %11s %10.1f", r->policy, r->budget_slots, r->budget_pct,
+               r->kv_bytes_peak, ppl, pk, ag, kl, r->decode_tok_s);
+        if (retrieval) {
+            char nd[32] = "-", mk[32] = "-";
+            if (r->has_needle) snprintf(nd, sizeof nd, "%.1f", r->needle_acc);
+            if (r->has_multikey) snprintf(mk, sizeof mk, "%.1f", r->multikey_acc);
+            printf(" %9s %9s", nd, mk);
+        }
+        printf("  %s\n", r->note);
     }
 }
 
+/* The accuracy table of passkey, needle or multikey. */
+static void print_accuracy(const char *name, const eval_passkey_result *r, const int *lengths, int n_lengths,
+                           const double *depths, int n_depths, long trials) {
+    printf("%s accuracy (%%) by prompt length (rows) and depth (columns), %ld trials each:\n%8s", name, trials, "length");
+    for (int d = 0; d < n_depths; d++) printf(" %7.2f", depths[d]);
+    printf("\n");
+    for (int l = 0; l < n_lengths; l++) {
+        printf("%8d", lengths[l]);
+        for (int d = 0; d < n_depths; d++) printf(" %7.1f", 100.0 * r->correct[l * n_depths + d] / (double)trials);
+        printf("\n");
+    }
+    printf("%s overall: %.2f%% (%d/%d)\n", name, r->accuracy, r->n_correct, r->n_total);
+}
+
+/* A --tasks list as job bits, or 0. */
+static int parse_tasks(char *arg) {
+    char *items[MAX_LIST];
+    int n = split_list(arg, items), jobs = 0;
+    if (n < 1) return 0;
+    for (int k = 0; k < n; k++) {
+        const char *t = items[k];
+        int j = !strcmp(t, "ppl") ? JOB_PPL : !strcmp(t, "passkey") ? JOB_PASSKEY : !strcmp(t, "agree") ? JOB_AGREE
+              : !strcmp(t, "needle") ? JOB_NEEDLE : !strcmp(t, "multikey") ? JOB_MULTIKEY : 0;
+        if (!j) return 0;
+        jobs |= j;
+    }
+    return jobs;
+}
+
 int cmd_eval(int argc, char **argv) {
-    if (argc < 2) { fprintf(stderr, "lethe eval: name a job (ppl, passkey, agree, sweep)\n"); return usage_error(); }
+    if (argc < 2) { fprintf(stderr, "lethe eval: name a job (ppl, passkey, needle, multikey, agree, sweep)\n"); return usage_error(); }
     const char *sub = argv[1];
     if (!strcmp(sub, "-h") || !strcmp(sub, "--help")) { usage(stdout); return 0; }
     int jobs = !strcmp(sub, "ppl") ? JOB_PPL : !strcmp(sub, "passkey") ? JOB_PASSKEY : !strcmp(sub, "agree") ? JOB_AGREE
+             : !strcmp(sub, "needle") ? JOB_NEEDLE : !strcmp(sub, "multikey") ? JOB_MULTIKEY
              : !strcmp(sub, "sweep") ? JOB_PPL | JOB_PASSKEY | JOB_AGREE : 0;
     if (!jobs) {
-        fprintf(stderr, "lethe eval: unknown job '%s' (ppl, passkey, agree, sweep)\n", sub);
+        fprintf(stderr, "lethe eval: unknown job '%s' (ppl, passkey, needle, multikey, agree, sweep)\n", sub);
         return usage_error();
     }
     bool sweep = !strcmp(sub, "sweep"), quiet = false, verbose = false, policy_given = false, budget_given = false;
     model_opts mo;
     model_opts_init(&mo);
-    long ctx = 0, batch = 1, trials = 3, n_gen_pk = 8, n_predict = 0;
+    long ctx = 0, batch = 1, trials = 3, n_gen_pk = 8, n_predict = 0, n_keys = EVAL_DEFAULT_KEYS;
+    char *tasks_arg = NULL;
     uint64_t seed = 1;
     const char *text_file = NULL, *prompts_file = NULL, *out_dir = "eval-out";
     char *lengths_arg = NULL, *depths_arg = NULL, *policies_arg = NULL, *budgets_arg = NULL;
@@ -153,6 +204,8 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) { ok = opt_u64(argc, argv, &i, &seed); mo.kv.seed = seed; }
         else if (!strcmp(a, "--prompts")) { ok = (prompts_file = opt_value(argc, argv, &i)) != NULL; given |= JOB_AGREE; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { ok = opt_int(argc, argv, &i, 1, 1 << 24, &n_predict); given |= JOB_AGREE; }
+        else if (!strcmp(a, "--keys")) { ok = opt_int(argc, argv, &i, 1, EVAL_MAX_KEYS, &n_keys); given |= JOB_MULTIKEY; }
+        else if (!strcmp(a, "--tasks")) { if ((ok = opt_value(argc, argv, &i) != NULL)) tasks_arg = argv[i]; sweep_opts = true; }
         else if (!strcmp(a, "--policies")) { if ((ok = opt_value(argc, argv, &i) != NULL)) policies_arg = argv[i]; sweep_opts = true; }
         else if (!strcmp(a, "--budgets")) { if ((ok = opt_value(argc, argv, &i) != NULL)) budgets_arg = argv[i]; sweep_opts = true; }
         else if (!strcmp(a, "--out")) { ok = (out_dir = opt_value(argc, argv, &i)) != NULL; sweep_opts = true; }
@@ -161,8 +214,14 @@ int cmd_eval(int argc, char **argv) {
     }
     /* options must fit the job */
     const char *why = NULL;
-    if (!mo.model) why = "need -m MODEL";
-    else if (given & ~jobs) why = "an option of another job was given (ppl: -f --batch; passkey: --lengths --depths --trials --gen; agree: --prompts -n)";
+    if (tasks_arg && strcmp(sub, "sweep")) why = "--tasks goes with lethe eval sweep";
+    else if (tasks_arg && !(jobs = parse_tasks(tasks_arg))) why = "bad --tasks (comma list of ppl, passkey, agree, needle, multikey)";
+    /* the pass key's options serve needle and multikey too */
+    const int jobs_opts = jobs | (jobs & JOB_RETRIEVAL ? JOB_PASSKEY : 0);
+    if (why) {
+        /* reported below */
+    } else if (!mo.model) why = "need -m MODEL";
+    else if (given & ~jobs_opts) why = "an option of another job was given (ppl: -f --batch; passkey, needle, multikey: --lengths --depths --trials --gen; multikey: --keys; agree: --prompts -n)";
     else if (sweep_opts && !sweep) why = "--policies, --budgets and --out go with --sweep";
     else if (sweep && (policy_given || budget_given || mo.kv_budget_mib > 0))
         why = "a sweep sets policies and budgets with --policies and --budgets (not --kv-policy, --kv-budget, --kv-budget-mib)";
@@ -299,7 +358,7 @@ int cmd_eval(int argc, char **argv) {
     /* slots per sequence the runs need: the pool is sized for them unless -c says otherwise */
     long need = ctx;
     if (max_budget > need) need = max_budget;
-    if (jobs & JOB_PASSKEY)
+    if (jobs & JOB_RETRIEVAL)
         for (int k = 0; k < n_lengths; k++)
             if (lengths[k] + n_gen_pk > need) need = lengths[k] + n_gen_pk;
     if ((jobs & JOB_AGREE) && n_predict > 0 && (long)longest_prompt + 2 + n_predict > need)
@@ -321,7 +380,8 @@ int cmd_eval(int argc, char **argv) {
     }
 
     eval_ppl_cfg ppl_cfg = {(int)ctx, (int)batch};
-    eval_passkey_cfg pk_cfg = {lengths, n_lengths, depths, n_depths, (int)trials, (int)n_gen_pk, seed, verbose ? stderr : NULL};
+    eval_passkey_cfg pk_cfg = {lengths,          n_lengths, depths, n_depths, (int)trials, (int)n_gen_pk, seed,
+                               verbose ? stderr : NULL, (int)n_keys};
     eval_agree_cfg ag_cfg = {prompt_list, n_prompts, (int)n_predict, (int)ctx};
     eval_progress pg;
     FILE *pg_out = quiet ? NULL : stderr;
@@ -343,6 +403,8 @@ int cmd_eval(int argc, char **argv) {
         sc.do_ppl = jobs & JOB_PPL;
         sc.do_passkey = jobs & JOB_PASSKEY;
         sc.do_agree = jobs & JOB_AGREE;
+        sc.do_needle = jobs & JOB_NEEDLE;
+        sc.do_multikey = jobs & JOB_MULTIKEY;
         sc.text = text_ids;
         sc.n_text = n_text;
         sc.ppl = ppl_cfg;
@@ -354,15 +416,16 @@ int cmd_eval(int argc, char **argv) {
             fprintf(stderr, "lethe eval: cannot create '%s': %s\n", out_dir, strerror(errno));
             goto out;
         }
-        printf("sweep: ctx %ld, %d policies x %d budgets + the full-cache baseline;%s%s%s\n", ctx, n_policies, n_budget_items,
-               sc.do_ppl ? " ppl" : "", sc.do_passkey ? " passkey" : "", sc.do_agree ? " agree" : "");
+        printf("sweep: ctx %ld, %d policies x %d budgets + the full-cache baseline;%s%s%s%s%s\n", ctx, n_policies,
+               n_budget_items, sc.do_ppl ? " ppl" : "", sc.do_passkey ? " passkey" : "", sc.do_agree ? " agree" : "",
+               sc.do_needle ? " needle" : "", sc.do_multikey ? " multikey" : "");
         fflush(stdout);
         eval_progress_begin(&pg, pg_out, redraw, eval_sweep_units(&sc));
         int n_rows = 0;
         rows = eval_sweep_run(&sc, &n_rows);
         eval_progress_end(&pg);
         if (!rows) { fprintf(stderr, "lethe eval: out of memory\n"); goto out; }
-        print_table(rows, n_rows);
+        print_table(rows, n_rows, sc.do_needle || sc.do_multikey);
         char path[4200];
         snprintf(path, sizeof path, "%s/sweep.csv", out_dir);
         if (eval_sweep_write_csv(path, rows, n_rows) != 0) {
@@ -422,15 +485,20 @@ int cmd_eval(int argc, char **argv) {
         st = eval_passkey(eng, &sp, &pk_cfg, &pg, &r, err, sizeof err);
         eval_progress_end(&pg);
         if (!st) {
-            printf("passkey accuracy (%%) by prompt length (rows) and depth (columns), %ld trials each:\n%8s", trials, "length");
-            for (int d = 0; d < n_depths; d++) printf(" %7.2f", depths[d]);
-            printf("\n");
-            for (int l = 0; l < n_lengths; l++) {
-                printf("%8d", lengths[l]);
-                for (int d = 0; d < n_depths; d++) printf(" %7.1f", 100.0 * r.correct[l * n_depths + d] / (double)trials);
-                printf("\n");
-            }
-            printf("passkey overall: %.2f%% (%d/%d)\n", r.accuracy, r.n_correct, r.n_total);
+            print_accuracy("passkey", &r, lengths, n_lengths, depths, n_depths, trials);
+            print_cost(&r.cost);
+        }
+        eval_passkey_result_free(&r);
+    } else if (jobs == JOB_NEEDLE || jobs == JOB_MULTIKEY) {
+        eval_task task = jobs == JOB_NEEDLE ? EVAL_TASK_NEEDLE : EVAL_TASK_MULTIKEY;
+        eval_passkey_result r;
+        eval_progress_begin(&pg, pg_out, redraw, eval_passkey_n_cases(&pk_cfg));
+        eval_progress_label(&pg, eval_task_name(task));
+        st = eval_retrieval(eng, &sp, task, &pk_cfg, &pg, &r, err, sizeof err);
+        eval_progress_end(&pg);
+        if (!st) {
+            if (task == EVAL_TASK_MULTIKEY) printf("multikey: %ld needles per prompt, one asked\n", n_keys);
+            print_accuracy(eval_task_name(task), &r, lengths, n_lengths, depths, n_depths, trials);
             print_cost(&r.cost);
         }
         eval_passkey_result_free(&r);

@@ -111,6 +111,7 @@ typedef struct {
     int n_gen;             /* greedy tokens generated after the question */
     uint64_t seed;
     FILE *log;             /* non-NULL: a line per case with the model's answer */
+    int n_keys;            /* multikey only: needles per prompt, one asked (0: EVAL_DEFAULT_KEYS) */
 } eval_passkey_cfg;
 
 typedef struct {
@@ -131,6 +132,45 @@ char *eval_passkey_prompt(const lethe_model *m, int length, double depth, int ke
 lethe_status eval_passkey(lethe_ctx *ctx, const lethe_seq_params *sp, const eval_passkey_cfg *cfg, eval_progress *pg,
                           eval_passkey_result *r, char *err, size_t err_size);
 void eval_passkey_result_free(eval_passkey_result *r);
+
+/* ---- retrieval beside the pass key (eval_needle.c) --------------------- */
+
+/* needle: one value (a 3-7 digit number or a word) stated in story-like
+ * filler in one of several phrasings, asked in one of several questions.
+ * multikey: n_keys needles "the <noun> for <KEY> is <value>" (distinct keys
+ * and values) at random depths, the asked one at the case's depth, the
+ * others distractors; the question names the asked key. Both use
+ * eval_passkey_cfg (lengths, depths, trials, n_gen, seed, log, n_keys) and
+ * eval_passkey_result, and score as the pass key does: right when the greedy
+ * answer holds the value as a whole word or number. */
+typedef enum { EVAL_TASK_NEEDLE, EVAL_TASK_MULTIKEY } eval_task;
+enum { EVAL_MAX_KEYS = 16, EVAL_DEFAULT_KEYS = 4 };
+
+typedef struct {
+    char *text;           /* the prompt (malloc'd), BOS not included */
+    int n_tokens;         /* its tokens with BOS, at most the length asked */
+    char value[24];       /* the asked value */
+    char key[48];         /* needle: the noun ("secret number"); multikey: the asked key */
+    bool is_word;         /* the value is a word, not a number */
+    int phrasing;         /* which needle phrasing the asked needle uses */
+    int question_phrasing;
+    int needle_offset;    /* byte offset of the asked needle in text */
+    int n_filler;         /* filler sentences in the prompt */
+    int filler_before;    /* of them before the asked needle: round(depth * n_filler) */
+} eval_retrieval_case;
+
+const char *eval_task_name(eval_task t);
+/* Builds case case_index of a task for a seed at about `length` tokens (at
+ * most that many) with the asked needle at `depth`. */
+lethe_status eval_retrieval_case_make(const lethe_model *m, eval_task task, int n_keys, uint64_t seed, int case_index,
+                                      int length, double depth, eval_retrieval_case *c, char *err, size_t err_size);
+void eval_retrieval_case_free(eval_retrieval_case *c);
+/* Occurrences of value in text as a whole word or number. */
+int eval_retrieval_count(const char *text, const char *value);
+/* Runs every length x depth x trial of the task (cases numbered as in the
+ * pass key); results as eval_passkey's. */
+lethe_status eval_retrieval(lethe_ctx *ctx, const lethe_seq_params *sp, eval_task task, const eval_passkey_cfg *cfg,
+                            eval_progress *pg, eval_passkey_result *r, char *err, size_t err_size);
 
 /* ---- agreement with the full cache ------------------------------------- */
 
@@ -170,8 +210,8 @@ typedef struct {
     int budget_slots;   /* 0 with the baseline: the model's whole context */
     double budget_pct;
     bool baseline;
-    bool has_ppl, has_passkey, has_agree;
-    double ppl, passkey_acc, agree, kl;
+    bool has_ppl, has_passkey, has_agree, has_needle, has_multikey;
+    double ppl, passkey_acc, agree, kl, needle_acc, multikey_acc;
     size_t kv_bytes_peak;
     double decode_tok_s;
     long peak_rss_bytes;  /* the process's peak RSS after the row (a running maximum) */
@@ -188,6 +228,7 @@ typedef struct {
     int ctx;                       /* what the percentages are of */
     int baseline_slots;            /* the baseline row's budget as printed (its run uses the whole context) */
     bool do_ppl, do_passkey, do_agree;
+    bool do_needle, do_multikey;   /* with the passkey's lengths, depths and trials */
     const lethe_token *text;       /* ppl: ids without BOS */
     int n_text;
     eval_ppl_cfg ppl;
@@ -203,9 +244,12 @@ long eval_sweep_units(const eval_sweep_cfg *c);
  * configuration that fails becomes a row with a note. Returns malloc'd rows
  * (count in *n_rows), NULL only when out of memory. */
 eval_row *eval_sweep_run(const eval_sweep_cfg *c, int *n_rows);
-/* Writes the CSV (header + one line per row). 0, or -1. */
+/* Writes the CSV (header + one line per row); when a row ran needle or
+ * multikey, needle_acc and multikey_acc columns come before the note
+ * (EVAL_CSV_HEADER_RETRIEVAL). 0, or -1. */
 int eval_sweep_write_csv(const char *path, const eval_row *rows, int n_rows);
 extern const char EVAL_CSV_HEADER[];
+extern const char EVAL_CSV_HEADER_RETRIEVAL[];
 
 /* ---- plot ------------------------------------------------------------- */
 

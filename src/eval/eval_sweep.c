@@ -10,12 +10,16 @@
 
 const char EVAL_CSV_HEADER[] =
     "policy,budget_slots,budget_pct,kv_bytes_peak,ppl,passkey_acc,agree,kl,decode_tok_s,peak_rss_bytes,note";
+const char EVAL_CSV_HEADER_RETRIEVAL[] = "policy,budget_slots,budget_pct,kv_bytes_peak,ppl,passkey_acc,agree,kl,decode_tok_s,"
+                                         "peak_rss_bytes,needle_acc,multikey_acc,note";
 
 static long units_per_config(const eval_sweep_cfg *c) {
     long u = 0;
     if (c->do_ppl) u += eval_ppl_n_windows(lethe_ctx_model(c->engine), c->n_text, c->ppl.ctx);
     if (c->do_passkey) u += eval_passkey_n_cases(&c->passkey);
     if (c->do_agree) u += c->agree.n_prompts;
+    if (c->do_needle) u += eval_passkey_n_cases(&c->passkey);
+    if (c->do_multikey) u += eval_passkey_n_cases(&c->passkey);
     return u;
 }
 
@@ -85,6 +89,28 @@ static void run_row(const eval_sweep_cfg *c, eval_row *row, const char *tag) {
         }
         skip_units(pg, start, c->agree.n_prompts);
     }
+    for (int k = 0; k < 2; k++) {
+        eval_task task = k ? EVAL_TASK_MULTIKEY : EVAL_TASK_NEEDLE;
+        if (!(k ? c->do_multikey : c->do_needle)) continue;
+        snprintf(label, sizeof label, "%s %s", tag, eval_task_name(task));
+        eval_progress_label(pg, label);
+        long start = pg ? pg->done : 0;
+        eval_passkey_result r;
+        if (eval_retrieval(c->engine, &sp, task, &c->passkey, pg, &r, err, sizeof err) == LETHE_OK) {
+            if (k) {
+                row->has_multikey = true;
+                row->multikey_acc = r.accuracy;
+            } else {
+                row->has_needle = true;
+                row->needle_acc = r.accuracy;
+            }
+            eval_cost_merge(&cost, &r.cost);
+        } else {
+            add_note(row, eval_task_name(task), err);
+        }
+        eval_passkey_result_free(&r);
+        skip_units(pg, start, eval_passkey_n_cases(&c->passkey));
+    }
     row->kv_bytes_peak = cost.kv_bytes_peak;
     row->decode_tok_s = eval_cost_tok_s(&cost);
     row->peak_rss_bytes = c->peak_rss ? c->peak_rss() : 0;
@@ -132,7 +158,9 @@ static void csv_text(FILE *f, const char *s) {
 int eval_sweep_write_csv(const char *path, const eval_row *rows, int n_rows) {
     FILE *f = fopen(path, "w");
     if (!f) return -1;
-    fprintf(f, "%s\n", EVAL_CSV_HEADER);
+    bool retrieval = false;
+    for (int i = 0; i < n_rows; i++) retrieval |= rows[i].has_needle || rows[i].has_multikey;
+    fprintf(f, "%s\n", retrieval ? EVAL_CSV_HEADER_RETRIEVAL : EVAL_CSV_HEADER);
     for (int i = 0; i < n_rows; i++) {
         const eval_row *r = &rows[i];
         csv_text(f, r->policy);
@@ -144,6 +172,12 @@ int eval_sweep_write_csv(const char *path, const eval_row *rows, int n_rows) {
         if (r->has_agree) fprintf(f, "%.6f,%.6g", r->agree, r->kl);
         else fputc(',', f);
         fprintf(f, ",%.1f,%ld,", r->decode_tok_s, r->peak_rss_bytes);
+        if (retrieval) {
+            if (r->has_needle) fprintf(f, "%.2f", r->needle_acc);
+            fputc(',', f);
+            if (r->has_multikey) fprintf(f, "%.2f", r->multikey_acc);
+            fputc(',', f);
+        }
         csv_text(f, r->note);
         fputc('\n', f);
     }
