@@ -54,6 +54,12 @@ double eval_logsumexp(const float *x, int n);
 lethe_seq *eval_seq_open(lethe_ctx *ctx, const lethe_seq_params *sp, char *err, size_t err_size);
 /* Folds the pool's peak since eval_seq_open into c. */
 void eval_cost_take_peak(lethe_ctx *ctx, eval_cost *c);
+/* The retrieval tasks' case: prompt (n_prompt tokens) in a fresh sequence,
+ * then up to n_gen greedy tokens (stopping at end of generation), their
+ * text in answer (NUL-terminated, newlines kept, cut at cap). Decode time and
+ * tokens and the pool's peak go into cost. */
+lethe_status eval_greedy_answer(lethe_ctx *ctx, const lethe_seq_params *sp, const char *prompt, int n_prompt, int n_gen,
+                                char *answer, size_t cap, eval_cost *cost, char *err, size_t err_size);
 
 /* ---- progress ---------------------------------------------------------- */
 

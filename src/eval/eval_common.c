@@ -2,6 +2,8 @@
  * the KV bytes a sequence held. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "eval/eval.h"
@@ -57,4 +59,58 @@ void eval_cost_take_peak(lethe_ctx *ctx, eval_cost *c) {
     if (u.bytes_peak + u.cold_peak > c->kv_bytes_peak) c->kv_bytes_peak = u.bytes_peak + u.cold_peak;
     c->kv_page_bytes = u.page_bytes;
     c->kv_page_slots = u.page_slots;
+}
+
+lethe_status eval_greedy_answer(lethe_ctx *ctx, const lethe_seq_params *sp, const char *prompt, int n_prompt, int n_gen,
+                                char *answer, size_t cap, eval_cost *cost, char *err, size_t err_size) {
+    const lethe_model *m = lethe_ctx_model(ctx);
+    lethe_model_info info;
+    lethe_model_get_info(m, &info);
+    lethe_token *ids = malloc((size_t)n_prompt * sizeof *ids);
+    float *logits = malloc((size_t)info.n_vocab * sizeof *logits);
+    lethe_detok *dt = lethe_detok_create(m, false);
+    size_t alen = 0;
+    lethe_seq *s = NULL;
+    lethe_status st = LETHE_OK;
+    answer[0] = 0;
+    if (!ids || !logits || !dt) {
+        snprintf(err, err_size, "out of memory");
+        st = LETHE_ERR_NOMEM;
+        goto out;
+    }
+    lethe_tokenize(m, prompt, strlen(prompt), ids, n_prompt, true, false);
+    if (!(s = eval_seq_open(ctx, sp, err, err_size))) {
+        st = LETHE_ERR_BUDGET;
+        goto out;
+    }
+    if ((st = lethe_seq_append(s, ids, n_prompt, logits))) {
+        snprintf(err, err_size, "prompt of %d tokens: %s", n_prompt, lethe_seq_error(s));
+        goto out;
+    }
+    double t0 = eval_now();
+    for (int g = 0; g < n_gen; g++) {
+        lethe_token t = eval_argmax(logits, info.n_vocab);
+        if (lethe_token_is_eog(m, t)) break;
+        char piece[512];
+        int k = lethe_detok_push(dt, t, piece, sizeof piece);
+        if (k > 0 && k <= (int)sizeof piece && alen + (size_t)k < cap) { /* a longer piece is left out */
+            memcpy(answer + alen, piece, (size_t)k);
+            alen += (size_t)k;
+        }
+        if (g + 1 == n_gen) break;
+        if ((st = lethe_seq_decode(s, t, logits))) {
+            snprintf(err, err_size, "answer token %d: %s", g, lethe_seq_error(s));
+            goto out;
+        }
+        cost->decode_tokens++;
+    }
+    cost->decode_seconds += eval_now() - t0;
+out:
+    answer[alen] = 0;
+    if (s) eval_cost_take_peak(ctx, cost);
+    lethe_seq_free(s);
+    lethe_detok_free(dt);
+    free(logits);
+    free(ids);
+    return st;
 }

@@ -116,64 +116,20 @@ char *eval_passkey_prompt(const lethe_model *m, int length, double depth, int ke
 
 /* Runs one case; *ok is set when the answer holds the key. */
 static lethe_status run_case(lethe_ctx *ctx, const lethe_seq_params *sp, const char *prompt, int n_prompt, int key,
-                             int n_gen, int n_vocab, FILE *log, bool *ok, eval_cost *cost, char *err, size_t err_size) {
-    const lethe_model *m = lethe_ctx_model(ctx);
-    lethe_token *ids = malloc((size_t)n_prompt * sizeof *ids);
-    float *logits = malloc((size_t)n_vocab * sizeof *logits);
-    lethe_detok *dt = lethe_detok_create(m, false);
+                             int n_gen, FILE *log, bool *ok, eval_cost *cost, char *err, size_t err_size) {
     char answer[4096];
-    size_t alen = 0;
-    lethe_seq *s = NULL;
-    lethe_status st = LETHE_OK;
     *ok = false;
-    if (!ids || !logits || !dt) {
-        snprintf(err, err_size, "out of memory");
-        st = LETHE_ERR_NOMEM;
-        goto out;
-    }
-    lethe_tokenize(m, prompt, strlen(prompt), ids, n_prompt, true, false);
-    if (!(s = eval_seq_open(ctx, sp, err, err_size))) {
-        st = LETHE_ERR_BUDGET;
-        goto out;
-    }
-    if ((st = lethe_seq_append(s, ids, n_prompt, logits))) {
-        snprintf(err, err_size, "prompt of %d tokens: %s", n_prompt, lethe_seq_error(s));
-        goto out;
-    }
-    double t0 = eval_now();
-    for (int g = 0; g < n_gen; g++) {
-        lethe_token t = eval_argmax(logits, n_vocab);
-        if (lethe_token_is_eog(m, t)) break;
-        char piece[512];
-        int k = lethe_detok_push(dt, t, piece, sizeof piece);
-        if (k > 0 && k <= (int)sizeof piece && alen + (size_t)k < sizeof answer) { /* a longer piece is left out */
-            memcpy(answer + alen, piece, (size_t)k);
-            alen += (size_t)k;
-        }
-        if (g + 1 == n_gen) break;
-        if ((st = lethe_seq_decode(s, t, logits))) {
-            snprintf(err, err_size, "answer token %d: %s", g, lethe_seq_error(s));
-            goto out;
-        }
-        cost->decode_tokens++;
-    }
-    cost->decode_seconds += eval_now() - t0;
-    answer[alen] = 0;
+    lethe_status st = eval_greedy_answer(ctx, sp, prompt, n_prompt, n_gen, answer, sizeof answer, cost, err, err_size);
+    if (st) return st;
     char digits[16];
     snprintf(digits, sizeof digits, "%d", key);
     *ok = strstr(answer, digits) != NULL;
     if (log) {
-        for (size_t i = 0; i < alen; i++)
-            if (answer[i] == '\n' || answer[i] == '\r') answer[i] = ' ';
+        for (char *p = answer; *p; p++)
+            if (*p == '\n' || *p == '\r') *p = ' ';
         fprintf(log, "passkey %s: %d tokens, key %d, answer \"%s\"\n", *ok ? "right" : "wrong", n_prompt, key, answer);
     }
-out:
-    if (s) eval_cost_take_peak(ctx, cost);
-    lethe_seq_free(s);
-    lethe_detok_free(dt);
-    free(logits);
-    free(ids);
-    return st;
+    return LETHE_OK;
 }
 
 lethe_status eval_passkey(lethe_ctx *ctx, const lethe_seq_params *sp, const eval_passkey_cfg *cfg, eval_progress *pg,
@@ -206,7 +162,7 @@ lethe_status eval_passkey(lethe_ctx *ctx, const lethe_seq_params *sp, const eval
                 }
                 if (n_prompt > r->prompt_len[li]) r->prompt_len[li] = n_prompt;
                 bool ok = false;
-                st = run_case(ctx, sp, prompt, n_prompt, key, cfg->n_gen, info.n_vocab, cfg->log, &ok, &r->cost, err, err_size);
+                st = run_case(ctx, sp, prompt, n_prompt, key, cfg->n_gen, cfg->log, &ok, &r->cost, err, err_size);
                 free(prompt);
                 if (st) break;
                 r->correct[li * cfg->n_depths + di] += ok;
