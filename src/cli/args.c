@@ -297,3 +297,19 @@ lethe_ctx *model_opts_context(const model_opts *o, const lethe_model *m, int n_c
     if (!c) fprintf(stderr, "lethe: cannot set up the engine for '%s': %s\n", o->model, err);
     return c;
 }
+
+int sampler_opts_parse(lethe_sampler_params *sp, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    long n;
+    double x;
+    bool ok;
+    if (!strcmp(a, "--temp")) { if ((ok = opt_float(argc, argv, i, 0, 100, &x))) sp->temperature = (float)x; }
+    else if (!strcmp(a, "--top-k")) { if ((ok = opt_int(argc, argv, i, 0, 1 << 24, &n))) sp->top_k = (int)n; }
+    else if (!strcmp(a, "--top-p")) { if ((ok = opt_float(argc, argv, i, 0, 1, &x))) sp->top_p = (float)x; }
+    else if (!strcmp(a, "--min-p")) { if ((ok = opt_float(argc, argv, i, 0, 1, &x))) sp->min_p = (float)x; }
+    else if (!strcmp(a, "--repeat-penalty")) { if ((ok = opt_float(argc, argv, i, 0.01, 100, &x))) sp->repeat_penalty = (float)x; }
+    else if (!strcmp(a, "--repeat-last-n")) { if ((ok = opt_int(argc, argv, i, 0, 1 << 20, &n))) sp->repeat_last_n = (int)n; }
+    else if (!strcmp(a, "--seed")) ok = opt_u64(argc, argv, i, &sp->seed);
+    else return 0;
+    return ok ? 1 : -1;
+}

@@ -31,6 +31,9 @@ void model_opts_init(model_opts *o);
  * hint printed: the caller just returns EXIT_USAGE). */
 int model_opts_parse(model_opts *o, int argc, char **argv, int *i);
 lethe_model *model_opts_load(const model_opts *o);
+/* Like model_opts_parse, for the sampling options (--temp, --top-k, --top-p,
+ * --min-p, --repeat-penalty, --repeat-last-n, --seed) of run and chat. */
+int sampler_opts_parse(lethe_sampler_params *sp, int argc, char **argv, int *i);
 /* After parsing: every --kv-* parameter given must be one the chosen policy
  * reads. Prints the error and returns false otherwise. */
 bool model_opts_check(const model_opts *o);

@@ -140,10 +140,9 @@ int cmd_chat(int argc, char **argv) {
     bool verbose = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        long n;
-        double x;
         bool ok = true;
         int r = model_opts_parse(&mo, argc, argv, &i);
+        if (r == 0) r = sampler_opts_parse(&sp, argc, argv, &i);
         if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
@@ -152,13 +151,6 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(a, "--system")) ok = (system = opt_value(argc, argv, &i)) != NULL;
         else if (!strcmp(a, "--stop")) ok = (user_stop = opt_value(argc, argv, &i)) != NULL;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) ok = opt_int(argc, argv, &i, 1, 1 << 24, &n_predict);
-        else if (!strcmp(a, "--temp")) { if ((ok = opt_float(argc, argv, &i, 0, 100, &x))) sp.temperature = (float)x; }
-        else if (!strcmp(a, "--top-k")) { if ((ok = opt_int(argc, argv, &i, 0, 1 << 24, &n))) sp.top_k = (int)n; }
-        else if (!strcmp(a, "--top-p")) { if ((ok = opt_float(argc, argv, &i, 0, 1, &x))) sp.top_p = (float)x; }
-        else if (!strcmp(a, "--min-p")) { if ((ok = opt_float(argc, argv, &i, 0, 1, &x))) sp.min_p = (float)x; }
-        else if (!strcmp(a, "--repeat-penalty")) { if ((ok = opt_float(argc, argv, &i, 0.01, 100, &x))) sp.repeat_penalty = (float)x; }
-        else if (!strcmp(a, "--repeat-last-n")) { if ((ok = opt_int(argc, argv, &i, 0, 1 << 20, &n))) sp.repeat_last_n = (int)n; }
-        else if (!strcmp(a, "--seed")) ok = opt_u64(argc, argv, &i, &sp.seed);
         else return unknown_option(a);
         if (!ok) return EXIT_USAGE;
     }

@@ -50,9 +50,9 @@ int cmd_run(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         long n;
-        double x;
         bool ok = true;
         int r = model_opts_parse(&mo, argc, argv, &i);
+        if (r == 0) r = sampler_opts_parse(&sp, argc, argv, &i);
         if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
@@ -63,13 +63,6 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) ok = (prompt = opt_value(argc, argv, &i)) != NULL;
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) ok = (prompt_file = opt_value(argc, argv, &i)) != NULL;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) ok = opt_int(argc, argv, &i, 0, 1 << 24, &n_predict);
-        else if (!strcmp(a, "--temp")) { if ((ok = opt_float(argc, argv, &i, 0, 100, &x))) sp.temperature = (float)x; }
-        else if (!strcmp(a, "--top-k")) { if ((ok = opt_int(argc, argv, &i, 0, 1 << 24, &n))) sp.top_k = (int)n; }
-        else if (!strcmp(a, "--top-p")) { if ((ok = opt_float(argc, argv, &i, 0, 1, &x))) sp.top_p = (float)x; }
-        else if (!strcmp(a, "--min-p")) { if ((ok = opt_float(argc, argv, &i, 0, 1, &x))) sp.min_p = (float)x; }
-        else if (!strcmp(a, "--repeat-penalty")) { if ((ok = opt_float(argc, argv, &i, 0.01, 100, &x))) sp.repeat_penalty = (float)x; }
-        else if (!strcmp(a, "--repeat-last-n")) { if ((ok = opt_int(argc, argv, &i, 0, 1 << 20, &n))) sp.repeat_last_n = (int)n; }
-        else if (!strcmp(a, "--seed")) ok = opt_u64(argc, argv, &i, &sp.seed);
         else if (!strcmp(a, "--memory")) { use_memory = true; ok = (mp.rules = opt_value(argc, argv, &i)) != NULL; }
         else if (!strcmp(a, "--prune-mode")) {
             const char *v = opt_value(argc, argv, &i);
