@@ -51,22 +51,10 @@ static lethe_ctx *open_ctx(lethe_kv_type kv) {
 }
 
 static lethe_seq *open_seq(lethe_ctx *c, const char *policy, int budget) {
-    lethe_seq_params sp = lethe_seq_default_params();
-    sp.kv.name = policy;
-    sp.kv.budget = budget;
     char err[512];
-    lethe_seq *s = lethe_seq_create(c, &sp, err, sizeof err);
+    lethe_seq *s = tu_open_seq(c, policy, budget, err, sizeof err);
     CHECKF(s != NULL, "seq: %s", err);
     return s;
-}
-
-static double max_diff(const float *a, const float *b, int n) {
-    double m = 0;
-    for (int i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > m) m = d;
-    }
-    return m;
 }
 
 static lethe_token toks[160];
@@ -81,12 +69,12 @@ static void rollback(lethe_kv_type kv) {
     CHECK(lethe_seq_truncate(s, 60) == LETHE_OK);
     CHECK(lethe_seq_n_past(s) == 60 && lethe_seq_n_cached(s) == 60);
     CHECK(lethe_seq_append_all_logits(s, toks + 60, 40, b) == LETHE_OK);
-    CHECKF(!memcmp(a, b, sizeof(float) * V * 40), "truncate + re-append: max|d| %.3g", max_diff(a, b, V * 40));
+    CHECKF(!memcmp(a, b, sizeof(float) * V * 40), "truncate + re-append: max|d| %.3g", tu_max_diff(a, b, V * 40));
     /* rollback token by token, as speculative decoding does */
     CHECK(lethe_seq_truncate(s, 97) == LETHE_OK);
     for (int i = 97; i < 100; i++) CHECK(lethe_seq_decode(s, toks[i], b) == LETHE_OK);
     /* decode steps run another attention kernel than a prompt chunk: equal to rounding */
-    double dd = max_diff(a + (size_t)39 * V, b, V);
+    double dd = tu_max_diff(a + (size_t)39 * V, b, V);
     CHECKF(dd <= (kv == LETHE_KV_F32 ? 1e-4 : 1e-2), "decode after truncate differs by %.3g", dd);
     CHECK(lethe_seq_truncate(s, -1) == LETHE_ERR_ARG && lethe_seq_n_past(s) == 100);
     free(a);
@@ -107,7 +95,7 @@ static void shift_all(lethe_kv_type kv, const char *policy, int budget, double b
     CHECKF(st == LETHE_OK, "shift: %s", lethe_seq_error(s));
     CHECK(lethe_seq_n_past(s) == lethe_seq_n_past(r) + d);
     CHECK(lethe_seq_decode(s, toks[100], a) == LETHE_OK && lethe_seq_decode(r, toks[100], b) == LETHE_OK);
-    double m = max_diff(a, b, V);
+    double m = tu_max_diff(a, b, V);
     printf("shift all by +%d, %s: max|d| next logits %.3g (bound %.0e)\n", d, what, m, bound);
     CHECKF(m <= bound, "%s: shift changed the logits by %.3g", what, m);
     free(a);
@@ -163,7 +151,7 @@ static void remove_then_shift(void) {
     CHECK(lethe_seq_decode(e, toks[100], le) == LETHE_OK);
     CHECK(lethe_seq_decode(r, toks[100], lr) == LETHE_OK);
     CHECK(lethe_seq_decode(g, toks[100], lg) == LETHE_OK);
-    double m = max_diff(le, lr, V), gap = max_diff(le, lg, V);
+    double m = tu_max_diff(le, lr, V), gap = tu_max_diff(le, lg, V);
     printf("remove [%d, %d) + shift: max|d| %.3g against the other-side reference; %.3g against no shift\n", A, A + B, m,
            gap);
     CHECKF(m <= 1e-4, "remove + shift differs from its reference by %.3g", m);

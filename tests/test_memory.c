@@ -56,15 +56,6 @@ static lethe_memory *open_mem(lethe_seq *s, const char *rules, lethe_prune_mode 
     return m;
 }
 
-static double max_diff(const float *a, const float *b, int n) {
-    double m = 0;
-    for (int i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > m) m = d;
-    }
-    return m;
-}
-
 /* KL(p || q) of the softmaxes of logits a (p) and b (q). */
 static double kl(const float *a, const float *b, int n) {
     double ma = -1e30, mb = -1e30, za = 0, zb = 0;
@@ -114,10 +105,10 @@ static void exactness(const char *path, const char *what) {
         CHECK(lethe_memory_get_stats(m, &st) == LETHE_OK && st.spans_pruned == 1 && st.tokens_pruned == S);
         CHECK(st.tokens_reencoded == (k ? 1 : B)); /* shift re-decodes only the last token for fresh logits */
     }
-    double d = max_diff(fresh, lr, V);
+    double d = tu_max_diff(fresh, lr, V);
     printf("%s: re-encode vs fresh A+B: max|d| %.3g (bound 1e-4)\n", what, d);
     CHECKF(d <= 1e-4, "%s: re-encode differs from a fresh sequence by %.3g", what, d);
-    double klsum = kl(lr, ls, V), dmax = max_diff(lr, ls, V);
+    double klsum = kl(lr, ls, V), dmax = tu_max_diff(lr, ls, V);
     for (int i = 0; i < C; i++) {
         CHECK(lethe_memory_append(mr, &t[A + S + B + i], 1, lr) == LETHE_OK);
         CHECK(lethe_memory_append(ms, &t[A + S + B + i], 1, ls) == LETHE_OK);
@@ -276,7 +267,7 @@ static void tim_rules(const char *path) {
             if (mode == 1) { /* exact: the cache is the surviving tokens' */
                 lethe_seq *f = lethe_seq_create(c, NULL, err, sizeof err);
                 CHECK(lethe_seq_append(f, live, nlive, fresh) == LETHE_OK);
-                double d = max_diff(fresh, lg, V);
+                double d = tu_max_diff(fresh, lg, V);
                 CHECKF(d <= 1e-4, "buffer %d: re-encoded cache differs from its survivors by %.3g", K, d);
                 lethe_seq_free(f);
             }

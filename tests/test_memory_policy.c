@@ -60,11 +60,8 @@ static lethe_ctx *open_ctx(const char *path) {
 }
 
 static lethe_seq *open_seq(lethe_ctx *c, const char *policy, int budget) {
-    lethe_seq_params sp = lethe_seq_default_params();
-    sp.kv.name = policy;
-    sp.kv.budget = budget;
     char err[512];
-    lethe_seq *s = lethe_seq_create(c, &sp, err, sizeof err);
+    lethe_seq *s = tu_open_seq(c, policy, budget, err, sizeof err);
     CHECKF(s != NULL, "%s: %s", policy, err);
     return s;
 }

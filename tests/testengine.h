@@ -22,6 +22,15 @@ static inline lethe_ctx *tu_open_ctx(const char *path, const lethe_ctx_params *p
     return tu_open_ctx_tok(path, NULL, params, err, err_size);
 }
 
+/* A sequence of c with KV policy `policy` at `budget` slots (0: none); NULL
+ * with a message in err. */
+static inline lethe_seq *tu_open_seq(lethe_ctx *c, const char *policy, int budget, char *err, size_t err_size) {
+    lethe_seq_params sp = lethe_seq_default_params();
+    sp.kv.name = policy;
+    sp.kv.budget = budget;
+    return lethe_seq_create(c, &sp, err, err_size);
+}
+
 /* Frees the context and its model. */
 static inline void tu_close_ctx(lethe_ctx *c) {
     if (!c) return;

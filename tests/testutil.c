@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,3 +229,12 @@ void tu_u32(tu_buf *b, uint32_t v) { tu_put(b, &v, 4); }
 void tu_u64(tu_buf *b, uint64_t v) { tu_put(b, &v, 8); }
 void tu_str(tu_buf *b, const char *s) { tu_u64(b, strlen(s)); tu_put(b, s, strlen(s)); }
 void tu_pad(tu_buf *b, size_t align) { while (b->n % align) tu_put(b, "", 1); }
+
+double tu_max_diff(const float *a, const float *b, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > m) m = d;
+    }
+    return m;
+}

@@ -47,6 +47,9 @@ const char *tu_optional_model(const char *rel);
 const char *tu_data_path(const char *rel);
 int tu_file_exists(const char *path);
 
+/* Largest |a[i] - b[i]| over n values. */
+double tu_max_diff(const float *a, const float *b, int n);
+
 /* Reads a whole file; returns malloc'd buffer (NUL-terminated) or NULL. */
 char *tu_read_file(const char *path, size_t *size);
 
