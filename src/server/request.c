@@ -31,8 +31,7 @@ static int fail(perr *e, int status, const char *param, const char *code, const 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    const char *type = status == 404 ? "invalid_request_error" : "invalid_request_error";
-    srv_error_json(e->body, msg, type, param, code);
+    srv_error_json(e->body, msg, status >= 500 ? "server_error" : "invalid_request_error", param, code);
     e->status = status;
     return status;
 }
@@ -125,12 +124,11 @@ static int parse_prompt(perr *e, srv_server *s, const cJSON *root, srv_request *
     if (!p) return fail(e, 400, "prompt", NULL, "'prompt' is required");
     const cJSON *list[MAX_PROMPTS];
     int n = 0;
-    bool ids = false;
     if (cJSON_IsString(p)) list[n++] = p;
     else if (cJSON_IsArray(p)) {
         const cJSON *first = cJSON_GetArrayItem(p, 0);
         if (!first) return fail(e, 400, "prompt", NULL, "'prompt' must not be an empty list");
-        if (cJSON_IsNumber(first)) { ids = true; list[n++] = p; }
+        if (cJSON_IsNumber(first)) list[n++] = p; /* one prompt of token ids */
         else {
             const cJSON *it;
             cJSON_ArrayForEach(it, p) {
@@ -154,7 +152,6 @@ static int parse_prompt(perr *e, srv_server *s, const cJSON *root, srv_request *
             if (r->echo && !(g->text = dup_str(it->valuestring))) return fail(e, 500, NULL, NULL, "out of memory");
             continue;
         }
-        (void)ids;
         int k = cJSON_GetArraySize(it);
         if (k <= 0) return fail(e, 400, "prompt", NULL, "a token-id prompt must not be empty");
         if (!(g->toks = malloc((size_t)k * sizeof *g->toks))) return fail(e, 500, NULL, NULL, "out of memory");
