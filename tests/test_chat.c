@@ -563,10 +563,7 @@ static int run(const char *args, const char *input) {
     FILE *f = fopen(in_path, "wb");
     if (input) fputs(input, f);
     fclose(f);
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s <%s", bin, args, out_path, err_path, in_path);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return tu_run_cli(bin, args, out_path, err_path, in_path);
 }
 
 /* `lethe run` on a prompt (the rendered conversation); its stdout. */

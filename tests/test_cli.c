@@ -13,12 +13,7 @@ static const char *bin;
 static char out_path[256], err_path[256];
 
 /* Runs "lethe ARGS", stdout/stderr to files; returns the exit status. */
-static int run(const char *args) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", bin, args, out_path, err_path);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *args) { return tu_run_cli(bin, args, out_path, err_path, NULL); }
 
 static char *out_text(void) { return tu_read_file(out_path, NULL); }
 static char *err_text(void) { return tu_read_file(err_path, NULL); }

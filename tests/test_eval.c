@@ -18,12 +18,7 @@
 static const char *bin, *model;
 static char out_path[256], err_path[256];
 
-static int run(const char *args) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", bin, args, out_path, err_path);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *args) { return tu_run_cli(bin, args, out_path, err_path, NULL); }
 
 static void expect_exit(const char *args, int code) {
     int got = run(args);

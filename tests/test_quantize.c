@@ -56,12 +56,7 @@ static const char *tmp(const char *name) {
 }
 
 /* Runs "lethe ARGS" with stdout/stderr to files; the exit status. */
-static int run(const char *args) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", bin, args, out_path, err_path);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *args) { return tu_run_cli(bin, args, out_path, err_path, NULL); }
 
 static void expect_msg(const char *args, int code, const char *want) {
     int got = run(args);

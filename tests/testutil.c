@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 int tu_failures = 0;
 int tu_checks = 0;
@@ -237,4 +238,11 @@ double tu_max_diff(const float *a, const float *b, int n) {
         if (d > m) m = d;
     }
     return m;
+}
+
+int tu_run_cli(const char *bin, const char *args, const char *out_path, const char *err_path, const char *in_path) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s <%s", bin, args, out_path, err_path, in_path ? in_path : "/dev/null");
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -47,6 +47,10 @@ const char *tu_optional_model(const char *rel);
 const char *tu_data_path(const char *rel);
 int tu_file_exists(const char *path);
 
+/* Runs "BIN ARGS" through the shell with stdout and stderr into the two
+ * files and stdin from in_path (NULL: /dev/null); the exit status, or -1. */
+int tu_run_cli(const char *bin, const char *args, const char *out_path, const char *err_path, const char *in_path);
+
 /* Largest |a[i] - b[i]| over n values. */
 double tu_max_diff(const float *a, const float *b, int n);
 
