@@ -345,7 +345,9 @@ typedef struct {
     const char *content; /* UTF-8 text; NUL-terminated */
 } lethe_chat_message;
 
-/* The built-in template families, NULL-terminated (constant strings):
+/* Every chat-template call only reads the model: any thread, any time.
+ *
+ * The built-in template families, NULL-terminated (constant strings):
  * chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, llama3,
  * mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, mistral-v7-tekken,
  * phi3, phi4, zephyr, gemma, openchat, vicuna, vicuna-orca, deepseek,
@@ -483,13 +485,20 @@ typedef int (*lethe_tool_fn)(void *user, const char *name, const char *args_json
 lethe_memory_params lethe_memory_default_params(void);
 /* A memory over s (which it uses but does not own: free the memory before
  * s). Tokens already in s stay, never pruned. NULL (message in err) for an
- * unknown rule set, bad parameters or a re-indexing window policy. */
+ * unknown rule set, bad parameters or a re-indexing window policy. A memory
+ * follows its sequence's thread rule: one thread at a time, the one using
+ * the context. Returned strings (lethe_memory_error) live until the next
+ * call on the memory. */
 lethe_memory *lethe_memory_create(lethe_seq *s, const lethe_memory_params *p, char *err, size_t err_size);
 void lethe_memory_free(lethe_memory *mem);
 /* Feeds n tokens (a prompt, a generated token, a teacher-forced trace) as
  * lethe_seq_append does, scanning their text: rules open, close and prune
  * spans and tool calls run at the token where they complete. logits, when
- * non-NULL, receives the next-token logits after all of it. */
+ * non-NULL, receives the next-token logits after all of it. On failure the
+ * sequence keeps what ran before the failing chunk (prunes and tool results
+ * already applied stay), and the rules' scanners may have read the text of
+ * tokens that never reached the cache: after a failure, free the memory
+ * rather than feed it more. */
 lethe_status lethe_memory_append(lethe_memory *mem, const lethe_token *ids, int n, float *logits);
 /* Caller spans: opens a span at position pos (< 0: the next position);
  * returns its id, or -1. */
