@@ -110,7 +110,7 @@ static void test_threads(void) {
 static int sites_agree(void) {
     const bool simd = lt_simd_avx2();
     int ok = 1;
-    ok &= CHECKF(strcmp(lt_simd_name(), simd ? "avx2" : "scalar") == 0, "traits say %s", lt_simd_name());
+    ok &= CHECKF(strcmp(lt_simd_name(), lt_simd_level_name(lt_simd_level())) == 0, "traits say %s", lt_simd_name());
     ok &= CHECKF(attn_kernels_get() == (simd ? attn_kernels_avx2() : attn_kernels_scalar()), "attention: %s",
                  attn_kernels_get()->name);
     ok &= CHECK(simd ? attn_kernels_avx2() != NULL : attn_kernels_avx2() == NULL);
@@ -239,25 +239,40 @@ static int child_env(const char *value, lt_simd_level_t expect) {
     return ok;
 }
 
-static lt_simd_level_t best_kernels(void) { return lt_cpu_has_avx2() ? LT_SIMD_AVX2 : LT_SIMD_SCALAR; }
+/* What the CPU and this build can run (LETHE_HAVE_AVX512: the compiler took
+ * the AVX-512 flags). */
+static bool has_avx512(void) {
+    const unsigned m512 = LT_CPU_AVX512F | LT_CPU_AVX512BW | LT_CPU_AVX512VL | LT_CPU_AVX512VNNI;
+    return LETHE_HAVE_AVX512 && lt_cpu_has_avx2() && (lt_cpu_features() & m512) == m512;
+}
+static lt_simd_level_t best_kernels(void) {
+    return has_avx512() ? LT_SIMD_AVX512 : lt_cpu_has_avx2() ? LT_SIMD_AVX2 : LT_SIMD_SCALAR;
+}
+static lt_simd_level_t best_upto_avx2(void) { return lt_cpu_has_avx2() ? LT_SIMD_AVX2 : LT_SIMD_SCALAR; }
+
+static int child_avx512(float *out) {
+    int ok = CHECK(lt_cpu_force_level(LT_SIMD_AVX512));
+    ok &= CHECK(lt_simd_level() == LT_SIMD_AVX512);
+    ok &= CHECK(strcmp(lt_simd_name(), "avx512") == 0);
+    ok &= sites_agree();
+    return compute(out) && ok;
+}
 static int env_bogus(float *o) { (void)o; return child_env("bogus", best_kernels()); }
 static int env_scalar(float *o) { (void)o; return child_env("scalar", LT_SIMD_SCALAR); }
-static int env_avx2(float *o) { (void)o; return child_env("avx2", best_kernels()); }
+static int env_avx2(float *o) { (void)o; return child_env("avx2", best_upto_avx2()); }
 static int env_avx512(float *o) {
     (void)o;
-    const unsigned m512 = LT_CPU_AVX512F | LT_CPU_AVX512BW | LT_CPU_AVX512VL;
-    const bool has = lt_cpu_has_avx2() && (lt_cpu_features() & m512) == m512;
-    int ok = child_env("avx512", has ? LT_SIMD_AVX512 : best_kernels());
-    if (has) ok &= CHECK(strstr(lt_simd_path(), "no AVX-512 kernels yet, using avx2") != NULL);
-    if (has) ok &= CHECK(strcmp(lt_simd_name(), "avx2") == 0); /* the AVX2 kernels run */
+    int ok = child_env("avx512", best_kernels());
+    if (has_avx512()) ok &= CHECK(strcmp(lt_simd_path(), "avx512") == 0 && strcmp(lt_simd_name(), "avx512") == 0);
     return ok;
 }
 
 static void test_levels(void) {
     static float scalar_out[N_OUT], simd_out[N_OUT];
     CHECKF(in_child(child_scalar, scalar_out) == 0, "the forced-scalar child failed");
-    static float avx2_out[N_OUT];
+    static float avx2_out[N_OUT], avx512_out[N_OUT];
     if (lt_cpu_has_avx2()) CHECKF(in_child(child_avx2, avx2_out) == 0, "the forced-avx2 child failed");
+    if (has_avx512()) CHECKF(in_child(child_avx512, avx512_out) == 0, "the forced-avx512 child failed");
     CHECK(in_child(env_bogus, simd_out) == 0); /* warns once on stderr, falls back */
     CHECK(in_child(env_scalar, simd_out) == 0);
     CHECK(in_child(env_avx2, simd_out) == 0);
@@ -272,7 +287,9 @@ static void test_levels(void) {
     CHECK(lt_cpu_force_level(lt_simd_level())); /* the same level: fine */
     printf("cpu probe: avx2+fma+f16c %s, path %s\n", lt_cpu_has_avx2() ? "yes" : "no", lt_simd_path());
     CHECK(compute(simd_out)); /* this process's level, whatever it is */
-    if (lt_simd_avx2()) CHECK(memcmp(simd_out, avx2_out, sizeof simd_out) == 0); /* same kernels, same bits */
+    /* same kernels, same bits */
+    if (lt_simd_level() == LT_SIMD_AVX2) CHECK(memcmp(simd_out, avx2_out, sizeof simd_out) == 0);
+    if (lt_simd_level() == LT_SIMD_AVX512) CHECK(memcmp(simd_out, avx512_out, sizeof simd_out) == 0);
     if (!lt_cpu_has_avx2()) {
         printf("SKIPPED part: scalar vs AVX2 (no AVX2 on this CPU)\n");
         return;
@@ -285,6 +302,17 @@ static void test_levels(void) {
     CHECKF(worst <= 1e-5f, "scalar vs avx2: worst relative error %g", worst);
     printf("scalar vs avx2 on matmul (F32 F16 Q8_0 Q4_0 Q4_K Q6_K), attention kernels, kv convert: worst %.2g\n",
            worst);
+    if (!has_avx512()) {
+        printf("SKIPPED part: scalar vs AVX-512 (no AVX-512 VNNI on this CPU or build)\n");
+        return;
+    }
+    worst = 0.0f;
+    for (size_t i = 0; i < N_OUT; i++) {
+        float e = fabsf(scalar_out[i] - avx512_out[i]) / (1.0f + fabsf(scalar_out[i]));
+        if (!(e <= worst)) worst = e;
+    }
+    CHECKF(worst <= 1e-5f, "scalar vs avx512: worst relative error %g", worst);
+    printf("scalar vs avx512: worst %.2g\n", worst);
 }
 
 int main(void) {

@@ -50,7 +50,13 @@ static unsigned probe(void) { return 0; }
 #endif
 
 #define AVX2_SET (LT_CPU_AVX2 | LT_CPU_FMA | LT_CPU_F16C)
-#define AVX512_SET (LT_CPU_AVX512F | LT_CPU_AVX512BW | LT_CPU_AVX512VL)
+/* The AVX-512 kernels use F, BW, VL and VNNI (BF16 is asked for separately). */
+#define AVX512_SET (LT_CPU_AVX512F | LT_CPU_AVX512BW | LT_CPU_AVX512VL | LT_CPU_AVX512VNNI)
+#if defined(LETHE_HAVE_AVX512) && LETHE_HAVE_AVX512 && HAVE_AVX2_KERNELS
+#define HAVE_AVX512_KERNELS 1
+#else
+#define HAVE_AVX512_KERNELS 0
+#endif
 
 static unsigned features;
 static pthread_once_t features_once = PTHREAD_ONCE_INIT;
@@ -84,7 +90,7 @@ const char *lt_cpu_features_str(char *buf, size_t size) {
 /* The highest level this CPU and build can run. */
 static lt_simd_level_t cpu_max(void) {
     if (!lt_cpu_has_avx2()) return LT_SIMD_SCALAR;
-    return (lt_cpu_features() & AVX512_SET) == AVX512_SET ? LT_SIMD_AVX512 : LT_SIMD_AVX2;
+    return HAVE_AVX512_KERNELS && (lt_cpu_features() & AVX512_SET) == AVX512_SET ? LT_SIMD_AVX512 : LT_SIMD_AVX2;
 }
 
 static atomic_int level = -1; /* -1: not resolved yet */
@@ -92,8 +98,7 @@ static pthread_once_t level_once = PTHREAD_ONCE_INIT;
 
 static void resolve(void) {
     const lt_simd_level_t top = cpu_max();
-    /* default: the best level with kernels of its own (AVX2 today) */
-    lt_simd_level_t l = top > LT_SIMD_AVX2 ? LT_SIMD_AVX2 : top;
+    lt_simd_level_t l = top; /* default: the best the CPU and the build allow */
     const char *env = getenv("LETHE_SIMD");
     if (env && *env) {
         lt_simd_level_t want;
@@ -123,6 +128,8 @@ lt_simd_level_t lt_simd_level(void) {
 
 bool lt_simd_avx2(void) { return lt_simd_level() >= LT_SIMD_AVX2; }
 
+bool lt_simd_avx512(void) { return lt_simd_level() >= LT_SIMD_AVX512; }
+
 bool lt_cpu_force_level(lt_simd_level_t l) {
     const lt_simd_level_t top = cpu_max();
     if (l > top) l = top;
@@ -135,8 +142,4 @@ const char *lt_simd_level_name(lt_simd_level_t l) {
     return l == LT_SIMD_AVX512 ? "avx512" : l == LT_SIMD_AVX2 ? "avx2" : "scalar";
 }
 
-const char *lt_simd_path(void) {
-    const lt_simd_level_t l = lt_simd_level();
-    if (l == LT_SIMD_AVX512) return "avx512 requested: no AVX-512 kernels yet, using avx2";
-    return lt_simd_level_name(l);
-}
+const char *lt_simd_path(void) { return lt_simd_level_name(lt_simd_level()); }

@@ -7,8 +7,9 @@
  * lt_simd_level() is the kernel level in use: the best the CPU and the
  * kernels allow, lowered by LETHE_SIMD=scalar|avx2|avx512 (read once). A value
  * that is unknown, or names a level the CPU lacks, gives one warning on
- * stderr and falls back. avx512 is accepted but runs the AVX2 kernels until
- * AVX-512 ones exist; lt_simd_path() says so. */
+ * stderr and falls back. AVX-512 needs F, BW, VL and VNNI and a build whose
+ * compiler took the flags (LETHE_HAVE_AVX512); a type without an AVX-512
+ * kernel keeps its AVX2 one at that level. */
 #ifndef LETHE_CPU_H
 #define LETHE_CPU_H
 
@@ -38,15 +39,15 @@ const char *lt_cpu_features_str(char *buf, size_t size);
  * lt_simd_level(). */
 bool lt_cpu_has_avx2(void);
 
-/* The kernel level dispatch uses (LT_SIMD_AVX512 only when requested; its
- * kernels are the AVX2 ones for now). Resolved once, thread-safe. */
+/* The kernel level dispatch uses. Resolved once, thread-safe. */
 lt_simd_level_t lt_simd_level(void);
 /* True when dispatch sites use the AVX2 (or wider) kernels. */
 bool lt_simd_avx2(void);
+/* True when they use the AVX-512 ones (where a type has them). */
+bool lt_simd_avx512(void);
 /* The level's short name: "scalar", "avx2" or "avx512". */
 const char *lt_simd_level_name(lt_simd_level_t l);
-/* The path that runs, for headers: "avx2", "scalar", or e.g. "avx512
- * requested: no AVX-512 kernels yet, using avx2". */
+/* The path that runs, for headers: "avx512", "avx2" or "scalar". */
 const char *lt_simd_path(void);
 /* Test hook: fix the level before any dispatch (before the first
  * lt_simd_level() call, LETHE_SIMD then being ignored). A level above what

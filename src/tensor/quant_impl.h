@@ -158,4 +158,13 @@ void lt_tiles_float_avx2(lt_tile *tiles);
 void lt_tiles_legacy_avx2(lt_tile *tiles);
 void lt_tiles_k_avx2(lt_tile *tiles);
 
+/* ---- AVX-512 kernels (*_avx512.c; call only at LT_SIMD_AVX512: F, BW, VL,
+ * VNNI, with AVX2/FMA/F16C) ----
+ * Each overwrites, in the dispatched traits and tile tables (both of
+ * LT_TYPE_COUNT entries, already holding the AVX2 kernels), the entries of
+ * the types it has AVX-512 kernels for, and leaves the others alone. */
+void lt_kernels_float_avx512(lt_traits *traits, lt_tile *tiles);
+void lt_kernels_legacy_avx512(lt_traits *traits, lt_tile *tiles);
+void lt_kernels_k_avx512(lt_traits *traits, lt_tile *tiles);
+
 #endif

@@ -1,8 +1,8 @@
 /* The type table: every ggml type id with its block layout, and the kernels
  * lethe has for it. The dispatched table is built once (pthread_once) from
  * the portable one, replacing kernels with AVX2 versions when the dispatch
- * level (tensor/cpu.h: the CPU's features, lowered by LETHE_SIMD=scalar) is
- * AVX2 or above. */
+ * level (tensor/cpu.h: the CPU's features, lowered by LETHE_SIMD) is AVX2 or
+ * above, then with AVX-512 ones, where a type has them, at that level. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,10 +90,21 @@ static void use_avx2(void) {
 #endif
 }
 
+/* AVX-512 kernels replace the AVX2 ones of the types that have them. */
+static void use_avx512(void) {
+#if defined(LETHE_HAVE_AVX512) && LETHE_HAVE_AVX512
+    lt_kernels_float_avx512(simd_table, tile_table);
+    lt_kernels_legacy_avx512(simd_table, tile_table);
+    lt_kernels_k_avx512(simd_table, tile_table);
+    simd_name = "avx512";
+#endif
+}
+
 static void init_tables(void) {
     memcpy(simd_table, scalar_table, sizeof simd_table);
     for (int t = 0; t < LT_TYPE_COUNT; t++) tile_table[t] = (lt_tile){NULL, 1, 1, 1, false};
     if (lt_simd_avx2()) use_avx2();
+    if (lt_simd_avx512()) use_avx512();
 }
 
 const lt_traits *lt_type_traits(lt_type t) {

@@ -81,8 +81,8 @@ bool lt_type_supported(int t);
  * the type is unknown. */
 size_t lt_row_bytes(lt_type t, int64_t n);
 
-/* Which kernels the dispatched table holds: "avx2" or "scalar" (avx2 under
- * LETHE_SIMD=avx512 too); tensor/cpu.h's lt_simd_path() names the level. */
+/* Which kernels the dispatched table holds: "avx512" (AVX-512 where a type
+ * has them, AVX2 elsewhere), "avx2" or "scalar". */
 const char *lt_simd_name(void);
 
 #endif
