@@ -214,7 +214,7 @@ int attn_decode_multi(threadpool *tp, attn_scratch *scr, const attn_decode_job *
         }
     c.items = items;
     atomic_init(&c.next, 0);
-    if (n_items > 0) tp_run(tp, decode_task, &c);
+    if (n_items > 0) tp_run_dynamic(tp, decode_task, &c);
 
     /* Log-sum-exp merge of each query head's partials (items of one job and
      * KV head are contiguous). */
@@ -257,7 +257,7 @@ int attn_decode_multi(threadpool *tp, attn_scratch *scr, const attn_decode_job *
         c.head_m = head_m;
         c.head_l = head_l;
         atomic_store(&c.next, 0);
-        tp_run(tp, stats_task, &c);
+        tp_run_dynamic(tp, stats_task, &c);
     }
     return 0;
 }

@@ -179,7 +179,7 @@ int attn_prefill_lse(threadpool *tp, attn_scratch *scr, const attn_layer *L, con
         c.row_l = rows + (size_t)n_tok * L->n_head;
     }
     atomic_init(&c.next, 0);
-    tp_run(tp, prefill_task, &c);
+    tp_run_dynamic(tp, prefill_task, &c);
     if (lse)
         for (long i = 0; i < (long)n_tok * L->n_head; i++)
             lse[i] = c.row_l[i] > 0.0f ? c.row_m[i] + logf(c.row_l[i]) : -INFINITY;
@@ -193,7 +193,7 @@ int attn_prefill_lse(threadpool *tp, attn_scratch *scr, const attn_layer *L, con
         }
         c.n_items = items;
         atomic_store(&c.next, 0);
-        tp_run(tp, stats_task, &c);
+        tp_run_dynamic(tp, stats_task, &c);
     }
     return 0;
 }

@@ -122,7 +122,7 @@ static void run_items(threadpool *tp, share_ctx *c, int i0, int i1) {
     if (i0 >= i1) return;
     atomic_store(&c->next, i0);
     c->i1 = i1;
-    tp_run(tp, share_task, c);
+    tp_run_dynamic(tp, share_task, c);
 }
 
 /* attn_decode_multi's chunk (pages per work item) of a job. */

@@ -40,6 +40,17 @@ static lethe_status matmul(const fwd_engine *e, const weight *w, const float *x,
     return LETHE_OK;
 }
 
+/* Several matrices of one input (n_cols = the weights' columns): the
+ * activations are quantised once for all of them. */
+static lethe_status matmul_group(const fwd_engine *e, const weight *const *w, float *const *y, int k, const float *x,
+                                 int n, char *err) {
+    lt_matmul_out o[3];
+    for (int i = 0; i < k; i++) o[i] = (lt_matmul_out){w[i]->type, w[i]->data, w[i]->n_rows, y[i]};
+    if (lt_matmul_group(e->tp, e->ws, o, k, w[0]->n_cols, x, n) != 0)
+        return set_error(err, LETHE_ERR_NOMEM, "forward: matmul failed (out of memory)");
+    return LETHE_OK;
+}
+
 typedef struct {
     float *a;
     const float *b;
@@ -73,9 +84,9 @@ static lethe_status run_layer(const lethe_model *m, const fwd_engine *e, int r0,
     lethe_status st;
 
     for (int t = 0; t < c; t++) op_rmsnorm(a->xb + (long)t * d, a->x + (long)t * d, L->attn_norm, d, hp->rms_eps);
-    if ((st = matmul(e, &L->wq, a->xb, c, a->q, err))) return st;
-    if ((st = matmul(e, &L->wk, a->xb, c, a->k, err))) return st;
-    if ((st = matmul(e, &L->wv, a->xb, c, a->v, err))) return st;
+    const weight *qkv[3] = {&L->wq, &L->wk, &L->wv};
+    float *qkv_out[3] = {a->q, a->k, a->v};
+    if ((st = matmul_group(e, qkv, qkv_out, 3, a->xb, c, err))) return st;
     add_bias(a->q, L->bq, c, qd);
     add_bias(a->k, L->bk, c, kvd);
     add_bias(a->v, L->bv, c, kvd);
@@ -89,8 +100,9 @@ static lethe_status run_layer(const lethe_model *m, const fwd_engine *e, int r0,
     op_add(a->x, a->xb, (long)c * d);
 
     for (int t = 0; t < c; t++) op_rmsnorm(a->xb + (long)t * d, a->x + (long)t * d, L->ffn_norm, d, hp->rms_eps);
-    if ((st = matmul(e, &L->w_gate, a->xb, c, a->gate, err))) return st;
-    if ((st = matmul(e, &L->w_up, a->xb, c, a->up, err))) return st;
+    const weight *gu[2] = {&L->w_gate, &L->w_up};
+    float *gu_out[2] = {a->gate, a->up};
+    if ((st = matmul_group(e, gu, gu_out, 2, a->xb, c, err))) return st;
     swiglu(e, a->gate, a->up, (long)c * hp->n_ff);
     if ((st = matmul(e, &L->w_down, a->gate, c, a->xb, err))) return st;
     op_add(a->x, a->xb, (long)c * d);

@@ -1,15 +1,18 @@
-/* lt_matmul: y = W x for a batch of tokens, on the thread pool.
+/* lt_matmul_group: y_i = W_i x for several weight matrices that read the
+ * same activations (Q/K/V, gate/up), for a batch of tokens, on the pool.
  *
- * One tp_run does everything. Phase 1 quantises the activations to the
- * weight type's vec_dot_type: usually every thread quantises the whole batch
- * into its own copy (cheaper than a barrier, and robust when a thread gets
- * descheduled); only when there are few rows per thread is the work split,
- * and the threads meet at a spin barrier. Phase 2 splits the weight
- * rows across the threads. A single token runs the tile kernel over groups
+ * The activations are quantised once per distinct vec_dot_type of the
+ * group (usually one), in place by the caller when they are few (a decode
+ * step: cheaper than waking anyone), else split across the pool. Then the
+ * rows of all the matrices form one list of units (a tile's rows) that the
+ * threads claim a few at a time from a shared counter, so that a thread the
+ * host has descheduled leaves its share to the others instead of stalling
+ * the step (tp_run_dynamic). A single token runs the tile kernel over groups
  * of rows (weight bandwidth bound); a batch walks tiles of rows x tokens so
  * that each weight block is decoded once per tile and stays in L1 while the
- * tokens of a chunk (sized to stay in L2) stream past it. */
-#include <sched.h>
+ * tokens of a chunk (sized to stay in L2) stream past it. Every output
+ * element is computed by one kernel call whatever thread runs it, so the
+ * results do not depend on the thread count or timing. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,23 +21,14 @@
 #include "tensor/quant_impl.h"
 #include "util/alloc.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#else
-#define cpu_relax() ((void)0)
-#endif
-
-/* Quantised activations of at most this many bytes are made by each thread. */
-#define PRIVATE_QUANT_BYTES 8192
-/* ... and so are larger ones while each thread has at least this many rows
- * per token to compute: quantising costs about one row's work per token,
- * far less than a barrier when the cores are shared with other programs. */
-#define PRIVATE_QUANT_ROWS 16
-/* ... as long as all the copies together stay below this. */
-#define PRIVATE_QUANT_MAX (8u << 20)
+/* Activations of at most this many floats (per distinct vec_dot_type) are
+ * quantised by the caller alone. */
+#define INLINE_QUANT_FLOATS 16384
 /* Token chunk: its activations should stay in L2 while a thread walks its rows. */
 #define CHUNK_BYTES (192 * 1024)
+/* Claims per thread and run: enough to even out a busy host, few enough
+ * that the shared counter costs nothing. */
+#define CLAIMS_PER_THREAD 8
 /* Single token: weights are prefetched this far ahead of the kernel. */
 #ifndef PF_DIST
 #define PF_DIST 4096
@@ -42,21 +36,39 @@
 #ifndef PF_LOCALITY
 #define PF_LOCALITY 3 /* keep: on Zen the L3 only holds lines evicted from L2 */
 #endif
+#define MAX_ACTS 4 /* distinct vec_dot_types in one group */
 
+/* One quantised copy of the activations. */
 typedef struct {
-    const lt_traits *tr, *vt;
+    lt_type vdt;
+    const lt_traits *vt;
+    char *buf;      /* NULL: F32, the activations themselves */
+    size_t arb;     /* bytes per activation row */
+    size_t tab_off; /* offset of the activation tables (0: none) */
+} mm_act;
+
+/* One matrix of the group. */
+typedef struct {
+    const lt_traits *tr;
     const lt_tile *tile;
     const char *W;
-    size_t wrb;        /* bytes per weight row */
-    int64_t n_rows, n_cols, n_tok;
-    const float *x;
+    size_t wrb; /* bytes per weight row */
+    int64_t n_rows;
     float *y;
-    char *qbuf;        /* quantised activations, NULL when vec_dot_type is F32 */
-    size_t arb;        /* bytes per activation row */
-    size_t tab_off;    /* offset of the activation tables in a copy (0: none) */
-    size_t copy_bytes; /* bytes of one copy of rows + tables */
-    bool private_quant;
-    atomic_int arrived;
+    int act;       /* index into mm_ctx.acts */
+    int unit;      /* rows per claimable unit */
+    int64_t first; /* its first unit in the group's list */
+} mm_op;
+
+typedef struct {
+    mm_op ops[LT_MATMUL_MAX_GROUP];
+    int n_ops;
+    mm_act acts[MAX_ACTS];
+    int n_acts;
+    int64_t n_cols, n_tok;
+    const float *x;
+    int64_t n_units, grain, quant_chunk;
+    atomic_llong next; /* next unclaimed unit (or token, while quantising) */
 } mm_ctx;
 
 void lt_workspace_free(lt_workspace *ws) {
@@ -78,75 +90,77 @@ static int ws_reserve(lt_workspace *ws, size_t need) {
     return 0;
 }
 
-static void quantize_range(const mm_ctx *c, char *dst, int64_t lo, int64_t hi) {
-    /* [lo, hi) counts vec_dot_type blocks over all tokens */
-    const int64_t bs = c->vt->block_size, bpr = c->n_cols / bs;
-    float *dtab = c->tab_off ? (float *)(dst + c->tab_off) : NULL;
+/* Tokens [t0, t1) of copy a. */
+static void quantize_tokens(const mm_ctx *c, const mm_act *a, int64_t t0, int64_t t1) {
+    const int64_t bpr = c->n_cols / a->vt->block_size;
+    float *dtab = a->tab_off ? (float *)(a->buf + a->tab_off) : NULL;
     float *stab = dtab ? dtab + bpr * c->n_tok : NULL;
-    while (lo < hi) {
-        const int64_t t = lo / bpr, b0 = lo % bpr;
-        int64_t cnt = bpr - b0;
-        if (cnt > hi - lo) cnt = hi - lo;
-        char *row = dst + (size_t)t * c->arb;
-        c->vt->from_float(c->x + t * c->n_cols + b0 * bs, row + (size_t)b0 * c->vt->block_bytes, cnt * bs);
-        if (dtab) lt_act_tables(c->tr->vec_dot_type, row, b0, cnt, dtab + t, stab + t, (size_t)c->n_tok);
-        lo += cnt;
+    for (int64_t t = t0; t < t1; t++) {
+        char *row = a->buf + (size_t)t * a->arb;
+        a->vt->from_float(c->x + t * c->n_cols, row, c->n_cols);
+        if (dtab) lt_act_tables(a->vdt, row, 0, bpr, dtab + t, stab + t, (size_t)c->n_tok);
     }
 }
 
-static void barrier(atomic_int *arrived, int nth) {
-    atomic_fetch_add_explicit(arrived, 1, memory_order_acq_rel);
-    int spins = 0;
-    while (atomic_load_explicit(arrived, memory_order_acquire) < nth) {
-        if (++spins < 4096) {
-            cpu_relax();
-        } else {
-            sched_yield(); /* more threads than cores */
-            spins = 0;
+static void quant_task(void *vctx, int ith, int nth) {
+    mm_ctx *c = vctx;
+    (void)ith, (void)nth;
+    const int64_t total = c->n_tok * c->n_acts; /* (copy, token) pairs */
+    for (;;) {
+        const int64_t i0 = atomic_fetch_add_explicit(&c->next, c->quant_chunk, memory_order_relaxed);
+        if (i0 >= total) break;
+        const int64_t i1 = i0 + c->quant_chunk < total ? i0 + c->quant_chunk : total;
+        for (int64_t i = i0; i < i1;) { /* split at copy boundaries */
+            const int k = (int)(i / c->n_tok);
+            const int64_t t0 = i % c->n_tok, t1 = t0 + (i1 - i) < c->n_tok ? t0 + (i1 - i) : c->n_tok;
+            if (c->acts[k].buf) quantize_tokens(c, &c->acts[k], t0, t1);
+            i += t1 - t0;
         }
     }
 }
 
-static void rows_loop(const mm_ctx *c, const char *act, int64_t r0, int64_t r1) {
-    const lt_tile *tl = c->tile;
+static void rows_loop(const mm_ctx *c, const mm_op *o, int64_t r0, int64_t r1) {
+    const mm_act *a = &c->acts[o->act];
+    const char *act = a->buf ? a->buf : (const char *)c->x;
+    const lt_tile *tl = o->tile;
     const int64_t n = c->n_cols;
-    const float *tab = c->tab_off ? (const float *)(act + c->tab_off) : NULL;
-    const size_t ld = (size_t)c->n_tok;
+    const float *tab = a->tab_off ? (const float *)(act + a->tab_off) : NULL;
+    const size_t ld = (size_t)c->n_tok, arb = a->arb;
     if (c->n_tok == 1) {
         if (tl->fn) {
-            const char *end = c->W + (size_t)r1 * c->wrb;
+            const char *end = o->W + (size_t)r1 * o->wrb;
             for (int64_t r = r0; r < r1; r += tl->rows1) {
                 const int nr = (int)(r1 - r < tl->rows1 ? r1 - r : tl->rows1);
-                const char *w = c->W + (size_t)r * c->wrb;
+                const char *w = o->W + (size_t)r * o->wrb;
                 /* one pass over the weights: fetch ahead of the kernel */
                 if (PF_DIST > 0)
-                    for (const char *p = w + PF_DIST; p < w + PF_DIST + (size_t)nr * c->wrb && p < end; p += 64)
+                    for (const char *p = w + PF_DIST; p < w + PF_DIST + (size_t)nr * o->wrb && p < end; p += 64)
                         __builtin_prefetch(p, 0, PF_LOCALITY);
-                tl->fn(n, w, c->wrb, act, 0, tab, ld, c->y + r, 1, nr, 1);
+                tl->fn(n, w, o->wrb, act, 0, tab, ld, o->y + r, 1, nr, 1);
             }
         } else {
-            for (int64_t r = r0; r < r1; r++) c->y[r] = c->tr->vec_dot(n, c->W + (size_t)r * c->wrb, act);
+            for (int64_t r = r0; r < r1; r++) o->y[r] = o->tr->vec_dot(n, o->W + (size_t)r * o->wrb, act);
         }
         return;
     }
-    int64_t chunk = (int64_t)(CHUNK_BYTES / c->arb);
+    int64_t chunk = (int64_t)(CHUNK_BYTES / arb);
     if (chunk < tl->cols) chunk = tl->cols;
     chunk -= chunk % tl->cols;
     for (int64_t t0 = 0; t0 < c->n_tok; t0 += chunk) {
         const int64_t t1 = t0 + chunk < c->n_tok ? t0 + chunk : c->n_tok;
         for (int64_t r = r0; r < r1; r += tl->rows) {
             const int nr = (int)(r1 - r < tl->rows ? r1 - r : tl->rows);
-            const char *w = c->W + (size_t)r * c->wrb;
+            const char *w = o->W + (size_t)r * o->wrb;
             for (int64_t t = t0; t < t1; t += tl->cols) {
                 const int nc = (int)(t1 - t < tl->cols ? t1 - t : tl->cols);
-                float *out = c->y + t * c->n_rows + r;
-                const char *a = act + (size_t)t * c->arb;
+                float *out = o->y + t * o->n_rows + r;
+                const char *x = act + (size_t)t * arb;
                 if (tl->fn) {
-                    tl->fn(n, w, c->wrb, a, c->arb, tab ? tab + t : NULL, ld, out, (size_t)c->n_rows, nr, nc);
+                    tl->fn(n, w, o->wrb, x, arb, tab ? tab + t : NULL, ld, out, (size_t)o->n_rows, nr, nc);
                 } else {
                     for (int i = 0; i < nr; i++)
                         for (int j = 0; j < nc; j++)
-                            out[j * c->n_rows + i] = c->tr->vec_dot(n, w + (size_t)i * c->wrb, a + (size_t)j * c->arb);
+                            out[j * o->n_rows + i] = o->tr->vec_dot(n, w + (size_t)i * o->wrb, x + (size_t)j * arb);
                 }
             }
         }
@@ -155,65 +169,96 @@ static void rows_loop(const mm_ctx *c, const char *act, int64_t r0, int64_t r1) 
 
 static void mm_task(void *vctx, int ith, int nth) {
     mm_ctx *c = vctx;
-    const char *act = (const char *)c->x;
-    if (c->qbuf) {
-        const int64_t total = c->n_tok * (c->n_cols / c->vt->block_size);
-        if (c->private_quant) {
-            char *mine = c->qbuf + (size_t)ith * c->copy_bytes;
-            quantize_range(c, mine, 0, total);
-            act = mine;
-        } else {
-            long lo, hi;
-            tp_split((long)total, ith, nth, &lo, &hi);
-            quantize_range(c, c->qbuf, lo, hi);
-            barrier(&c->arrived, nth);
-            act = c->qbuf;
+    (void)ith, (void)nth;
+    for (;;) {
+        int64_t u0 = atomic_fetch_add_explicit(&c->next, c->grain, memory_order_relaxed);
+        if (u0 >= c->n_units) break;
+        const int64_t u1 = u0 + c->grain < c->n_units ? u0 + c->grain : c->n_units;
+        for (int k = 0; k < c->n_ops && u0 < u1; k++) { /* a claim may span two matrices */
+            const mm_op *o = &c->ops[k];
+            const int64_t end = k + 1 < c->n_ops ? c->ops[k + 1].first : c->n_units;
+            if (u0 >= end) continue;
+            const int64_t v1 = u1 < end ? u1 : end;
+            const int64_t r0 = (u0 - o->first) * o->unit, r1 = (v1 - o->first) * o->unit;
+            rows_loop(c, o, r0, r1 < o->n_rows ? r1 : o->n_rows);
+            u0 = v1;
         }
     }
-    const int unit = c->n_tok == 1 ? c->tile->rows1 : c->tile->rows;
-    const int64_t units = (c->n_rows + unit - 1) / unit;
-    long lo, hi;
-    tp_split((long)units, ith, nth, &lo, &hi);
-    const int64_t r0 = (int64_t)lo * unit;
-    const int64_t r1 = (int64_t)hi * unit < c->n_rows ? (int64_t)hi * unit : c->n_rows;
-    if (r0 < r1) rows_loop(c, act, r0, r1);
+}
+
+int lt_matmul_group(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs, int n_out, int64_t n_cols,
+                    const float *x, int64_t n_tok) {
+    if (n_out < 1 || n_out > LT_MATMUL_MAX_GROUP || n_cols <= 0 || n_tok < 0) return -1;
+    mm_ctx *c = &(mm_ctx){.n_ops = n_out, .n_cols = n_cols, .n_tok = n_tok, .x = x};
+    int64_t units = 0;
+    for (int k = 0; k < n_out; k++) {
+        const lt_traits *tr = lt_type_traits(outs[k].type);
+        if (!tr || !tr->vec_dot || outs[k].n_rows < 0) return -1;
+        mm_op *o = &c->ops[k];
+        o->tr = tr;
+        o->tile = lt_type_tile(outs[k].type);
+        o->W = outs[k].W;
+        o->wrb = lt_row_bytes(outs[k].type, n_cols);
+        o->n_rows = outs[k].n_rows;
+        o->y = outs[k].y;
+        if (o->wrb == 0) return -1;
+        int a = 0;
+        while (a < c->n_acts && c->acts[a].vdt != tr->vec_dot_type) a++;
+        if (a == c->n_acts) {
+            if (a == MAX_ACTS) return -1;
+            const lt_traits *vt = lt_type_traits(tr->vec_dot_type);
+            c->acts[a] = (mm_act){.vdt = tr->vec_dot_type, .vt = vt, .arb = lt_row_bytes(tr->vec_dot_type, n_cols)};
+            if (!vt || c->acts[a].arb == 0 || (tr->vec_dot_type != LT_F32 && !vt->from_float)) return -1;
+            c->n_acts++;
+        }
+        if (o->tile->fn && o->tile->aux) c->acts[a].tab_off = 1; /* sized below */
+        o->act = a;
+        o->unit = n_tok == 1 ? o->tile->rows1 : o->tile->rows;
+        o->first = units;
+        units += (o->n_rows + o->unit - 1) / o->unit;
+    }
+    if (units == 0 || n_tok == 0) return 0;
+
+    /* one buffer: per non-F32 copy, n_tok rows of arb bytes, then (for tiles
+     * that want them) two float tables of n_blocks x n_tok, padded by 4 floats */
+    size_t need = 0, off[MAX_ACTS];
+    for (int a = 0; a < c->n_acts; a++) {
+        mm_act *m = &c->acts[a];
+        off[a] = need;
+        if (m->vdt == LT_F32) continue;
+        const size_t nb = (size_t)(n_cols / m->vt->block_size);
+        if ((size_t)n_tok > SIZE_MAX / 4 / (m->arb + 8 * nb) / MAX_ACTS) return -1;
+        size_t one = (m->arb * (size_t)n_tok + 63) & ~(size_t)63;
+        if (m->tab_off) {
+            m->tab_off = one;
+            one += ((2 * nb * (size_t)n_tok + 4) * sizeof(float) + 63) & ~(size_t)63;
+        }
+        need += one;
+    }
+    if (need && ws_reserve(ws, need) != 0) return -1;
+    int64_t quant_floats = 0;
+    for (int a = 0; a < c->n_acts; a++)
+        if (c->acts[a].vdt != LT_F32) {
+            c->acts[a].buf = (char *)ws->buf + off[a];
+            quant_floats += n_tok * n_cols;
+        }
+
+    const int nth = tp_n_threads(tp);
+    threadpool *pool = nth > 1 ? tp : NULL;
+    if (quant_floats > 0) {
+        c->quant_chunk = 1 + n_tok * c->n_acts / ((int64_t)nth * CLAIMS_PER_THREAD);
+        atomic_init(&c->next, 0);
+        tp_run_dynamic(quant_floats > INLINE_QUANT_FLOATS ? pool : NULL, quant_task, c);
+    }
+    c->n_units = units;
+    c->grain = 1 + units / ((int64_t)nth * CLAIMS_PER_THREAD);
+    atomic_init(&c->next, 0);
+    tp_run_dynamic(pool, mm_task, c);
+    return 0;
 }
 
 int lt_matmul(threadpool *tp, lt_workspace *ws, lt_type wtype, const void *W, int64_t n_rows,
               int64_t n_cols, const float *x, int64_t n_tok, float *y) {
-    const lt_traits *tr = lt_type_traits(wtype);
-    if (!tr || !tr->vec_dot || n_rows < 0 || n_cols <= 0 || n_tok < 0) return -1;
-    const lt_traits *vt = lt_type_traits(tr->vec_dot_type);
-    const size_t wrb = lt_row_bytes(wtype, n_cols);
-    const size_t arb = lt_row_bytes(tr->vec_dot_type, n_cols);
-    if (!vt || wrb == 0 || arb == 0) return -1;
-    if (n_rows == 0 || n_tok == 0) return 0;
-
-    mm_ctx c = {
-        .tr = tr, .vt = vt, .tile = lt_type_tile(wtype), .W = W, .wrb = wrb,
-        .n_rows = n_rows, .n_cols = n_cols, .n_tok = n_tok, .x = x, .y = y,
-        .qbuf = NULL, .arb = arb, .tab_off = 0, .copy_bytes = 0, .private_quant = false,
-    };
-    atomic_init(&c.arrived, 0);
-    const int nth = tp_n_threads(tp);
-    if (tr->vec_dot_type != LT_F32) {
-        if (!vt->from_float) return -1;
-        /* sizes: n_tok rows of arb bytes, then (for tiles that want them)
-         * two float tables of n_blocks x n_tok, padded by 4 floats */
-        const size_t nb = (size_t)(n_cols / vt->block_size);
-        if ((size_t)n_tok > SIZE_MAX / 4 / (arb + 8 * nb) / (size_t)nth) return -1;
-        size_t one = (arb * (size_t)n_tok + 63) & ~(size_t)63;
-        if (c.tile->fn && c.tile->aux) {
-            c.tab_off = one;
-            one += ((2 * nb * (size_t)n_tok + 4) * sizeof(float) + 63) & ~(size_t)63;
-        }
-        c.copy_bytes = one;
-        c.private_quant = nth > 1 && (arb * (size_t)n_tok <= PRIVATE_QUANT_BYTES ||
-                                      (n_rows >= (int64_t)PRIVATE_QUANT_ROWS * nth &&
-                                       one * (size_t)nth <= PRIVATE_QUANT_MAX));
-        if (ws_reserve(ws, c.private_quant ? one * (size_t)nth : one) != 0) return -1;
-        c.qbuf = ws->buf;
-    }
-    tp_run(nth > 1 ? tp : NULL, mm_task, &c);
-    return 0;
+    const lt_matmul_out o = {wtype, W, n_rows, y};
+    return lt_matmul_group(tp, ws, &o, 1, n_cols, x, n_tok);
 }

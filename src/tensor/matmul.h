@@ -29,6 +29,23 @@ void lt_workspace_free(lt_workspace *ws);
 int lt_matmul(threadpool *tp, lt_workspace *ws, lt_type wtype, const void *W,
               int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y);
 
+/* One matrix of a group that reads the same activations. */
+typedef struct {
+    lt_type type;
+    const void *W;
+    int64_t n_rows;
+    float *y; /* n_tok x n_rows */
+} lt_matmul_out;
+
+#define LT_MATMUL_MAX_GROUP 4
+
+/* y_i = W_i x for n_out <= LT_MATMUL_MAX_GROUP matrices of n_cols columns
+ * (Q/K/V, gate/up): the activations are quantised once per distinct
+ * vec_dot_type and all the rows are computed in one parallel run. Each y_i
+ * equals what lt_matmul gives for it alone, bit for bit. */
+int lt_matmul_group(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs, int n_out, int64_t n_cols,
+                    const float *x, int64_t n_tok);
+
 /* Prints GFLOP/s of lt_matmul per weight type for decode- (1 token) and
  * prefill-shaped (64 tokens) products (`lethe bench kernels`). */
 void lt_matmul_bench(FILE *out, int n_threads);

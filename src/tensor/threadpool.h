@@ -15,6 +15,13 @@ int tp_n_threads(const threadpool *tp);
 /* Runs fn on all threads. tp may be NULL: then fn(ctx, 0, 1) runs inline.
  * Not reentrant: fn must not call tp_run on the same pool. */
 void tp_run(threadpool *tp, tp_task_fn fn, void *ctx);
+/* For work that fn claims piece by piece from a shared counter, so that any
+ * subset of the threads finishes all of it: runs fn on the caller and on the
+ * workers that arrive before the caller's own fn returns, and waits only for
+ * those. ith is unique among the participants (for per-thread scratch), nth
+ * the pool size. On a loaded host a descheduled worker then costs nothing
+ * instead of a scheduler time slice per run. */
+void tp_run_dynamic(threadpool *tp, tp_task_fn fn, void *ctx);
 /* Splits [0, n) into nth nearly equal parts; part ith is [*lo, *hi). */
 void tp_split(long n, int ith, int nth, long *lo, long *hi);
 /* Number of online cores. */
