@@ -13,6 +13,7 @@
 #include "kv/kv_stream.h"
 #include "testutil.h"
 #include "util/error.h"
+#include "util/fp16.h"
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static uint64_t next_u64(void) {
@@ -583,6 +584,40 @@ static void test_cold_kernels(void) {
     }
 }
 
+/* The F16 kernels (keys / values read in place) equal converting the rows to
+ * F32 and calling scores / pv of the same table, bit for bit, head dims with
+ * and without the vector width. */
+static void test_f16_kernels(void) {
+    const attn_kernels *tabs[2] = {attn_kernels_scalar(), attn_kernels_avx2()};
+    static const int dims[] = {64, 40, 36, 128};
+    for (int rep = 0; rep < 40; rep++) {
+        const int d = dims[rep % 4], nr = 1 + irand(9), nk = 1 + irand(40);
+        float *q = malloc(sizeof(float) * nr * d), *kf = malloc(sizeof(float) * nk * d), *vf = malloc(sizeof(float) * nk * d);
+        uint16_t *kh = malloc(sizeof(uint16_t) * nk * d), *vh = malloc(sizeof(uint16_t) * nk * d);
+        float *s1 = malloc(sizeof(float) * nr * nk), *s2 = malloc(sizeof(float) * nr * nk);
+        float *o1 = malloc(sizeof(float) * nr * d), *o2 = malloc(sizeof(float) * nr * d), alpha[9];
+        for (int i = 0; i < nk * d; i++) {
+            kh[i] = fp32_to_fp16(3 * frand()), vh[i] = fp32_to_fp16(frand());
+            kf[i] = fp16_to_fp32(kh[i]), vf[i] = fp16_to_fp32(vh[i]);
+        }
+        for (int i = 0; i < nr * d; i++) q[i] = frand();
+        for (int r = 0; r < nr; r++) alpha[r] = r % 3 ? (float)urand() : 1.0f;
+        for (int t = 0; t < 2; t++) {
+            if (!tabs[t]) continue;
+            tabs[t]->scores(q, d, nr, kf, nk, d, s1, nk);
+            tabs[t]->scores_f16(q, d, nr, kh, nk, d, s2, nk);
+            CHECKF(memcmp(s1, s2, sizeof(float) * nr * nk) == 0, "%s scores_f16 d=%d nr=%d nk=%d", tabs[t]->name, d,
+                   nr, nk);
+            for (int i = 0; i < nr * nk; i++) s1[i] = i % 5 == 2 ? 0.0f : fabsf(s1[i]);
+            for (int i = 0; i < nr * d; i++) o1[i] = o2[i] = (float)i / (nr * d) - 0.5f;
+            tabs[t]->pv(o1, nr, alpha, s1, nk, vf, nk, d);
+            tabs[t]->pv_f16(o2, nr, alpha, s1, nk, vh, nk, d);
+            CHECKF(memcmp(o1, o2, sizeof(float) * nr * d) == 0, "%s pv_f16 d=%d nr=%d nk=%d", tabs[t]->name, d, nr, nk);
+        }
+        free(q), free(kf), free(vf), free(kh), free(vh), free(s1), free(s2), free(o1), free(o2);
+    }
+}
+
 /* Prefill scratch does not grow with the context; decode scratch is small. */
 static void test_scratch(env *E) {
     size_t peak[2];
@@ -626,6 +661,7 @@ int main(void) {
     printf("kernels: %s\n", attn_kernels_get()->name);
     test_kernels(&E);
     test_cold_kernels();
+    test_f16_kernels();
     test_shapes(&E);
     test_masking(&E);
     test_dtypes(&E);

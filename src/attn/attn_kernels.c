@@ -103,8 +103,41 @@ static void pv_cold_scalar(lt_type ty, float *o, int nr, const float *alpha, con
     }
 }
 
-static const attn_kernels scalar_table = {"scalar",      scores_scalar,     exp_sum_scalar, pv_scalar,
-                                          scores_cold_scalar, pv_cold_scalar};
+/* The F16 forms: the same arithmetic in the same order on keys / values
+ * converted one at a time (exactly), so they equal converting the page to
+ * F32 first and calling scores / pv, bit for bit. */
+static void scores_f16_scalar(const float *q, int q_stride, int nr, const uint16_t *k, int nk, int d, float *S,
+                              int s_stride) {
+    for (int r = 0; r < nr; r++) {
+        const float *qr = q + (long)r * q_stride;
+        for (int j = 0; j < nk; j++) {
+            const uint16_t *kj = k + (long)j * d;
+            float acc = 0.0f;
+            for (int e = 0; e < d; e++) acc += qr[e] * fp16_to_fp32(kj[e]);
+            S[(long)r * s_stride + j] = acc;
+        }
+    }
+}
+
+static void pv_f16_scalar(float *o, int nr, const float *alpha, const float *p, int p_stride, const uint16_t *v,
+                          int nk, int d) {
+    for (int r = 0; r < nr; r++) {
+        float *orow = o + (long)r * d;
+        const float *prow = p + (long)r * p_stride;
+        if (alpha[r] != 1.0f)
+            for (int e = 0; e < d; e++) orow[e] *= alpha[r];
+        for (int j = 0; j < nk; j++) {
+            float pj = prow[j];
+            if (pj == 0.0f) continue;
+            const uint16_t *vj = v + (long)j * d;
+            for (int e = 0; e < d; e++) orow[e] += pj * fp16_to_fp32(vj[e]);
+        }
+    }
+}
+
+static const attn_kernels scalar_table = {"scalar",           scores_scalar,     exp_sum_scalar,
+                                          pv_scalar,          scores_cold_scalar, pv_cold_scalar,
+                                          scores_f16_scalar, pv_f16_scalar};
 
 const attn_kernels *attn_kernels_scalar(void) { return &scalar_table; }
 

@@ -6,6 +6,7 @@
 #define LETHE_ATTN_KERNELS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "tensor/types.h"
 
@@ -34,6 +35,11 @@ typedef struct {
                         float *S, int s_stride, float *stage);
     void (*pv_cold)(lt_type ty, float *o, int nr, const float *alpha, const float *p, int p_stride, const void *v,
                     int nk, int d, float *stage);
+    /* scores and pv on F16 keys / values (rows d halves apart) read in
+     * place: equal, bit for bit, to converting them to F32 first. */
+    void (*scores_f16)(const float *q, int q_stride, int nr, const uint16_t *k, int nk, int d, float *S, int s_stride);
+    void (*pv_f16)(float *o, int nr, const float *alpha, const float *p, int p_stride, const uint16_t *v, int nk,
+                   int d);
 } attn_kernels;
 
 const attn_kernels *attn_kernels_scalar(void);

@@ -34,12 +34,15 @@ static inline float hsum(__m256 a) {
     return _mm_cvtss_f32(s);
 }
 
-static void scores_avx2(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
-                        int s_stride) {
-    if (d % 8) {
-        attn_kernels_scalar()->scores(q, q_stride, nr, k, nk, d, S, s_stride);
-        return;
-    }
+/* 8 key or value floats from element i of a page row block: F32 as they
+ * are, F16 converted in registers (exact), so both give the same sums. */
+LT_INLINE __m256 ld8(const int half, const void *base, long i) {
+    if (half) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+    return _mm256_loadu_ps((const float *)base + i);
+}
+
+LT_INLINE void scores_body(const int half, const float *q, int q_stride, int nr, const void *k, int nk, int d,
+                           float *S, int s_stride) {
     float res[8];
     int r = 0;
     /* 4 rows x 2 keys: 6 loads feed 8 FMAs. */
@@ -48,11 +51,11 @@ static void scores_avx2(const float *q, int q_stride, int nr, const float *k, in
         float *s0 = S + (long)r * s_stride;
         int j = 0;
         for (; j + 2 <= nk; j += 2) {
-            const float *k0 = k + (long)j * d, *k1 = k0 + d;
+            const long k0 = (long)j * d, k1 = k0 + d;
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
             __m256 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
             for (int e = 0; e < d; e += 8) {
-                __m256 kv0 = _mm256_loadu_ps(k0 + e), kv1 = _mm256_loadu_ps(k1 + e);
+                __m256 kv0 = ld8(half, k, k0 + e), kv1 = ld8(half, k, k1 + e);
                 __m256 x = _mm256_loadu_ps(q0 + e);
                 a00 = _mm256_fmadd_ps(x, kv0, a00);
                 a01 = _mm256_fmadd_ps(x, kv1, a01);
@@ -73,10 +76,10 @@ static void scores_avx2(const float *q, int q_stride, int nr, const float *k, in
             }
         }
         for (; j < nk; j++) {
-            const float *k0 = k + (long)j * d;
+            const long k0 = (long)j * d;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int e = 0; e < d; e += 8) {
-                __m256 kv0 = _mm256_loadu_ps(k0 + e);
+                __m256 kv0 = ld8(half, k, k0 + e);
                 a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + e), kv0, a0);
                 a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + e), kv0, a1);
                 a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q2 + e), kv0, a2);
@@ -92,24 +95,36 @@ static void scores_avx2(const float *q, int q_stride, int nr, const float *k, in
         float *s0 = S + (long)r * s_stride;
         int j = 0;
         for (; j + 4 <= nk; j += 4) {
-            const float *k0 = k + (long)j * d, *k1 = k0 + d, *k2 = k1 + d, *k3 = k2 + d;
+            const long k0 = (long)j * d, k1 = k0 + d, k2 = k1 + d, k3 = k2 + d;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int e = 0; e < d; e += 8) {
                 __m256 x = _mm256_loadu_ps(q0 + e);
-                a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + e), a0);
-                a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k1 + e), a1);
-                a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k2 + e), a2);
-                a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k3 + e), a3);
+                a0 = _mm256_fmadd_ps(x, ld8(half, k, k0 + e), a0);
+                a1 = _mm256_fmadd_ps(x, ld8(half, k, k1 + e), a1);
+                a2 = _mm256_fmadd_ps(x, ld8(half, k, k2 + e), a2);
+                a3 = _mm256_fmadd_ps(x, ld8(half, k, k3 + e), a3);
             }
             _mm_storeu_ps(s0 + j, hsum4x8(a0, a1, a2, a3));
         }
         for (; j < nk; j++) {
-            const float *k0 = k + (long)j * d;
+            const long k0 = (long)j * d;
             __m256 a0 = _mm256_setzero_ps();
-            for (int e = 0; e < d; e += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + e), _mm256_loadu_ps(k0 + e), a0);
+            for (int e = 0; e < d; e += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + e), ld8(half, k, k0 + e), a0);
             s0[j] = hsum(a0);
         }
     }
+}
+
+static void scores_avx2(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
+                        int s_stride) {
+    if (d % 8) attn_kernels_scalar()->scores(q, q_stride, nr, k, nk, d, S, s_stride);
+    else scores_body(0, q, q_stride, nr, k, nk, d, S, s_stride);
+}
+
+static void scores_f16_avx2(const float *q, int q_stride, int nr, const uint16_t *k, int nk, int d, float *S,
+                            int s_stride) {
+    if (d % 8) attn_kernels_scalar()->scores_f16(q, q_stride, nr, k, nk, d, S, s_stride);
+    else scores_body(1, q, q_stride, nr, k, nk, d, S, s_stride);
 }
 
 /* exp(x) for x <= 88: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-7
@@ -154,18 +169,18 @@ static float exp_sum_avx2(float *s, int n, float m) {
 }
 
 /* Rows r, r + 1 over dims [e0, e0 + 8 * W) for W = 4 (one block of 32). */
-static inline void pv_2x32(float *o0, float *o1, float al0, float al1, const float *p0, const float *p1,
-                           const float *v, int nk, int d) {
+LT_INLINE void pv_2x32(const int half, float *o0, float *o1, float al0, float al1, const float *p0, const float *p1,
+                       const void *v, long e0, int nk, int d) {
     __m256 b0 = _mm256_set1_ps(al0), b1 = _mm256_set1_ps(al1);
     __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), b0), x1 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 8), b0);
     __m256 x2 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 16), b0), x3 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 24), b0);
     __m256 y0 = _mm256_mul_ps(_mm256_loadu_ps(o1), b1), y1 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 8), b1);
     __m256 y2 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 16), b1), y3 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 24), b1);
     for (int j = 0; j < nk; j++) {
-        const float *vj = v + (long)j * d;
+        const long vj = e0 + (long)j * d;
         __m256 w0 = _mm256_set1_ps(p0[j]), w1 = _mm256_set1_ps(p1[j]);
-        __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
-        __m256 v2 = _mm256_loadu_ps(vj + 16), v3 = _mm256_loadu_ps(vj + 24);
+        __m256 v0 = ld8(half, v, vj), v1 = ld8(half, v, vj + 8);
+        __m256 v2 = ld8(half, v, vj + 16), v3 = ld8(half, v, vj + 24);
         x0 = _mm256_fmadd_ps(w0, v0, x0);
         x1 = _mm256_fmadd_ps(w0, v1, x1);
         x2 = _mm256_fmadd_ps(w0, v2, x2);
@@ -185,17 +200,17 @@ static inline void pv_2x32(float *o0, float *o1, float al0, float al1, const flo
     _mm256_storeu_ps(o1 + 24, y3);
 }
 
-static inline void pv_1x32(float *o0, float al0, const float *p0, const float *v, int nk, int d) {
+LT_INLINE void pv_1x32(const int half, float *o0, float al0, const float *p0, const void *v, long e0, int nk, int d) {
     __m256 b0 = _mm256_set1_ps(al0);
     __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), b0), x1 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 8), b0);
     __m256 x2 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 16), b0), x3 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 24), b0);
     for (int j = 0; j < nk; j++) {
-        const float *vj = v + (long)j * d;
+        const long vj = e0 + (long)j * d;
         __m256 w0 = _mm256_set1_ps(p0[j]);
-        x0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(vj), x0);
-        x1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(vj + 8), x1);
-        x2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(vj + 16), x2);
-        x3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(vj + 24), x3);
+        x0 = _mm256_fmadd_ps(w0, ld8(half, v, vj), x0);
+        x1 = _mm256_fmadd_ps(w0, ld8(half, v, vj + 8), x1);
+        x2 = _mm256_fmadd_ps(w0, ld8(half, v, vj + 16), x2);
+        x3 = _mm256_fmadd_ps(w0, ld8(half, v, vj + 24), x3);
     }
     _mm256_storeu_ps(o0, x0);
     _mm256_storeu_ps(o0 + 8, x1);
@@ -203,36 +218,44 @@ static inline void pv_1x32(float *o0, float al0, const float *p0, const float *v
     _mm256_storeu_ps(o0 + 24, x3);
 }
 
-static inline void pv_1x8(float *o0, float al0, const float *p0, const float *v, int nk, int d) {
+LT_INLINE void pv_1x8(const int half, float *o0, float al0, const float *p0, const void *v, long e0, int nk, int d) {
     __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), _mm256_set1_ps(al0));
-    for (int j = 0; j < nk; j++) x0 = _mm256_fmadd_ps(_mm256_set1_ps(p0[j]), _mm256_loadu_ps(v + (long)j * d), x0);
+    for (int j = 0; j < nk; j++) x0 = _mm256_fmadd_ps(_mm256_set1_ps(p0[j]), ld8(half, v, e0 + (long)j * d), x0);
     _mm256_storeu_ps(o0, x0);
 }
 
-static void pv_avx2(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
-                    int d) {
-    if (d % 8) {
-        attn_kernels_scalar()->pv(o, nr, alpha, p, p_stride, v, nk, d);
-        return;
-    }
+LT_INLINE void pv_body(const int half, float *o, int nr, const float *alpha, const float *p, int p_stride,
+                       const void *v, int nk, int d) {
     int r = 0;
     for (; r + 2 <= nr; r += 2) {
         float *o0 = o + (long)r * d, *o1 = o0 + d;
         const float *p0 = p + (long)r * p_stride, *p1 = p0 + p_stride;
         int e = 0;
-        for (; e + 32 <= d; e += 32) pv_2x32(o0 + e, o1 + e, alpha[r], alpha[r + 1], p0, p1, v + e, nk, d);
+        for (; e + 32 <= d; e += 32) pv_2x32(half, o0 + e, o1 + e, alpha[r], alpha[r + 1], p0, p1, v, e, nk, d);
         for (; e < d; e += 8) {
-            pv_1x8(o0 + e, alpha[r], p0, v + e, nk, d);
-            pv_1x8(o1 + e, alpha[r + 1], p1, v + e, nk, d);
+            pv_1x8(half, o0 + e, alpha[r], p0, v, e, nk, d);
+            pv_1x8(half, o1 + e, alpha[r + 1], p1, v, e, nk, d);
         }
     }
     for (; r < nr; r++) {
         float *o0 = o + (long)r * d;
         const float *p0 = p + (long)r * p_stride;
         int e = 0;
-        for (; e + 32 <= d; e += 32) pv_1x32(o0 + e, alpha[r], p0, v + e, nk, d);
-        for (; e < d; e += 8) pv_1x8(o0 + e, alpha[r], p0, v + e, nk, d);
+        for (; e + 32 <= d; e += 32) pv_1x32(half, o0 + e, alpha[r], p0, v, e, nk, d);
+        for (; e < d; e += 8) pv_1x8(half, o0 + e, alpha[r], p0, v, e, nk, d);
     }
+}
+
+static void pv_avx2(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
+                    int d) {
+    if (d % 8) attn_kernels_scalar()->pv(o, nr, alpha, p, p_stride, v, nk, d);
+    else pv_body(0, o, nr, alpha, p, p_stride, v, nk, d);
+}
+
+static void pv_f16_avx2(float *o, int nr, const float *alpha, const float *p, int p_stride, const uint16_t *v, int nk,
+                        int d) {
+    if (d % 8) attn_kernels_scalar()->pv_f16(o, nr, alpha, p, p_stride, v, nk, d);
+    else pv_body(1, o, nr, alpha, p, p_stride, v, nk, d);
 }
 
 /* Block bi of a cold page: its 32 signed integers (Q4_0: q - 8; Q8_0: q) as
@@ -423,6 +446,6 @@ static void pv_cold_avx2(lt_type ty, float *o, int nr, const float *alpha, const
 }
 
 const attn_kernels attn_kernels_avx2_table = {"avx2", scores_avx2, exp_sum_avx2, pv_avx2, scores_cold_avx2,
-                                              pv_cold_avx2};
+                                              pv_cold_avx2, scores_f16_avx2, pv_f16_avx2};
 
 #endif

@@ -1,4 +1,5 @@
-/* Page row accessor: F32 in place, F16 / Q8_0 converted into a tile buffer;
+/* Page row accessor: F32 and F16 in place (the kernels convert F16 in
+ * registers), Q8_0 converted into a tile buffer;
  * quantised cold pages read by the cold kernels in place. */
 #include "attn/attn_kv_tile.h"
 
@@ -11,6 +12,8 @@ void kv_tile_reader_init(kv_tile_reader *r, const kv_pool *pool, float *buf) {
     r->head_dim = kv_pool_head_dim(pool);
     r->page_slots = kv_pool_page_slots(pool);
     r->direct = kv_pool_dtype(pool) == LT_F32;
+    /* F16 rows are read in place by the kernels when they are packed */
+    r->half = kv_pool_dtype(pool) == LT_F16 && kv_pool_row_bytes(pool) == (size_t)r->head_dim * 2;
     r->kbuf = buf;
     r->vbuf = buf + (long)r->page_slots * r->head_dim;
     r->tmp = buf + 2L * r->page_slots * r->head_dim;
@@ -73,6 +76,10 @@ void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, const kv_stream
                           S, s_stride, cold_stage(r));
         return;
     }
+    if (r->half) {
+        kern->scores_f16(q, r->head_dim, nr, kv_page_k_row(r->pool, page, 0), nk, r->head_dim, S, s_stride);
+        return;
+    }
     kern->scores(q, r->head_dim, nr, kv_tile_k(r, page, nk), nk, r->head_dim, S, s_stride);
 }
 
@@ -81,6 +88,10 @@ void kv_tile_pv(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int n
     if (r->cold && cold_quant(r) && r->head_dim % 32 == 0) {
         kern->pv_cold(r->cold->dtype, o, nr, alpha, p, p_stride, r->cold->pages[page].v, nk, r->head_dim,
                       cold_stage(r));
+        return;
+    }
+    if (r->half) {
+        kern->pv_f16(o, nr, alpha, p, p_stride, kv_page_v_row(r->pool, page, 0), nk, r->head_dim);
         return;
     }
     kern->pv(o, nr, alpha, p, p_stride, kv_tile_v(r, page, nk), nk, r->head_dim);

@@ -19,6 +19,7 @@ typedef struct {
     int head_dim;
     int page_slots;
     int direct;  /* F32 pool: rows are read in place */
+    int half;    /* F16 pool, packed rows: scores and pv read them in place */
     float *kbuf; /* page_slots x head_dim, unused when direct */
     float *vbuf;
     float *tmp;  /* page_slots x head_dim: cold pages' per-channel keys */
