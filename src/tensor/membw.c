@@ -88,13 +88,41 @@ uint64_t lt_membw_xor(threadpool *tp, const void *buf, size_t n) {
     return x;
 }
 
-size_t lt_membw_default_bytes(void) {
-    size_t b = MEMBW_MIN_BYTES;
+/* The last-level cache one CPU sees, from sysfs (glibc's sysconf gives the
+ * whole package's L3 on some hosts, 8x what a core can use); 0 unknown. */
+static size_t llc_bytes(void) {
+    size_t best = 0;
+    int best_level = 0;
+    for (int i = 0; i < 8; i++) {
+        char path[96], buf[32];
+        int level = 0;
+        unsigned long kib = 0;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+        FILE *f = fopen(path, "r");
+        if (!f) break;
+        bool ok = fgets(buf, sizeof buf, f) && sscanf(buf, "%d", &level) == 1;
+        fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        if (!ok || !(f = fopen(path, "r"))) continue;
+        ok = fgets(buf, sizeof buf, f) && sscanf(buf, "%luK", &kib) == 1;
+        fclose(f);
+        if (ok && level >= best_level) {
+            best_level = level;
+            best = (size_t)kib << 10;
+        }
+    }
 #ifdef _SC_LEVEL3_CACHE_SIZE
-    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (l3 > 0 && (size_t)l3 * 4 > b) b = (size_t)l3 * 4;
+    if (!best) {
+        long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+        if (l3 > 0) best = (size_t)l3;
+    }
 #endif
-    return b;
+    return best;
+}
+
+size_t lt_membw_default_bytes(void) {
+    size_t llc = llc_bytes();
+    return llc * 4 > MEMBW_MIN_BYTES ? llc * 4 : MEMBW_MIN_BYTES;
 }
 
 typedef struct {

@@ -27,7 +27,8 @@ typedef struct {
  * parallel on tp (NULL: the calling thread). */
 uint64_t lt_membw_xor(threadpool *tp, const void *buf, size_t n);
 
-/* The default buffer: 4x the last-level cache, at least 512 MiB. */
+/* The default buffer: 4x the last-level cache that one CPU sees (sysfs,
+ * else sysconf), at least 512 MiB. */
 size_t lt_membw_default_bytes(void);
 
 /* Allocates `bytes` (rounded down to a multiple of 64), fills it in parallel
