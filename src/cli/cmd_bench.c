@@ -44,6 +44,7 @@ static void usage(FILE *f) {
             "                       cache, at least 512 MiB); 0 leaves the roofline out\n"
             "Roofline of a tg test: read bandwidth (one XOR pass over the buffer on the test's threads, best of\n"
             "max(3, N) passes) / the weight bytes a decode step reads; t/s as a percentage of that bound.\n"
+            "\nModel options (the subcommands take one -m and one -t):\n"
             "%s",
             MODEL_OPTS_USAGE);
 }
