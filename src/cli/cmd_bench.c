@@ -1,14 +1,17 @@
-/* lethe bench: prompt processing and generation speed (median of repeats),
- * and the kernel benches of the lower layers. Figures, not assertions. */
+/* lethe bench: llama-bench's pp/tg/pg tests over lists of models, thread
+ * counts and sizes, with a memory-bandwidth roofline for decode
+ * (cmd_bench_run.c), and the benches of the lower layers and the engine
+ * (subcommands). Figures, not assertions. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "attn/attn.h"
+#include "cli/bench.h"
 #include "cli/cli.h"
 #include "model/model.h"
-#include "tensor/cpu.h"
 #include "tensor/matmul.h"
+#include "tensor/membw.h"
 #include "tokenize/tokenizer.h"
 
 void attn_bench(FILE *out, int n_threads);
@@ -17,145 +20,229 @@ void tokenizer_bench(FILE *out, const tokenizer *t);
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: lethe bench -m MODEL [-p N] [-n N] [-r N] [options]\n"
+            "usage: lethe bench -m MODEL [-m MODEL ...] [-p N,...] [-n N,...] [-pg PP,TG] [-t N,...] [-r N] [-o FMT] [options]\n"
             "       lethe bench attn [-t N]      attention kernels, tiled vs naive\n"
             "       lethe bench kernels [-t N]   matrix products per weight type\n"
+            "       lethe bench tokenizer -m MODEL  the tokeniser's speed on 1 MB of text\n"
             "       lethe bench batch -m MODEL [-n N]  aggregate decode of 1, 4, 16 sequences in one batch\n"
             "       lethe bench kv -m MODEL [-n N]     decode cost per token of policies vs the full cache\n"
             "       lethe bench prefix -m MODEL [-p N] [-n N]  16 forks of an N-token prompt (default 2048)\n"
             "                                    decoding in one batch, shared-prefix attention on vs off\n"
             "       lethe bench memory -m MODEL [-n N] a TIM trace of N tokens (default 20000) teacher-forced with\n"
             "                                          and without structured-memory pruning (docs/memory.md)\n"
-            "%s"
-            "  -p, --n-prompt N     prompt tokens (default 128; 0 skips)\n"
-            "  -n, --n-gen N        generated tokens (default 64; 0 skips)\n"
-            "  -r, --repetitions N  repeats, the median is printed (default 5)\n",
+            "\n"
+            "The tests, as llama-bench runs them: one run for every model x thread count x test; each test\n"
+            "is one untimed warm-up, then N timed repetitions on random tokens (t/s: mean ± sd).\n"
+            "  -m, --model FILE     a model; repeat it or give a comma list for several\n"
+            "  -t, --threads N,...  thread counts (default: all cores)\n"
+            "  -p, --n-prompt N,... pp tests: a prompt of N tokens in one batch (default 128; 0 skips)\n"
+            "  -n, --n-gen N,...    tg tests: N tokens decoded one by one from an empty context (default 64; 0 skips)\n"
+            "  -pg PP,TG            a pp+tg test: a PP-token prompt then TG decode steps (repeatable)\n"
+            "  -r, --repetitions N  timed runs per test (default 5)\n"
+            "  -o, --output FMT     md (default), csv, json (an array of objects) or jsonl (one per line)\n"
+            "  --bw-mib N           read-bandwidth buffer for the decode roofline (default: 4x the last-level\n"
+            "                       cache, at least 512 MiB); 0 leaves the roofline out\n"
+            "Roofline of a tg test: read bandwidth (one XOR pass over the buffer on the test's threads, best of\n"
+            "max(3, N) passes) / the weight bytes a decode step reads; t/s as a percentage of that bound.\n"
+            "\nModel options (the subcommands take one -m and one -t):\n"
+            "%s",
             MODEL_OPTS_USAGE);
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+static bool is_sub(const char *a) {
+    static const char *const subs[] = {"attn", "kernels", "tokenizer", "batch", "kv", "prefix", "memory", NULL};
+    for (int k = 0; subs[k]; k++)
+        if (!strcmp(a, subs[k])) return true;
+    return false;
 }
 
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* Seconds for one prompt of n random tokens in a fresh sequence, or < 0. */
-static double time_prompt(lethe_ctx *c, const lethe_token *toks, int n, float *logits) {
-    char err[256];
-    lethe_seq *s = lethe_seq_create(c, NULL, err, sizeof err);
-    if (!s) return -1;
-    double t0 = now_seconds();
-    lethe_status st = lethe_seq_append(s, toks, n, logits);
-    double dt = now_seconds() - t0;
-    if (st) fprintf(stderr, "lethe bench: %s\n", lethe_seq_error(s));
-    lethe_seq_free(s);
-    return st ? -1 : dt;
-}
-
-/* Seconds for n single-token steps from an empty sequence, or < 0. */
-static double time_gen(lethe_ctx *c, const lethe_token *toks, int n, float *logits) {
-    char err[256];
-    lethe_seq *s = lethe_seq_create(c, NULL, err, sizeof err);
-    if (!s) return -1;
-    double t0 = now_seconds();
-    lethe_status st = LETHE_OK;
-    for (int i = 0; i < n && !st; i++) st = lethe_seq_append(s, &toks[i], 1, logits);
-    double dt = now_seconds() - t0;
-    if (st) fprintf(stderr, "lethe bench: %s\n", lethe_seq_error(s));
-    lethe_seq_free(s);
-    return st ? -1 : dt;
-}
-
-static int bench_model(const model_opts *mo, int n_prompt, int n_gen, int reps) {
-    model_opts o = *mo;
-    if (o.n_ctx <= 0) o.n_ctx = (n_prompt > n_gen ? n_prompt : n_gen) + 1;
-    lethe_model *m = model_opts_load(&o);
-    if (!m) return 1;
-    lethe_ctx *c = model_opts_context(&o, m, o.n_ctx, 1);
-    if (!c) {
-        lethe_model_free(m);
-        return 1;
-    }
-    lethe_model_info info;
-    lethe_model_get_info(m, &info);
-    int n = n_prompt > n_gen ? n_prompt : n_gen;
-    lethe_token *toks = malloc((size_t)(n > 0 ? n : 1) * sizeof *toks);
-    float *logits = malloc((size_t)info.n_vocab * sizeof *logits);
-    double *times = malloc((size_t)reps * sizeof *times);
-    int rc = 1;
-    if (!toks || !logits || !times) goto out;
-    uint64_t x = 42;
-    for (int i = 0; i < n; i++) { /* random ids, as llama-bench uses */
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        toks[i] = (lethe_token)((x >> 33) % (uint64_t)info.n_vocab);
-    }
-    printf("model: %s (%s), %.2f MiB, %.2f M params, %d threads, KV %s, SIMD %s\n", o.model, info.arch,
-           info.weight_bytes / 1048576.0, info.n_params / 1e6, lethe_ctx_n_threads(c),
-           o.kv_type == LETHE_KV_F32 ? "f32" : o.kv_type == LETHE_KV_F16 ? "f16" : "q8_0", lt_simd_path());
-    printf("| %-6s | %12s | %12s |\n| ------ | -----------: | -----------: |\n", "test", "t/s (median)", "ms");
-    if (n_prompt > 0) {
-        if (time_prompt(c, toks, n_prompt, logits) < 0) goto out; /* warm-up */
-        for (int r = 0; r < reps; r++)
-            if ((times[r] = time_prompt(c, toks, n_prompt, logits)) < 0) goto out;
-        double t = median(times, reps);
-        printf("| pp%-4d | %12.2f | %12.3f |\n", n_prompt, n_prompt / t, t * 1e3);
-    }
-    if (n_gen > 0) {
-        if (time_gen(c, toks, 1, logits) < 0) goto out; /* warm-up */
-        for (int r = 0; r < reps; r++)
-            if ((times[r] = time_gen(c, toks, n_gen, logits)) < 0) goto out;
-        double t = median(times, reps);
-        printf("| tg%-4d | %12.2f | %12.3f |\n", n_gen, n_gen / t, t * 1e3);
-    }
-    fflush(stdout);
-    tokenizer_bench(stdout, m->tok);
-    printf("peak RSS: %.1f MiB\n", peak_rss_bytes() / 1048576.0);
-    rc = 0;
-out:
-    free(toks);
-    free(logits);
-    free(times);
-    lethe_ctx_free(c);
-    lethe_model_free(m);
-    return rc;
-}
-
-int cmd_bench(int argc, char **argv) {
+/* The subcommands: model options, -n and -p (each as one number). */
+static int cmd_bench_sub(int argc, char **argv) {
     model_opts mo;
     model_opts_init(&mo);
-    long n_prompt = -1, n_gen = 64, reps = 5; /* n_prompt -1: 128, or 2048 for bench prefix */
-    const char *sub = NULL;
+    const char *sub = argv[1];
+    long n_prompt = -1, n_gen = 64; /* n_prompt -1: 2048 for bench prefix */
     bool n_gen_set = false;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         bool ok;
         int r = model_opts_parse(&mo, argc, argv, &i);
         if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        if (i == 1 && (!strcmp(a, "attn") || !strcmp(a, "kernels") || !strcmp(a, "batch") || !strcmp(a, "kv") ||
-                       !strcmp(a, "prefix") || !strcmp(a, "memory"))) {
-            sub = a;
-            continue;
-        }
         if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) ok = opt_int(argc, argv, &i, 0, 1 << 20, &n_prompt);
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) ok = n_gen_set = opt_int(argc, argv, &i, 0, 1 << 20, &n_gen);
-        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) ok = opt_int(argc, argv, &i, 1, 1000, &reps);
         else return unknown_option(a);
         if (!ok) return EXIT_USAGE;
     }
-    if (sub && !strcmp(sub, "attn")) { attn_bench(stdout, mo.n_threads); return 0; }
-    if (sub && !strcmp(sub, "kernels")) { lt_matmul_bench(stdout, mo.n_threads); return 0; }
+    if (!strcmp(sub, "attn")) { attn_bench(stdout, mo.n_threads); return 0; }
+    if (!strcmp(sub, "kernels")) { lt_matmul_bench(stdout, mo.n_threads); return 0; }
     if (!mo.model) { fprintf(stderr, "lethe bench: need -m MODEL (or bench attn / bench kernels)\n"); return usage_error(); }
-    if (sub && !strcmp(sub, "batch")) return bench_batch(&mo, (int)n_gen);
-    if (sub && !strcmp(sub, "kv")) return bench_kv(&mo, (int)n_gen); /* several policies: flags are shared */
-    if (sub && !strcmp(sub, "prefix")) return bench_prefix(&mo, n_prompt < 0 ? 2048 : (int)n_prompt, (int)n_gen);
-    if (sub && !strcmp(sub, "memory")) return bench_memory(&mo, n_gen_set ? (int)n_gen : 20000);
-    if (n_prompt < 0) n_prompt = 128;
-    if (!model_opts_check(&mo)) return EXIT_USAGE;
-    return bench_model(&mo, (int)n_prompt, (int)n_gen, (int)reps);
+    if (!strcmp(sub, "tokenizer")) {
+        lethe_model *m = model_opts_load(&mo);
+        if (!m) return 1;
+        tokenizer_bench(stdout, m->tok);
+        lethe_model_free(m);
+        return 0;
+    }
+    if (!strcmp(sub, "batch")) return bench_batch(&mo, (int)n_gen);
+    if (!strcmp(sub, "kv")) return bench_kv(&mo, (int)n_gen); /* several policies: flags are shared */
+    if (!strcmp(sub, "prefix")) return bench_prefix(&mo, n_prompt < 0 ? 2048 : (int)n_prompt, (int)n_gen);
+    return bench_memory(&mo, n_gen_set ? (int)n_gen : 20000);
+}
+
+/* The value of option argv[*i] as a comma list of integers in [lo, hi],
+ * appended to vals (*n of them, at most BENCH_MAX_VALUES); *set: the first
+ * use replaces the defaults. False with the message printed. */
+static bool int_list(int argc, char **argv, int *i, long lo, long hi, int *vals, int *n, bool *set) {
+    const char *name = argv[*i], *v = opt_value(argc, argv, i);
+    if (!v) return false;
+    if (!*set) *n = 0;
+    *set = true;
+    char item[32];
+    for (const char *p = v;;) {
+        size_t len = strcspn(p, ",");
+        long x;
+        snprintf(item, sizeof item, "%.*s", (int)(len < sizeof item ? len : sizeof item - 1), p);
+        if (len >= sizeof item || !parse_int(item, lo, hi, &x)) {
+            fprintf(stderr, "lethe bench: %s must be an integer in [%ld, %ld] or a comma list of them, not '%s'\n", name, lo, hi, v);
+            usage_error();
+            return false;
+        }
+        if (*n >= BENCH_MAX_VALUES) {
+            fprintf(stderr, "lethe bench: %s: at most %d values\n", name, BENCH_MAX_VALUES);
+            usage_error();
+            return false;
+        }
+        vals[(*n)++] = (int)x;
+        if (!p[len]) return true;
+        p += len + 1;
+    }
+}
+
+/* -pg PP,TG: exactly two positive integers. */
+static bool pg_pair(int argc, char **argv, int *i, bench_args *a) {
+    const char *name = argv[*i], *v = opt_value(argc, argv, i);
+    if (!v) return false;
+    const char *comma = strchr(v, ',');
+    char pp[32];
+    long x, y;
+    bool ok = comma && (size_t)(comma - v) < sizeof pp;
+    if (ok) {
+        snprintf(pp, sizeof pp, "%.*s", (int)(comma - v), v);
+        ok = parse_int(pp, 1, 1 << 20, &x) && parse_int(comma + 1, 1, 1 << 20, &y);
+    }
+    if (!ok) {
+        fprintf(stderr, "lethe bench: %s must be two integers PP,TG in [1, %d], not '%s'\n", name, 1 << 20, v);
+        usage_error();
+        return false;
+    }
+    if (a->n_pg >= BENCH_MAX_VALUES) {
+        fprintf(stderr, "lethe bench: %s: at most %d tests\n", name, BENCH_MAX_VALUES);
+        usage_error();
+        return false;
+    }
+    a->pg[a->n_pg][0] = (int)x;
+    a->pg[a->n_pg][1] = (int)y;
+    a->n_pg++;
+    return true;
+}
+
+/* -m FILE: one more model, or several from a comma list (copies kept in
+ * *owned for the caller to free). */
+static bool model_list(int argc, char **argv, int *i, bench_args *a, char **owned, int *n_owned) {
+    const char *v = opt_value(argc, argv, i);
+    if (!v) return false;
+    for (const char *p = v;;) {
+        size_t len = strcspn(p, ",");
+        if (a->n_models >= BENCH_MAX_VALUES || len == 0) {
+            fprintf(stderr, "lethe bench: %s\n", len ? "at most 64 models" : "-m: an empty model path");
+            usage_error();
+            return false;
+        }
+        char *s = malloc(len + 1);
+        if (!s) {
+            fprintf(stderr, "lethe bench: out of memory\n");
+            return false;
+        }
+        memcpy(s, p, len);
+        s[len] = 0;
+        owned[(*n_owned)++] = s;
+        a->models[a->n_models++] = s;
+        if (!p[len]) return true;
+        p += len + 1;
+    }
+}
+
+static bool output_format(int argc, char **argv, int *i, bench_format *fmt) {
+    const char *v = opt_value(argc, argv, i);
+    if (!v) return false;
+    static const char *const names[] = {"md", "csv", "json", "jsonl"};
+    for (int k = 0; k < 4; k++)
+        if (!strcmp(v, names[k])) {
+            *fmt = (bench_format)k;
+            return true;
+        }
+    fprintf(stderr, "lethe bench: unknown output format '%s' (md, csv, json, jsonl)\n", v);
+    usage_error();
+    return false;
+}
+
+static int parse_tests(int argc, char **argv, bench_args *a, char **owned, int *n_owned) {
+    bool t_set = false, p_set = false, n_set = false;
+    long bw_mib = -1, reps = 5;
+    for (int i = 1; i < argc; i++) {
+        const char *a1 = argv[i];
+        bool ok;
+        if (!strcmp(a1, "-h") || !strcmp(a1, "--help")) {
+            usage(stdout);
+            return -1;
+        }
+        if (!strcmp(a1, "-m") || !strcmp(a1, "--model")) ok = model_list(argc, argv, &i, a, owned, n_owned);
+        else if (!strcmp(a1, "-t") || !strcmp(a1, "--threads")) ok = int_list(argc, argv, &i, 1, 1024, a->threads, &a->n_threads, &t_set);
+        else if (!strcmp(a1, "-p") || !strcmp(a1, "--n-prompt")) ok = int_list(argc, argv, &i, 0, 1 << 20, a->prompts, &a->n_prompts, &p_set);
+        else if (!strcmp(a1, "-n") || !strcmp(a1, "--n-gen")) ok = int_list(argc, argv, &i, 0, 1 << 20, a->gens, &a->n_gens, &n_set);
+        else if (!strcmp(a1, "-pg")) ok = pg_pair(argc, argv, &i, a);
+        else if (!strcmp(a1, "-r") || !strcmp(a1, "--repetitions")) ok = opt_int(argc, argv, &i, 1, 1000, &reps);
+        else if (!strcmp(a1, "-o") || !strcmp(a1, "--output")) ok = output_format(argc, argv, &i, &a->format);
+        else if (!strcmp(a1, "--bw-mib")) ok = opt_int(argc, argv, &i, 0, 1 << 20, &bw_mib);
+        else {
+            int r = model_opts_parse(&a->mo, argc, argv, &i);
+            if (r == 0) return unknown_option(a1);
+            ok = r > 0;
+        }
+        if (!ok) return EXIT_USAGE;
+    }
+    a->reps = (int)reps;
+    a->bw_bytes = bw_mib < 0 ? lt_membw_default_bytes() : (size_t)bw_mib << 20;
+    if (!a->n_models) {
+        fprintf(stderr, "lethe bench: need -m MODEL (or bench attn / bench kernels)\n");
+        return usage_error();
+    }
+    if (!model_opts_check(&a->mo)) return EXIT_USAGE;
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc > 1 && is_sub(argv[1])) return cmd_bench_sub(argc, argv);
+    bench_args *a = calloc(1, sizeof *a);
+    char **owned = calloc(BENCH_MAX_VALUES, sizeof *owned);
+    int n_owned = 0, rc = 1;
+    if (!a || !owned) {
+        fprintf(stderr, "lethe bench: out of memory\n");
+        goto out;
+    }
+    model_opts_init(&a->mo);
+    a->n_threads = a->n_prompts = a->n_gens = 1;
+    a->threads[0] = 0; /* all cores */
+    a->prompts[0] = 128;
+    a->gens[0] = 64;
+    rc = parse_tests(argc, argv, a, owned, &n_owned);
+    if (rc < 0) rc = 0; /* --help */
+    else if (rc == 0) rc = bench_run(a);
+out:
+    for (int k = 0; k < n_owned; k++) free(owned[k]);
+    free(owned);
+    free(a);
+    return rc;
 }

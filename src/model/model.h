@@ -83,6 +83,10 @@ lethe_status model_load_llama2c(lethe_model *m, const char *path, const char *to
 /* Checks hyper-parameters and weight shapes after a loader ran. */
 lethe_status model_validate(lethe_model *m);
 void model_destroy(lethe_model *m);
+/* Weight bytes one decode step reads (model_bytes.c): every layer matrix
+ * and the output matrix once, one row of the token embedding, the norms and
+ * biases (held as F32). The numerator of `lethe bench`'s roofline. */
+uint64_t model_decode_bytes(const lethe_model *m);
 /* Keeps an F32 buffer alive for the model's life; returns it or NULL. */
 float *model_own(lethe_model *m, size_t n_floats);
 
