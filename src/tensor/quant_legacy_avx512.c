@@ -116,7 +116,7 @@ LT_INLINE __m512 halves_to_ps(const uint32_t *h, const int RM) {
 #pragma GCC unroll 8
     for (int r = 0; r < RM; r++) p[r / 2] |= (uint64_t)h[r] << (32 * (r % 2));
     if (RM <= 4)
-        return _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_set_epi64x((long long)p[1], (long long)p[0])));
+        return _mm512_zextps256_ps512(_mm256_cvtph_ps(_mm_set_epi64x((long long)p[1], (long long)p[0])));
     return _mm512_cvtph_ps(_mm256_set_epi64x((long long)p[3], (long long)p[2], (long long)p[1], (long long)p[0]));
 }
 
