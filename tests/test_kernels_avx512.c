@@ -1,4 +1,4 @@
-/* The dispatched dot products and tile kernels of the 32-element block
+/* The dispatched dequantisers, dot products and tile kernels of the 32-element block
  * types and the float types (AVX-512 ones at the best level, AVX2 or scalar
  * under LETHE_SIMD) against the scalar reference, over odd shapes: row
  * lengths of 1..128 blocks (odd block counts), every nr <= rows, nc <= cols
@@ -98,6 +98,11 @@ static void check_type(lt_type t, int64_t n) {
             want[c][r] = sc->vec_dot(n, W + r * wrb, A + c * arb);
             mag[c][r] = magnitude(t, n, W + r * wrb, A + c * arb);
         }
+    /* to_float: the same bits as the scalar dequantiser */
+    static float f_sc[MAX_N], f_tr[MAX_N];
+    sc->to_float(W + wrb, f_sc, n);
+    tr->to_float(W + wrb, f_tr, n);
+    CHECKF(memcmp(f_sc, f_tr, sizeof(float) * (size_t)n) == 0, "%s n=%lld to_float", lt_type_name(t), (long long)n);
     /* vec_dot */
     int bad = 0;
     for (int c = 0; c < MAX_T; c++)

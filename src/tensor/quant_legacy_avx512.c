@@ -239,6 +239,33 @@ DEFINE_KDOT(dot_iq4_nl, K_IQ4_NL)
 DEFINE_KDOT(dot_q4_1, K_Q4_1)
 DEFINE_KDOT(dot_q5_1, K_Q5_1)
 
+/* 16 int8 values times d, as floats: the products of the scalar
+ * dequantisers (d * q with q a small integer), so bit-identical. */
+LT_INLINE void scale16(__m128i q, __m512 d, float *dst) {
+    _mm512_storeu_ps(dst, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q))));
+}
+
+/* Dequantisers of the cold KV tier's types (read every step). */
+static void q4_0_to_float(const void *src, float *dst, int64_t n) {
+    const blk_q4_0 *b = src;
+    const __m128i lo4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    for (int64_t i = 0; i < n / 32; i++, dst += 32) {
+        const __m512 d = _mm512_set1_ps(h2f(b[i].d));
+        const __m128i q = loadu128(b[i].qs);
+        scale16(_mm_sub_epi8(_mm_and_si128(q, lo4), eight), d, dst);
+        scale16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), eight), d, dst + 16);
+    }
+}
+
+static void q8_0_to_float(const void *src, float *dst, int64_t n) {
+    const blk_q8_0 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, dst += 32) {
+        const __m512 d = _mm512_set1_ps(h2f(b[i].d));
+        scale16(loadu128(b[i].qs), d, dst);
+        scale16(loadu128(b[i].qs + 16), d, dst + 16);
+    }
+}
+
 void lt_kernels_legacy_avx512(lt_traits *traits, lt_tile *tiles) {
     static const struct {
         lt_type t;
@@ -252,6 +279,8 @@ void lt_kernels_legacy_avx512(lt_traits *traits, lt_tile *tiles) {
         traits[k[i].t].vec_dot = k[i].dot;
         tiles[k[i].t] = (lt_tile){k[i].tile, KT_RM, KT_RN, KT_RM1, false};
     }
+    traits[LT_Q4_0].to_float = q4_0_to_float;
+    traits[LT_Q8_0].to_float = q8_0_to_float;
 }
 
 #else

@@ -45,3 +45,5 @@ EI em512 em_mm512_maskz_loadu_ps(uint16_t m, const void *p){ em512 r=em_z(); for
 EI __m256i em_mm256_maskz_loadu_epi16(uint16_t m, const void *p){ uint16_t h[16]={0}; for(int j=0;j<16;j++) if((m>>j)&1) h[j]=((const uint16_t*)p)[j]; __m256i r; memcpy(&r,h,32); return r; }
 EI em512 em_mm512_cvtepu16_epi32(__m256i a){ em512 r; uint16_t h[16]; memcpy(h,&a,32); for(int j=0;j<16;j++) r.u[j]=h[j]; return r; }
 EI em512 em_mm512_slli_epi32(em512 a, int k){ for(int j=0;j<16;j++) a.u[j]<<=k; return a; }
+EI em512 em_mm512_cvtepi8_epi32(__m128i a){ em512 r; int8_t v[16]; memcpy(v,&a,16); for(int j=0;j<16;j++) r.i[j]=v[j]; return r; }
+EI em512 em_mm512_set1_ps(float f){ em512 r; for(int j=0;j<16;j++) r.f[j]=f; return r; }
