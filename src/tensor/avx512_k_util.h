@@ -26,7 +26,11 @@ typedef simde__mmask64 k512_mask64;
 typedef __mmask64 k512_mask64;
 #endif
 
+#ifdef LT_K512_EMULATE /* plain inline: emulated, forced inlining only costs compile time */
+#define K512_INLINE static inline
+#else
 #define K512_INLINE static inline __attribute__((always_inline))
+#endif
 
 K512_INLINE __m512i k512_load(const void *p) { return _mm512_loadu_si512(p); }
 K512_INLINE __m256i k512_load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }

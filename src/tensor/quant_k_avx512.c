@@ -45,8 +45,17 @@ static const _Alignas(64) int16_t idx_per16[4][32] = {{X8(0), X8(1), X8(2), X8(3
                                                       {X8(4), X8(5), X8(6), X8(7)},
                                                       {X8(8), X8(9), X8(10), X8(11)},
                                                       {X8(12), X8(13), X8(14), X8(15)}};
-/* Q4_K/Q5_K: mins (lanes 8-15 of the scales vector), each for 16 quants */
-static const _Alignas(32) int16_t idx_mins[16] = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
+/* vpshufb controls over k4_scales_mins' bytes: one byte of each 128-bit
+ * lane zero-extended to int16 (-1 gives a zero byte). Register i of
+ * Q4_K/Q5_K takes scale 2i in its lower 256 bits and 2i+1 in the upper; the
+ * offsets are the mins, one per 16 quants. */
+#define ZX8(s) s, -1, s, -1, s, -1, s, -1, s, -1, s, -1, s, -1, s, -1
+#define ZX2(s) s, -1, s, -1
+static const _Alignas(64) int8_t zx_scale[4][64] = {{ZX8(0), ZX8(0), ZX8(1), ZX8(1)},
+                                                    {ZX8(2), ZX8(2), ZX8(3), ZX8(3)},
+                                                    {ZX8(8), ZX8(8), ZX8(9), ZX8(9)},
+                                                    {ZX8(10), ZX8(10), ZX8(11), ZX8(11)}};
+static const _Alignas(32) int8_t zx_mins[32] = {ZX2(4), ZX2(5), ZX2(6), ZX2(7), ZX2(12), ZX2(13), ZX2(14), ZX2(15)};
 /* per-int16 shift counts for the two 256-bit halves */
 static const _Alignas(64) int16_t cnt_0_4[32] = {X16(0), X16(4)};
 static const _Alignas(64) int16_t cnt_4_2[32] = {X16(4), X16(2)};
@@ -69,17 +78,21 @@ K512_INLINE size_t kblk_bytes(int kind) {
     }
 }
 
-/* The 12-byte Q4_K/Q5_K scale field -> 8 scales, then 8 mins (bytes).
+/* The 12-byte Q4_K/Q5_K scale field at p -> 16 bytes: scales 0-3, mins 0-3,
+ * scales 4-7, mins 4-7.
  * Bytes 0-3 hold scales 0-3 and bytes 4-7 mins 0-3 in their low 6 bits;
  * bytes 8-11 hold scales 4-7 (low nibble) and mins 4-7 (high nibble), whose
- * top two bits are the top bits of bytes 0-3 and 4-7. */
+ * top two bits are the top bits of bytes 0-3 and 4-7. Reads 16 bytes (the
+ * field is followed by at least 4 more bytes of the block). */
 K512_INLINE __m128i k4_scales_mins(const uint8_t *p) {
-    uint32_t w[3];
-    memcpy(w, p, 12);
-    return _mm_setr_epi32((int)(w[0] & 0x3f3f3f3fu),
-                          (int)((w[2] & 0x0f0f0f0fu) | ((w[0] >> 6) & 0x03030303u) << 4),
-                          (int)(w[1] & 0x3f3f3f3fu),
-                          (int)(((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 6) & 0x03030303u) << 4));
+    const __m128i v = k512_load128(p);
+    const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 8, 9, 10, 11));
+    /* bytes 12-15 (int16 lanes 6, 7) take the high nibbles of bytes 8-11 */
+    __m128i lo = _mm_blend_epi16(a, _mm_srli_epi16(a, 4), 0xC0);
+    lo = _mm_and_si128(lo, _mm_setr_epi8(63, 63, 63, 63, 63, 63, 63, 63, 15, 15, 15, 15, 15, 15, 15, 15));
+    /* bits 4-5 of bytes 8-15: the top bits of bytes 0-7 */
+    const __m128i top = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm_or_si128(lo, _mm_and_si128(_mm_srli_epi16(top, 2), _mm_set1_epi8(0x30)));
 }
 
 /* The 12-byte Q3_K scale field -> 16 signed scales (stored +32): scale s has
@@ -136,9 +149,10 @@ K512_INLINE void kdecode(int kind, const char *p, kd *k) {
         const uint8_t *qs = kind == K_Q4_K ? ((const blk_q4_K *)p)->qs : ((const blk_q5_K *)p)->qs;
         k->d = k512_h2f(dd[0]);
         k->dmin = k512_h2f(dd[1]);
-        const __m256i s16 = _mm256_cvtepu8_epi16(k4_scales_mins((const uint8_t *)p + 4));
-        scales_per32(k512_widen(s16), k);
-        k->off = _mm256_permutexvar_epi16(k512_load256(idx_mins), s16);
+        const __m512i sm = _mm512_broadcast_i32x4(k4_scales_mins((const uint8_t *)p + 4));
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) k->sc[i] = _mm512_shuffle_epi8(sm, k512_load(zx_scale[i]));
+        k->off = _mm256_shuffle_epi8(_mm512_castsi512_si256(sm), k512_load256(zx_mins));
         /* qs[32i + l]: low nibble quant 64i + l, high nibble 64i + 32 + l */
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++)
