@@ -38,13 +38,6 @@ typedef struct {
 #define X16(v) X8(v), X8(v)
 #define X32(v) X16(v), X16(v)
 
-/* vpermw indices: sub-blocks of 32 (two per register) and of 16 (four) */
-static const _Alignas(64) int16_t idx_per32[4][32] = {
-    {X16(0), X16(1)}, {X16(2), X16(3)}, {X16(4), X16(5)}, {X16(6), X16(7)}};
-static const _Alignas(64) int16_t idx_per16[4][32] = {{X8(0), X8(1), X8(2), X8(3)},
-                                                      {X8(4), X8(5), X8(6), X8(7)},
-                                                      {X8(8), X8(9), X8(10), X8(11)},
-                                                      {X8(12), X8(13), X8(14), X8(15)}};
 /* vpshufb controls over k4_scales_mins' bytes: one byte of each 128-bit
  * lane zero-extended to int16 (-1 gives a zero byte). Register i of
  * Q4_K/Q5_K takes scale 2i in its lower 256 bits and 2i+1 in the upper; the
@@ -55,6 +48,23 @@ static const _Alignas(64) int8_t zx_scale[4][64] = {{ZX8(0), ZX8(0), ZX8(1), ZX8
                                                     {ZX8(2), ZX8(2), ZX8(3), ZX8(3)},
                                                     {ZX8(8), ZX8(8), ZX8(9), ZX8(9)},
                                                     {ZX8(10), ZX8(10), ZX8(11), ZX8(11)}};
+/* Q2_K: scale 4i + L (one per 16 quants) in 128-bit lane L of register i */
+static const _Alignas(64) int8_t zx_per16[4][64] = {{ZX8(0), ZX8(1), ZX8(2), ZX8(3)},
+                                                    {ZX8(4), ZX8(5), ZX8(6), ZX8(7)},
+                                                    {ZX8(8), ZX8(9), ZX8(10), ZX8(11)},
+                                                    {ZX8(12), ZX8(13), ZX8(14), ZX8(15)}};
+/* Q6_K: the same with the byte in the high half of each int16, to be
+ * sign-extended by an arithmetic shift */
+#define HX8(s) -1, s, -1, s, -1, s, -1, s, -1, s, -1, s, -1, s, -1, s
+static const _Alignas(64) int8_t hx_per16[4][64] = {{HX8(0), HX8(1), HX8(2), HX8(3)},
+                                                    {HX8(4), HX8(5), HX8(6), HX8(7)},
+                                                    {HX8(8), HX8(9), HX8(10), HX8(11)},
+                                                    {HX8(12), HX8(13), HX8(14), HX8(15)}};
+/* IQ4_XS: scale 2i in the lower 256 bits of register i, 2i+1 in the upper */
+static const _Alignas(64) int8_t hx_per32[4][64] = {{HX8(0), HX8(0), HX8(1), HX8(1)},
+                                                    {HX8(2), HX8(2), HX8(3), HX8(3)},
+                                                    {HX8(4), HX8(4), HX8(5), HX8(5)},
+                                                    {HX8(6), HX8(6), HX8(7), HX8(7)}};
 static const _Alignas(32) int8_t zx_mins[32] = {ZX2(4), ZX2(5), ZX2(6), ZX2(7), ZX2(12), ZX2(13), ZX2(14), ZX2(15)};
 /* per-int16 shift counts for the two 256-bit halves */
 static const _Alignas(64) int16_t cnt_0_4[32] = {X16(0), X16(4)};
@@ -108,17 +118,13 @@ K512_INLINE __m128i q3k_scales(const uint8_t *p) {
     return _mm_sub_epi8(v, _mm_set1_epi8(32));
 }
 
-/* 16 int16 scales (one per 16 quants) -> the 4 scale registers */
-K512_INLINE void scales_per16(__m256i s16, kd *k) {
-    const __m512i s = k512_widen(s16);
+/* Signed scale bytes (16 in s8) -> the 4 scale registers, via one of the
+ * hx_ tables: each byte is put in the high half of an int16, then shifted
+ * down with its sign. */
+K512_INLINE void signed_scales(__m128i s8, const int8_t (*hx)[64], kd *k) {
+    const __m512i sb = _mm512_broadcast_i32x4(s8);
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) k->sc[i] = _mm512_permutexvar_epi16(k512_load(idx_per16[i]), s);
-}
-
-/* 8 int16 scales (one per 32 quants) in lanes 0-7 -> the 4 scale registers */
-K512_INLINE void scales_per32(__m512i s, kd *k) {
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) k->sc[i] = _mm512_permutexvar_epi16(k512_load(idx_per32[i]), s);
+    for (int i = 0; i < 4; i++) k->sc[i] = _mm512_srai_epi16(_mm512_shuffle_epi8(sb, k512_load(hx[i])), 8);
 }
 
 /* Low bits of Q2_K / Q3_K: quant 128h + 32j + l is bits 2j..2j+1 of qs[32h + l]. */
@@ -163,9 +169,9 @@ K512_INLINE void kdecode(int kind, const char *p, kd *k) {
         const __m512i m30 = _mm512_set1_epi8(0x30);
         k->d = k512_h2f(b->d);
         k->dmin = 0.0f;
-        const __m256i s16 = _mm256_cvtepi8_epi16(k512_load128(b->scales));
-        k->off = _mm256_slli_epi16(s16, 5);
-        scales_per16(s16, k);
+        const __m128i s8 = k512_load128(b->scales);
+        k->off = _mm256_slli_epi16(_mm256_cvtepi8_epi16(s8), 5);
+        signed_scales(s8, hx_per16, k);
         /* quant 128h + 32j + l: nibble j/2 of ql[64h + 32(j%2) + l], high
          * bits 2j..2j+1 of qh[32h + l] */
 #pragma GCC unroll 2
@@ -183,15 +189,17 @@ K512_INLINE void kdecode(int kind, const char *p, kd *k) {
         const __m128i s8 = k512_load128(b->scales); /* scale: low nibble, min: high nibble */
         const __m128i n4 = _mm_set1_epi8(0x0F);
         k->off = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s8, 4), n4));
-        scales_per16(_mm256_cvtepu8_epi16(_mm_and_si128(s8, n4)), k);
+        const __m512i s = _mm512_broadcast_i32x4(_mm_and_si128(s8, n4));
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) k->sc[i] = _mm512_shuffle_epi8(s, k512_load(zx_per16[i]));
         two_bit_quants(b->qs, k);
     } else if (kind == K_Q3_K) {
         const blk_q3_K *b = (const blk_q3_K *)p;
         k->d = k512_h2f(b->d);
         k->dmin = 0.0f;
-        const __m256i s16 = _mm256_cvtepi8_epi16(q3k_scales(b->scales));
-        k->off = _mm256_slli_epi16(s16, 2);
-        scales_per16(s16, k);
+        const __m128i s8 = q3k_scales(b->scales);
+        k->off = _mm256_slli_epi16(_mm256_cvtepi8_epi16(s8), 2);
+        signed_scales(s8, hx_per16, k);
         two_bit_quants(b->qs, k);
         high_bit(b->hmask, 4, k);
     } else {
@@ -199,10 +207,10 @@ K512_INLINE void kdecode(int kind, const char *p, kd *k) {
         k->d = k512_h2f(b->d);
         k->dmin = 0.0f;
         k->off = _mm256_setzero_si256();
-        int16_t ls[8];
+        int8_t ls[16] = {0};
         for (int j = 0; j < 8; j++)
-            ls[j] = (int16_t)((((b->scales_l[j / 2] >> (4 * (j % 2))) & 15) | ((b->scales_h >> (2 * j)) & 3) << 4) - 32);
-        scales_per32(k512_widen(_mm256_castsi128_si256(k512_load128(ls))), k);
+            ls[j] = (int8_t)((((b->scales_l[j / 2] >> (4 * (j % 2))) & 15) | ((b->scales_h >> (2 * j)) & 3) << 4) - 32);
+        signed_scales(k512_load128(ls), hx_per32, k);
         const __m512i table = _mm512_broadcast_i32x4(k512_load128(lt_iq4nl_values));
         /* sub-block j: qs[16j + l] low nibble quant 32j + l, high 32j + 16 + l;
          * register i takes bytes 32i..32i+15 twice, then 32i+16..32i+31 twice */
