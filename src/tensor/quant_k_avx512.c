@@ -16,8 +16,8 @@
  * scalar code only by float rounding.
  *
  * One call decodes each super-block of a row once and runs it against the
- * tile's tokens while it sits in registers; a single token takes ROWS1 rows
- * per call, so that several independent chains hide the multiply latency
+ * tile's tokens while it sits in registers; a single token takes K512_ROWS1
+ * rows per call, so that several independent chains hide the multiply latency
  * while the rows stream from memory once. */
 #if defined(LT_K512_EMULATE) ||                                                                  \
     (defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__))
@@ -29,7 +29,7 @@ enum { K_Q4_K, K_Q5_K, K_Q6_K, K_Q2_K, K_Q3_K, K_IQ4_XS };
 typedef struct {
     __m512i q[4];     /* quants 64i..64i+63 (IQ4_XS: their magnitudes) */
     __m512i sc[4];    /* int16 scale of each int16 lane of maddubs(q[i], y) */
-    k512_mask64 neg[4]; /* IQ4_XS: the negative values */
+    k512_mask64 neg[4];/* IQ4_XS: the negative values */
     __m256i off;      /* int16 per 16 quants, times Q8_K's bsums */
     float d, dmin;
 } kd;
@@ -53,7 +53,7 @@ static const _Alignas(64) int8_t zx_per16[4][64] = {{ZX8(0), ZX8(1), ZX8(2), ZX8
                                                     {ZX8(4), ZX8(5), ZX8(6), ZX8(7)},
                                                     {ZX8(8), ZX8(9), ZX8(10), ZX8(11)},
                                                     {ZX8(12), ZX8(13), ZX8(14), ZX8(15)}};
-/* Q6_K: the same with the byte in the high half of each int16, to be
+/* Q6_K/Q3_K: the same with the byte in the high half of each int16, to be
  * sign-extended by an arithmetic shift */
 #define HX8(s) -1, s, -1, s, -1, s, -1, s, -1, s, -1, s, -1, s, -1, s
 static const _Alignas(64) int8_t hx_per16[4][64] = {{HX8(0), HX8(1), HX8(2), HX8(3)},
