@@ -13,7 +13,7 @@ dpkg --add-architecture arm64 # the cross build's PCRE2
 apt-get update -qq
 apt-get install -y -qq build-essential cmake pkg-config libpcre2-dev gnuplot-nox clang \
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libpcre2-dev:arm64 \
-    libmicrohttpd-dev libcjson-dev >/dev/null
+    libmicrohttpd-dev libcjson-dev libsimde-dev >/dev/null
 # the server tests run the official openai client under Node.js (18 or later);
 # a machine that has node already (e.g. from NodeSource) keeps it
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

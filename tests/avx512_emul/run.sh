@@ -18,7 +18,8 @@ for f in avx512_util.h quant_legacy_avx512.c quant_float_avx512.c; do
       "$root/src/tensor/$f" > "$tmp/$f"
 done
 cp "$here/emul512.h" "$tmp/"
-gcc -O1 -std=c11 -D_GNU_SOURCE -mavx2 -mfma -mf16c -I"$tmp" -I"$root/src" -I"$root/tests" \
+# EMUL_CFLAGS: the flags the library was built with (sanitizers must match)
+gcc -O1 -std=c11 ${EMUL_CFLAGS:-} -D_GNU_SOURCE -mavx2 -mfma -mf16c -I"$tmp" -I"$root/src" -I"$root/tests" \
   "$here/driver.c" "$tmp/quant_legacy_avx512.c" "$tmp/quant_float_avx512.c" "$root/tests/testutil.c" \
   "$build/liblethe.a" -lm -lpthread -o "$tmp/emul_test"
 echo "AVX-512 kernels through the scalar stand-ins (the simd line below is the build's own level):"
