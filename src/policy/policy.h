@@ -81,6 +81,15 @@ typedef struct {
     bool cold_tier;
     lt_type cold_dtype;
     bool cold_in_budget;           /* true: hot + cold bytes fit the budget (mixed); false: only hot (quest) */
+    /* Optional question probe (snapkv): how many of a prompt's last tokens
+     * (the question) follow each chunk of a prompt that streams through in
+     * several steps (0: none). Every chunk but the last then runs in one
+     * step with these probe rows after it: they attend to the cache and the
+     * chunk at the positions right after it, only their queries count in
+     * the statistics, and their slots are dropped after the step
+     * (runtime/step.c). So each eviction is decided by the question's
+     * votes, not by the chunk's own tail. NULL: no probe. */
+    int (*probe)(const kv_policy *p);
     int aux_width;                 /* per-slot floats of policy state (0: none) */
     /* Optional: per-stream slot budgets whose sum is at most
      * n_streams * budget (each a multiple of the page size unless it equals
@@ -149,6 +158,15 @@ int policy_protected_slots(const policy_view *v, const kv_stream *s, const uint8
  * in p->err) when it cannot grow. */
 lethe_status policy_keep_top(kv_policy *p, const policy_view *v, const kv_stream *s, const float *score, int target,
                              int sink, int window, uint8_t *keep);
+/* SnapKV's votes (policy_snapkv.c), shared with mixed's question mode:
+ * after a prompt step (v->in_prefill), each slot's aux[0] gets the maximum
+ * of attn_last over the slots within pool_kernel / 2 positions of it
+ * (1-D max pooling). order_buf / order_cap: the caller's scratch, grown on
+ * demand (a failed growth leaves the votes of that stream as they were).
+ * policy_snap_stats_from: the observation window's first query of a chunk
+ * of n (the last obs_window). */
+void policy_snap_votes(const policy_view *v, int pool_kernel, void **order_buf, int *order_cap);
+int policy_snap_stats_from(const kv_policy *p, int n);
 /* Sets p->err to "out of memory" and returns LETHE_ERR_NOMEM. */
 lethe_status policy_oom(kv_policy *p);
 /* The same with a caller-owned scratch buffer (*buf of *cap bytes, grown
