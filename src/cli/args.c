@@ -289,7 +289,7 @@ int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
             return -1;
         }
     } else if (is(a, NULL, "--kv-pyramid-ratio")) {
-        if ((ok = opt_float(argc, argv, i, 1, 1000, &x))) o->kv.pyramid_ratio = (float)x;
+        if ((ok = opt_float(argc, argv, i, 0.001, 1000, &x))) o->kv.pyramid_ratio = (float)x;
     } else if (is(a, NULL, "--kv-mixed-question")) o->kv.mixed_question = true;
     else return 0;
     return ok ? 1 : -1;

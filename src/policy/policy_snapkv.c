@@ -82,7 +82,7 @@ void policy_snap_votes(const policy_view *v, int pool_kernel, void **order_buf, 
             float m = 0.0f;
             for (int j = lo; j < n && o[j].pos <= pr + half; j++)
                 if (kv->attn_last[o[j].idx] > m) m = kv->attn_last[o[j].idx];
-            kv->aux[(size_t)o[r].idx * kv->aux_width] = m;
+            kv->aux[(size_t)o[r].idx * kv->aux_width] = m; /* the latest question's votes replace older ones */
         }
     }
 }
@@ -135,7 +135,7 @@ static lethe_status pyramid_budgets(kv_policy *p, const policy_view *v, int budg
     const int P = kv_pool_page_slots(v->pool);
     const long units = (long)n * budget / P; /* whole pages within the slots of a uniform budget */
     if (budget >= v->n_ctx || L < 2 || units < n) return LETHE_OK;
-    const double R = p->params.pyramid_ratio >= 1.0f ? p->params.pyramid_ratio : 3.0; /* 0: the default */
+    const double R = p->params.pyramid_ratio > 0.0f ? p->params.pyramid_ratio : 3.0; /* 0: the default */
     const double d = (R - 1.0) / (R + 1.0);
     long given = 0;
     double frac[64];
