@@ -1,6 +1,7 @@
 /* Question-aware policies on recall-1k (a small llama trained for
  * retrieval, ../shared/models/recall): snapkv with the question probe
- * (and its chunked, PyramidKV and inverted-pyramid variants) and mixed
+ * (and its chunked, PyramidKV, inverted-pyramid and retrieval-head
+ * variants) and mixed
  * ranked by the question's votes.
  *  (1) a budget that covers the context: each equals the full cache (bit
  *      for bit on a prompt of one step and its greedy answer; the same
@@ -38,6 +39,7 @@ static const config CONFIGS[] = {
     {"snapkv chunk", "snapkv", LETHE_SNAP_CHUNK, LETHE_SNAP_UNIFORM, 0, false},
     {"snapkv pyramid", "snapkv", LETHE_SNAP_PROBE, LETHE_SNAP_PYRAMID, 3.0f, false},
     {"snapkv inverted pyramid", "snapkv", LETHE_SNAP_PROBE, LETHE_SNAP_PYRAMID, 0.33f, false},
+    {"snapkv retrieval heads", "snapkv", LETHE_SNAP_PROBE, LETHE_SNAP_RETRIEVAL, 0, false},
     {"mixed question", "mixed", LETHE_SNAP_PROBE, LETHE_SNAP_UNIFORM, 0, true},
 };
 #define N_CONFIGS ((int)(sizeof CONFIGS / sizeof CONFIGS[0]))
@@ -136,7 +138,7 @@ static void test_budgets_hold(lethe_ctx *c, int V) {
         }
         CHECKF(sum <= (long)s->n_streams * BUDGET && shape, "%s: stream budgets sum to %ld (at most %d), whole pages %d",
                CONFIGS[k].label, sum, s->n_streams * BUDGET, shape);
-        if (CONFIGS[k].alloc == LETHE_SNAP_PYRAMID) {
+        if (CONFIGS[k].alloc != LETHE_SNAP_UNIFORM) {
             bool differ = false;
             for (int i = 1; i < s->n_streams; i++) differ |= s->budget[i] != s->budget[0];
             CHECKF(differ, "%s: the layers' budgets should differ", CONFIGS[k].label);

@@ -157,7 +157,8 @@ const char *MODEL_OPTS_USAGE =
     "  --kv-threshold P       attention probability that counts as a hit (default 0.02)\n"
     "  --kv-obs-window N      snapkv: observation window (default 16)\n"
     "  --kv-snap-votes V      snapkv: probe (the prompt's last obs-window tokens vote after every chunk; default) or chunk\n"
-    "  --kv-snap-alloc A      snapkv: uniform (default) or pyramid budgets (PyramidKV, falling with depth)\n"
+    "  --kv-snap-alloc A      snapkv: uniform (default), pyramid (PyramidKV, falling with depth) or\n"
+    "                         retrieval budgets (calibrated retrieval heads get the room)\n"
     "  --kv-pyramid-ratio R   snapkv pyramid: first layer's budget over the last's (default 3)\n"
     "  --kv-mixed-question    mixed: rank by snapkv's question votes instead of accumulated attention\n"
     "  --kv-pool N            snapkv: pooling kernel (default 7)\n"
@@ -283,8 +284,9 @@ int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
         else if (votes && !strcmp(v, "chunk")) *dst = LETHE_SNAP_CHUNK;
         else if (!votes && !strcmp(v, "uniform")) *dst = LETHE_SNAP_UNIFORM;
         else if (!votes && !strcmp(v, "pyramid")) *dst = LETHE_SNAP_PYRAMID;
+        else if (!votes && !strcmp(v, "retrieval")) *dst = LETHE_SNAP_RETRIEVAL;
         else {
-            fprintf(stderr, "%s: unknown %s '%s' (%s)\n", who(), a, v, votes ? "probe, chunk" : "uniform, pyramid");
+            fprintf(stderr, "%s: unknown %s '%s' (%s)\n", who(), a, v, votes ? "probe, chunk" : "uniform, pyramid, retrieval");
             usage_error();
             return -1;
         }

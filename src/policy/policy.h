@@ -30,7 +30,8 @@ typedef struct {
     bool in_prefill;     /* the statistics came from prompt queries */
     /* Policies with needs_calibration: per stream, the share of attention
      * mass each (layer, KV head) sent beyond the recent window during the
-     * calibration pass (runtime/calibrate.c); NULL otherwise. */
+     * calibration pass (runtime/calibrate.c); with wants_retrieval, each
+     * stream's retrieval-head score; NULL otherwise. */
     const float *head_reach;
     /* Policies with a cold tier: each stream's cold store, and how many
      * slots it may hold (-1: unbounded, it is outside the budget). */
@@ -76,6 +77,11 @@ typedef struct {
     bool may_evict;                /* false for "full": exceeding the budget is an error */
     bool evict_ahead;              /* evict a page more than needed, so the plan (an O(n) scan) runs once a page of tokens */
     bool needs_calibration;        /* the runtime supplies view->head_reach */
+    /* Optional: whether this policy (with its params) wants retrieval-head
+     * scores (runtime/calibrate.c calibrate_retrieval) in view->head_reach
+     * for budgets(); asked at creation when the budget is below the
+     * context. NULL: no. */
+    bool (*wants_retrieval)(const kv_policy *p);
     /* Cold tier (quest, mixed): demoted slots are kept quantised to
      * cold_dtype outside the pool and attended through kv_cold views. */
     bool cold_tier;

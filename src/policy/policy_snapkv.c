@@ -19,7 +19,11 @@
  * KV Cache Compression based on Pyramidal Information Funneling"): lower
  * layers attend broadly and get more, upper layers focus and get less,
  * linearly in depth with the first layer's budget pyramid_ratio times the
- * last's, the total unchanged (in whole pages).
+ * last's, the total unchanged (in whole pages); or retrieval heads
+ * (RazorAttention / DuoAttention): a calibration pass
+ * (runtime/calibrate.c, calibrate_retrieval) scores each stream by how
+ * much attention it sends back to a stated value while the value is
+ * repeated, and the pages beyond one per stream go in proportion.
  *
  * Decode steps bring no fresh observation: their tokens score 0 and leave
  * oldest first once they fall out of the window (a recent-window rule),
@@ -170,12 +174,53 @@ static lethe_status pyramid_budgets(kv_policy *p, const policy_view *v, int budg
     return LETHE_OK;
 }
 
+/* Retrieval heads: every stream one page (sinks and a short window), the
+ * rest of the sequence's whole pages in proportion to each stream's
+ * calibrated retrieval score (view->head_reach), largest remainders
+ * first, none past the context. (Giving the rest only to the streams
+ * above the mean score, as headwise does with its reach, measured worse:
+ * docs/policies.md.) */
+static lethe_status retrieval_budgets(const policy_view *v, int budget, int *out) {
+    enum { MAX_STREAMS = 1024 };
+    const int n = v->n_layer * v->n_head_kv;
+    const int P = kv_pool_page_slots(v->pool);
+    const long units = (long)n * budget / P, cap = (v->n_ctx + P - 1) / P;
+    if (!v->head_reach || budget >= v->n_ctx || units <= n || n > MAX_STREAMS) return LETHE_OK;
+    double w = 0.0;
+    for (int s = 0; s < n; s++) w += v->head_reach[s] > 0 ? v->head_reach[s] : 0.0;
+    if (!(w > 0.0)) return LETHE_OK; /* no head retrieves: uniform */
+    int pages[MAX_STREAMS];
+    double frac[MAX_STREAMS];
+    long given = 0;
+    for (int s = 0; s < n; s++) {
+        double sc = v->head_reach[s] > 0 ? v->head_reach[s] : 0.0;
+        double want = 1.0 + (double)(units - n) * sc / w;
+        pages[s] = want > cap ? (int)cap : (int)want;
+        frac[s] = want >= cap ? -1.0 : want - (int)want;
+        given += pages[s];
+    }
+    while (given < units) { /* the pages left: largest remainders, then any stream below the cap */
+        int best = -1;
+        for (int s = 0; s < n; s++)
+            if (pages[s] < cap && (best < 0 || frac[s] > frac[best])) best = s;
+        if (best < 0) break;
+        pages[best]++;
+        frac[best] = -1.0;
+        given++;
+    }
+    for (int s = 0; s < n; s++) out[s] = pages[s] * P;
+    return LETHE_OK;
+}
+
 static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int *out) {
     const int n = v->n_layer * v->n_head_kv;
     for (int s = 0; s < n; s++) out[s] = budget;
     if (p->params.snap_alloc == LETHE_SNAP_PYRAMID) return pyramid_budgets(p, v, budget, out);
+    if (p->params.snap_alloc == LETHE_SNAP_RETRIEVAL) return retrieval_budgets(v, budget, out);
     return LETHE_OK;
 }
+
+static bool wants_retrieval(const kv_policy *p) { return p->params.snap_alloc == LETHE_SNAP_RETRIEVAL; }
 
 
 const kv_policy_ops policy_snapkv_ops = {
@@ -186,6 +231,7 @@ const kv_policy_ops policy_snapkv_ops = {
     .stats_from = policy_snap_stats_from,
     .probe = probe,
     .budgets = budgets,
+    .wants_retrieval = wants_retrieval,
     .may_evict = true,
     .aux_width = 1,
     .observe = observe,

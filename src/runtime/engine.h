@@ -43,6 +43,7 @@ struct lethe_ctx {
     void *rank;                 /* cold page ranking scratch */
     size_t rank_bytes;
     size_t cold_bytes, cold_peak; /* cold tiers of all sequences */
+    float *retrieval;           /* per stream retrieval-head scores, once measured (runtime/calibrate.c) */
     /* a step's rows regrouped by sequence */
     struct step_scratch *step;
     lethe_seq **seqs;           /* every live sequence */
