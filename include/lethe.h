@@ -198,7 +198,8 @@ typedef struct {
     int snap_alloc;       /* snapkv: per-stream budgets: LETHE_SNAP_UNIFORM (default), LETHE_SNAP_PYRAMID
                            * (falling with depth, PyramidKV) or LETHE_SNAP_RETRIEVAL (retrieval heads found
                            * by a calibration pass get the room, RazorAttention / DuoAttention style) */
-    float pyramid_ratio;  /* snapkv pyramid: first layer's budget over the last layer's (default 3; 0: 3) */
+    float pyramid_ratio;  /* snapkv pyramid: first layer's budget over the last layer's, in [0.001, 1000]; below 1
+                           * the deep layers get more (default 3; 0: 3) */
     bool mixed_question;  /* mixed: rank by snapkv's question votes (probe, pooled) instead of the
                            * accumulated attention of every query */
 } lethe_kv_policy_params;

@@ -162,7 +162,7 @@ static lethe_status check_policy_params(lethe_seq *s, const lethe_kv_policy_para
         return set_error(s->err, LETHE_ERR_ARG, "hot fraction must be in [0, 1]");
     if (kp->snap_votes < LETHE_SNAP_PROBE || kp->snap_votes > LETHE_SNAP_CHUNK || kp->snap_alloc < LETHE_SNAP_UNIFORM ||
         kp->snap_alloc > LETHE_SNAP_RETRIEVAL || !(kp->pyramid_ratio == 0.0f || (kp->pyramid_ratio >= 0.001f && kp->pyramid_ratio <= 1000.0f)))
-        return set_error(s->err, LETHE_ERR_ARG, "snapkv: unknown votes or budget allocation, or pyramid ratio not 0 or in [1, 1000]");
+        return set_error(s->err, LETHE_ERR_ARG, "snapkv: unknown votes or budget allocation, or pyramid ratio not 0 or in [0.001, 1000]");
     if (!(kp->keyformer_tau > 0.0f && kp->keyformer_tau < 1e6f))
         return set_error(s->err, LETHE_ERR_ARG, "Keyformer temperature must be in (0, 1e6)");
     return LETHE_OK;
