@@ -190,7 +190,22 @@ typedef struct {
     bool reindex;         /* window: re-index cached positions within the cache after each eviction
                            * (StreamingLLM), so no position exceeds the budget and a sequence can run
                            * far past the model's training context */
+    /* snapkv and mixed (issue 12, question-aware selection): */
+    int snap_votes;       /* snapkv: who votes while a long prompt streams through in chunks:
+                           * LETHE_SNAP_PROBE (default) the prompt's last obs_window tokens (the question),
+                           * run after each chunk and dropped; LETHE_SNAP_CHUNK each chunk's own last
+                           * obs_window queries */
+    int snap_alloc;       /* snapkv: per-stream budgets: LETHE_SNAP_UNIFORM (default), LETHE_SNAP_PYRAMID
+                           * (falling with depth, PyramidKV) or LETHE_SNAP_RETRIEVAL (retrieval heads found
+                           * by a calibration pass get the room, RazorAttention / DuoAttention style) */
+    float pyramid_ratio;  /* snapkv pyramid: first layer's budget over the last layer's, in [0.001, 1000]; below 1
+                           * the deep layers get more (default 3; 0: 3) */
+    bool mixed_question;  /* mixed: rank by snapkv's question votes (probe, pooled) instead of the
+                           * accumulated attention of every query */
 } lethe_kv_policy_params;
+
+enum { LETHE_SNAP_PROBE = 0, LETHE_SNAP_CHUNK = 1 };
+enum { LETHE_SNAP_UNIFORM = 0, LETHE_SNAP_PYRAMID = 1, LETHE_SNAP_RETRIEVAL = 2 };
 
 typedef struct {
     int n_ctx;            /* max slots this sequence holds without a policy; <= 0: the model's n_ctx */

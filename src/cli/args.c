@@ -156,6 +156,11 @@ const char *MODEL_OPTS_USAGE =
     "  --kv-lag N             lazy: evict once every N steps (default 16)\n"
     "  --kv-threshold P       attention probability that counts as a hit (default 0.02)\n"
     "  --kv-obs-window N      snapkv: observation window (default 16)\n"
+    "  --kv-snap-votes V      snapkv: probe (the prompt's last obs-window tokens vote after every chunk; default) or chunk\n"
+    "  --kv-snap-alloc A      snapkv: uniform (default), pyramid (PyramidKV, falling with depth) or\n"
+    "                         retrieval budgets (calibrated retrieval heads get the room)\n"
+    "  --kv-pyramid-ratio R   snapkv pyramid: first layer's budget over the last's (default 3)\n"
+    "  --kv-mixed-question    mixed: rank by snapkv's question votes instead of accumulated attention\n"
     "  --kv-pool N            snapkv: pooling kernel (default 7)\n"
     "  --kv-keyformer         h2o: Keyformer's Gumbel-regularised score\n"
     "  --kv-reindex           window: re-index positions within the cache (StreamingLLM), to run past the\n"
@@ -271,6 +276,23 @@ int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
     } else if (is(a, NULL, "--kv-keyformer")) o->kv.keyformer = true;
     else if (is(a, NULL, "--kv-reindex")) o->kv.reindex = true;
     else if (is(a, NULL, "--kv-calib")) ok = (o->kv.calib_path = opt_value(argc, argv, i)) != NULL;
+    else if (is(a, NULL, "--kv-snap-votes") || is(a, NULL, "--kv-snap-alloc")) { /* snapkv (docs/policies.md) */
+        const bool votes = is(a, NULL, "--kv-snap-votes");
+        if (!(v = opt_value(argc, argv, i))) return -1;
+        int *dst = votes ? &o->kv.snap_votes : &o->kv.snap_alloc;
+        if (votes && !strcmp(v, "probe")) *dst = LETHE_SNAP_PROBE;
+        else if (votes && !strcmp(v, "chunk")) *dst = LETHE_SNAP_CHUNK;
+        else if (!votes && !strcmp(v, "uniform")) *dst = LETHE_SNAP_UNIFORM;
+        else if (!votes && !strcmp(v, "pyramid")) *dst = LETHE_SNAP_PYRAMID;
+        else if (!votes && !strcmp(v, "retrieval")) *dst = LETHE_SNAP_RETRIEVAL;
+        else {
+            fprintf(stderr, "%s: unknown %s '%s' (%s)\n", who(), a, v, votes ? "probe, chunk" : "uniform, pyramid, retrieval");
+            usage_error();
+            return -1;
+        }
+    } else if (is(a, NULL, "--kv-pyramid-ratio")) {
+        if ((ok = opt_float(argc, argv, i, 0.001, 1000, &x))) o->kv.pyramid_ratio = (float)x;
+    } else if (is(a, NULL, "--kv-mixed-question")) o->kv.mixed_question = true;
     else return 0;
     return ok ? 1 : -1;
 }

@@ -55,6 +55,9 @@ policy_params policy_default_params(void) {
     p.seed = 0;
     p.quest_pages = 0;
     p.hot_fraction = 0.5f;
+    p.snap_votes = LETHE_SNAP_PROBE;
+    p.snap_alloc = LETHE_SNAP_UNIFORM;
+    p.pyramid_ratio = 3.0f;
     return p;
 }
 

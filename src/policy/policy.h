@@ -30,7 +30,8 @@ typedef struct {
     bool in_prefill;     /* the statistics came from prompt queries */
     /* Policies with needs_calibration: per stream, the share of attention
      * mass each (layer, KV head) sent beyond the recent window during the
-     * calibration pass (runtime/calibrate.c); NULL otherwise. */
+     * calibration pass (runtime/calibrate.c); with wants_retrieval, each
+     * stream's retrieval-head score; NULL otherwise. */
     const float *head_reach;
     /* Policies with a cold tier: each stream's cold store, and how many
      * slots it may hold (-1: unbounded, it is outside the budget). */
@@ -76,11 +77,25 @@ typedef struct {
     bool may_evict;                /* false for "full": exceeding the budget is an error */
     bool evict_ahead;              /* evict a page more than needed, so the plan (an O(n) scan) runs once a page of tokens */
     bool needs_calibration;        /* the runtime supplies view->head_reach */
+    /* Optional: whether this policy (with its params) wants retrieval-head
+     * scores (runtime/calibrate.c calibrate_retrieval) in view->head_reach
+     * for budgets(); asked at creation when the budget is below the
+     * context. NULL: no. */
+    bool (*wants_retrieval)(const kv_policy *p);
     /* Cold tier (quest, mixed): demoted slots are kept quantised to
      * cold_dtype outside the pool and attended through kv_cold views. */
     bool cold_tier;
     lt_type cold_dtype;
     bool cold_in_budget;           /* true: hot + cold bytes fit the budget (mixed); false: only hot (quest) */
+    /* Optional question probe (snapkv): how many of a prompt's last tokens
+     * (the question) follow each chunk of a prompt that streams through in
+     * several steps (0: none). Every chunk but the last then runs in one
+     * step with these probe rows after it: they attend to the cache and the
+     * chunk at the positions right after it, only their queries count in
+     * the statistics, and their slots are dropped after the step
+     * (runtime/step.c). So each eviction is decided by the question's
+     * votes, not by the chunk's own tail. NULL: no probe. */
+    int (*probe)(const kv_policy *p);
     int aux_width;                 /* per-slot floats of policy state (0: none) */
     /* Optional: per-stream slot budgets whose sum is at most
      * n_streams * budget (each a multiple of the page size unless it equals
@@ -149,6 +164,15 @@ int policy_protected_slots(const policy_view *v, const kv_stream *s, const uint8
  * in p->err) when it cannot grow. */
 lethe_status policy_keep_top(kv_policy *p, const policy_view *v, const kv_stream *s, const float *score, int target,
                              int sink, int window, uint8_t *keep);
+/* SnapKV's votes (policy_snapkv.c), shared with mixed's question mode:
+ * after a prompt step (v->in_prefill), each slot's aux[0] gets the maximum
+ * of attn_last over the slots within pool_kernel / 2 positions of it
+ * (1-D max pooling). order_buf / order_cap: the caller's scratch, grown on
+ * demand (a failed growth leaves the votes of that stream as they were).
+ * policy_snap_stats_from: the observation window's first query of a chunk
+ * of n (the last obs_window). */
+void policy_snap_votes(const policy_view *v, int pool_kernel, void **order_buf, int *order_cap);
+int policy_snap_stats_from(const kv_policy *p, int n);
 /* Sets p->err to "out of memory" and returns LETHE_ERR_NOMEM. */
 lethe_status policy_oom(kv_policy *p);
 /* The same with a caller-owned scratch buffer (*buf of *cap bytes, grown

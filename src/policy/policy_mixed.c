@@ -51,13 +51,32 @@ static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int 
 typedef struct {
     cand *c;
     size_t cap;
+    void *order; /* policy_snap_votes' scratch (question mode) */
+    int order_cap;
 } mixed_state;
 
 static void destroy(kv_policy *p) {
     mixed_state *ms = p->state;
-    if (ms) lt_free(ms->c);
+    if (ms) lt_free(ms->c), lt_free(ms->order);
     lt_free(ms);
     p->state = NULL;
+}
+
+/* Question mode (mixed_question): the slots are ranked by snapkv's pooled
+ * votes of the question (aux), with snapkv's probe and observation window;
+ * cold pages keep the accumulated attention of those votes (attn_acc,
+ * which then counts only the window's and the probe's queries). */
+static void observe(kv_policy *p, const policy_view *v) {
+    if (!p->params.mixed_question) return;
+    mixed_state *ms = p->state;
+    if (!ms && !(ms = p->state = lt_calloc(1, sizeof *ms))) return;
+    policy_snap_votes(v, p->params.pool_kernel, &ms->order, &ms->order_cap);
+}
+
+static int stats_from(const kv_policy *p, int n) { return p->params.mixed_question ? policy_snap_stats_from(p, n) : 0; }
+
+static int probe(const kv_policy *p) {
+    return p->params.mixed_question && p->params.snap_votes == LETHE_SNAP_PROBE ? p->params.obs_window : 0;
 }
 
 /* Whether a cold page holds a protected position (such a page is never
@@ -83,7 +102,8 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         int protect_lo = p->params.sink, protect_hi = policy_window_for(&p->params, target[s]);
         /* not enough unprotected slots (sinks, window, protected positions) for a page */
         if (n_out > kv->n - protect_lo - protect_hi - policy_protected_slots(v, kv, NULL)) n_out = excess;
-        if (policy_keep_top(p, v, kv, kv->attn_acc, kv->n - n_out, protect_lo, protect_hi, out->keep[s])) return policy_oom(p);
+        const float *score = p->params.mixed_question ? kv->aux : kv->attn_acc;
+        if (policy_keep_top(p, v, kv, score, kv->n - n_out, protect_lo, protect_hi, out->keep[s])) return policy_oom(p);
         /* the dropped slots, least important first */
         if ((size_t)kv->n > ms->cap) {
             cand *nc = lt_realloc(ms->c, (size_t)kv->n * sizeof *nc);
@@ -94,7 +114,7 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         cand *c = ms->c;
         int m = 0;
         for (int i = 0; i < kv->n; i++)
-            if (!out->keep[s][i]) c[m++] = (cand){kv->attn_acc ? kv->attn_acc[i] : 0.0f, i};
+            if (!out->keep[s][i]) c[m++] = (cand){score ? score[i] : 0.0f, i};
         qsort(c, (size_t)m, sizeof *c, cmp_cand_asc);
         int to_cold = m / P * P; /* whole pages; an odd remainder is dropped */
         /* make room in the cold tier by whole pages, least important first */
@@ -128,9 +148,13 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
 
 const kv_policy_ops policy_mixed_ops = {
     .name = "mixed",
-    .flags = "sink window hot-fraction",
+    .flags = "sink window hot-fraction mixed-question obs-window pool snap-votes",
     .summary = "mixed precision: heavy hitters, sinks and window at full precision, the rest Q4_0, the least important dropped",
     .needs_stats = true,
+    .aux_width = 1,
+    .observe = observe,
+    .stats_from = stats_from,
+    .probe = probe,
     .may_evict = true,
     .cold_tier = true,
     .cold_dtype = LT_Q4_0,

@@ -138,3 +138,88 @@ lethe_status calibrate_load_or_run(lethe_ctx *c, const policy_params *params, fl
     if (!st && params->calib_path) st = save(params->calib_path, &m->hp, window, reach, err);
     return st;
 }
+
+/* Retrieval heads (RazorAttention, Tang et al. 2024; DuoAttention, Xiao et
+ * al. 2024, which calibrates on synthetic pass-key retrieval): a random
+ * 6-digit value stated once inside the calibration text ("The value is
+ * D."), asked after more text ("What is the value? The value is"), and
+ * its digits then fed one at a time. A head that retrieves sends its
+ * attention, while the value is repeated, back to the value's statement;
+ * its score is the mean share of its mass that went there. The wording is
+ * this file's own, neither the eval harness's nor any task's. */
+#define RETRIEVAL_TEXT 192 /* tokens of text before the value and between the value and the question */
+
+static int encode_piece(lethe_ctx *c, const char *text, bool bos, lethe_token *ids, int cap) {
+    int n = tokenizer_encode(c->m->tok, text, strlen(text), ids, cap, bos, false);
+    return n > cap ? cap : n;
+}
+
+lethe_status calibrate_retrieval(lethe_ctx *c, float *score, char *err) {
+    const hparams *hp = &c->m->hp;
+    const int n_streams = hp->n_layer * hp->n_head_kv;
+    if (c->retrieval) {
+        memcpy(score, c->retrieval, (size_t)n_streams * sizeof *score);
+        return LETHE_OK;
+    }
+    enum { CAP = 1024 };
+    lethe_token *ids = lt_malloc(sizeof *ids * CAP), *text = lt_malloc(sizeof *text * CAP);
+    float *acc = lt_calloc((size_t)n_streams, sizeof *acc);
+    lethe_status st = ids && acc && text ? LETHE_OK : LETHE_ERR_NOMEM;
+    char value[32], stated[64];
+    uint32_t x = 12345u; /* fixed seed: the same heads on every run */
+    for (int i = 0; i < 6; i++) {
+        x = x * 1664525u + 1013904223u;
+        value[i] = (char)('1' + (x >> 8) % 9);
+    }
+    value[6] = 0;
+    snprintf(stated, sizeof stated, " The value is %s.", value);
+    int n = 0, a0 = 0, a1 = 0, rep = 0, nt = st ? 0 : encode_piece(c, CALIB_TEXT, false, text, CAP);
+    if (!st && nt < 2 * RETRIEVAL_TEXT / 2) st = set_error(err, LETHE_ERR_ARG, "retrieval calibration: the text is too short");
+    if (!st) {
+        const int half = nt / 2 < RETRIEVAL_TEXT ? nt / 2 : RETRIEVAL_TEXT;
+        n = encode_piece(c, "", true, ids, CAP); /* BOS */
+        memcpy(ids + n, text, (size_t)half * sizeof *ids), n += half;
+        a0 = n;
+        n += encode_piece(c, stated, false, ids + n, CAP - n);
+        a1 = n;
+        memcpy(ids + n, text + half, (size_t)half * sizeof *ids), n += half;
+        n += encode_piece(c, " What is the value? The value is", false, ids + n, CAP - n);
+        rep = n;
+        snprintf(stated, sizeof stated, " %s.", value);
+        n += encode_piece(c, stated, false, ids + n, CAP - n);
+    }
+    const size_t P = (size_t)kv_pool_page_slots(c->kv);
+    if (!st && (n > c->params.n_ctx || kv_pool_pages_free(c->kv) < (size_t)n_streams * (((size_t)n + P - 1) / P)))
+        st = set_error(err, LETHE_ERR_BUDGET, "retrieval calibration needs %d tokens of KV room, the context or pool has less", n);
+    lethe_seq_params sp = lethe_seq_default_params();
+    char serr[LETHE_ERR_MAX];
+    lethe_seq *s = st ? NULL : lethe_seq_create(c, &sp, serr, sizeof serr);
+    if (!st && !s) st = set_error(err, LETHE_ERR_NOMEM, "retrieval calibration: %.400s", serr);
+    for (int i = 0; i < n_streams && !st; i++) st = kv_stream_enable_stats(&s->streams[i]);
+    if (!st && (st = lethe_seq_append(s, ids, rep - 1, NULL))) set_error(err, st, "retrieval calibration: %.400s", s->err);
+    if (s) s->calibrating = true;
+    for (int t = rep - 1; t < n && !st; t++) { /* from the question's last token through the value */
+        if ((st = lethe_seq_decode(s, ids[t], NULL))) {
+            set_error(err, st, "retrieval calibration: %.400s", s->err);
+            break;
+        }
+        for (int i = 0; i < n_streams; i++) {
+            const kv_stream *kv = &s->streams[i];
+            double on = 0.0, all = 0.0;
+            for (int j = 0; j < kv->n; j++) {
+                all += kv->attn_last[j];
+                if (kv->pos[j] >= a0 && kv->pos[j] < a1) on += kv->attn_last[j];
+            }
+            acc[i] += all > 0 ? (float)(on / all / (n - rep + 1)) : 0.0f;
+        }
+    }
+    if (!st && (c->retrieval = lt_malloc((size_t)n_streams * sizeof *c->retrieval))) {
+        memcpy(c->retrieval, acc, (size_t)n_streams * sizeof *acc);
+        memcpy(score, acc, (size_t)n_streams * sizeof *acc);
+    } else if (!st) st = set_error(err, LETHE_ERR_NOMEM, "retrieval calibration: out of memory");
+    lethe_seq_free(s);
+    lt_free(ids);
+    lt_free(text);
+    lt_free(acc);
+    return st;
+}

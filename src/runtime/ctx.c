@@ -112,6 +112,7 @@ void lethe_ctx_free(lethe_ctx *c) {
     lt_free(c->lse);
     lt_free(c->lse2);
     lt_free(c->rank);
+    lt_free(c->retrieval);
     lt_free(c->sh_jobs);
     step_scratch_free(c->step);
     lt_free(c);

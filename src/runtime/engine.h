@@ -43,6 +43,7 @@ struct lethe_ctx {
     void *rank;                 /* cold page ranking scratch */
     size_t rank_bytes;
     size_t cold_bytes, cold_peak; /* cold tiers of all sequences */
+    float *retrieval;           /* per stream retrieval-head scores, once measured (runtime/calibrate.c) */
     /* a step's rows regrouped by sequence */
     struct step_scratch *step;
     lethe_seq **seqs;           /* every live sequence */
@@ -71,6 +72,8 @@ struct lethe_seq {
     int order_cap;
     int *n_before;              /* each stream's slots before a step (rollback) */
     bool calibrating;           /* statistics on for every query (runtime/calibrate.c) */
+    int probe_rows;             /* the current step's last rows are question probes (policy question_probe):
+                                 * they vote, then their slots are dropped and positions not advanced */
     /* Protected positions (seq_protect_set): n_protect disjoint ranges
      * [protect[2k], protect[2k+1]) in ascending order, merged; protect
      * points at protect_small (up to 4 ranges) or protect_heap (room for

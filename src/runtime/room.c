@@ -181,4 +181,5 @@ void seq_stats_cfg(const lethe_seq *s, int n, attn_stats_cfg *cfg) {
     }
     cfg->hit_threshold = p->params.hit_threshold;
     cfg->from_query = p->ops->stats_from ? p->ops->stats_from(p, n) : 0;
+    if (s->probe_rows > 0 && s->probe_rows < n) cfg->from_query = n - s->probe_rows; /* only the question probe votes */
 }

@@ -160,6 +160,9 @@ static lethe_status check_policy_params(lethe_seq *s, const lethe_kv_policy_para
         return set_error(s->err, LETHE_ERR_ARG, "hit threshold must be in [0, 1]");
     if (!(kp->hot_fraction >= 0.0f && kp->hot_fraction <= 1.0f))
         return set_error(s->err, LETHE_ERR_ARG, "hot fraction must be in [0, 1]");
+    if (kp->snap_votes < LETHE_SNAP_PROBE || kp->snap_votes > LETHE_SNAP_CHUNK || kp->snap_alloc < LETHE_SNAP_UNIFORM ||
+        kp->snap_alloc > LETHE_SNAP_RETRIEVAL || !(kp->pyramid_ratio == 0.0f || (kp->pyramid_ratio >= 0.001f && kp->pyramid_ratio <= 1000.0f)))
+        return set_error(s->err, LETHE_ERR_ARG, "snapkv: unknown votes or budget allocation, or pyramid ratio not 0 or in [0.001, 1000]");
     if (!(kp->keyformer_tau > 0.0f && kp->keyformer_tau < 1e6f))
         return set_error(s->err, LETHE_ERR_ARG, "Keyformer temperature must be in (0, 1e6)");
     return LETHE_OK;
@@ -205,6 +208,10 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
         s->head_reach = lt_malloc((size_t)s->n_streams * sizeof *s->head_reach);
         if (!s->head_reach) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
         if ((st = calibrate_load_or_run(c, &s->policy->params, s->head_reach, s->err))) return st;
+    } else if (ops->wants_retrieval && ops->wants_retrieval(s->policy) && budget < s->n_ctx) {
+        s->head_reach = lt_malloc((size_t)s->n_streams * sizeof *s->head_reach);
+        if (!s->head_reach) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+        if ((st = calibrate_retrieval(c, s->head_reach, s->err))) return st;
     }
     policy_view v = seq_view(s, false);
     for (int i = 0; i < s->n_streams; i++) s->budget[i] = budget;

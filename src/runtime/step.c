@@ -9,6 +9,7 @@
 
 struct step_scratch {
     int cap_rows;
+    lethe_token *probe_ids; /* a chunk followed by the question probe (cap_single) */
     lethe_token *ids;   /* rows regrouped by sequence */
     int32_t *pos;
     int *orig;          /* regrouped row -> caller's row */
@@ -30,6 +31,7 @@ struct step_scratch {
 void step_scratch_free(struct step_scratch *s) {
     if (!s) return;
     lt_free(s->ids);
+    lt_free(s->probe_ids);
     lt_free(s->pos);
     lt_free(s->orig);
     lt_free(s->out_rows);
@@ -263,11 +265,16 @@ lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const 
     }
     for (int g = 0; g < ng; g++) {
         lethe_seq *s = w->gseqs[g];
-        int cnt = w->group_start[g + 1] - w->group_start[g];
+        const int rows = w->group_start[g + 1] - w->group_start[g];
+        int cnt = rows;
+        if (s->probe_rows > 0 && s->probe_rows < cnt) { /* question probes voted: their slots go */
+            cnt -= s->probe_rows;
+            for (int i = 0; i < s->n_streams; i++) kv_stream_truncate(c->kv, &s->streams[i], s->n_before[i] + cnt);
+        }
         s->pos_next += cnt;
         s->n_tokens += cnt;
         if (s->policy->ops->observe) {
-            policy_view v = seq_view(s, cnt > 1);
+            policy_view v = seq_view(s, rows > 1);
             s->policy->ops->observe(s->policy, &v);
         }
     }
@@ -298,6 +305,7 @@ static lethe_status reserve_single(lethe_ctx *c, lethe_seq *s, int n, bool all) 
     if (n > w->cap_single) {
         GROW(w->one_seq, n);
         GROW(w->one_want, n);
+        GROW(w->probe_ids, n);
         w->cap_single = n;
     }
     for (int i = 0; i < n; i++) {
@@ -305,6 +313,18 @@ static lethe_status reserve_single(lethe_ctx *c, lethe_seq *s, int n, bool all) 
         w->one_want[i] = all;
     }
     return LETHE_OK;
+}
+
+/* Question probe rows for a prompt of n tokens streamed in steps of at most
+ * max rows: the policy's observation window (at most half a step), when
+ * the policy asks for it and the prompt needs more than one step; 0
+ * otherwise (also when every row's logits are wanted: a probe has none). */
+static int question_probe_rows(const lethe_seq *s, int n, int max, bool all) {
+    const kv_policy *p = s->policy;
+    if (!p->ops->probe || all || n <= max) return 0;
+    int w = p->ops->probe(p);
+    if (w > max / 2) w = max / 2;
+    return w > 0 && w < n ? w : 0;
 }
 
 /* One sequence's tokens as steps: all at once for "full", else chunks of at
@@ -324,15 +344,27 @@ static lethe_status append(lethe_seq *s, const lethe_token *ids, int n, float *l
                          lethe_seq_n_cached(s), cap == s->n_ctx ? "context" : "KV budget", cap);
     }
     lethe_ctx *c = s->c;
-    const int chunk = s->policy->ops->may_evict ? lethe_seq_max_batch(s) : n;
-    if (reserve_single(c, s, chunk < n ? chunk : n, all)) return set_error(s->err, LETHE_ERR_NOMEM, "append: out of memory");
+    const int max = s->policy->ops->may_evict ? lethe_seq_max_batch(s) : n;
+    const int probe = question_probe_rows(s, n, max, all);
+    const int chunk = max - probe; /* a probed chunk and its probe fit one step */
+    if (reserve_single(c, s, max < n ? max : n, all)) return set_error(s->err, LETHE_ERR_NOMEM, "append: out of memory");
     for (int done = 0; done < n;) {
-        int cnt = n - done < chunk ? n - done : chunk;
+        /* the rest in one step when it fits (its own last queries vote), else a chunk and the probe */
+        const bool rest = n - done <= max;
+        int cnt = rest ? n - done : chunk;
         bool last = done + cnt == n;
         float *out = all ? logits + (size_t)done * V : last ? logits : NULL;
         /* one_want holds `all` for every row: all rows, or none (then NULL asks for the last row) */
         const bool *want = all || !out ? c->step->one_want : NULL;
-        lethe_status st = step_run(c, ids + done, c->step->one_seq, want, cnt, out, s->err);
+        const lethe_token *rows = ids + done;
+        if (!rest && probe > 0) {
+            memcpy(c->step->probe_ids, ids + done, (size_t)cnt * sizeof *ids);
+            memcpy(c->step->probe_ids + cnt, ids + n - probe, (size_t)probe * sizeof *ids);
+            rows = c->step->probe_ids;
+            s->probe_rows = probe;
+        }
+        lethe_status st = step_run(c, rows, c->step->one_seq, want, cnt + s->probe_rows, out, s->err);
+        s->probe_rows = 0;
         if (st) return st;
         done += cnt;
     }
