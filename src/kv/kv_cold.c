@@ -20,9 +20,11 @@
 static size_t block_elems(const kv_cold *c) { return (size_t)c->page_slots * (size_t)c->head_dim; }
 
 /* The scratch: five page blocks of floats, then the repack positions and
- * scores (4 x page_slots). */
+ * scores (4 x page_slots), then a page's key minima and maxima (2 x
+ * head_dim). */
 static size_t scratch_bytes(const kv_cold *c) {
-    return 5 * block_elems(c) * sizeof(float) + 4 * (size_t)c->page_slots * sizeof(float);
+    return 5 * block_elems(c) * sizeof(float) + 4 * (size_t)c->page_slots * sizeof(float) +
+           2 * (size_t)c->head_dim * sizeof(float);
 }
 
 lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim) {
@@ -48,6 +50,7 @@ lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_di
     c->npos = c->rpos + page_slots;
     c->rscore = (float *)(c->npos + page_slots);
     c->nscore = c->rscore + page_slots;
+    c->bnd = c->nscore + page_slots;
     return LETHE_OK;
 }
 
@@ -155,7 +158,15 @@ void kv_cold_share_scratch(kv_cold *c, const kv_cold *owner) {
     c->npos = owner->npos;
     c->rscore = owner->rscore;
     c->nscore = owner->nscore;
+    c->bnd = owner->bnd;
     c->shared_scratch = true;
+    if (c->on_disk && owner->on_disk && c->n_alloc == 0 && c->rec_bytes == owner->rec_bytes) {
+        /* one record buffer too: pages alias it from their allocation on */
+        if (!c->shared_io) lt_free(c->io);
+        c->io = owner->io;
+        c->io_score = owner->io_score;
+        c->shared_io = true;
+    }
 }
 
 void kv_cold_free(kv_cold *c) {
@@ -172,19 +183,23 @@ void kv_cold_free(kv_cold *c) {
     if (c->on_disk) close(c->fd);
     c->fd = -1;
     c->on_disk = false;
-    lt_free(c->io);
+    if (!c->shared_io) lt_free(c->io);
+    c->shared_io = false;
     c->io = NULL;
     c->io_score = NULL;
     c->n_file = 0;
 }
 
-static size_t bounds_bytes(const kv_cold *c) { return 2 * (size_t)c->head_dim * sizeof(uint16_t); }
+static size_t bounds_bytes(const kv_cold *c) { return 2 * (size_t)c->head_dim * sizeof(uint8_t); }
+
+/* The bounds rounded up to 8 bytes, so what follows them is aligned. */
+static size_t pad_bounds(const kv_cold *c) { return (2 * (size_t)c->head_dim + 7) & ~(size_t)7; }
 
 /* One page's RAM storage: the bounds, then (RAM tier) positions, scores
  * and the two blocks. */
 static size_t page_bytes(const kv_cold *c) {
     if (c->on_disk) return bounds_bytes(c);
-    return bounds_bytes(c) + 2 * c->block_bytes + (size_t)c->page_slots * (sizeof(int32_t) + sizeof(float));
+    return pad_bounds(c) + 2 * c->block_bytes + (size_t)c->page_slots * (sizeof(int32_t) + sizeof(float));
 }
 
 size_t kv_cold_bytes(const kv_cold *c) { return (size_t)c->n_pages * (page_bytes(c) + sizeof(kv_cold_page)); }
@@ -192,7 +207,7 @@ size_t kv_cold_bytes(const kv_cold *c) { return (size_t)c->n_pages * (page_bytes
 size_t kv_cold_bytes_reserved(const kv_cold *c) {
     size_t b = (size_t)c->n_alloc * (page_bytes(c) + sizeof(kv_cold_page));
     if (c->tmp && !c->shared_scratch) b += scratch_bytes(c);
-    if (c->io) b += c->rec_bytes + (size_t)c->page_slots * sizeof(float);
+    if (c->io && !c->shared_io) b += c->rec_bytes + (size_t)c->page_slots * sizeof(float);
     return b;
 }
 
@@ -212,7 +227,7 @@ static lethe_status alloc_page(kv_cold *c, kv_cold_page *p) {
     unsigned char *b = lt_calloc(1, page_bytes(c));
     if (!b) return LETHE_ERR_NOMEM;
     memset(p, 0, sizeof *p);
-    p->kmin = (uint16_t *)b;
+    p->kmin = b;
     p->kmax = p->kmin + hd;
     if (c->on_disk) { /* every page reads through the record buffer */
         p->file_page = c->n_file++;
@@ -222,10 +237,19 @@ static lethe_status alloc_page(kv_cold *c, kv_cold_page *p) {
         p->score = c->io_score;
         return LETHE_OK;
     }
-    p->pos = (int32_t *)(p->kmax + hd);
+    p->pos = (int32_t *)(b + pad_bounds(c));
     p->score = (float *)(p->pos + P);
     p->k = (uint8_t *)(p->score + P);
     p->v = p->k + c->block_bytes;
+    return LETHE_OK;
+}
+
+lethe_status kv_cold_reserve_array(kv_cold *c, int n) {
+    if (n <= c->cap_pages) return LETHE_OK;
+    kv_cold_page *np = lt_realloc(c->pages, (size_t)n * sizeof *np);
+    if (!np) return LETHE_ERR_NOMEM;
+    c->pages = np;
+    c->cap_pages = n;
     return LETHE_OK;
 }
 
@@ -275,29 +299,31 @@ int kv_cold_pages_after(const kv_cold *c, const uint8_t *keep, int n_add) {
     return n_add > room ? np + (n_add - room + P - 1) / P : np;
 }
 
-static float f16_value(uint16_t h) {
-    float f;
-    lt_type_traits(LT_F16)->to_float(&h, &f, 1);
-    return f;
-}
+/* The value of bound code q on page p's grid (the one expression the
+ * bound reads, so the rounding checks below hold for it). */
+static float code_value(const kv_cold_page *p, int q) { return p->blo + (float)q * p->bstep; }
 
-/* The neighbours of a finite half towards -inf / +inf. */
-static uint16_t f16_prev(uint16_t h) { return h == 0 ? 0x8001 : (h & 0x8000) ? (uint16_t)(h + 1) : (uint16_t)(h - 1); }
-static uint16_t f16_next(uint16_t h) { return h == 0x8000 ? 0x0001 : (h & 0x8000) ? (uint16_t)(h - 1) : (uint16_t)(h + 1); }
-
-/* x rounded to a half not above (f16_down) / not below (f16_up) it. */
-static uint16_t f16_down(float x) {
-    uint16_t h;
-    lt_type_traits(LT_F16)->from_float(&x, &h, 1);
-    while (f16_value(h) > x) h = f16_prev(h);
-    return h;
-}
-
-static uint16_t f16_up(float x) {
-    uint16_t h;
-    lt_type_traits(LT_F16)->from_float(&x, &h, 1);
-    while (f16_value(h) < x) h = f16_next(h);
-    return h;
+/* Codes the per-dimension minima lo[] and maxima hi[] of page p: minima
+ * rounded down, maxima up, on a 256-step grid over [min lo, max hi]. */
+static void code_bounds(kv_cold_page *p, const float *lo, const float *hi, int hd) {
+    float L = INFINITY, H = -INFINITY;
+    for (int d = 0; d < hd; d++) {
+        if (lo[d] < L) L = lo[d];
+        if (hi[d] > H) H = hi[d];
+    }
+    p->blo = L;
+    p->bstep = (H - L) / 255.0f;
+    while (code_value(p, 255) < H) p->bstep = nextafterf(p->bstep, INFINITY);
+    for (int d = 0; d < hd; d++) {
+        int a = p->bstep > 0 ? (int)floorf((lo[d] - L) / p->bstep) : 0;
+        int b = p->bstep > 0 ? (int)ceilf((hi[d] - L) / p->bstep) : 0;
+        a = a < 0 ? 0 : a > 255 ? 255 : a;
+        b = b < 0 ? 0 : b > 255 ? 255 : b;
+        while (a > 0 && code_value(p, a) > lo[d]) a--;
+        while (b < 255 && code_value(p, b) < hi[d]) b++;
+        p->kmin[d] = (uint8_t)a;
+        p->kmax[d] = (uint8_t)b;
+    }
 }
 
 void kv_cold_store_k(kv_cold *c, kv_cold_page *p, const float *k) {
@@ -309,17 +335,19 @@ void kv_cold_store_k(kv_cold *c, kv_cold_page *p, const float *k) {
     tr->from_float(c->tmp, p->k, block);
     /* bounds from the values as stored, so the bound holds for what is attended */
     tr->to_float(p->k, c->tmp, block);
+    float *lo = c->bnd, *hi = c->bnd + hd;
     for (int d = 0; d < hd; d++) {
-        float lo = INFINITY, hi = -INFINITY;
+        float a = INFINITY, b = -INFINITY;
         for (int i = 0; i < p->n; i++) {
             float x = c->tmp[(long)d * P + i];
-            if (x < lo) lo = x;
-            if (x > hi) hi = x;
+            if (x < a) a = x;
+            if (x > b) b = x;
         }
-        if (p->n == 0) lo = hi = 0.0f;
-        p->kmin[d] = f16_down(lo);
-        p->kmax[d] = f16_up(hi);
+        if (p->n == 0) a = b = 0.0f;
+        lo[d] = a;
+        hi[d] = b;
     }
+    code_bounds(p, lo, hi, hd);
 }
 
 void kv_cold_store_v(kv_cold *c, kv_cold_page *p, const float *v) {
@@ -387,16 +415,10 @@ lethe_status kv_cold_add(kv_cold *c, const kv_pool *pool, const kv_stream *s, co
 
 float kv_cold_bound(const kv_cold *c, int pi, const float *q, float scale) {
     const kv_cold_page *p = &c->pages[pi];
-    const lt_traits *h = lt_type_traits(LT_F16);
-    float b = 0.0f, lo16[64], hi16[64];
-    for (int d0 = 0; d0 < c->head_dim; d0 += 64) {
-        const int nd = c->head_dim - d0 < 64 ? c->head_dim - d0 : 64;
-        h->to_float(p->kmin + d0, lo16, nd);
-        h->to_float(p->kmax + d0, hi16, nd);
-        for (int d = 0; d < nd; d++) {
-            float lo = q[d0 + d] * lo16[d], hi = q[d0 + d] * hi16[d];
-            b += lo > hi ? lo : hi;
-        }
+    float b = 0.0f;
+    for (int d = 0; d < c->head_dim; d++) {
+        float lo = q[d] * code_value(p, p->kmin[d]), hi = q[d] * code_value(p, p->kmax[d]);
+        b += lo > hi ? lo : hi;
     }
     return b * scale;
 }
@@ -428,6 +450,8 @@ lethe_status kv_cold_copy(kv_cold *dst, const kv_cold *src) {
         memcpy(d->score, s->score, P * sizeof *d->score);
         memcpy(d->kmin, s->kmin, hd * sizeof *d->kmin);
         memcpy(d->kmax, s->kmax, hd * sizeof *d->kmax);
+        d->blo = s->blo;
+        d->bstep = s->bstep;
         memcpy(d->k, s->k, src->block_bytes);
         memcpy(d->v, s->v, src->block_bytes);
         if (kv_cold_put(dst, pi)) return LETHE_ERR_IO;

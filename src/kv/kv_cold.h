@@ -18,8 +18,8 @@
  *
  * On disk (kv_cold_init_disk): a page's positions and K / V blocks live in
  * a file (one per tier, unlinked at creation so nothing is left behind),
- * one record [pos | K | V] per page; RAM keeps only the bounds (F16, as
- * for every tier) and the slot count. Every page's pos / k / v pointers
+ * one record [pos | K | V] per page; RAM keeps only the bounds (8-bit
+ * codes, as for every tier) and the slot count. Every page's pos / k / v pointers
  * then alias one record buffer (io) that a page is read into before it is
  * used (kv_cold_fetch) and written from after (kv_cold_put), one page at a
  * time; the attention does not read a disk tier in place but stages the
@@ -43,9 +43,12 @@ typedef struct {
     int n;          /* slots used */
     int32_t *pos;   /* page_slots positions */
     float *score;   /* page_slots importance scores carried from the hot tier */
-    /* head_dim each, F16 bits, kmin rounded down and kmax up so that the
-     * bound computed from them still bounds the stored keys */
-    uint16_t *kmin, *kmax;
+    /* head_dim each: 8-bit codes of the per-dimension key minimum and
+     * maximum on the page's grid blo + code * bstep, kmin rounded down and
+     * kmax up, so the bound computed from them still bounds the stored
+     * keys (2 bytes per dimension and page in RAM: what a disk tier keeps) */
+    uint8_t *kmin, *kmax;
+    float blo, bstep;
     uint8_t *k, *v; /* quantised blocks */
     long file_page; /* disk tier: the record's index in the file */
 } kv_cold_page;
@@ -69,11 +72,13 @@ typedef struct {
      * of the page being written (page_slots each, in the tmp allocation) */
     int32_t *rpos, *npos;
     float *rscore, *nscore;
+    float *bnd;     /* 2 x head_dim: a page's key minima and maxima before coding */
     /* disk tier (on_disk): record buffer, records in the file, traffic */
     bool on_disk;
     int fd;
     uint8_t *io;
     float *io_score;
+    bool shared_io; /* io belongs to another tier (kv_cold_share_scratch) */
     size_t rec_bytes;
     long n_file;
     uint64_t read_bytes, write_bytes;
@@ -102,7 +107,8 @@ lethe_status kv_cold_stage(kv_cold *src, const int *sel, int n, kv_cold *dst);
 void kv_cold_free(kv_cold *c);
 /* c (initialised, same shape as owner) uses owner's scratch instead of its
  * own, so the tiers of one sequence's streams hold one scratch between them
- * (they are used one at a time). owner must outlive c. */
+ * (they are used one at a time); two disk tiers share the record buffer
+ * too (c must have no pages yet). owner must outlive c. */
 void kv_cold_share_scratch(kv_cold *c, const kv_cold *owner);
 /* Bytes of the live pages (quantised blocks, positions, scores and bounds
  * of the pages that hold slots): what the slots need. */
@@ -112,6 +118,9 @@ size_t kv_cold_bytes(const kv_cold *c);
  * Nothing of it is returned before kv_cold_trim / kv_cold_free, so this is
  * what an honest budget counts. */
 size_t kv_cold_bytes_reserved(const kv_cold *c);
+/* Grows the page array to n pages without giving them storage (so a tier
+ * whose most pages are known holds no doubling slack). */
+lethe_status kv_cold_reserve_array(kv_cold *c, int n);
 /* Makes sure pages [0, n_pages_total) have storage, so that adds and
  * compactions that end with at most that many pages cannot fail.
  * LETHE_ERR_NOMEM: slots unchanged (some pages may have been reserved). */
@@ -134,7 +143,7 @@ lethe_status kv_cold_add(kv_cold *c, const kv_pool *pool, const kv_stream *s, co
  * from several threads at once (attention reads cold pages in place). */
 void kv_cold_page_to_f32(const kv_cold *c, int p, float *k, float *v, float *tmp);
 
-/* Upper bound of q . k (times scale) over page p's keys (from the F16
+/* Upper bound of q . k (times scale) over page p's keys (from the coded
  * bounds, which enclose the stored keys). */
 float kv_cold_bound(const kv_cold *c, int p, const float *q, float scale);
 

@@ -179,6 +179,9 @@ static lethe_status setup_cold(lethe_seq *s, int budget, int cold_slots) {
             return set_error(s->err, LETHE_ERR_NOMEM, "cannot set up the cold tier");
         }
         if (i > 0) kv_cold_share_scratch(&s->cold[i], &s->cold[0]); /* one scratch for the sequence */
+        /* a disk tier can hold the whole context: its page array is sized once */
+        if (disk && kv_cold_reserve_array(&s->cold[i], (s->n_ctx + P - 1) / P + 1) != LETHE_OK)
+            return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     }
     if (disk) {
         lethe_status st = setup_stage(s, dt, quest_pages_of(s));

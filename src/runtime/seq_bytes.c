@@ -130,7 +130,7 @@ static size_t model_bytes(const byte_model *m, size_t b, size_t want, size_t col
     /* cold tier: pages it may hold, its mask, the ranking over them */
     size_t cold_pages = m->ram_cold ? pages_of(cold_slots, P) : pages_of(m->n_ctx, P);
     if (m->ops->cold_in_budget) cold_pages = 0; /* inside the hot pages' bytes (mixed) */
-    size_t arr = 2 * (cold_pages > 8 ? cold_pages : 8) * sizeof(kv_cold_page);
+    size_t arr = m->disk ? sizeof(kv_cold_page) : 2 * (cold_pages > 8 ? cold_pages : 8) * sizeof(kv_cold_page);
     bytes += S * (cold_pages * m->cold_page + arr) + m->cold_fixed + S * cold_pages * P;
     size_t rank_pages = cold_pages + pages_of(b, P) + 2;
     bytes += 2 * rank_pages * (sizeof(page_rank) + sizeof(int));
@@ -157,9 +157,9 @@ lethe_status seq_budget_from_bytes(lethe_seq *s, const kv_policy_ops *ops, const
         size_t scratch = kv_cold_bytes_reserved(&t);
         size_t block = t.block_bytes;
         kv_cold_free(&t);
-        size_t bounds = 2 * m.hd * sizeof(uint16_t), ram_page = bounds + 2 * block + m.P * (sizeof(int32_t) + sizeof(float));
+        size_t bounds = 2 * m.hd, ram_page = ((bounds + 7) & ~(size_t)7) + 2 * block + m.P * (sizeof(int32_t) + sizeof(float));
         m.cold_page = (cold_disk ? bounds : ram_page) + sizeof(kv_cold_page);
-        m.cold_fixed = scratch + (cold_disk ? m.S * (m.P * (sizeof(int32_t) + sizeof(float)) + 2 * block) : 0);
+        m.cold_fixed = scratch + (cold_disk ? m.P * (sizeof(int32_t) + sizeof(float)) + 2 * block : 0); /* one record buffer */
         m.stage_page = ram_page + sizeof(kv_cold_page);
     }
     const size_t P = m.P, max_b = pages_of(m.n_ctx, P) * P;
