@@ -41,6 +41,7 @@
  * carved from it). */
 typedef struct {
     int n;          /* slots used */
+    int32_t file_page; /* disk tier: the record's index in the file */
     int32_t *pos;   /* page_slots positions */
     float *score;   /* page_slots importance scores carried from the hot tier */
     /* head_dim each: 8-bit codes of the per-dimension key minimum and
@@ -50,7 +51,6 @@ typedef struct {
     uint8_t *kmin, *kmax;
     float blo, bstep;
     uint8_t *k, *v; /* quantised blocks */
-    long file_page; /* disk tier: the record's index in the file */
 } kv_cold_page;
 
 /* pages[0, n_pages) are live, in slot order; pages[n_pages, n_alloc) have
@@ -80,7 +80,7 @@ typedef struct {
     float *io_score;
     bool shared_io; /* io belongs to another tier (kv_cold_share_scratch) */
     size_t rec_bytes;
-    long n_file;
+    int32_t n_file;
     uint64_t read_bytes, write_bytes;
     int io_errno;   /* sticky: a read or write that failed after its reserve (0: none) */
 } kv_cold;

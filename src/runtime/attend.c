@@ -102,13 +102,12 @@ static lethe_status view_cold(lethe_ctx *c, lethe_seq *s, int l, int h, const fl
     return LETHE_OK;
 }
 
-static lethe_status attend_cold(lethe_ctx *c, lethe_seq *s, int l, const float *q, const int32_t *pos, int n, float *out,
-                                char *err) {
+/* Cold-tier attention of rows [r0, r0 + n) of a chunk: pages picked for
+ * these queries, attended, merged into out by log-sum-exp. */
+static lethe_status attend_cold_rows(lethe_ctx *c, lethe_seq *s, int l, const float *q, const int32_t *pos, int n, float *out,
+                                     const float *lse, char *err) {
     const hparams *hp = &c->m->hp;
     const int H = hp->n_head_kv, hd = hp->head_dim;
-    bool any = false;
-    for (int h = 0; h < H; h++) any |= s->cold[(long)l * H + h].n_pages > 0;
-    if (!any) return LETHE_OK;
     lethe_status st = LETHE_OK;
     for (int h = 0; h < H && !st; h++) st = view_cold(c, s, l, h, q, n, &c->views[h]);
     if (st) {
@@ -119,9 +118,29 @@ static lethe_status attend_cold(lethe_ctx *c, lethe_seq *s, int l, const float *
     }
     attn_layer al = {c->kv, c->views, hp->n_head, H, hd, 1.0f / sqrtf((float)hd), s->stage ? s->stage : s->cold + (long)l * H};
     if (attn_forward_lse(c->tp, c->attn, &al, q, pos, n, c->att2, c->lse2, NULL) != 0) st = LETHE_ERR_NOMEM;
-    else attn_merge_lse(out, c->lse, c->att2, c->lse2, n * hp->n_head, hd);
+    else attn_merge_lse(out, (float *)lse, c->att2, c->lse2, n * hp->n_head, hd);
     for (int h = 0; h < H; h++) c->views[h].n = 0; /* the views own no pages */
     return st ? set_error(err, st, "forward: cold-tier attention failed (%s)", lethe_status_name(st)) : LETHE_OK;
+}
+
+/* A disk tier's chunk goes ATTEND_COLD_ROWS rows at a time (each block
+ * picks and reads its own pages), so its merge buffers stay small; a RAM
+ * tier's chunk goes whole. */
+static lethe_status attend_cold(lethe_ctx *c, lethe_seq *s, int l, const float *q, const int32_t *pos, int n, float *out,
+                                char *err) {
+    const hparams *hp = &c->m->hp;
+    const int H = hp->n_head_kv, qd = hp->n_head * hp->head_dim;
+    bool any = false;
+    for (int h = 0; h < H; h++) any |= s->cold[(long)l * H + h].n_pages > 0;
+    if (!any) return LETHE_OK;
+    const int block = s->stage ? ATTEND_COLD_ROWS : n;
+    for (int r0 = 0; r0 < n; r0 += block) {
+        const int nb = n - r0 < block ? n - r0 : block;
+        lethe_status st = attend_cold_rows(c, s, l, q + (long)r0 * qd, pos + r0, nb, out + (long)r0 * qd,
+                                           c->lse + (long)r0 * hp->n_head, err);
+        if (st) return st;
+    }
+    return LETHE_OK;
 }
 
 lethe_status attend_rows(void *user, int layer, int r0, int n, const float *q, const float *k, const float *v, float *out,

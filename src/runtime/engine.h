@@ -153,6 +153,9 @@ typedef struct {
  * attention dispatch; prompt chunks and cold tiers go one by one. */
 lethe_status attend_rows(void *user, int layer, int r0, int n, const float *q, const float *k, const float *v, float *out,
                          char *err);
+/* Rows of a chunk that a disk cold tier attends at once (its share of the
+ * merge buffers). */
+#define ATTEND_COLD_ROWS 4
 /* Grows the merge and ranking scratch for rows x (cold pages) before a
  * step; the views list at most max_view_pages pages. */
 lethe_status attend_reserve(lethe_ctx *c, int rows, int max_cold_pages, int max_view_pages);

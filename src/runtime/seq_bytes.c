@@ -20,11 +20,24 @@ static size_t stream_state(const kv_stream *st) {
     return (size_t)st->cap * per_slot + (size_t)st->pages_cap * sizeof(int32_t);
 }
 
+/* The rows of the context's merge buffers a sequence's chunks use: its
+ * largest chunk (the hot attention's lse), of which a disk tier merges
+ * ATTEND_COLD_ROWS at a time (the cold output and lse). */
+static size_t merge_bytes(const lethe_seq *s, size_t rows) {
+    const hparams *hp = &s->c->m->hp;
+    size_t cold_rows = s->stage && rows > ATTEND_COLD_ROWS ? ATTEND_COLD_ROWS : rows;
+    return (rows * (size_t)hp->n_head + cold_rows * ((size_t)hp->n_head * hp->head_dim + (size_t)hp->n_head)) * sizeof(float);
+}
+
 /* The context's cold-tier scratch (views, ranking, merge buffers): what a
- * sequence with a cold tier is attended through. */
-static size_t ctx_cold_staging(const lethe_ctx *c) {
+ * sequence with a cold tier is attended through; the merge buffers are
+ * shared by the context's sequences, each counts the rows it uses. */
+static size_t ctx_cold_staging(const lethe_seq *s) {
+    const lethe_ctx *c = s->c;
     const hparams *hp = &c->m->hp;
-    size_t b = c->rank_bytes + c->merge_rows * ((size_t)hp->n_head * hp->head_dim + 2 * (size_t)hp->n_head) * sizeof(float);
+    size_t rows = (size_t)lethe_seq_max_batch(s);
+    if (rows > c->merge_rows) rows = c->merge_rows;
+    size_t b = c->rank_bytes + merge_bytes(s, rows);
     for (int h = 0; c->views && h < hp->n_head_kv; h++)
         b += (size_t)c->views[h].cap * sizeof(int32_t) + (size_t)c->views[h].pages_cap * sizeof(int32_t);
     return b;
@@ -48,7 +61,7 @@ void seq_bytes_get(const lethe_seq *s, lethe_seq_bytes *b) {
             b->disk_write_bytes += s->cold[i].write_bytes;
         }
     }
-    if (s->cold) b->staging_bytes = ctx_cold_staging(s->c);
+    if (s->cold) b->staging_bytes = ctx_cold_staging(s);
     for (int h = 0; s->stage && h < H; h++)
         b->staging_bytes += kv_cold_bytes_reserved(&s->stage[h]) + cold_array_slack(&s->stage[h]);
     b->state_bytes += kv_plan_bytes(s->plan) + 3 * (size_t)s->n_streams * sizeof(int) + (size_t)s->order_cap * sizeof(int);
@@ -137,11 +150,14 @@ static size_t model_bytes(const byte_model *m, size_t b, size_t want, size_t col
     /* views (at most the staged pages, else every cold page), merge rows */
     size_t view_pages = m->disk ? want : rank_pages;
     bytes += m->H * 2 * (view_pages * P + view_pages) * sizeof(int32_t);
-    size_t rows = b / 2 > 1 ? b / 2 : 1;
-    bytes += rows * (m->n_head * m->hd + 2 * m->n_head) * sizeof(float);
+    size_t rows = b / 2 > 1 ? b / 2 : 1, cold_rows = m->disk && rows > ATTEND_COLD_ROWS ? ATTEND_COLD_ROWS : rows;
+    bytes += (rows * m->n_head + cold_rows * (m->n_head * m->hd + m->n_head)) * sizeof(float);
     if (m->disk) bytes += m->H * (want * m->stage_page + (want > 8 ? want : 8) * sizeof(kv_cold_page));
     return bytes;
 }
+
+/* The hot pages' bytes under slot budget b. */
+#define S_HOT(m, b) ((m)->S * pages_of((b), (m)->P) * (m)->pb)
 
 lethe_status seq_budget_from_bytes(lethe_seq *s, const kv_policy_ops *ops, const lethe_kv_policy_params *kp, lt_type cold_dt,
                                    bool cold_disk, size_t bytes, int *budget, int *quest_pages, int *cold_slots) {
@@ -163,17 +179,21 @@ lethe_status seq_budget_from_bytes(lethe_seq *s, const kv_policy_ops *ops, const
         m.stage_page = ram_page + sizeof(kv_cold_page);
     }
     const size_t P = m.P, max_b = pages_of(m.n_ctx, P) * P;
-    /* quest in RAM: the hot tier takes hot_fraction of the bytes (at least a
-     * page per stream), its cold tier what is left */
-    const double hot_share = m.ram_cold ? (kp->hot_fraction > 0 ? kp->hot_fraction : 0.5) : 1.0;
+    /* quest: the hot tier takes at most hot_fraction of the bytes (at least
+     * a page per stream); the rest goes to the cold tier in RAM, or on disk
+     * to the pages staged per step (unless quest_pages is given) */
+    const bool stage_fill = m.disk && ops->cold_pages && kp->quest_pages <= 0;
+    const double hot_share = m.ram_cold || stage_fill ? (kp->hot_fraction > 0 ? kp->hot_fraction : 0.5) : 1.0;
     size_t best = 0, best_want = 0, best_cold = 0;
     for (size_t b = P; b <= max_b; b += P) {
-        size_t want = kp->quest_pages > 0 ? (size_t)kp->quest_pages : b / P;
+        size_t want = kp->quest_pages > 0 ? (size_t)kp->quest_pages : stage_fill ? 1 : b / P;
         size_t cold = 0;
         size_t base = model_bytes(&m, b, want, 0);
         if (base > bytes) break;
+        if (hot_share < 1.0 && b > P && (double)(S_HOT(&m, b)) > hot_share * (double)bytes) break;
+        if (stage_fill)
+            while (want < pages_of(m.n_ctx, P) && model_bytes(&m, b, want + 1, 0) <= bytes) want++;
         if (m.ram_cold) {
-            if (b > P && (double)(base - model_bytes(&m, 0, 0, 0)) > hot_share * (double)bytes) break;
             /* whole cold pages in what is left (each also costs its mask, ranking and view entries) */
             size_t per = m.S * (m.cold_page + 2 * sizeof(kv_cold_page) + P) + 2 * (sizeof(page_rank) + sizeof(int)) +
                          m.H * 2 * (P + 1) * sizeof(int32_t);
