@@ -212,7 +212,8 @@ const char *lethe_kv_policy_summary(const char *name);
 /* Whether policy `name` reads parameter `param`, named as the CLI's --kv-*
  * flag without its prefix ("sink", "window", "lag", "threshold",
  * "obs-window", "pool", "keyformer", "calib", "quest-pages",
- * "hot-fraction", "reindex"; every policy reads "budget"). */
+ * "hot-fraction", "reindex", "cold", "cold-dir"; every policy reads
+ * "budget"). */
 bool lethe_kv_policy_uses(const char *name, const char *param);
 
 lethe_seq_params lethe_seq_default_params(void);

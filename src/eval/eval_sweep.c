@@ -43,6 +43,7 @@ static void run_row(const eval_sweep_cfg *c, eval_row *row, const char *tag) {
     sp.kv.name = row->policy;
     sp.kv.budget = row->baseline || row->budget_bytes ? 0 : row->budget_slots;
     sp.kv.budget_bytes = row->baseline ? 0 : row->budget_bytes;
+    if (!lethe_kv_policy_uses(row->policy, "cold")) sp.kv.cold = sp.kv.cold_dir = NULL; /* quest's --kv-cold */
     eval_cost cost = {0};
     eval_progress *pg = c->progress;
     char label[96], err[400];
