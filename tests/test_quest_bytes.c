@@ -115,6 +115,17 @@ static void test_all_pages(const float *ref) {
         lethe_seq_get_bytes(s, &b);
         if (k >= 2) CHECKF(b.disk_bytes > 0 && b.disk_read_bytes > 0, "quest %s reports its disk bytes and reads", COLD_KINDS[k]);
         else CHECKF(b.disk_bytes == 0 && b.disk_read_bytes == 0, "quest %s holds nothing on disk", COLD_KINDS[k]);
+        /* a fork copies the cold tier (into a file of its own on disk): the
+         * next step of both is the same, bit for bit */
+        lethe_seq *f = lethe_seq_fork(s, err, sizeof err);
+        if (CHECKF(f != NULL, "fork of quest %s: %s", COLD_KINDS[k], err)) {
+            float *a = malloc((size_t)n_vocab * sizeof *a), *c = malloc((size_t)n_vocab * sizeof *c);
+            CHECK(lethe_seq_decode(s, gen[0], a) == LETHE_OK && lethe_seq_decode(f, gen[0], c) == LETHE_OK);
+            CHECKF(memcmp(a, c, (size_t)n_vocab * sizeof *a) == 0, "quest %s: fork and parent agree", COLD_KINDS[k]);
+            free(a);
+            free(c);
+            lethe_seq_free(f);
+        }
         lethe_seq_free(s);
     }
     for (int k = 2; k < 4; k++)
