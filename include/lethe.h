@@ -202,6 +202,15 @@ typedef struct {
                            * the deep layers get more (default 3; 0: 3) */
     bool mixed_question;  /* mixed: rank by snapkv's question votes (probe, pooled) instead of the
                            * accumulated attention of every query */
+    /* Added for per-sequence byte budgets and quest's cold storage (fields
+     * at the end keep older initialisers valid). */
+    size_t budget_bytes;  /* > 0: every RAM byte the sequence holds for its KV (hot pool pages, cold
+                           * tier, staging, policy state: lethe_seq_bytes.ram_bytes) stays within this;
+                           * the runtime derives the slot budget (and quest's pages) from it and a step
+                           * that would pass it fails with LETHE_ERR_BUDGET. 0: slot budget only */
+    const char *cold;     /* quest: cold storage, "q8_0" (default, RAM), "q4" (RAM, Q4_0 with per-channel
+                           * keys), "disk-q8_0", "disk-q4" (pages in a file, bounds in RAM); NULL: default */
+    const char *cold_dir; /* disk cold storage: directory of its files (NULL: $TMPDIR, else /tmp) */
 } lethe_kv_policy_params;
 
 enum { LETHE_SNAP_PROBE = 0, LETHE_SNAP_CHUNK = 1 };
@@ -218,7 +227,8 @@ const char *lethe_kv_policy_summary(const char *name);
 /* Whether policy `name` reads parameter `param`, named as the CLI's --kv-*
  * flag without its prefix ("sink", "window", "lag", "threshold",
  * "obs-window", "pool", "keyformer", "calib", "quest-pages",
- * "hot-fraction", "reindex"; every policy reads "budget"). */
+ * "hot-fraction", "reindex", "cold", "cold-dir"; every policy reads
+ * "budget"). */
 bool lethe_kv_policy_uses(const char *name, const char *param);
 
 lethe_seq_params lethe_seq_default_params(void);
@@ -253,6 +263,26 @@ int lethe_seq_n_tokens(const lethe_seq *s);   /* tokens run so far (the statisti
 int lethe_seq_n_cached(const lethe_seq *s);   /* cache slots held (most over layers and KV heads) */
 /* Most rows this sequence may have in one batched step (lethe_ctx_decode). */
 int lethe_seq_max_batch(const lethe_seq *s);
+/* Every byte a sequence holds for its KV, by kind. Pool pages are counted
+ * whole (a page shared with a fork counts for each holder); staging is the
+ * context's cold-tier scratch (staged pages, page lists, ranking, merge
+ * buffers) attributed to each sequence with a cold tier. */
+typedef struct {
+    size_t hot_bytes;       /* pool pages of the sequence's streams */
+    size_t cold_bytes;      /* cold tier in RAM: pages (or, on disk, their bounds) and its scratch */
+    size_t staging_bytes;   /* buffers the cold tier is attended through */
+    size_t state_bytes;     /* positions, page tables, statistics, aux channels, plan masks, policy scratch */
+    size_t ram_bytes;       /* the sum of the four: what budget_bytes bounds */
+    size_t ram_peak;        /* most ram_bytes after any step since creation (or the last reset) */
+    size_t budget_bytes;    /* the sequence's byte budget, 0: none */
+    size_t disk_bytes;      /* cold tier on disk (file bytes) */
+    uint64_t disk_read_bytes, disk_write_bytes; /* disk traffic since creation */
+} lethe_seq_bytes;
+/* Fills b (zeroed first). LETHE_ERR_ARG for NULL. */
+lethe_status lethe_seq_get_bytes(const lethe_seq *s, lethe_seq_bytes *b);
+/* Starts ram_peak again from the bytes held now. */
+void lethe_seq_reset_bytes_peak(lethe_seq *s);
+
 /* Drops the cached tokens at positions [p0, p1). When p1 reaches the next
  * position, the next position becomes p0. */
 lethe_status lethe_seq_remove(lethe_seq *s, int p0, int p1);

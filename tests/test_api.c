@@ -51,6 +51,9 @@ static void nulls(void) {
     CHECK(lethe_seq_shift(NULL, 0, 1, 1) == LETHE_ERR_ARG);
     CHECK(lethe_seq_truncate(NULL, 0) == LETHE_ERR_ARG);
     CHECK(lethe_seq_error(NULL) != NULL);
+    lethe_seq_bytes sb;
+    CHECK(lethe_seq_get_bytes(NULL, &sb) == LETHE_ERR_ARG);
+    lethe_seq_reset_bytes_peak(NULL);
 
     CHECK(lethe_sampler_create(NULL, 0) == NULL);
     lethe_sampler_params sp = lethe_sampler_default_params();

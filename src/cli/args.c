@@ -151,6 +151,9 @@ const char *MODEL_OPTS_USAGE =
     "                         window, h2o, tova, snapkv, lazy, knorm, headwise, quest, mixed (see docs/policies.md)\n"
     "  --kv-budget N          KV slots per layer and KV head of a sequence (a hard cap)\n"
     "  --kv-budget-mib M      the whole KV pool, in MiB (a hard cap)\n"
+    "  --kv-seq-mib M         every RAM byte one sequence holds for its KV (hot pages, cold tier, staging,\n"
+    "                         policy state), in MiB: the slot budget is derived from it (a hard cap)\n"
+    "  --kv-budget-bytes B    the same in bytes\n"
     "  --kv-sink N            attention sinks kept (default 4)\n"
     "  --kv-window N          most recent tokens kept (default: a quarter of the budget)\n"
     "  --kv-lag N             lazy: evict once every N steps (default 16)\n"
@@ -167,6 +170,9 @@ const char *MODEL_OPTS_USAGE =
     "                         model's training context\n"
     "  --kv-calib FILE        headwise: calibration file (made on first use)\n"
     "  --kv-quest-pages N     quest: cold pages attended per step (default: budget / page size)\n"
+    "  --kv-cold S            quest: cold storage q8_0 (default), q4 (Q4_0, keys per channel), disk-q8_0,\n"
+    "                         disk-q4 (pages in a file, bounds in RAM)\n"
+    "  --kv-cold-dir DIR      quest: directory of the disk cold tier's files (default $TMPDIR or /tmp)\n"
     "  --kv-hot-fraction F    mixed: share of the budget kept at full precision (default 0.5)\n";
 
 void model_opts_init(model_opts *o) {
@@ -212,7 +218,7 @@ static bool int_opt(int argc, char **argv, int *i, long lo, long hi, int *dst) {
 /* Policy parameters by flag: remembered so model_opts_check can tell
  * whether the policy reads them. */
 static const char *const POLICY_FLAGS[] = {"sink", "window", "lag", "obs-window", "pool", "quest-pages", "threshold",
-                                           "hot-fraction", "keyformer", "reindex", "calib", NULL};
+                                           "hot-fraction", "keyformer", "reindex", "calib", "cold", "cold-dir", NULL};
 
 static void note_kv_flag(model_opts *o, const char *a) {
     if (strncmp(a, "--kv-", 5)) return;
@@ -269,6 +275,14 @@ int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
     else if (is(a, NULL, "--kv-quest-pages")) ok = int_opt(argc, argv, i, 1, 1 << 24, &o->kv.quest_pages);
     else if (is(a, NULL, "--kv-budget-mib")) {
         if ((ok = opt_float(argc, argv, i, 1e-6, 1e9, &x))) o->kv_budget_mib = x;
+    } else if (is(a, NULL, "--kv-seq-mib")) {
+        if ((ok = opt_float(argc, argv, i, 1e-6, 1e9, &x))) o->kv.budget_bytes = (size_t)(x * 1048576.0);
+    } else if (is(a, NULL, "--kv-budget-bytes")) {
+        if ((ok = opt_float(argc, argv, i, 1, 1e15, &x))) o->kv.budget_bytes = (size_t)x;
+    } else if (is(a, NULL, "--kv-cold")) {
+        ok = (o->kv.cold = opt_value(argc, argv, i)) != NULL;
+    } else if (is(a, NULL, "--kv-cold-dir")) {
+        ok = (o->kv.cold_dir = opt_value(argc, argv, i)) != NULL;
     } else if (is(a, NULL, "--kv-threshold")) {
         if ((ok = opt_float(argc, argv, i, 0, 1, &x))) o->kv.hit_threshold = (float)x;
     } else if (is(a, NULL, "--kv-hot-fraction")) {

@@ -57,6 +57,8 @@ static void usage(FILE *f) {
             "  --sweep                every policy x budget, plus the full-cache baseline row\n"
             "  --policies P,...       (default: every registered policy except full)\n"
             "  --budgets B,...        N%% of --ctx or N slots per layer and KV head (default 10%%,25%%,50%%)\n"
+            "  --byte-budgets         the budgets are bytes per sequence instead: N%% of the full cache's bytes at\n"
+            "                         --ctx, or N bytes; every RAM byte counts (--kv-seq-mib), rows print RAM and disk\n"
             "  --out DIR              where sweep.csv, sweep.gp, sweep.png and sweep.svg go (default eval-out)\n"
             "                         sweep.csv: policy, budget_slots, budget_pct, kv_bytes_peak (most KV bytes held),\n"
             "                         ppl, passkey_acc (%%), agree, kl, decode_tok_s, peak_rss_bytes (the process's peak\n"
@@ -100,8 +102,11 @@ static int make_dirs(const char *path) {
 static const char *kv_type_name(lethe_kv_type t) { return t == LETHE_KV_F32 ? "f32" : t == LETHE_KV_F16 ? "f16" : "q8_0"; }
 
 static void print_cost(const eval_cost *c) {
-    printf("kv bytes peak: %zu (%.3f MiB; pages of %d slots, %zu bytes)\n", c->kv_bytes_peak, c->kv_bytes_peak / 1048576.0,
-           c->kv_page_slots, c->kv_page_bytes);
+    printf("kv bytes peak: %zu (%.3f MiB of RAM per sequence: hot pages, cold tier, staging, policy state; pages of %d "
+           "slots, %zu bytes)\n",
+           c->kv_bytes_peak, c->kv_bytes_peak / 1048576.0, c->kv_page_slots, c->kv_page_bytes);
+    if (c->disk_bytes_peak || c->disk_read_bytes)
+        printf("kv disk: %zu bytes peak, %.1f MiB read\n", c->disk_bytes_peak, (double)c->disk_read_bytes / 1048576.0);
     printf("decode: %.1f tok/s (%ld tokens in %.3f s)\n", eval_cost_tok_s(c), c->decode_tokens, c->decode_seconds);
     printf("peak RSS: %ld bytes (%.1f MiB)\n", peak_rss_bytes(), peak_rss_bytes() / 1048576.0);
 }
@@ -110,6 +115,9 @@ static void print_table(const eval_row *rows, int n, bool retrieval) {
     printf("%-10s %7s %7s %14s %12s %9s %9s %11s %10s", "policy", "budget", "pct", "kv_bytes_peak", "ppl", "passkey%",
            "agree", "kl", "tok/s");
     if (retrieval) printf(" %9s %9s", "needle%", "multikey%");
+    bool bytes = false; /* byte budgets: the RAM peak above is bounded by them; the disk tier apart */
+    for (int i = 0; i < n; i++) bytes |= rows[i].budget_bytes > 0;
+    if (bytes) printf(" %12s %11s %10s", "budget_bytes", "disk_bytes", "read_MiB");
     printf("  %s\n", "note");
     for (int i = 0; i < n; i++) {
         const eval_row *r = &rows[i];
@@ -128,6 +136,8 @@ static void print_table(const eval_row *rows, int n, bool retrieval) {
             if (r->has_multikey) snprintf(mk, sizeof mk, "%.1f", r->multikey_acc);
             printf(" %9s %9s", nd, mk);
         }
+        if (bytes)
+            printf(" %12zu %11zu %10.1f", r->budget_bytes, r->disk_bytes_peak, (double)r->disk_read_bytes / 1048576.0);
         printf("  %s\n", r->note);
     }
 }
@@ -181,7 +191,7 @@ int cmd_eval(int argc, char **argv) {
     const char *text_file = NULL, *prompts_file = NULL, *out_dir = "eval-out";
     char *lengths_arg = NULL, *depths_arg = NULL, *policies_arg = NULL, *budgets_arg = NULL;
     int given = 0; /* jobs whose options were given */
-    bool sweep_opts = false;
+    bool sweep_opts = false, byte_budgets = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--kv-policy")) policy_given = true;
@@ -209,6 +219,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--policies")) { if ((ok = opt_value(argc, argv, &i) != NULL)) policies_arg = argv[i]; sweep_opts = true; }
         else if (!strcmp(a, "--budgets")) { if ((ok = opt_value(argc, argv, &i) != NULL)) budgets_arg = argv[i]; sweep_opts = true; }
         else if (!strcmp(a, "--out")) { ok = (out_dir = opt_value(argc, argv, &i)) != NULL; sweep_opts = true; }
+        else if (!strcmp(a, "--byte-budgets")) { byte_budgets = true; sweep_opts = true; }
         else return unknown_option(a);
         if (!ok) return EXIT_USAGE;
     }
@@ -223,7 +234,7 @@ int cmd_eval(int argc, char **argv) {
     } else if (!mo.model) why = "need -m MODEL";
     else if (given & ~jobs_opts) why = "an option of another job was given (ppl: -f --batch; passkey, needle, multikey: --lengths --depths --trials --gen; multikey: --keys; agree: --prompts -n)";
     else if (sweep_opts && !sweep) why = "--policies, --budgets and --out go with --sweep";
-    else if (sweep && (policy_given || budget_given || mo.kv_budget_mib > 0))
+    else if (sweep && (policy_given || budget_given || mo.kv_budget_mib > 0 || mo.kv.budget_bytes > 0))
         why = "a sweep sets policies and budgets with --policies and --budgets (not --kv-policy, --kv-budget, --kv-budget-mib)";
     else if ((jobs & JOB_AGREE) && mo.kv_budget_mib > 0)
         why = "agree runs the full-cache reference in the same pool: give the budget with --kv-budget, not --kv-budget-mib";
@@ -353,6 +364,20 @@ int cmd_eval(int argc, char **argv) {
         if (slots > 1 << 24) slots = 1 << 24;
         budgets[k].slots = (int)slots;
         budgets[k].pct = budget_is_pct[k] ? budget_val[k] : 100.0 * slots / (double)ctx;
+        budgets[k].bytes = 0;
+        if (byte_budgets) {
+            /* N% of the full cache's bytes at --ctx (whole pages of every layer and KV head); a
+             * plain number is bytes */
+            lethe_model_info mi;
+            lethe_model_get_info(m, &mi);
+            size_t page = (size_t)mo.kv_page_slots, slot = (mo.kv_type == LETHE_KV_F32 ? 4 : 2) * 2 * (size_t)mi.head_dim;
+            if (mo.kv_type == LETHE_KV_Q8_0) slot = 2 * ((size_t)mi.head_dim / 32 * 34);
+            double full = (double)mi.n_layer * mi.n_head_kv * (double)(((size_t)ctx + page - 1) / page * page) * (double)slot;
+            budgets[k].bytes = (size_t)(budget_is_pct[k] ? budget_val[k] / 100.0 * full : budget_val[k]);
+            budgets[k].pct = 100.0 * (double)budgets[k].bytes / full;
+            budgets[k].slots = (int)((double)budgets[k].bytes / full * (double)ctx);
+            if (budgets[k].slots < 1) budgets[k].slots = 1;
+        }
         if (sweep && budgets[k].slots > max_budget) max_budget = budgets[k].slots;
     }
     /* slots per sequence the runs need: the pool is sized for them unless -c says otherwise */

@@ -215,6 +215,15 @@ int cmd_run(int argc, char **argv) {
     fprintf(stderr, "\nstop: %s\nKV: policy %s, %.3f MiB held at peak of a %.3f MiB pool, cold tier %.3f MiB at peak\nprompt: %d tokens in %.3f s (%.1f tok/s) | generation: %ld tokens in %.3f s (%.1f tok/s) | peak RSS: %.1f MiB\n",
             stop, mo.kv.name, ku.bytes_peak / 1048576.0, ku.bytes_total / 1048576.0, ku.cold_peak / 1048576.0, n_tok, t_prompt, n_tok / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
             n_gen / (t_gen > 0 ? t_gen : 1e-9), peak_rss_bytes() / 1048576.0);
+    if (seq) {
+        lethe_seq_bytes sb;
+        lethe_seq_get_bytes(seq, &sb);
+        fprintf(stderr,
+                "KV bytes of the sequence: %zu RAM now (hot %zu, cold %zu, staging %zu, state %zu), %zu at peak%s%s; disk %zu "
+                "bytes, %.1f MiB read\n",
+                sb.ram_bytes, sb.hot_bytes, sb.cold_bytes, sb.staging_bytes, sb.state_bytes, sb.ram_peak,
+                sb.budget_bytes ? ", budget " : "", sb.budget_bytes ? "set" : "", sb.disk_bytes, sb.disk_read_bytes / 1048576.0);
+    }
     if (mem) {
         lethe_memory_stats ms;
         lethe_memory_get_stats(mem, &ms);

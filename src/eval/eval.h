@@ -29,7 +29,10 @@
 /* ---- shared ---------------------------------------------------------- */
 
 typedef struct {
-    size_t kv_bytes_peak;   /* most KV bytes one sequence of the job held (pages x page bytes) */
+    size_t kv_bytes_peak;   /* most RAM bytes one sequence of the job held for its KV (lethe_seq_bytes.ram_peak:
+                             * hot pages, cold tier, staging, policy state) */
+    size_t disk_bytes_peak; /* most disk bytes of one sequence's cold tier */
+    uint64_t disk_read_bytes; /* read traffic of the cold tiers, summed over the job */
     size_t kv_page_bytes;   /* bytes of one page (K + V of page_slots slots) */
     int kv_page_slots;
     long decode_tokens;     /* tokens run in the timed (decode) part */
@@ -52,8 +55,8 @@ double eval_logsumexp(const float *x, int n);
  * later is this sequence's (the pool is otherwise empty while a job runs).
  * NULL with a message in err. */
 lethe_seq *eval_seq_open(lethe_ctx *ctx, const lethe_seq_params *sp, char *err, size_t err_size);
-/* Folds the pool's peak since eval_seq_open into c. */
-void eval_cost_take_peak(lethe_ctx *ctx, eval_cost *c);
+/* Folds the sequence s's RAM peak (lethe_seq_bytes.ram_peak) and disk bytes into c. */
+void eval_cost_take_peak(lethe_ctx *ctx, const lethe_seq *s, eval_cost *c);
 /* The retrieval tasks' case: prompt (n_prompt tokens) in a fresh sequence,
  * then up to n_gen greedy tokens (stopping at end of generation), their
  * text in answer (NUL-terminated, newlines kept, cut at cap). Decode time and
@@ -208,7 +211,8 @@ lethe_status eval_agree(lethe_ctx *ctx, const lethe_seq_params *sp, const eval_a
 
 typedef struct {
     int slots;     /* > 0 */
-    double pct;    /* percent of ctx (computed for absolute budgets) */
+    double pct;    /* percent of ctx (computed for absolute budgets); of the full cache's bytes with bytes */
+    size_t bytes;  /* > 0: a byte budget per sequence (lethe_kv_policy_params.budget_bytes) instead of slots */
 } eval_budget;
 
 typedef struct {
@@ -219,6 +223,9 @@ typedef struct {
     bool has_ppl, has_passkey, has_agree, has_needle, has_multikey;
     double ppl, passkey_acc, agree, kl, needle_acc, multikey_acc;
     size_t kv_bytes_peak;
+    size_t budget_bytes;  /* the row's byte budget, 0: slots */
+    size_t disk_bytes_peak;
+    uint64_t disk_read_bytes;
     double decode_tok_s;
     long peak_rss_bytes;  /* the process's peak RSS after the row (a running maximum) */
     char note[320];     /* "" or why (part of) the row could not run */

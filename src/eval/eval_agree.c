@@ -55,9 +55,11 @@ static lethe_status policy_step(lethe_ctx *ctx, lethe_seq *s, const lethe_token 
     lethe_status st = lethe_seq_append(s, ids, n, logits);
     lethe_kv_usage u;
     lethe_ctx_kv_usage(ctx, &u);
-    /* the reference (full cache) has no cold tier: all cold bytes are the policy's */
-    size_t peak = (u.bytes_peak > ref ? u.bytes_peak - ref : 0) + u.cold_peak;
-    if (peak > cost->kv_bytes_peak) cost->kv_bytes_peak = peak;
+    (void)ref; /* the policy sequence's own bytes, whatever the reference holds */
+    lethe_seq_bytes b;
+    lethe_seq_get_bytes(s, &b);
+    if (b.ram_peak > cost->kv_bytes_peak) cost->kv_bytes_peak = b.ram_peak;
+    if (b.disk_bytes > cost->disk_bytes_peak) cost->disk_bytes_peak = b.disk_bytes;
     cost->kv_page_bytes = u.page_bytes;
     cost->kv_page_slots = u.page_slots;
     *pol = u.bytes_used > ref ? u.bytes_used - ref : 0;

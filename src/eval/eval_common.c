@@ -36,6 +36,8 @@ double eval_cost_tok_s(const eval_cost *c) {
 
 void eval_cost_merge(eval_cost *a, const eval_cost *b) {
     if (b->kv_bytes_peak > a->kv_bytes_peak) a->kv_bytes_peak = b->kv_bytes_peak;
+    if (b->disk_bytes_peak > a->disk_bytes_peak) a->disk_bytes_peak = b->disk_bytes_peak;
+    a->disk_read_bytes += b->disk_read_bytes;
     if (b->kv_page_bytes) {
         a->kv_page_bytes = b->kv_page_bytes;
         a->kv_page_slots = b->kv_page_slots;
@@ -52,11 +54,14 @@ lethe_seq *eval_seq_open(lethe_ctx *ctx, const lethe_seq_params *sp, char *err, 
     return s;
 }
 
-void eval_cost_take_peak(lethe_ctx *ctx, eval_cost *c) {
+void eval_cost_take_peak(lethe_ctx *ctx, const lethe_seq *s, eval_cost *c) {
     lethe_kv_usage u;
     lethe_ctx_kv_usage(ctx, &u);
-    /* hot pool + cold tier (quest, mixed) */
-    if (u.bytes_peak + u.cold_peak > c->kv_bytes_peak) c->kv_bytes_peak = u.bytes_peak + u.cold_peak;
+    lethe_seq_bytes b;
+    lethe_seq_get_bytes(s, &b); /* everything the sequence held in RAM, at its peak */
+    if (b.ram_peak > c->kv_bytes_peak) c->kv_bytes_peak = b.ram_peak;
+    if (b.disk_bytes > c->disk_bytes_peak) c->disk_bytes_peak = b.disk_bytes;
+    c->disk_read_bytes += b.disk_read_bytes;
     c->kv_page_bytes = u.page_bytes;
     c->kv_page_slots = u.page_slots;
 }
@@ -107,7 +112,7 @@ lethe_status eval_greedy_answer(lethe_ctx *ctx, const lethe_seq_params *sp, cons
     cost->decode_seconds += eval_now() - t0;
 out:
     answer[alen] = 0;
-    if (s) eval_cost_take_peak(ctx, cost);
+    if (s) eval_cost_take_peak(ctx, s, cost);
     lethe_seq_free(s);
     lethe_detok_free(dt);
     free(logits);

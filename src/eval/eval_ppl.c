@@ -92,7 +92,7 @@ lethe_status eval_ppl(lethe_ctx *ctx, const lethe_seq_params *sp, const lethe_to
         }
         r->cost.decode_seconds += eval_now() - t0;
         r->cost.decode_tokens += n_win - 1;
-        eval_cost_take_peak(ctx, &r->cost);
+        eval_cost_take_peak(ctx, s, &r->cost);
         lethe_seq_free(s);
         eval_progress_step(pg, 1);
     }

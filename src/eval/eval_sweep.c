@@ -41,7 +41,9 @@ static void run_row(const eval_sweep_cfg *c, eval_row *row, const char *tag) {
     lethe_seq_params sp = lethe_seq_default_params();
     sp.kv = c->kv;
     sp.kv.name = row->policy;
-    sp.kv.budget = row->baseline ? 0 : row->budget_slots;
+    sp.kv.budget = row->baseline || row->budget_bytes ? 0 : row->budget_slots;
+    sp.kv.budget_bytes = row->baseline ? 0 : row->budget_bytes;
+    if (!lethe_kv_policy_uses(row->policy, "cold")) sp.kv.cold = sp.kv.cold_dir = NULL; /* quest's --kv-cold */
     eval_cost cost = {0};
     eval_progress *pg = c->progress;
     char label[96], err[400];
@@ -112,6 +114,8 @@ static void run_row(const eval_sweep_cfg *c, eval_row *row, const char *tag) {
         skip_units(pg, start, eval_passkey_n_cases(&c->passkey));
     }
     row->kv_bytes_peak = cost.kv_bytes_peak;
+    row->disk_bytes_peak = cost.disk_bytes_peak;
+    row->disk_read_bytes = cost.disk_read_bytes;
     row->decode_tok_s = eval_cost_tok_s(&cost);
     row->peak_rss_bytes = c->peak_rss ? c->peak_rss() : 0;
 }
@@ -133,6 +137,7 @@ eval_row *eval_sweep_run(const eval_sweep_cfg *c, int *n_rows) {
             snprintf(row->policy, sizeof row->policy, "%s", c->policies[p]);
             row->budget_slots = c->budgets[b].slots;
             row->budget_pct = c->budgets[b].pct;
+            row->budget_bytes = c->budgets[b].bytes;
             snprintf(tag, sizeof tag, "%s@%.4g%%", row->policy, row->budget_pct);
             run_row(c, row, tag);
         }
@@ -160,7 +165,10 @@ int eval_sweep_write_csv(const char *path, const eval_row *rows, int n_rows) {
     if (!f) return -1;
     bool retrieval = false;
     for (int i = 0; i < n_rows; i++) retrieval |= rows[i].has_needle || rows[i].has_multikey;
-    fprintf(f, "%s\n", retrieval ? EVAL_CSV_HEADER_RETRIEVAL : EVAL_CSV_HEADER);
+    bool bytes = false; /* byte budgets: three more columns after the note */
+    for (int i = 0; i < n_rows; i++) bytes |= rows[i].budget_bytes > 0;
+    fprintf(f, "%s%s\n", retrieval ? EVAL_CSV_HEADER_RETRIEVAL : EVAL_CSV_HEADER,
+            bytes ? ",budget_bytes,disk_bytes,disk_read_bytes" : "");
     for (int i = 0; i < n_rows; i++) {
         const eval_row *r = &rows[i];
         csv_text(f, r->policy);
@@ -179,6 +187,7 @@ int eval_sweep_write_csv(const char *path, const eval_row *rows, int n_rows) {
             fputc(',', f);
         }
         csv_text(f, r->note);
+        if (bytes) fprintf(f, ",%zu,%zu,%llu", r->budget_bytes, r->disk_bytes_peak, (unsigned long long)r->disk_read_bytes);
         fputc('\n', f);
     }
     int bad = ferror(f);

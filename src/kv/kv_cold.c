@@ -3,17 +3,33 @@
  * 2024. Compaction and position edits are in kv_cold_edit.c. */
 #include "kv/kv_cold.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "kv/kv_cold_impl.h"
 #include "tensor/types.h"
 #include "util/alloc.h"
+#include "util/error.h"
 
 static size_t block_elems(const kv_cold *c) { return (size_t)c->page_slots * (size_t)c->head_dim; }
 
+/* The scratch: five page blocks of floats, then the repack positions and
+ * scores (4 x page_slots), then a page's key minima and maxima (2 x
+ * head_dim). */
+static size_t scratch_bytes(const kv_cold *c) {
+    return 5 * block_elems(c) * sizeof(float) + 4 * (size_t)c->page_slots * sizeof(float) +
+           2 * (size_t)c->head_dim * sizeof(float);
+}
+
 lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim) {
     memset(c, 0, sizeof *c);
+    c->fd = -1;
     if (page_slots <= 0 || head_dim <= 0) return LETHE_ERR_ARG;
     if (dtype != LT_Q8_0 && dtype != LT_Q4_0 && dtype != LT_F16) return LETHE_ERR_ARG;
     const long block = (long)page_slots * head_dim;
@@ -24,21 +40,111 @@ lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_di
     c->block_bytes = lt_row_bytes(dtype, block);
     if (!c->block_bytes) return LETHE_ERR_ARG;
     /* one block for the five scratch areas */
-    c->tmp = lt_malloc(5 * (size_t)block * sizeof *c->tmp);
+    c->tmp = lt_malloc(scratch_bytes(c));
     if (!c->tmp) return LETHE_ERR_NOMEM;
     c->k = c->tmp + block;
     c->v = c->k + block;
     c->nk = c->v + block;
     c->nv = c->nk + block;
+    c->rpos = (int32_t *)(c->nv + block);
+    c->npos = c->rpos + page_slots;
+    c->rscore = (float *)(c->npos + page_slots);
+    c->nscore = c->rscore + page_slots;
+    c->bnd = c->nscore + page_slots;
+    return LETHE_OK;
+}
+
+lethe_status kv_cold_init_disk(kv_cold *c, lt_type dtype, int page_slots, int head_dim, const char *dir, char *err) {
+    lethe_status st = kv_cold_init(c, dtype, page_slots, head_dim);
+    if (st) return set_error(err, st, "cold tier: %s", lethe_status_name(st));
+    if (!dir || !*dir) dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/lethe-cold-XXXXXX", dir) >= (int)sizeof path) {
+        kv_cold_free(c);
+        return set_error(err, LETHE_ERR_ARG, "cold tier directory path is too long");
+    }
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        int e = errno;
+        kv_cold_free(c);
+        return set_error(err, LETHE_ERR_IO, "cannot create a cold-tier file in %s: %s", dir, strerror(e));
+    }
+    unlink(path); /* the open descriptor keeps it; nothing is left on exit or crash */
+    const size_t P = (size_t)page_slots;
+    c->rec_bytes = P * sizeof(int32_t) + 2 * c->block_bytes;
+    c->io = lt_malloc(c->rec_bytes + P * sizeof(float));
+    if (!c->io) {
+        close(fd);
+        kv_cold_free(c);
+        return set_error(err, LETHE_ERR_NOMEM, "out of memory for the cold tier");
+    }
+    c->io_score = (float *)(c->io + c->rec_bytes);
+    c->fd = fd;
+    c->on_disk = true;
+    return LETHE_OK;
+}
+
+static off_t rec_off(const kv_cold *c, const kv_cold_page *p) { return (off_t)p->file_page * (off_t)c->rec_bytes; }
+
+lethe_status kv_cold_fetch(kv_cold *c, int pi) {
+    if (!c->on_disk) return LETHE_OK;
+    ssize_t r = pread(c->fd, c->io, c->rec_bytes, rec_off(c, &c->pages[pi]));
+    if (r != (ssize_t)c->rec_bytes) {
+        c->io_errno = r < 0 ? errno : EIO;
+        return LETHE_ERR_IO;
+    }
+    c->read_bytes += c->rec_bytes;
+    return LETHE_OK;
+}
+
+lethe_status kv_cold_put(kv_cold *c, int pi) {
+    if (!c->on_disk) return LETHE_OK;
+    ssize_t r = pwrite(c->fd, c->io, c->rec_bytes, rec_off(c, &c->pages[pi]));
+    if (r != (ssize_t)c->rec_bytes) {
+        c->io_errno = r < 0 ? errno : EIO;
+        return LETHE_ERR_IO;
+    }
+    c->write_bytes += c->rec_bytes;
+    return LETHE_OK;
+}
+
+size_t kv_cold_disk_bytes(const kv_cold *c) { return c->on_disk ? (size_t)c->n_file * c->rec_bytes : 0; }
+
+lethe_status kv_cold_stage(kv_cold *src, const int *sel, int n, kv_cold *dst) {
+    const size_t P = (size_t)src->page_slots;
+    for (int i = 0; i < n; i++) {
+        const kv_cold_page *s = &src->pages[sel[i]];
+        kv_cold_page *d = &dst->pages[i];
+        d->n = s->n;
+        if (!src->on_disk) {
+            memcpy(d->pos, s->pos, P * sizeof *d->pos);
+            memcpy(d->k, s->k, 2 * src->block_bytes); /* k and v are adjacent */
+            continue;
+        }
+        struct iovec iov[2] = {{d->pos, P * sizeof *d->pos}, {d->k, 2 * src->block_bytes}};
+        ssize_t r = preadv(src->fd, iov, 2, rec_off(src, s));
+        if (r != (ssize_t)src->rec_bytes) {
+            src->io_errno = r < 0 ? errno : EIO;
+            dst->n_pages = 0;
+            return LETHE_ERR_IO;
+        }
+        src->read_bytes += src->rec_bytes;
+    }
+    dst->n_pages = n;
+    dst->n_slots = 0;
+    for (int i = 0; i < n; i++) dst->n_slots += dst->pages[i].n;
     return LETHE_OK;
 }
 
 void kv_cold_trim(kv_cold *c) {
     for (int i = c->n_pages; i < c->n_alloc; i++) {
-        lt_free(c->pages[i].pos);
+        lt_free(c->pages[i].kmin);
         memset(&c->pages[i], 0, sizeof c->pages[i]);
     }
     c->n_alloc = c->n_pages;
+    /* the file keeps its records for the pages still live: their indices
+     * may be anywhere below n_file, so it is not shortened */
 }
 
 void kv_cold_share_scratch(kv_cold *c, const kv_cold *owner) {
@@ -48,7 +154,19 @@ void kv_cold_share_scratch(kv_cold *c, const kv_cold *owner) {
     c->v = owner->v;
     c->nk = owner->nk;
     c->nv = owner->nv;
+    c->rpos = owner->rpos;
+    c->npos = owner->npos;
+    c->rscore = owner->rscore;
+    c->nscore = owner->nscore;
+    c->bnd = owner->bnd;
     c->shared_scratch = true;
+    if (c->on_disk && owner->on_disk && c->n_alloc == 0 && c->rec_bytes == owner->rec_bytes) {
+        /* one record buffer too: pages alias it from their allocation on */
+        if (!c->shared_io) lt_free(c->io);
+        c->io = owner->io;
+        c->io_score = owner->io_score;
+        c->shared_io = true;
+    }
 }
 
 void kv_cold_free(kv_cold *c) {
@@ -59,37 +177,79 @@ void kv_cold_free(kv_cold *c) {
     c->shared_scratch = false;
     c->pages = NULL;
     c->tmp = c->k = c->v = c->nk = c->nv = NULL;
+    c->rpos = c->npos = NULL;
+    c->rscore = c->nscore = NULL;
     c->n_pages = c->n_alloc = c->cap_pages = c->n_slots = 0;
+    if (c->on_disk) close(c->fd);
+    c->fd = -1;
+    c->on_disk = false;
+    if (!c->shared_io) lt_free(c->io);
+    c->shared_io = false;
+    c->io = NULL;
+    c->io_score = NULL;
+    c->n_file = 0;
 }
 
+static size_t bounds_bytes(const kv_cold *c) { return 2 * (size_t)c->head_dim * sizeof(uint8_t); }
+
+/* The bounds rounded up to 8 bytes, so what follows them is aligned. */
+static size_t pad_bounds(const kv_cold *c) { return (2 * (size_t)c->head_dim + 7) & ~(size_t)7; }
+
+/* One page's RAM storage: the bounds, then (RAM tier) positions, scores
+ * and the two blocks. */
 static size_t page_bytes(const kv_cold *c) {
-    return 2 * c->block_bytes + (size_t)c->page_slots * (sizeof(int32_t) + sizeof(float)) +
-           2 * (size_t)c->head_dim * sizeof(float);
+    if (c->on_disk) return bounds_bytes(c);
+    return pad_bounds(c) + 2 * c->block_bytes + (size_t)c->page_slots * (sizeof(int32_t) + sizeof(float));
 }
 
-size_t kv_cold_bytes(const kv_cold *c) { return (size_t)c->n_pages * page_bytes(c); }
+size_t kv_cold_bytes(const kv_cold *c) { return (size_t)c->n_pages * (page_bytes(c) + sizeof(kv_cold_page)); }
 
 size_t kv_cold_bytes_reserved(const kv_cold *c) {
-    return (size_t)c->n_alloc * page_bytes(c) + (c->tmp && !c->shared_scratch ? 5 * block_elems(c) * sizeof(float) : 0);
+    size_t b = (size_t)c->n_alloc * (page_bytes(c) + sizeof(kv_cold_page));
+    if (c->tmp && !c->shared_scratch) b += scratch_bytes(c);
+    if (c->io && !c->shared_io) b += c->rec_bytes + (size_t)c->page_slots * sizeof(float);
+    return b;
 }
 
-double kv_cold_slot_bytes(const kv_cold *c) {
-    return (2.0 * (double)c->block_bytes + 2.0 * c->head_dim * sizeof(float)) / c->page_slots + sizeof(int32_t) + sizeof(float);
-}
+double kv_cold_slot_bytes(const kv_cold *c) { return (double)(page_bytes(c) + sizeof(kv_cold_page)) / c->page_slots; }
 
 /* Gives page p one block of storage, laid out floats first, then the
  * quantised bytes. */
 static lethe_status alloc_page(kv_cold *c, kv_cold_page *p) {
     const size_t P = (size_t)c->page_slots, hd = (size_t)c->head_dim;
+    if (c->on_disk) { /* a new record at the end of the file, allocated now */
+        int e = posix_fallocate(c->fd, (off_t)c->n_file * (off_t)c->rec_bytes, (off_t)c->rec_bytes);
+        if (e) {
+            c->io_errno = e;
+            return LETHE_ERR_IO;
+        }
+    }
     unsigned char *b = lt_calloc(1, page_bytes(c));
     if (!b) return LETHE_ERR_NOMEM;
     memset(p, 0, sizeof *p);
-    p->pos = (int32_t *)b;
-    p->score = (float *)(b + P * sizeof(int32_t));
-    p->kmin = p->score + P;
+    p->kmin = b;
     p->kmax = p->kmin + hd;
-    p->k = (uint8_t *)(p->kmax + hd);
+    if (c->on_disk) { /* every page reads through the record buffer */
+        p->file_page = c->n_file++;
+        p->pos = (int32_t *)c->io;
+        p->k = c->io + P * sizeof(int32_t);
+        p->v = p->k + c->block_bytes;
+        p->score = c->io_score;
+        return LETHE_OK;
+    }
+    p->pos = (int32_t *)(b + pad_bounds(c));
+    p->score = (float *)(p->pos + P);
+    p->k = (uint8_t *)(p->score + P);
     p->v = p->k + c->block_bytes;
+    return LETHE_OK;
+}
+
+lethe_status kv_cold_reserve_array(kv_cold *c, int n) {
+    if (n <= c->cap_pages) return LETHE_OK;
+    kv_cold_page *np = lt_realloc(c->pages, (size_t)n * sizeof *np);
+    if (!np) return LETHE_ERR_NOMEM;
+    c->pages = np;
+    c->cap_pages = n;
     return LETHE_OK;
 }
 
@@ -104,7 +264,8 @@ lethe_status kv_cold_reserve(kv_cold *c, int n_pages_total) {
         c->cap_pages = cap;
     }
     while (c->n_alloc < n_pages_total) {
-        if (alloc_page(c, &c->pages[c->n_alloc])) return LETHE_ERR_NOMEM;
+        lethe_status st = alloc_page(c, &c->pages[c->n_alloc]);
+        if (st) return st;
         c->n_alloc++;
     }
     return LETHE_OK;
@@ -138,6 +299,33 @@ int kv_cold_pages_after(const kv_cold *c, const uint8_t *keep, int n_add) {
     return n_add > room ? np + (n_add - room + P - 1) / P : np;
 }
 
+/* The value of bound code q on page p's grid (the one expression the
+ * bound reads, so the rounding checks below hold for it). */
+static float code_value(const kv_cold_page *p, int q) { return p->blo + (float)q * p->bstep; }
+
+/* Codes the per-dimension minima lo[] and maxima hi[] of page p: minima
+ * rounded down, maxima up, on a 256-step grid over [min lo, max hi]. */
+static void code_bounds(kv_cold_page *p, const float *lo, const float *hi, int hd) {
+    float L = INFINITY, H = -INFINITY;
+    for (int d = 0; d < hd; d++) {
+        if (lo[d] < L) L = lo[d];
+        if (hi[d] > H) H = hi[d];
+    }
+    p->blo = L;
+    p->bstep = (H - L) / 255.0f;
+    while (code_value(p, 255) < H) p->bstep = nextafterf(p->bstep, INFINITY);
+    for (int d = 0; d < hd; d++) {
+        int a = p->bstep > 0 ? (int)floorf((lo[d] - L) / p->bstep) : 0;
+        int b = p->bstep > 0 ? (int)ceilf((hi[d] - L) / p->bstep) : 0;
+        a = a < 0 ? 0 : a > 255 ? 255 : a;
+        b = b < 0 ? 0 : b > 255 ? 255 : b;
+        while (a > 0 && code_value(p, a) > lo[d]) a--;
+        while (b < 255 && code_value(p, b) < hi[d]) b++;
+        p->kmin[d] = (uint8_t)a;
+        p->kmax[d] = (uint8_t)b;
+    }
+}
+
 void kv_cold_store_k(kv_cold *c, kv_cold_page *p, const float *k) {
     const lt_traits *tr = lt_type_traits(c->dtype);
     const int P = c->page_slots, hd = c->head_dim;
@@ -147,16 +335,19 @@ void kv_cold_store_k(kv_cold *c, kv_cold_page *p, const float *k) {
     tr->from_float(c->tmp, p->k, block);
     /* bounds from the values as stored, so the bound holds for what is attended */
     tr->to_float(p->k, c->tmp, block);
+    float *lo = c->bnd, *hi = c->bnd + hd;
     for (int d = 0; d < hd; d++) {
-        float lo = INFINITY, hi = -INFINITY;
+        float a = INFINITY, b = -INFINITY;
         for (int i = 0; i < p->n; i++) {
             float x = c->tmp[(long)d * P + i];
-            if (x < lo) lo = x;
-            if (x > hi) hi = x;
+            if (x < a) a = x;
+            if (x > b) b = x;
         }
-        p->kmin[d] = lo;
-        p->kmax[d] = hi;
+        if (p->n == 0) a = b = 0.0f;
+        lo[d] = a;
+        hi[d] = b;
     }
+    code_bounds(p, lo, hi, hd);
 }
 
 void kv_cold_store_v(kv_cold *c, kv_cold_page *p, const float *v) {
@@ -192,6 +383,7 @@ lethe_status kv_cold_add(kv_cold *c, const kv_pool *pool, const kv_stream *s, co
     if (n <= 0) return LETHE_OK;
     lethe_status st = kv_cold_reserve(c, kv_cold_pages_after(c, NULL, n));
     if (st) return st;
+    lethe_status io = LETHE_OK; /* a failed disk write is reported; the slots still move */
     const int P = c->page_slots, hd = c->head_dim;
     float *k = c->k, *v = c->v;
     for (int done = 0; done < n;) {
@@ -200,6 +392,7 @@ lethe_status kv_cold_add(kv_cold *c, const kv_pool *pool, const kv_stream *s, co
             c->n_pages++;
         }
         kv_cold_page *p = &c->pages[c->n_pages - 1];
+        if (p->n > 0 && kv_cold_fetch(c, c->n_pages - 1)) io = LETHE_ERR_IO;
         kv_cold_load_page(c, p, k, v); /* partial page: re-quantise with the new slots */
         while (p->n < P && done < n) {
             int i = idx[done];
@@ -215,15 +408,16 @@ lethe_status kv_cold_add(kv_cold *c, const kv_pool *pool, const kv_stream *s, co
         memset(v + (long)p->n * hd, 0, (size_t)(P - p->n) * hd * sizeof *v);
         kv_cold_store_k(c, p, k);
         kv_cold_store_v(c, p, v);
+        if (kv_cold_put(c, c->n_pages - 1)) io = LETHE_ERR_IO;
     }
-    return LETHE_OK;
+    return io;
 }
 
 float kv_cold_bound(const kv_cold *c, int pi, const float *q, float scale) {
     const kv_cold_page *p = &c->pages[pi];
     float b = 0.0f;
     for (int d = 0; d < c->head_dim; d++) {
-        float lo = q[d] * p->kmin[d], hi = q[d] * p->kmax[d];
+        float lo = q[d] * code_value(p, p->kmin[d]), hi = q[d] * code_value(p, p->kmax[d]);
         b += lo > hi ? lo : hi;
     }
     return b * scale;
@@ -234,6 +428,7 @@ lethe_status kv_cold_load(const kv_cold *c, const int *pages, int n, kv_pool *sc
     lethe_status st = LETHE_OK;
     for (int i = 0; i < n && !st; i++) {
         const kv_cold_page *p = &c->pages[pages[i]];
+        if (kv_cold_fetch((kv_cold *)c, pages[i])) return LETHE_ERR_IO; /* the record buffer is scratch */
         kv_cold_load_page(c, p, c->k, c->v);
         st = kv_stream_append(scratch, view, c->k, c->v, hd, hd, p->pos, p->n);
     }
@@ -249,13 +444,17 @@ lethe_status kv_cold_copy(kv_cold *dst, const kv_cold *src) {
     for (int pi = 0; pi < src->n_pages; pi++) {
         kv_cold_page *d = &dst->pages[pi];
         const kv_cold_page *s = &src->pages[pi];
+        if (kv_cold_fetch((kv_cold *)src, pi)) return LETHE_ERR_IO;
         d->n = s->n;
         memcpy(d->pos, s->pos, P * sizeof *d->pos);
         memcpy(d->score, s->score, P * sizeof *d->score);
         memcpy(d->kmin, s->kmin, hd * sizeof *d->kmin);
         memcpy(d->kmax, s->kmax, hd * sizeof *d->kmax);
+        d->blo = s->blo;
+        d->bstep = s->bstep;
         memcpy(d->k, s->k, src->block_bytes);
         memcpy(d->v, s->v, src->block_bytes);
+        if (kv_cold_put(dst, pi)) return LETHE_ERR_IO;
     }
     dst->n_pages = src->n_pages;
     dst->n_slots = src->n_slots;

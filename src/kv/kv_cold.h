@@ -14,7 +14,19 @@
  * runtime lists the chosen pages in a view stream and the attention
  * kernels read them in place (attn_kv_tile.h: Q4_0 / Q8_0 blocks straight
  * into the cold kernels, other shapes through kv_cold_page_to_f32);
- * kv_cold_load copies pages into an F32 view instead (tests). */
+ * kv_cold_load copies pages into an F32 view instead (tests).
+ *
+ * On disk (kv_cold_init_disk): a page's positions and K / V blocks live in
+ * a file (one per tier, unlinked at creation so nothing is left behind),
+ * one record [pos | K | V] per page; RAM keeps only the bounds (8-bit
+ * codes, as for every tier) and the slot count. Every page's pos / k / v pointers
+ * then alias one record buffer (io) that a page is read into before it is
+ * used (kv_cold_fetch) and written from after (kv_cold_put), one page at a
+ * time; the attention does not read a disk tier in place but stages the
+ * chosen pages into a RAM tier first (kv_cold_stage, counted as read
+ * traffic). Storage for a page is allocated in the file when the page is
+ * reserved (posix_fallocate), so a full disk fails the reserve
+ * (LETHE_ERR_IO, nothing changed), not the commit. */
 #ifndef LETHE_KV_COLD_H
 #define LETHE_KV_COLD_H
 
@@ -29,9 +41,15 @@
  * carved from it). */
 typedef struct {
     int n;          /* slots used */
+    int32_t file_page; /* disk tier: the record's index in the file */
     int32_t *pos;   /* page_slots positions */
     float *score;   /* page_slots importance scores carried from the hot tier */
-    float *kmin, *kmax; /* head_dim each */
+    /* head_dim each: 8-bit codes of the per-dimension key minimum and
+     * maximum on the page's grid blo + code * bstep, kmin rounded down and
+     * kmax up, so the bound computed from them still bounds the stored
+     * keys (2 bytes per dimension and page in RAM: what a disk tier keeps) */
+    uint8_t *kmin, *kmax;
+    float blo, bstep;
     uint8_t *k, *v; /* quantised blocks */
 } kv_cold_page;
 
@@ -50,15 +68,47 @@ typedef struct {
     kv_cold_page *pages;
     int n_pages, n_alloc, cap_pages;
     int n_slots;
+    /* repack scratch: the positions and scores of the page being read and
+     * of the page being written (page_slots each, in the tmp allocation) */
+    int32_t *rpos, *npos;
+    float *rscore, *nscore;
+    float *bnd;     /* 2 x head_dim: a page's key minima and maxima before coding */
+    /* disk tier (on_disk): record buffer, records in the file, traffic */
+    bool on_disk;
+    int fd;
+    uint8_t *io;
+    float *io_score;
+    bool shared_io; /* io belongs to another tier (kv_cold_share_scratch) */
+    size_t rec_bytes;
+    int32_t n_file;
+    uint64_t read_bytes, write_bytes;
+    int io_errno;   /* sticky: a read or write that failed after its reserve (0: none) */
 } kv_cold;
 
 /* dtype: LT_Q8_0 or LT_Q4_0 (falls back to LT_F16 when page_slots *
  * head_dim is not a multiple of 32), or LT_F16. */
 lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim);
+/* The same shape with its pages in a new temporary file in dir (NULL:
+ * $TMPDIR or /tmp). LETHE_ERR_IO (message in err, LETHE_ERR_MAX bytes, may
+ * be NULL) when the file cannot be created. */
+lethe_status kv_cold_init_disk(kv_cold *c, lt_type dtype, int page_slots, int head_dim, const char *dir, char *err);
+static inline bool kv_cold_on_disk(const kv_cold *c) { return c->on_disk; }
+/* Disk tier: reads page p's record into the record buffer (RAM tier:
+ * nothing) / writes it back. LETHE_ERR_IO, with io_errno set. */
+lethe_status kv_cold_fetch(kv_cold *c, int p);
+lethe_status kv_cold_put(kv_cold *c, int p);
+/* Bytes in the file (disk tier; 0 in RAM). */
+size_t kv_cold_disk_bytes(const kv_cold *c);
+/* Reads pages sel[0..n) of src (any tier) into dst, a RAM tier of the
+ * same shape with at least n pages reserved, as dst's pages [0, n) (dst's
+ * bounds and scores are not filled): what the attention reads instead of
+ * a disk tier. LETHE_ERR_IO (src->io_errno set) on a failed read. */
+lethe_status kv_cold_stage(kv_cold *src, const int *sel, int n, kv_cold *dst);
 void kv_cold_free(kv_cold *c);
 /* c (initialised, same shape as owner) uses owner's scratch instead of its
  * own, so the tiers of one sequence's streams hold one scratch between them
- * (they are used one at a time). owner must outlive c. */
+ * (they are used one at a time); two disk tiers share the record buffer
+ * too (c must have no pages yet). owner must outlive c. */
 void kv_cold_share_scratch(kv_cold *c, const kv_cold *owner);
 /* Bytes of the live pages (quantised blocks, positions, scores and bounds
  * of the pages that hold slots): what the slots need. */
@@ -68,6 +118,9 @@ size_t kv_cold_bytes(const kv_cold *c);
  * Nothing of it is returned before kv_cold_trim / kv_cold_free, so this is
  * what an honest budget counts. */
 size_t kv_cold_bytes_reserved(const kv_cold *c);
+/* Grows the page array to n pages without giving them storage (so a tier
+ * whose most pages are known holds no doubling slack). */
+lethe_status kv_cold_reserve_array(kv_cold *c, int n);
 /* Makes sure pages [0, n_pages_total) have storage, so that adds and
  * compactions that end with at most that many pages cannot fail.
  * LETHE_ERR_NOMEM: slots unchanged (some pages may have been reserved). */
@@ -90,7 +143,8 @@ lethe_status kv_cold_add(kv_cold *c, const kv_pool *pool, const kv_stream *s, co
  * from several threads at once (attention reads cold pages in place). */
 void kv_cold_page_to_f32(const kv_cold *c, int p, float *k, float *v, float *tmp);
 
-/* Upper bound of q . k (times scale) over page p's keys. */
+/* Upper bound of q . k (times scale) over page p's keys (from the coded
+ * bounds, which enclose the stored keys). */
 float kv_cold_bound(const kv_cold *c, int p, const float *q, float scale);
 
 /* Appends the slots of pages[0..n) to the (empty or not) F32 stream view of

@@ -57,6 +57,17 @@ void kv_plan_free(kv_plan *p) {
     lt_free(p);
 }
 
+size_t kv_plan_bytes(const kv_plan *p) {
+    if (!p) return 0;
+    size_t b = sizeof *p + (size_t)p->n_streams * (sizeof *p->keep + sizeof *p->keep_cap);
+    if (p->with_cold) b += (size_t)p->n_streams * (sizeof *p->demote + sizeof *p->cold_keep + sizeof *p->cold_cap);
+    for (int i = 0; i < p->n_streams; i++) {
+        b += (size_t)p->keep_cap[i] * (p->with_cold ? 2 : 1); /* demote grows with keep */
+        if (p->with_cold) b += (size_t)p->cold_cap[i];
+    }
+    return b + (size_t)p->idx_cap * (sizeof *p->idx + sizeof *p->score);
+}
+
 uint8_t **kv_plan_keep(kv_plan *p) { return p->keep; }
 uint8_t **kv_plan_demote(kv_plan *p) { return p->with_cold ? p->demote : NULL; }
 uint8_t **kv_plan_cold_keep(kv_plan *p) { return p->with_cold ? p->cold_keep : NULL; }

@@ -117,7 +117,16 @@ typedef struct {
      * bits. Return LETHE_OK, or an error with a message in p->err. */
     lethe_status (*plan)(kv_policy *p, const policy_view *v, const int *target, policy_plan *out);
     void (*destroy)(kv_policy *p);
+    /* Optional: bytes of the policy's private state (p->state and what it
+     * points at), for the sequence's byte accounting; NULL: the runtime
+     * counts a bound of a selection scratch per slot (POLICY_STATE_BOUND). */
+    size_t (*state_bytes)(const kv_policy *p);
 } kv_policy_ops;
+
+/* Bytes per slot of the largest stream that the byte accounting counts for
+ * a policy without state_bytes: a selection scratch entry (12) and a score
+ * (4). */
+#define POLICY_STATE_BOUND 16
 
 /* Parameters, set from CLI flags or the public API; each policy reads
  * those it uses. */

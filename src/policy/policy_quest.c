@@ -4,7 +4,8 @@
  * Long-Context LLM Inference", 2024 (also the RetrievalAttention / IceCache
  * idea of retrieving cold KV by the query). The hot tier (the budget) holds
  * the sinks and the recent window; every slot leaving it is demoted to the
- * cold tier (Q8_0 pages with per-dimension key min / max), never dropped.
+ * cold tier (Q8_0 or Q4_0 pages, in RAM or in a file, with per-dimension
+ * key min / max in RAM), never dropped unless a byte budget caps the tier.
  * The forward pass attends the hot tier plus the quest_pages cold pages
  * with the largest upper bound of q.k, merged exactly by log-sum-exp. */
 #include <math.h>
@@ -43,6 +44,24 @@ static int cold_pages(const kv_policy *p, const kv_cold *cold, const float *q, i
     return want;
 }
 
+/* A cold tier with a capacity (a byte budget in RAM) makes room for the
+ * demoted slots by dropping its oldest pages whole (cold pages are in
+ * demotion order), so the pages left are quantised once and never
+ * repacked: quest then retrieves from the most recent capacity's worth of
+ * evicted tokens. */
+static void drop_oldest_pages(const policy_view *v, int s, int demoted, uint8_t *cold_keep) {
+    const kv_cold *c = &v->cold[s];
+    const int P = c->page_slots, cap_pages = v->cold_capacity / P;
+    int flag = 0;
+    for (int pi = 0; pi < c->n_pages && kv_cold_pages_after(c, cold_keep, demoted) > cap_pages; pi++) {
+        for (int i = 0; i < c->pages[pi].n; i++) {
+            int32_t pos = c->on_disk ? -1 : c->pages[pi].pos[i];
+            if (pos < 0 || !policy_pos_protected(v->protect, v->n_protect, pos)) cold_keep[flag + i] = 0;
+        }
+        flag += c->pages[pi].n;
+    }
+}
+
 static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, policy_plan *out) {
     const int n_streams = v->n_layer * v->n_head_kv;
     for (int s = 0; s < n_streams; s++) {
@@ -57,15 +76,17 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
         if (keep_n - policy_protected_slots(v, st, NULL) < p->params.sink + policy_window_for(&p->params, target[s]))
             keep_n = target[s];
         if (policy_keep_top(p, v, st, NULL, keep_n, p->params.sink, keep_n, out->keep[s])) return policy_oom(p);
-        for (int i = 0; i < st->n; i++) out->demote[s][i] = !out->keep[s][i];
+        int demoted = 0;
+        for (int i = 0; i < st->n; i++) demoted += out->demote[s][i] = !out->keep[s][i];
+        if (v->cold_capacity >= 0) drop_oldest_pages(v, s, demoted, out->cold_keep[s]);
     }
     return LETHE_OK;
 }
 
 const kv_policy_ops policy_quest_ops = {
     .name = "quest",
-    .flags = "sink window quest-pages",
-    .summary = "Quest: sinks + window hot, every other page cold (Q8_0) and attended when its key bound is in the top quest_pages",
+    .flags = "sink window quest-pages cold cold-dir hot-fraction",
+    .summary = "Quest: sinks + window hot, every other page cold (--kv-cold: Q8_0 / Q4 in RAM or on disk) and attended when its key bound is in the top quest_pages",
     .may_evict = true,
     .cold_tier = true,
     .cold_dtype = LT_Q8_0,

@@ -64,6 +64,11 @@ struct lethe_seq {
     kv_cold *cold;              /* cold tier per stream, for policies that have one */
     int cold_capacity;          /* slots per stream's cold tier; -1 unbounded */
     size_t cold_bytes;          /* this sequence's share of c->cold_bytes */
+    char *cold_kind, *cold_dir; /* owned copies of the policy's cold storage strings */
+    kv_cold *stage;             /* disk cold tier: n_head_kv RAM tiers the chosen pages are read into */
+    int stage_pages;            /* pages each stage tier holds (quest's pages per step) */
+    size_t budget_bytes;        /* RAM bytes the sequence may hold (0: slot budget only) */
+    size_t ram_peak;            /* most RAM bytes held after a step */
     kv_plan *plan;              /* the policy's masks and their executor */
     int *budget;                /* slot budget of each stream */
     int min_budget;
@@ -101,6 +106,23 @@ lethe_status seq_protect_set(lethe_seq *s, const int *ranges, int n);
  * of a stream's slots are. */
 bool seq_protected(const lethe_seq *s, int32_t pos);
 int seq_protected_slots(const lethe_seq *s, const kv_stream *st);
+/* Every byte s holds (runtime/seq_bytes.c). */
+void seq_bytes_get(const lethe_seq *s, lethe_seq_bytes *b);
+/* The slot budget per stream (a multiple of the page size) and, for
+ * quest, the pages attended per step and the cold slots per stream of a
+ * RAM cold tier (-1: not bounded here), that keep every RAM byte of s within
+ * bytes; LETHE_ERR_BUDGET when not even one page per stream fits. Called
+ * before the policy is set up (ops, params and the cold storage chosen). */
+lethe_status seq_budget_from_bytes(lethe_seq *s, const kv_policy_ops *ops, const lethe_kv_policy_params *kp, lt_type cold_dt,
+                                   bool cold_disk, size_t bytes, int *budget, int *quest_pages, int *cold_slots);
+/* Before a step of c tokens is committed: LETHE_ERR_BUDGET (message in
+ * s->err) when the RAM bytes it would leave exceed s's byte budget. */
+lethe_status seq_bytes_check(lethe_seq *s, int c, bool planned);
+/* After a step: the peak. */
+void seq_bytes_note(lethe_seq *s);
+/* The cold storage a policy's params ask for (quest's --kv-cold):
+ * LETHE_ERR_ARG for an unknown name. */
+lethe_status seq_cold_kind(const kv_policy_ops *ops, const char *kind, lt_type *dtype, bool *disk);
 /* Keeps the context-wide count of cold-tier bytes in step with s. */
 void seq_account_cold(lethe_seq *s);
 /* Making room for c more tokens in every stream, in two halves: the
@@ -134,8 +156,12 @@ typedef struct {
  * attention dispatch; prompt chunks and cold tiers go one by one. */
 lethe_status attend_rows(void *user, int layer, int r0, int n, const float *q, const float *k, const float *v, float *out,
                          char *err);
-/* Grows the merge and ranking scratch for rows x (cold pages) before a step. */
-lethe_status attend_reserve(lethe_ctx *c, int rows, int max_cold_pages);
+/* Rows of a chunk that a disk cold tier attends at once (its share of the
+ * merge buffers). */
+#define ATTEND_COLD_ROWS 4
+/* Grows the merge and ranking scratch for rows x (cold pages) before a
+ * step; the views list at most max_view_pages pages. */
+lethe_status attend_reserve(lethe_ctx *c, int rows, int max_cold_pages, int max_view_pages);
 
 /* One forward step of rows (token, sequence); want[r] asks for row r's
  * logits (NULL: each sequence's last row), written in row order. Error

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 
 #include "runtime/engine.h"
 #include "util/alloc.h"
@@ -118,6 +119,13 @@ lethe_status seq_room_plan(lethe_seq *s, int c, bool *planned, size_t *pages) {
     if (s->n_protect > 0) keep_protected(s, &plan);
     char err[LETHE_ERR_MAX];
     st = kv_plan_check(s->plan, s->c->kv, s->streams, s->cold, s->target, s->cold_capacity, pages, err);
+    if (st == LETHE_ERR_NOMEM && s->cold) /* a disk tier's reserve fails with its errno set */
+        for (int i = 0; i < s->n_streams; i++)
+            if (s->cold[i].io_errno) {
+                int e = s->cold[i].io_errno;
+                s->cold[i].io_errno = 0;
+                return set_error(s->err, LETHE_ERR_IO, "cannot grow the cold tier's file: %s", strerror(e));
+            }
     if (st) return set_error(s->err, st, "policy %s: %.400s", s->policy->ops->name, err);
     if (re) *pages += shared_pages(s);
     *planned = true;
@@ -127,6 +135,10 @@ lethe_status seq_room_plan(lethe_seq *s, int c, bool *planned, size_t *pages) {
 lethe_status seq_room_commit(lethe_seq *s) {
     kv_plan_commit(s->plan, s->c->kv, s->streams, s->cold);
     seq_account_cold(s);
+    for (int i = 0; s->cold && i < s->n_streams; i++)
+        if (s->cold[i].io_errno) /* its records were allocated at the check: a device error */
+            return set_error(s->err, LETHE_ERR_IO, "cannot write the cold tier's pages to disk: %s",
+                             strerror(s->cold[i].io_errno));
     return s->policy->params.reindex ? reindex(s) : LETHE_OK;
 }
 

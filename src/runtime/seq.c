@@ -121,18 +121,73 @@ void seq_account_cold(lethe_seq *s) {
 
 /* Cold tier set-up: one store per stream, and its capacity when the cold
  * bytes count against the budget (what the hot pages leave over). */
-static lethe_status setup_cold(lethe_seq *s, int budget) {
+lethe_status seq_cold_kind(const kv_policy_ops *ops, const char *kind, lt_type *dtype, bool *disk) {
+    *dtype = ops->cold_dtype;
+    *disk = false;
+    if (!kind || !*kind) return LETHE_OK;
+    if (!ops->cold_pages) return LETHE_ERR_ARG; /* only a policy that picks pages (quest) chooses its storage */
+    *disk = strncmp(kind, "disk-", 5) == 0;
+    const char *t = *disk ? kind + 5 : kind;
+    if (!strcmp(t, "q8_0")) *dtype = LT_Q8_0;
+    else if (!strcmp(t, "q4") || !strcmp(t, "q4_0")) *dtype = LT_Q4_0;
+    else return LETHE_ERR_ARG;
+    return LETHE_OK;
+}
+
+/* A disk tier is attended through RAM copies of the pages chosen per
+ * step: one stage tier per KV head (a layer at a time), with room for the
+ * policy's pages. */
+static lethe_status setup_stage(lethe_seq *s, lt_type dt, int pages) {
+    const int H = s->c->m->hp.n_head_kv, P = kv_pool_page_slots(s->c->kv), hd = s->c->m->hp.head_dim;
+    s->stage = lt_calloc((size_t)H, sizeof *s->stage);
+    if (!s->stage) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+    for (int h = 0; h < H; h++) s->stage[h].fd = -1;
+    s->stage_pages = pages;
+    for (int h = 0; h < H; h++) {
+        if (kv_cold_init(&s->stage[h], dt, P, hd) != LETHE_OK) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+        kv_cold_share_scratch(&s->stage[h], &s->cold[0]);
+        if (kv_cold_reserve(&s->stage[h], pages) != LETHE_OK) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+    }
+    return LETHE_OK;
+}
+
+static int quest_pages_of(const lethe_seq *s) {
+    const int P = kv_pool_page_slots(s->c->kv);
+    const policy_params *pp = &s->policy->params;
+    return pp->quest_pages > 0 ? pp->quest_pages : (pp->budget + P - 1) / P;
+}
+
+static lethe_status setup_cold(lethe_seq *s, int budget, int cold_slots) {
     const kv_policy_ops *ops = s->policy->ops;
     s->cold_capacity = -1;
     if (!ops->cold_tier) return LETHE_OK;
     const int P = kv_pool_page_slots(s->c->kv), hd = s->c->m->hp.head_dim;
+    lt_type dt;
+    bool disk;
+    if (seq_cold_kind(ops, s->cold_kind, &dt, &disk))
+        return set_error(s->err, LETHE_ERR_ARG, "unknown cold storage '%s' for %s (q8_0, q4, disk-q8_0, disk-q4)", s->cold_kind,
+                         ops->name);
     s->cold = lt_calloc((size_t)s->n_streams, sizeof *s->cold);
     if (!s->cold) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < s->n_streams; i++) s->cold[i].fd = -1; /* not on disk until set up */
     for (int i = 0; i < s->n_streams; i++) {
-        if (kv_cold_init(&s->cold[i], ops->cold_dtype, P, hd) != LETHE_OK)
+        if (disk) {
+            char e[LETHE_ERR_MAX];
+            lethe_status st = kv_cold_init_disk(&s->cold[i], dt, P, hd, s->cold_dir, e);
+            if (st) return set_error(s->err, st, "%s", e);
+        } else if (kv_cold_init(&s->cold[i], dt, P, hd) != LETHE_OK) {
             return set_error(s->err, LETHE_ERR_NOMEM, "cannot set up the cold tier");
+        }
         if (i > 0) kv_cold_share_scratch(&s->cold[i], &s->cold[0]); /* one scratch for the sequence */
+        /* a disk tier can hold the whole context: its page array is sized once */
+        if (disk && kv_cold_reserve_array(&s->cold[i], (s->n_ctx + P - 1) / P + 1) != LETHE_OK)
+            return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     }
+    if (disk) {
+        lethe_status st = setup_stage(s, dt, quest_pages_of(s));
+        if (st) return st;
+    }
+    if (cold_slots >= 0 && !ops->cold_in_budget) s->cold_capacity = cold_slots;
     if (ops->cold_in_budget) {
         /* whole cold pages that fit in the bytes the hot budget leaves over */
         size_t page_bytes = kv_pool_page_bytes(s->c->kv);
@@ -184,13 +239,29 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
     }
     s->policy_name = copy_str(ops->name);
     s->calib_path = copy_str(kp->calib_path);
-    if (!s->policy_name || (kp->calib_path && !s->calib_path)) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+    s->cold_kind = copy_str(kp->cold);
+    s->cold_dir = copy_str(kp->cold_dir);
+    if (!s->policy_name || (kp->calib_path && !s->calib_path) || (kp->cold && !s->cold_kind) || (kp->cold_dir && !s->cold_dir))
+        return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+    lt_type cold_dt;
+    bool cold_disk;
+    if (seq_cold_kind(ops, kp->cold, &cold_dt, &cold_disk))
+        return set_error(s->err, LETHE_ERR_ARG, "cold storage '%s' is not one %s takes (quest: q8_0, q4, disk-q8_0, disk-q4)",
+                         kp->cold, ops->name);
     const size_t P = (size_t)kv_pool_page_slots(c->kv);
     /* the share of the pool one sequence may hold */
     size_t share = kv_pool_n_pages(c->kv) / (size_t)c->params.n_seq_max / (size_t)s->n_streams * P;
     size_t cap = share < (size_t)s->n_ctx ? share : (size_t)s->n_ctx;
     /* a budget is a cap: one above what the sequence can hold never evicts */
     int budget = kp->budget > 0 && (size_t)kp->budget < cap ? kp->budget : (int)cap;
+    int quest_pages = kp->quest_pages, cold_slots = -1;
+    if (kp->budget_bytes > 0) {
+        int b;
+        if ((st = seq_budget_from_bytes(s, ops, kp, cold_dt, cold_disk, kp->budget_bytes, &b, &quest_pages, &cold_slots)))
+            return st;
+        if ((size_t)b < cap) budget = b;
+        s->budget_bytes = kp->budget_bytes;
+    }
     if (budget < 1) return set_error(s->err, LETHE_ERR_BUDGET, "KV budget of %d slots is too small", budget);
     if (kp->budget > 0 && (size_t)kp->budget > share && share < (size_t)s->n_ctx)
         return set_error(s->err, LETHE_ERR_BUDGET,
@@ -203,7 +274,10 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
     if (!s->policy) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     s->policy->params.name = s->policy_name;
     s->policy->params.calib_path = s->calib_path;
+    s->policy->params.cold = s->cold_kind;
+    s->policy->params.cold_dir = s->cold_dir;
     s->policy->params.budget = budget;
+    s->policy->params.quest_pages = quest_pages;
     if (ops->needs_calibration) {
         s->head_reach = lt_malloc((size_t)s->n_streams * sizeof *s->head_reach);
         if (!s->head_reach) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
@@ -229,10 +303,13 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
         if (ops->aux_width > 0 && kv_stream_enable_aux(&s->streams[i], ops->aux_width) != LETHE_OK)
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
+        /* under a byte budget the per-slot arrays are sized once, to the budget */
+        if (s->budget_bytes && kv_stream_reserve(c->kv, &s->streams[i], s->budget[i]) != LETHE_OK)
+            return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     }
     if (s->min_budget < 1) return set_error(s->err, LETHE_ERR_BUDGET, "policy %s gave a stream no slots", name);
     if (!(s->plan = kv_plan_create(s->n_streams, ops->cold_tier))) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
-    return setup_cold(s, budget);
+    return setup_cold(s, budget, cold_slots);
 }
 
 lethe_seq *lethe_seq_create(lethe_ctx *c, const lethe_seq_params *params, char *err, size_t err_size) {
@@ -308,6 +385,10 @@ void lethe_seq_free(lethe_seq *s) {
         seq_account_cold(s);
     }
     lt_free(s->cold);
+    for (int h = 0; s->stage && h < c->m->hp.n_head_kv; h++) kv_cold_free(&s->stage[h]);
+    lt_free(s->stage);
+    lt_free(s->cold_kind);
+    lt_free(s->cold_dir);
     kv_plan_free(s->plan);
     policy_free(s->policy);
     lt_free(s->policy_name);

@@ -113,14 +113,17 @@ static void rollback(lethe_seq *s) {
 }
 
 /* The most cold pages a stream of s may hold once its plan is committed
- * (what the attention's staging and ranking scratch must hold). */
-static int max_cold_pages_after(const lethe_seq *s, bool planned) {
+ * (what the attention's ranking scratch must hold), and the most a view
+ * lists (a policy that picks pages lists at most its pages per step). */
+static int max_cold_pages_after(const lethe_seq *s, bool planned, int *view_pages) {
     int m = 0;
     for (int i = 0; s->cold && i < s->n_streams; i++) {
         /* planned: as if every hot slot were demoted, an upper bound */
         int pages = planned ? kv_cold_pages_after(&s->cold[i], NULL, s->streams[i].n) : s->cold[i].n_pages;
         if (pages > m) m = pages;
     }
+    *view_pages = m;
+    if (s->stage && s->stage_pages < m) *view_pages = s->stage_pages;
     return m;
 }
 
@@ -131,7 +134,9 @@ static lethe_status reserve_streams(lethe_ctx *c, struct step_scratch *w, int ng
         lethe_seq *s = w->gseqs[g];
         int cnt = w->group_start[g + 1] - w->group_start[g];
         for (int i = 0; i < s->n_streams; i++) {
-            lethe_status st = kv_stream_reserve(c->kv, &s->streams[i], s->streams[i].n + cnt);
+            /* a planned stream keeps at most its target before the rows come */
+            int n_after = w->planned[g] && s->target[i] < s->streams[i].n ? s->target[i] : s->streams[i].n;
+            lethe_status st = kv_stream_reserve(c->kv, &s->streams[i], n_after + cnt);
             if (st) return st;
         }
     }
@@ -215,7 +220,7 @@ lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const 
     /* Every sequence's plan is checked, and everything the step needs is
      * reserved, before any sequence changes; then the plans are committed
      * and the pass runs. */
-    int max_cold = 0;
+    int max_cold = 0, max_view = 0;
     size_t need_pages = 0, plan_pages = 0, freed_pages = 0;
     for (int g = 0; g < ng; g++) {
         lethe_seq *s = w->gseqs[g];
@@ -231,14 +236,24 @@ lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const 
         size_t freed;
         need_pages += pages_needed(s, cnt, planned, &freed);
         freed_pages += freed;
-        int mc = max_cold_pages_after(s, planned);
+        int vp, mc = max_cold_pages_after(s, planned, &vp);
         if (mc > max_cold) max_cold = mc;
+        if (vp > max_view) max_view = vp;
     }
     if (need_pages + plan_pages > kv_pool_pages_free(c->kv) + freed_pages)
         return set_error(err, LETHE_ERR_BUDGET, "step: %d tokens need %zu KV pages but only %zu of %zu are free", n,
                          need_pages + plan_pages, kv_pool_pages_free(c->kv) + freed_pages, kv_pool_n_pages(c->kv));
-    if (attend_reserve(c, n, max_cold)) return set_error(err, LETHE_ERR_NOMEM, "step: out of memory for attention scratch");
+    if (attend_reserve(c, n, max_cold, max_view))
+        return set_error(err, LETHE_ERR_NOMEM, "step: out of memory for attention scratch");
     if ((st = reserve_streams(c, w, ng))) return set_error(err, st, "step: out of memory for the KV streams");
+    /* byte budgets: everything is reserved, so this is what the step holds */
+    for (int g = 0; g < ng; g++) {
+        lethe_seq *s = w->gseqs[g];
+        if ((st = seq_bytes_check(s, w->group_start[g + 1] - w->group_start[g], w->planned[g]))) {
+            if (err != s->err) set_error(err, st, "%s", s->err);
+            return st;
+        }
+    }
     for (int g = 0; g < ng; g++) {
         lethe_seq *s = w->gseqs[g];
         if (w->planned[g] && (st = seq_room_commit(s))) {
@@ -273,6 +288,7 @@ lethe_status step_run(lethe_ctx *c, const lethe_token *tokens, lethe_seq *const 
         }
         s->pos_next += cnt;
         s->n_tokens += cnt;
+        seq_bytes_note(s);
         if (s->policy->ops->observe) {
             policy_view v = seq_view(s, rows > 1);
             s->policy->ops->observe(s->policy, &v);
