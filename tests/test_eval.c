@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "eval/eval.h"
 #include "lethe.h"
 #include "testengine.h"
 #include "testutil.h"
@@ -159,6 +160,34 @@ static void test_agree(void) {
 }
 
 /* (3) a small sweep: CSV rows, KV bytes within each budget, the plot */
+/* eval_sweep_best: retrieval first (mean of the tasks a row ran), then
+ * perplexity, then bytes; the baseline, failed rows and other budgets never. */
+static void test_sweep_best(void) {
+    eval_row r[7];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 7; i++) {
+        snprintf(r[i].policy, sizeof r[i].policy, "p%d", i);
+        r[i].budget_pct = i < 5 ? 10.0 : 25.0;
+        r[i].has_passkey = r[i].has_ppl = true;
+        r[i].ppl = 12.0;
+        r[i].kv_bytes_peak = 1000;
+    }
+    r[0].baseline = true, r[0].passkey_acc = 100.0; /* never picked */
+    r[1].passkey_acc = 80.0;
+    r[2].passkey_acc = 90.0, r[2].note[0] = 'x'; /* failed: never picked */
+    r[3].passkey_acc = 80.0, r[3].ppl = 11.0;   /* ties p1, lower ppl */
+    r[4].passkey_acc = 80.0, r[4].ppl = 11.0, r[4].kv_bytes_peak = 900; /* ties p3, fewer bytes */
+    r[5].passkey_acc = 10.0, r[6].passkey_acc = 20.0;
+    CHECKF(eval_sweep_best(r, 7, 10.0) == 4, "best at 10%%: p%d", eval_sweep_best(r, 7, 10.0));
+    CHECK(eval_sweep_best(r, 7, 25.0) == 6);
+    CHECK(eval_sweep_best(r, 7, 5.0) == -1);
+    r[4].has_needle = true, r[4].needle_acc = 0.0; /* mean 40 now */
+    CHECK(eval_sweep_best(r, 7, 10.0) == 3);
+    for (int i = 0; i < 7; i++) r[i].has_passkey = r[i].has_needle = false; /* ppl decides */
+    r[5].ppl = 13.0, r[6].ppl = 12.5;
+    CHECK(eval_sweep_best(r, 7, 25.0) == 6);
+}
+
 static void test_sweep(const char *stories, const lethe_model_info *info) {
     char policies[256] = "window";
     int n_pol = 1;
@@ -184,6 +213,9 @@ static void test_sweep(const char *stories, const lethe_model_info *info) {
     CHECK(pg && sscanf(pg, "pages of %d slots (%zu bytes)", &page_slots, &page_bytes) == 2);
     CHECKF(page_slots == 32 && page_bytes == (size_t)32 * info->head_dim * 2 * 2, "page: %d slots, %zu bytes", page_slots,
            page_bytes);
+    /* the harness names its pick at each budget */
+    CHECKF(o && strstr(o, "best at 25%: ") && strstr(o, "best at 50%: "), "best policy lines: %.300s",
+           o && strstr(o, "best at") ? strstr(o, "best at") : "");
     free(o);
 
     char path[512];
@@ -271,6 +303,7 @@ int main(void) {
     lethe_model_get_info(lethe_ctx_model(m), &info);
     tu_close_ctx(m);
 
+    test_sweep_best();
     test_usage(stories);
     test_ppl(stories, info.n_vocab);
     test_agree();

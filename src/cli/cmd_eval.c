@@ -140,6 +140,33 @@ static void print_table(const eval_row *rows, int n, bool retrieval) {
             printf(" %12zu %11zu %10.1f", r->budget_bytes, r->disk_bytes_peak, (double)r->disk_read_bytes / 1048576.0);
         printf("  %s\n", r->note);
     }
+    /* the harness's pick at each budget (eval_sweep_best), against the full cache */
+    const eval_row *full = n > 0 && rows[0].baseline ? &rows[0] : NULL;
+    for (int i = 0; i < n; i++) {
+        bool first = !rows[i].baseline;
+        for (int j = 0; j < i && first; j++) first = rows[j].baseline || rows[j].budget_pct != rows[i].budget_pct;
+        if (!first) continue;
+        const int b = eval_sweep_best(rows, n, rows[i].budget_pct);
+        if (b < 0) {
+            printf("best at %.4g%%: none (every row failed)\n", rows[i].budget_pct);
+            continue;
+        }
+        const eval_row *r = &rows[b];
+        printf("best at %.4g%%: %s", r->budget_pct, r->policy);
+        if (r->has_passkey) {
+            printf(", passkey %.1f%%", r->passkey_acc);
+            if (full && full->has_passkey && full->passkey_acc > 0)
+                printf(" (%.1f%% of full)", 100.0 * r->passkey_acc / full->passkey_acc);
+        }
+        if (r->has_needle) printf(", needle %.1f%%", r->needle_acc);
+        if (r->has_multikey) printf(", multikey %.1f%%", r->multikey_acc);
+        if (r->has_ppl && isfinite(r->ppl)) {
+            printf(", ppl %.4f", r->ppl);
+            if (full && full->has_ppl && isfinite(full->ppl) && full->ppl > 0)
+                printf(" (%+.1f%%)", 100.0 * (r->ppl / full->ppl - 1.0));
+        }
+        printf(", %zu KV bytes\n", r->kv_bytes_peak);
+    }
 }
 
 /* The accuracy table of passkey, needle or multikey. */

@@ -261,6 +261,13 @@ eval_row *eval_sweep_run(const eval_sweep_cfg *c, int *n_rows);
  * multikey, needle_acc and multikey_acc columns come before the note
  * (EVAL_CSV_HEADER_RETRIEVAL). 0, or -1. */
 int eval_sweep_write_csv(const char *path, const eval_row *rows, int n_rows);
+/* The best policy at one budget: among the non-baseline rows at budget percent
+ * pct that ran without a note, the highest mean of the retrieval
+ * accuracies they measured (passkey, needle, multikey), ties (within 1e-9)
+ * to the lower perplexity, then the fewer RAM bytes; with no retrieval task,
+ * the lowest perplexity, else the highest agreement. Index into rows, or
+ * -1 when no row qualifies. */
+int eval_sweep_best(const eval_row *rows, int n_rows, double pct);
 extern const char EVAL_CSV_HEADER[];
 extern const char EVAL_CSV_HEADER_RETRIEVAL[];
 

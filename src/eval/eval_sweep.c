@@ -146,6 +146,40 @@ eval_row *eval_sweep_run(const eval_sweep_cfg *c, int *n_rows) {
     return rows;
 }
 
+/* The row's score for eval_sweep_best: the mean retrieval accuracy, or (no
+ * retrieval task) minus the perplexity, or the agreement; -inf: unscored. */
+static double row_score(const eval_row *r) {
+    double sum = 0.0;
+    int n = 0;
+    if (r->has_passkey) sum += r->passkey_acc, n++;
+    if (r->has_needle) sum += r->needle_acc, n++;
+    if (r->has_multikey) sum += r->multikey_acc, n++;
+    if (n > 0) return sum / n;
+    if (r->has_ppl && isfinite(r->ppl)) return -r->ppl;
+    if (r->has_agree) return r->agree;
+    return -INFINITY;
+}
+
+/* True when row a beats row b (both scored): score, then ppl, then bytes. */
+static bool row_better(const eval_row *a, const eval_row *b) {
+    const double sa = row_score(a), sb = row_score(b);
+    if (fabs(sa - sb) > 1e-9) return sa > sb;
+    const double pa = a->has_ppl && isfinite(a->ppl) ? a->ppl : INFINITY;
+    const double pb = b->has_ppl && isfinite(b->ppl) ? b->ppl : INFINITY;
+    if (pa != pb) return pa < pb;
+    return a->kv_bytes_peak < b->kv_bytes_peak;
+}
+
+int eval_sweep_best(const eval_row *rows, int n_rows, double pct) {
+    int best = -1;
+    for (int i = 0; i < n_rows; i++) {
+        const eval_row *r = &rows[i];
+        if (r->baseline || r->note[0] || fabs(r->budget_pct - pct) > 1e-9 || row_score(r) == -INFINITY) continue;
+        if (best < 0 || row_better(r, &rows[best])) best = i;
+    }
+    return best;
+}
+
 /* A CSV field: quoted when it holds a comma, quote or line break. */
 static void csv_text(FILE *f, const char *s) {
     if (!strpbrk(s, ",\"\n\r")) {
