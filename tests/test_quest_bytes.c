@@ -254,7 +254,13 @@ static void test_disk_errors(void) {
 static void test_passkey(void) {
     const int lengths[] = {256, 512, 768, 1024};
     const double depths[] = {0, 0.25, 0.5, 0.75, 1};
+#ifdef LETHE_TEST_SANITIZED
+    /* under the sanitizers (10x slower) the same paths on 2 cases; the
+     * accuracy threshold is the plain build's to hold */
+    eval_passkey_cfg cfg = {lengths + 3, 1, depths + 3, 2, 1, 8, 1, NULL, 0};
+#else
     eval_passkey_cfg cfg = {lengths, 4, depths, 5, 1, 8, 1, NULL, 0};
+#endif
     char err[512];
     lethe_seq_params sp = lethe_seq_default_params();
     eval_passkey_result r;
@@ -279,8 +285,12 @@ static void test_passkey(void) {
         if (r.accuracy > best) best = r.accuracy, best_name = policies[k][0];
         eval_passkey_result_free(&r);
     }
+#ifndef LETHE_TEST_SANITIZED
     CHECKF(best >= 0.95 * full, "best policy at 10%% of the bytes (%s) %.1f%% < 95%% of the full cache's %.1f%%", best_name,
            best, full);
+#else
+    (void)best_name;
+#endif
 }
 
 int main(void) {
