@@ -10,17 +10,34 @@
 #include "tensor/quant_impl.h"
 #include "util/fp16.h"
 
-static void scores_scalar(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
-                          int s_stride) {
+/* Element i of a key / value row block: F32 as stored, or F16 converted
+ * (exactly), so the F16 kernels equal converting the page to F32 first and
+ * calling the F32 ones, bit for bit: same arithmetic, same order. */
+static inline float elem(int half, const void *base, long i) {
+    return half ? fp16_to_fp32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+}
+
+static inline void scores_body(int half, const float *q, int q_stride, int nr, const void *k, int nk, int d, float *S,
+                               int s_stride) {
     for (int r = 0; r < nr; r++) {
         const float *qr = q + (long)r * q_stride;
         for (int j = 0; j < nk; j++) {
-            const float *kj = k + (long)j * d;
+            const long kj = (long)j * d;
             float acc = 0.0f;
-            for (int e = 0; e < d; e++) acc += qr[e] * kj[e];
+            for (int e = 0; e < d; e++) acc += qr[e] * elem(half, k, kj + e);
             S[(long)r * s_stride + j] = acc;
         }
     }
+}
+
+static void scores_scalar(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
+                          int s_stride) {
+    scores_body(0, q, q_stride, nr, k, nk, d, S, s_stride);
+}
+
+static void scores_f16_scalar(const float *q, int q_stride, int nr, const uint16_t *k, int nk, int d, float *S,
+                              int s_stride) {
+    scores_body(1, q, q_stride, nr, k, nk, d, S, s_stride);
 }
 
 static float exp_sum_scalar(float *s, int n, float m) {
@@ -33,8 +50,8 @@ static float exp_sum_scalar(float *s, int n, float m) {
     return sum;
 }
 
-static void pv_scalar(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
-                      int d) {
+static inline void pv_body(int half, float *o, int nr, const float *alpha, const float *p, int p_stride,
+                           const void *v, int nk, int d) {
     for (int r = 0; r < nr; r++) {
         float *orow = o + (long)r * d;
         const float *prow = p + (long)r * p_stride;
@@ -43,10 +60,20 @@ static void pv_scalar(float *o, int nr, const float *alpha, const float *p, int 
         for (int j = 0; j < nk; j++) {
             float pj = prow[j];
             if (pj == 0.0f) continue;
-            const float *vj = v + (long)j * d;
-            for (int e = 0; e < d; e++) orow[e] += pj * vj[e];
+            const long vj = (long)j * d;
+            for (int e = 0; e < d; e++) orow[e] += pj * elem(half, v, vj + e);
         }
     }
+}
+
+static void pv_scalar(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
+                      int d) {
+    pv_body(0, o, nr, alpha, p, p_stride, v, nk, d);
+}
+
+static void pv_f16_scalar(float *o, int nr, const float *alpha, const float *p, int p_stride, const uint16_t *v,
+                          int nk, int d) {
+    pv_body(1, o, nr, alpha, p, p_stride, v, nk, d);
 }
 
 /* Block bi of a cold page as 32 signed integers (Q4_0: q - 8; Q8_0: q);
@@ -99,38 +126,6 @@ static void pv_cold_scalar(lt_type ty, float *o, int nr, const float *alpha, con
                 float w = prow[j] * cold_block(ty, v, (long)j * nb + b, x);
                 for (int i = 0; i < 32; i++) orow[32 * b + i] += w * (float)x[i];
             }
-        }
-    }
-}
-
-/* The F16 forms: the same arithmetic in the same order on keys / values
- * converted one at a time (exactly), so they equal converting the page to
- * F32 first and calling scores / pv, bit for bit. */
-static void scores_f16_scalar(const float *q, int q_stride, int nr, const uint16_t *k, int nk, int d, float *S,
-                              int s_stride) {
-    for (int r = 0; r < nr; r++) {
-        const float *qr = q + (long)r * q_stride;
-        for (int j = 0; j < nk; j++) {
-            const uint16_t *kj = k + (long)j * d;
-            float acc = 0.0f;
-            for (int e = 0; e < d; e++) acc += qr[e] * fp16_to_fp32(kj[e]);
-            S[(long)r * s_stride + j] = acc;
-        }
-    }
-}
-
-static void pv_f16_scalar(float *o, int nr, const float *alpha, const float *p, int p_stride, const uint16_t *v,
-                          int nk, int d) {
-    for (int r = 0; r < nr; r++) {
-        float *orow = o + (long)r * d;
-        const float *prow = p + (long)r * p_stride;
-        if (alpha[r] != 1.0f)
-            for (int e = 0; e < d; e++) orow[e] *= alpha[r];
-        for (int j = 0; j < nk; j++) {
-            float pj = prow[j];
-            if (pj == 0.0f) continue;
-            const uint16_t *vj = v + (long)j * d;
-            for (int e = 0; e < d; e++) orow[e] += pj * fp16_to_fp32(vj[e]);
         }
     }
 }
