@@ -139,11 +139,7 @@ static char *run_ok(const char *args) {
 }
 
 static void expect_msg(const char *args, int code, const char *want) {
-    int got = run(args);
-    char *e = tu_read_file(err_path, NULL);
-    CHECKF(got == code, "'lethe %s' exited %d, expected %d (stderr: %.300s)", args, got, code, e ? e : "");
-    CHECKF(e && strstr(e, want), "'lethe %s': stderr should say \"%s\": %.300s", args, want, e ? e : "");
-    free(e);
+    tu_expect_cli_msg(bin, args, out_path, err_path, code, want, NULL);
 }
 
 /* Splits one CSV record (RFC 4180 quoting) at *p into fields[]; returns the

@@ -28,12 +28,7 @@ static void expect_exit(const char *args, int code) {
 /* Runs "lethe ARGS" and checks the exit code and that stderr contains want
  * (and, when not NULL, does not contain unwanted). */
 static void expect_msg(const char *args, int code, const char *want, const char *unwanted) {
-    int got = run(args);
-    char *e = err_text();
-    CHECKF(got == code, "'lethe %s' exited %d, expected %d (stderr: %.300s)", args, got, code, e ? e : "");
-    CHECKF(e && strstr(e, want), "'lethe %s': stderr should say \"%s\": %.300s", args, want, e ? e : "");
-    if (unwanted) CHECKF(e && !strstr(e, unwanted), "'lethe %s': stderr should not say \"%s\": %.300s", args, unwanted, e ? e : "");
-    free(e);
+    tu_expect_cli_msg(bin, args, out_path, err_path, code, want, unwanted);
 }
 
 /* Usage errors: one message naming the problem, then one hint line (not the

@@ -59,11 +59,7 @@ static const char *tmp(const char *name) {
 static int run(const char *args) { return tu_run_cli(bin, args, out_path, err_path, NULL); }
 
 static void expect_msg(const char *args, int code, const char *want) {
-    int got = run(args);
-    char *e = tu_read_file(err_path, NULL);
-    CHECKF(got == code, "'lethe %s' exited %d, expected %d (stderr: %.300s)", args, got, code, e ? e : "");
-    CHECKF(e && strstr(e, want), "'lethe %s': stderr should say \"%s\": %.300s", args, want, e ? e : "");
-    free(e);
+    tu_expect_cli_msg(bin, args, out_path, err_path, code, want, NULL);
 }
 
 /* Nothing but the expected files in the scratch folder (no temp files left). */

@@ -246,3 +246,13 @@ int tu_run_cli(const char *bin, const char *args, const char *out_path, const ch
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+void tu_expect_cli_msg(const char *bin, const char *args, const char *out_path, const char *err_path, int code,
+                       const char *want, const char *unwanted) {
+    int got = tu_run_cli(bin, args, out_path, err_path, NULL);
+    char *e = tu_read_file(err_path, NULL);
+    CHECKF(got == code, "'lethe %s' exited %d, expected %d (stderr: %.300s)", args, got, code, e ? e : "");
+    CHECKF(e && strstr(e, want), "'lethe %s': stderr should say \"%s\": %.300s", args, want, e ? e : "");
+    if (unwanted) CHECKF(e && !strstr(e, unwanted), "'lethe %s': stderr should not say \"%s\": %.300s", args, unwanted, e ? e : "");
+    free(e);
+}

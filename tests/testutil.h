@@ -50,6 +50,10 @@ int tu_file_exists(const char *path);
 /* Runs "BIN ARGS" through the shell with stdout and stderr into the two
  * files and stdin from in_path (NULL: /dev/null); the exit status, or -1. */
 int tu_run_cli(const char *bin, const char *args, const char *out_path, const char *err_path, const char *in_path);
+/* Runs "BIN ARGS" as tu_run_cli (stdin /dev/null) and checks that it exits
+ * with code and that its stderr says want (and not unwanted, when not NULL). */
+void tu_expect_cli_msg(const char *bin, const char *args, const char *out_path, const char *err_path, int code,
+                       const char *want, const char *unwanted);
 
 /* Largest |a[i] - b[i]| over n values. */
 double tu_max_diff(const float *a, const float *b, int n);
