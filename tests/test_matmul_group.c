@@ -47,7 +47,7 @@ static void check_group(threadpool *tp, const mat_spec *spec, int k, int n_tok, 
         for (int i = 0; ok && i < spec[m].rows * COLS; i++) wf[i] = frand(&seed);
         ok = ok && lt_quantize_rows(spec[m].type, wf, W[m], spec[m].rows, COLS) > 0;
         free(wf);
-        o[m] = (lt_matmul_out){spec[m].type, W[m], spec[m].rows, y[m]};
+        o[m] = (lt_matmul_out){spec[m].type, W[m], spec[m].rows, y[m], false};
     }
     if (CHECK(ok)) {
         for (int m = 0; m < k; m++) {
@@ -87,7 +87,7 @@ static void test_groups(void) {
     float x[COLS] = {0}, y[8];
     lt_workspace ws = {0};
     lt_matmul_out o[LT_MATMUL_MAX_GROUP + 1];
-    for (int i = 0; i <= LT_MATMUL_MAX_GROUP; i++) o[i] = (lt_matmul_out){LT_F32, x, 1, y};
+    for (int i = 0; i <= LT_MATMUL_MAX_GROUP; i++) o[i] = (lt_matmul_out){LT_F32, x, 1, y, false};
     CHECK(lt_matmul_group(pools[1], &ws, o, 0, COLS, x, 1) == -1);
     CHECK(lt_matmul_group(pools[1], &ws, o, LT_MATMUL_MAX_GROUP + 1, COLS, x, 1) == -1);
     o[1].type = LT_Q8_K;

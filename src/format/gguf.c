@@ -443,6 +443,11 @@ lt_gguf_file *lt_gguf_open(const char *path, char *err, lethe_status *status) {
     return parse(f, err, status);
 }
 
+int lt_gguf_make_writable(lt_gguf_file *f) {
+    if (!f || !f->mapped) return -1;
+    return mprotect((void *)f->base, f->size, PROT_READ | PROT_WRITE) == 0 ? 0 : -1;
+}
+
 void lt_gguf_close(lt_gguf_file *f) {
     if (!f) return;
     if (f->kv)

@@ -93,6 +93,10 @@ lt_gguf_file *lt_gguf_open(const char *path, char *err, lethe_status *status);
 /* Same over a caller-owned buffer, which must outlive the result (tests). */
 lt_gguf_file *lt_gguf_open_memory(const void *data, size_t size, char *err, lethe_status *status);
 void lt_gguf_close(lt_gguf_file *f);
+/* Makes a file's private mapping writable, so that tensor data can be
+ * rewritten in place (the file itself never changes); -1 for a file opened
+ * from memory or when the kernel refuses. */
+int lt_gguf_make_writable(lt_gguf_file *f);
 
 uint32_t lt_gguf_version(const lt_gguf_file *f);
 size_t lt_gguf_alignment(const lt_gguf_file *f);

@@ -35,7 +35,8 @@ static void carve(const hparams *hp, float *p, int c, acts *a) {
 }
 
 static lethe_status matmul(const fwd_engine *e, const weight *w, const float *x, int n, float *y, char *err) {
-    if (lt_matmul(e->tp, e->ws, w->type, w->data, w->n_rows, w->n_cols, x, n, y) != 0)
+    const lt_matmul_out o = {w->type, w->data, w->n_rows, y, w->x8};
+    if (lt_matmul_group(e->tp, e->ws, &o, 1, w->n_cols, x, n) != 0)
         return set_error(err, LETHE_ERR_NOMEM, "forward: matmul failed (out of memory)");
     return LETHE_OK;
 }
@@ -45,7 +46,7 @@ static lethe_status matmul(const fwd_engine *e, const weight *w, const float *x,
 static lethe_status matmul_group(const fwd_engine *e, const weight *const *w, float *const *y, int k, const float *x,
                                  int n, char *err) {
     lt_matmul_out o[3];
-    for (int i = 0; i < k; i++) o[i] = (lt_matmul_out){w[i]->type, w[i]->data, w[i]->n_rows, y[i]};
+    for (int i = 0; i < k; i++) o[i] = (lt_matmul_out){w[i]->type, w[i]->data, w[i]->n_rows, y[i], w[i]->x8};
     if (lt_matmul_group(e->tp, e->ws, o, k, w[0]->n_cols, x, n) != 0)
         return set_error(err, LETHE_ERR_NOMEM, "forward: matmul failed (out of memory)");
     return LETHE_OK;

@@ -207,6 +207,7 @@ lethe_status model_load_gguf(lethe_model *m, const char *path) {
         if ((st = bind_vector(m, &L->bv, "blk.%d.attn_v.bias", l, kv_dim, m->arch->qkv_bias))) return st;
     }
     if ((st = model_validate(m))) return st;
+    model_repack(m);
 
     m->tok = tokenizer_from_gguf(m->gguf, m->err, &st);
     if (!m->tok) return st ? st : LETHE_ERR_FORMAT;

@@ -15,7 +15,7 @@
 #include "model/model.h"
 
 static weight f32_weight(const uint8_t *base, size_t off, int64_t cols, int64_t rows) {
-    weight w = {LT_F32, base + off, cols, rows};
+    weight w = {LT_F32, base + off, cols, rows, false};
     return w;
 }
 

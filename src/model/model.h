@@ -38,11 +38,13 @@ typedef struct {
     float rope_base, rms_eps;
 } hparams;
 
-/* A 2-D weight: n_rows rows of n_cols elements of `type`, row-major. */
+/* A 2-D weight: n_rows rows of n_cols elements of `type`, row-major, or
+ * interleaved by 8 rows when x8 (tensor/repack.h: matmul only). */
 typedef struct {
     lt_type type;
     const void *data;
     int64_t n_cols, n_rows;
+    bool x8;
 } weight;
 
 typedef struct {
@@ -87,6 +89,10 @@ void model_destroy(lethe_model *m);
  * and the output matrix once, one row of the token embedding, the norms and
  * biases (held as F32). The numerator of `lethe bench`'s roofline. */
 uint64_t model_decode_bytes(const lethe_model *m);
+/* Repacks the layer and output matrices in place into the x8 layout where
+ * the dispatched kernels have one (model_repack.c); never fails: a matrix
+ * that cannot be repacked stays row-major. */
+void model_repack(lethe_model *m);
 /* Keeps an F32 buffer alive for the model's life; returns it or NULL. */
 float *model_own(lethe_model *m, size_t n_floats);
 

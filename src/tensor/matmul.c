@@ -196,7 +196,8 @@ int lt_matmul_group(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs,
         if (!tr || !tr->vec_dot || outs[k].n_rows < 0) return -1;
         mm_op *o = &c->ops[k];
         o->tr = tr;
-        o->tile = lt_type_tile(outs[k].type);
+        o->tile = outs[k].x8 ? lt_type_tile_x8(outs[k].type) : lt_type_tile(outs[k].type);
+        if (outs[k].x8 && (!o->tile->fn || outs[k].n_rows % 8 != 0)) return -1;
         o->W = outs[k].W;
         o->wrb = lt_row_bytes(outs[k].type, n_cols);
         o->n_rows = outs[k].n_rows;
@@ -259,6 +260,6 @@ int lt_matmul_group(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs,
 
 int lt_matmul(threadpool *tp, lt_workspace *ws, lt_type wtype, const void *W, int64_t n_rows,
               int64_t n_cols, const float *x, int64_t n_tok, float *y) {
-    const lt_matmul_out o = {wtype, W, n_rows, y};
+    const lt_matmul_out o = {wtype, W, n_rows, y, false};
     return lt_matmul_group(tp, ws, &o, 1, n_cols, x, n_tok);
 }

@@ -9,6 +9,7 @@
 #ifndef LETHE_MATMUL_H
 #define LETHE_MATMUL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +36,7 @@ typedef struct {
     const void *W;
     int64_t n_rows;
     float *y; /* n_tok x n_rows */
+    bool x8;  /* W is in the x8 layout (tensor/repack.h) */
 } lt_matmul_out;
 
 #define LT_MATMUL_MAX_GROUP 4

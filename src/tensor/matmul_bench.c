@@ -8,6 +8,7 @@
 
 #include "tensor/cpu.h"
 #include "tensor/matmul.h"
+#include "tensor/repack.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -48,9 +49,10 @@ static void fill_weights(lt_type t, void *w, int64_t rows, int64_t cols, float *
 
 /* Seconds per call: the best of several ~10 ms batches, so that a moment
  * of competition for the cores does not count. */
-static double bench_one(threadpool *tp, lt_workspace *ws, lt_type t, const void *w, int64_t rows, int64_t cols,
-                        const float *x, int64_t n_tok, float *y) {
-    if (lt_matmul(tp, ws, t, w, rows, cols, x, n_tok, y) != 0) return -1.0; /* warm-up */
+static double bench_one(threadpool *tp, lt_workspace *ws, lt_type t, bool x8, const void *w, int64_t rows,
+                        int64_t cols, const float *x, int64_t n_tok, float *y) {
+    const lt_matmul_out o = {t, w, rows, y, x8};
+    if (lt_matmul_group(tp, ws, &o, 1, cols, x, n_tok) != 0) return -1.0; /* warm-up */
     double best = 1e30;
     const double start = now_s();
     do {
@@ -58,7 +60,7 @@ static double bench_one(threadpool *tp, lt_workspace *ws, lt_type t, const void 
         const double t0 = now_s();
         double t1 = t0;
         while (t1 - t0 < 0.01) {
-            lt_matmul(tp, ws, t, w, rows, cols, x, n_tok, y);
+            lt_matmul_group(tp, ws, &o, 1, cols, x, n_tok);
             reps++;
             t1 = now_s();
         }
@@ -97,14 +99,19 @@ void lt_matmul_bench(FILE *out, int n_threads) {
             fprintf(out, "  %5lldx%-3lld tok=%-3lld     ", (long long)shapes[s][0], (long long)shapes[s][1],
                     (long long)toks[k]);
     fprintf(out, "\n");
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        const lt_type t = types[i];
-        if (!lt_type_supported(t)) continue;
-        fprintf(out, "%-8s", lt_type_name(t));
+    /* each type, then again repacked (x8, tensor/repack.h) where it can be */
+    for (size_t i = 0; i < 2 * sizeof types / sizeof types[0]; i++) {
+        const lt_type t = types[i % (sizeof types / sizeof types[0])];
+        const bool x8 = i >= sizeof types / sizeof types[0];
+        if (!lt_type_supported(t) || (x8 && !lt_x8_usable(t, shapes[0][0], shapes[0][1]))) continue;
+        char name[16];
+        snprintf(name, sizeof name, "%s%s", lt_type_name(t), x8 ? "x8" : "");
+        fprintf(out, "%-8s", name);
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             fill_weights(t, w, shapes[s][0], shapes[s][1], tmp, &seed);
+            if (x8) lt_repack_x8(t, w, shapes[s][0], shapes[s][1]);
             for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
-                const double sec = bench_one(tp, &ws, t, w, shapes[s][0], shapes[s][1], x, toks[k], y);
+                const double sec = bench_one(tp, &ws, t, x8, w, shapes[s][0], shapes[s][1], x, toks[k], y);
                 const double flop = 2.0 * (double)shapes[s][0] * (double)shapes[s][1] * (double)toks[k];
                 if (sec <= 0)
                     fprintf(out, "  %-24s", "failed");

@@ -157,6 +157,11 @@ const lt_tile *lt_type_tile(lt_type t);
 void lt_tiles_float_avx2(lt_tile *tiles);
 void lt_tiles_legacy_avx2(lt_tile *tiles);
 void lt_tiles_k_avx2(lt_tile *tiles);
+/* Tile kernels on weights in the x8 layout (tensor/repack.h), same contract
+ * except that x points at a group of 8 rows (row r, r a multiple of 8, at
+ * x + r*bx) and nr is a multiple of 8; fn NULL where a type has none. */
+const lt_tile *lt_type_tile_x8(lt_type t);
+void lt_tiles_x8_avx2(lt_tile *tiles);
 
 /* ---- AVX-512 kernels (*_avx512.c; call only at LT_SIMD_AVX512: F, BW, VL,
  * VNNI, with AVX2/FMA/F16C) ----

@@ -57,6 +57,7 @@ static const lt_traits scalar_table[LT_TYPE_COUNT] = {
 
 static lt_traits simd_table[LT_TYPE_COUNT];
 static lt_tile tile_table[LT_TYPE_COUNT];
+static lt_tile tile_x8_table[LT_TYPE_COUNT];
 static const char *simd_name = "scalar";
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -86,6 +87,7 @@ static void use_avx2(void) {
     lt_tiles_float_avx2(tile_table);
     lt_tiles_legacy_avx2(tile_table);
     lt_tiles_k_avx2(tile_table);
+    lt_tiles_x8_avx2(tile_x8_table);
     simd_name = "avx2";
 #endif
 }
@@ -102,7 +104,7 @@ static void use_avx512(void) {
 
 static void init_tables(void) {
     memcpy(simd_table, scalar_table, sizeof simd_table);
-    for (int t = 0; t < LT_TYPE_COUNT; t++) tile_table[t] = (lt_tile){NULL, 1, 1, 1, false};
+    for (int t = 0; t < LT_TYPE_COUNT; t++) tile_table[t] = tile_x8_table[t] = (lt_tile){NULL, 1, 1, 1, false};
     if (lt_simd_avx2()) use_avx2();
     if (lt_simd_avx512()) use_avx512();
 }
@@ -123,6 +125,13 @@ const lt_tile *lt_type_tile(lt_type t) {
     if ((int)t < 0 || t >= LT_TYPE_COUNT) return &none;
     pthread_once(&init_once, init_tables);
     return &tile_table[t];
+}
+
+const lt_tile *lt_type_tile_x8(lt_type t) {
+    static const lt_tile none = {NULL, 1, 1, 1, false};
+    if ((int)t < 0 || t >= LT_TYPE_COUNT) return &none;
+    pthread_once(&init_once, init_tables);
+    return &tile_x8_table[t];
 }
 
 const char *lt_type_name(int t) {

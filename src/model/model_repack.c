@@ -1,0 +1,30 @@
+/* Weights repacked at load for the x8 tile kernels (tensor/repack.h): the
+ * layer matrices and the output matrix, in place in the file's private
+ * mapping (the pages become the process's own; the file is untouched). The
+ * token embedding is read by rows and stays as it is, and so does an output
+ * matrix tied to it. */
+#include "model/model.h"
+#include "tensor/repack.h"
+
+static void repack_one(weight *w) {
+    if (w->x8 || !lt_x8_usable(w->type, w->n_rows, w->n_cols)) return;
+    if (lt_repack_x8(w->type, (void *)w->data, w->n_rows, w->n_cols) == 0) w->x8 = true;
+}
+
+void model_repack(lethe_model *m) {
+    if (!m->gguf) return;
+    bool any = false;
+    for (int l = 0; l < m->hp.n_layer && !any; l++) {
+        const layer_weights *L = &m->layers[l];
+        const weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) any |= lt_x8_usable(ws[i]->type, ws[i]->n_rows, ws[i]->n_cols);
+    }
+    if (m->output.data != m->tok_embd.data) any |= lt_x8_usable(m->output.type, m->output.n_rows, m->output.n_cols);
+    if (!any || lt_gguf_make_writable(m->gguf) != 0) return;
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        layer_weights *L = &m->layers[l];
+        weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) repack_one(ws[i]);
+    }
+    if (m->output.data != m->tok_embd.data) repack_one(&m->output);
+}

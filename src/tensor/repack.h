@@ -1,0 +1,30 @@
+/* Weights interleaved by 8 rows ("x8"), for the tile kernels that keep one
+ * row per vector lane (quant_x8_*.c). A matrix is repacked in place, once,
+ * at load: rows 8g..8g+7 stay where they were (8 row-bytes at row 8g) but
+ * their blocks are interleaved, so a row can no longer be read on its own;
+ * lt_matmul reads such a matrix when its lt_matmul_out says x8.
+ *
+ * Layout of one group block (8 rows x one block of columns), for the types
+ * made of a half scale and quant bytes (Q4_0: 16, Q8_0: 32): the 8 scales,
+ * then the quant bytes in 4-byte chunks, chunk j of row i at 16 + 32 j + 4 i. */
+#ifndef LETHE_REPACK_H
+#define LETHE_REPACK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tensor/types.h"
+
+/* True when the dispatched kernels have x8 tiles for t and the shape fits
+ * (n_rows a multiple of 8). LETHE_REPACK=0 in the environment turns x8 off. */
+bool lt_x8_usable(lt_type t, int64_t n_rows, int64_t n_cols);
+
+/* Repacks n_rows x n_cols weights of type t in place; 0, or -1 when the
+ * type or shape has no x8 layout or scratch cannot be allocated (the data
+ * is then unchanged). */
+int lt_repack_x8(lt_type t, void *data, int64_t n_rows, int64_t n_cols);
+
+/* The inverse (tests, tools): back to row-major, same conditions. */
+int lt_unpack_x8(lt_type t, void *data, int64_t n_rows, int64_t n_cols);
+
+#endif
