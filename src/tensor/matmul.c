@@ -29,10 +29,6 @@
 /* Claims per thread and run: enough to even out a busy host, few enough
  * that the shared counter costs nothing. */
 #define CLAIMS_PER_THREAD 8
-/* Single token: weights are prefetched this far ahead of the kernel. */
-#ifndef PF_DIST
-#define PF_DIST 4096
-#endif
 #ifndef PF_LOCALITY
 #define PF_LOCALITY 3 /* keep: on Zen the L3 only holds lines evicted from L2 */
 #endif
@@ -133,8 +129,8 @@ static void rows_loop(const mm_ctx *c, const mm_op *o, int64_t r0, int64_t r1) {
                 const int nr = (int)(r1 - r < tl->rows1 ? r1 - r : tl->rows1);
                 const char *w = o->W + (size_t)r * o->wrb;
                 /* one pass over the weights: fetch ahead of the kernel */
-                if (PF_DIST > 0)
-                    for (const char *p = w + PF_DIST; p < w + PF_DIST + (size_t)nr * o->wrb && p < end; p += 64)
+                if (tl->prefetch > 0)
+                    for (const char *p = w + tl->prefetch; p < w + tl->prefetch + (size_t)nr * o->wrb && p < end; p += 64)
                         __builtin_prefetch(p, 0, PF_LOCALITY);
                 tl->fn(n, w, o->wrb, act, 0, tab, ld, o->y + r, 1, nr, 1);
             }

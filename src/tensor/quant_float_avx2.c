@@ -140,9 +140,9 @@ DEFINE_FTILES(tile_f16, K_F16)
 DEFINE_FTILES(tile_bf16, K_BF16)
 
 void lt_tiles_float_avx2(lt_tile *t) {
-    t[LT_F32] = (lt_tile){tile_f32, FT_RM, FT_RN, FT_RM, false};
-    t[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM, false};
-    t[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM, false};
+    t[LT_F32] = (lt_tile){tile_f32, FT_RM, FT_RN, FT_RM, false, 0};
+    t[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM, false, 0};
+    t[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM, false, 0};
 }
 
 #else

@@ -116,9 +116,9 @@ void lt_kernels_float_avx512(lt_traits *traits, lt_tile *tiles) {
     traits[LT_F16].vec_dot = dot_f16;
     traits[LT_BF16].vec_dot = dot_bf16;
     traits[LT_F16].to_float = f16_to_float;
-    tiles[LT_F32] = (lt_tile){tile_f32, FT_RM, FT_RN, FT_RM, false};
-    tiles[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM, false};
-    tiles[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM, false};
+    tiles[LT_F32] = (lt_tile){tile_f32, FT_RM, FT_RN, FT_RM, false, 0};
+    tiles[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM, false, 0};
+    tiles[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM, false, 0};
 }
 
 #else

@@ -142,7 +142,13 @@ typedef struct {
     int cols;      /* largest nc the kernel takes */
     int rows1;     /* rows per call when there is a single token */
     bool aux;      /* wants the activation tables */
+    int prefetch;  /* single token: bytes ahead that lt_matmul prefetches the
+                    * weights, 0 to leave it to the hardware (better for
+                    * streams it follows: F16 rows, x8 groups) */
 } lt_tile;
+/* The row-major quantised tiles read several rows at once from far apart;
+ * on Zen 4 a software prefetch this far ahead keeps them fed. */
+#define LT_PREFETCH_ROWS 4096
 
 /* Tables of Q8_0 / Q8_1 activation rows, block-major across the batch:
  * for blocks [b0, b0+cnt) of one token, d[b*ld] = the block's scale and

@@ -310,12 +310,12 @@ DEFINE_KTILES(q3_K, K_Q3_K)
 DEFINE_KTILES(iq4_xs, K_IQ4_XS)
 
 void lt_tiles_k_avx2(lt_tile *t) {
-    t[LT_Q4_K] = (lt_tile){q4_K, KT_RM, KT_RN, KT_RM1, false};
-    t[LT_Q5_K] = (lt_tile){q5_K, KT_RM, KT_RN, KT_RM1, false};
-    t[LT_Q6_K] = (lt_tile){q6_K, KT_RM, KT_RN, KT_RM1, false};
-    t[LT_Q2_K] = (lt_tile){q2_K, KT_RM, KT_RN, KT_RM1, false};
-    t[LT_Q3_K] = (lt_tile){q3_K, KT_RM, KT_RN, KT_RM1, false};
-    t[LT_IQ4_XS] = (lt_tile){iq4_xs, KT_RM, KT_RN, KT_RM1, false};
+    t[LT_Q4_K] = (lt_tile){q4_K, KT_RM, KT_RN, KT_RM1, false, LT_PREFETCH_ROWS};
+    t[LT_Q5_K] = (lt_tile){q5_K, KT_RM, KT_RN, KT_RM1, false, LT_PREFETCH_ROWS};
+    t[LT_Q6_K] = (lt_tile){q6_K, KT_RM, KT_RN, KT_RM1, false, LT_PREFETCH_ROWS};
+    t[LT_Q2_K] = (lt_tile){q2_K, KT_RM, KT_RN, KT_RM1, false, LT_PREFETCH_ROWS};
+    t[LT_Q3_K] = (lt_tile){q3_K, KT_RM, KT_RN, KT_RM1, false, LT_PREFETCH_ROWS};
+    t[LT_IQ4_XS] = (lt_tile){iq4_xs, KT_RM, KT_RN, KT_RM1, false, LT_PREFETCH_ROWS};
 }
 
 #else

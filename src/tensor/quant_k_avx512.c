@@ -338,7 +338,7 @@ DEFINE_K512(iq4_xs, K_IQ4_XS)
 #define SET_K512(T, name)                                                                          \
     do {                                                                                           \
         traits[T].vec_dot = name##_dot;                                                            \
-        tiles[T] = (lt_tile){name##_tile, K512_RM, K512_RN, K512_ROWS1, false};                    \
+        tiles[T] = (lt_tile){name##_tile, K512_RM, K512_RN, K512_ROWS1, false, LT_PREFETCH_ROWS};                    \
     } while (0)
 
 /* The emulated build (see avx512_k_util.h) has its own name. */

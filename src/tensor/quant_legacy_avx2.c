@@ -454,12 +454,12 @@ void lt_q4_0_to_float_avx2(const void *src, float *dst, int64_t n) { to_float(K_
 void lt_q8_0_to_float_avx2(const void *src, float *dst, int64_t n) { to_float(K_Q8_0, src, dst, n); }
 
 void lt_tiles_legacy_avx2(lt_tile *t) {
-    t[LT_Q4_0] = (lt_tile){tile_q4_0, P_ROWS, MT_RN, P_ROWS1, true};
-    t[LT_Q5_0] = (lt_tile){tile_q5_0, P_ROWS, MT_RN, P_ROWS1, true};
-    t[LT_Q8_0] = (lt_tile){tile_q8_0, MT_RM, MT_RN, MT_RM1, true};
-    t[LT_IQ4_NL] = (lt_tile){tile_iq4_nl, MT_RM, MT_RN, MT_RM1, true};
-    t[LT_Q4_1] = (lt_tile){tile_q4_1, P_ROWS, MT_RN, P_ROWS1, true};
-    t[LT_Q5_1] = (lt_tile){tile_q5_1, P_ROWS, MT_RN, P_ROWS1, true};
+    t[LT_Q4_0] = (lt_tile){tile_q4_0, P_ROWS, MT_RN, P_ROWS1, true, LT_PREFETCH_ROWS};
+    t[LT_Q5_0] = (lt_tile){tile_q5_0, P_ROWS, MT_RN, P_ROWS1, true, LT_PREFETCH_ROWS};
+    t[LT_Q8_0] = (lt_tile){tile_q8_0, MT_RM, MT_RN, MT_RM1, true, LT_PREFETCH_ROWS};
+    t[LT_IQ4_NL] = (lt_tile){tile_iq4_nl, MT_RM, MT_RN, MT_RM1, true, LT_PREFETCH_ROWS};
+    t[LT_Q4_1] = (lt_tile){tile_q4_1, P_ROWS, MT_RN, P_ROWS1, true, LT_PREFETCH_ROWS};
+    t[LT_Q5_1] = (lt_tile){tile_q5_1, P_ROWS, MT_RN, P_ROWS1, true, LT_PREFETCH_ROWS};
 }
 
 #else

@@ -277,7 +277,7 @@ void lt_kernels_legacy_avx512(lt_traits *traits, lt_tile *tiles) {
     };
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
         traits[k[i].t].vec_dot = k[i].dot;
-        tiles[k[i].t] = (lt_tile){k[i].tile, KT_RM, KT_RN, KT_RM1, false};
+        tiles[k[i].t] = (lt_tile){k[i].tile, KT_RM, KT_RN, KT_RM1, false, LT_PREFETCH_ROWS};
     }
     traits[LT_Q4_0].to_float = q4_0_to_float;
     traits[LT_Q8_0].to_float = q8_0_to_float;

@@ -104,7 +104,7 @@ static void use_avx512(void) {
 
 static void init_tables(void) {
     memcpy(simd_table, scalar_table, sizeof simd_table);
-    for (int t = 0; t < LT_TYPE_COUNT; t++) tile_table[t] = tile_x8_table[t] = (lt_tile){NULL, 1, 1, 1, false};
+    for (int t = 0; t < LT_TYPE_COUNT; t++) tile_table[t] = tile_x8_table[t] = (lt_tile){NULL, 1, 1, 1, false, 0};
     if (lt_simd_avx2()) use_avx2();
     if (lt_simd_avx512()) use_avx512();
 }
@@ -121,14 +121,14 @@ const lt_traits *lt_type_traits_scalar(lt_type t) {
 }
 
 const lt_tile *lt_type_tile(lt_type t) {
-    static const lt_tile none = {NULL, 1, 1, 1, false};
+    static const lt_tile none = {NULL, 1, 1, 1, false, 0};
     if ((int)t < 0 || t >= LT_TYPE_COUNT) return &none;
     pthread_once(&init_once, init_tables);
     return &tile_table[t];
 }
 
 const lt_tile *lt_type_tile_x8(lt_type t) {
-    static const lt_tile none = {NULL, 1, 1, 1, false};
+    static const lt_tile none = {NULL, 1, 1, 1, false, 0};
     if ((int)t < 0 || t >= LT_TYPE_COUNT) return &none;
     pthread_once(&init_once, init_tables);
     return &tile_x8_table[t];

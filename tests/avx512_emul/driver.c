@@ -15,7 +15,7 @@ static void em_setup(void) {
     em_ready = 1;
     for (int t = 0; t < LT_TYPE_COUNT; t++) {
         em_tr[t] = *lt_type_traits_scalar((lt_type)t);
-        em_tl[t] = (lt_tile){NULL, 1, 1, 1, false};
+        em_tl[t] = (lt_tile){NULL, 1, 1, 1, false, 0};
     }
     em_kernels_legacy_avx512(em_tr, em_tl);
     em_kernels_float_avx512(em_tr, em_tl);
