@@ -133,7 +133,7 @@ static void check_model(const char *rel) {
 }
 
 int main(void) {
-    const lt_type types[] = {LT_Q4_0, LT_Q8_0};
+    const lt_type types[] = {LT_Q4_0, LT_Q8_0, LT_Q4_K};
     if (!lt_type_tile_x8(LT_Q4_0)->fn) {
         /* this level has no x8 kernels: nothing is repacked, x8 is refused */
         CHECK(!lt_x8_usable(LT_Q4_0, 64, 256));
@@ -148,23 +148,25 @@ int main(void) {
     }
     threadpool *tp1 = tp_create(1), *tp2 = tp_create(2);
     if (!CHECK(tp1 && tp2)) return tu_finish("test_repack");
-    static const int shapes[][2] = {{8, 32}, {16, 64}, {24, 256}, {56, 96}, {40, 512}};
+    static const int shapes[][2] = {{8, 256}, {16, 512}, {24, 256}, {56, 768}, {40, 1024}};
+    static const int small[][2] = {{8, 32}, {16, 64}, {56, 96}}; /* 32-element types only */
     static const int toks[] = {1, 2, 3, 4, 5, 7, 9, 17};
     uint32_t seed = 7;
-    for (size_t ti = 0; ti < 2; ti++)
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++)
                 check_product(tp1, tp2, types[ti], shapes[s][0], shapes[s][1], toks[k], 0, seed++);
-    for (size_t ti = 0; ti < 2; ti++) {
-        check_product(tp1, tp2, types[ti], 16, 128, 1, 1, seed++);
-        check_product(tp1, tp2, types[ti], 16, 128, 6, 1, seed++);
+        for (size_t s = 0; types[ti] != LT_Q4_K && s < sizeof small / sizeof small[0]; s++)
+            check_product(tp1, tp2, types[ti], small[s][0], small[s][1], 1 + (int)s * 3, 0, seed++);
+        check_product(tp1, tp2, types[ti], 16, 256, 1, 1, seed++);
+        check_product(tp1, tp2, types[ti], 16, 256, 6, 1, seed++);
     }
 
     /* where x8 does not apply */
     CHECK(lt_x8_usable(LT_Q4_0, 64, 256) && lt_x8_usable(LT_Q8_0, 8, 32));
     CHECK(!lt_x8_usable(LT_Q4_0, 60, 256));
     CHECK(!lt_x8_usable(LT_Q4_0, 64, 100));
-    CHECK(!lt_x8_usable(LT_F16, 64, 256) && !lt_x8_usable(LT_Q4_K, 64, 256));
+    CHECK(!lt_x8_usable(LT_F16, 64, 256) && !lt_x8_usable(LT_Q6_K, 64, 256) && !lt_x8_usable(LT_Q4_K, 64, 128));
     char buf[8 * 18] = {0};
     CHECK(lt_repack_x8(LT_Q4_0, buf, 4, 32) == -1 && lt_repack_x8(LT_F16, buf, 8, 8) == -1);
     setenv("LETHE_REPACK", "0", 1);
@@ -173,6 +175,7 @@ int main(void) {
 
     check_model("synthetic/randllama-d256-L2.Q4_0.gguf");
     check_model("synthetic/randllama-d256-L2.Q8_0.gguf");
+    check_model("synthetic/randllama-d256-L2.Q4_K_M.gguf");
     tp_free(tp1);
     tp_free(tp2);
     return tu_finish("test_repack");

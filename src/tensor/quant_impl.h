@@ -56,6 +56,8 @@ extern const int8_t lt_iq4nl_values[16];
 /* Unpacks the 12-byte Q4_K / Q5_K scale field into 8 six-bit scales and 8
  * six-bit mins (one pair per 32 elements). */
 void lt_unpack_k4_scales(const uint8_t packed[12], uint8_t sc[8], uint8_t mn[8]);
+/* The inverse (quantize.c). */
+void lt_pack_k4_scales(const uint8_t sc[8], const uint8_t mn[8], uint8_t packed[12]);
 /* Unpacks the 12-byte Q3_K scale field into 16 signed scales (-32..31). */
 void lt_unpack_q3k_scales(const uint8_t packed[12], int8_t sc[16]);
 

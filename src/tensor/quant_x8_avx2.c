@@ -165,6 +165,116 @@ LT_INLINE void q8_0_x8_pair(int64_t nb, const char *x, size_t gs, const char *y,
     q8_0_x8_groups(2, 1, nb, x, gs, y, 0, aux, 1, s, 0);
 }
 
+/* ---- Q4_K (tensor/repack.c gives the group layout) ---- */
+#define GROUP_Q4K (8 * sizeof(blk_q4_K))
+
+/* The 64 six-bit values (scales or mins; v = 8 * sub-block + row) of a
+ * group super-block from their 32 low-nibble bytes and 16 bytes of top bits. */
+LT_INLINE void k4x8_values(const char *lo, const char *hi, __m256i *v0, __m256i *v1) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), l = loadu256(lo);
+    const __m128i h = loadu128(hi), m3 = _mm_set1_epi8(3);
+    const __m128i h0 = _mm_slli_epi16(_mm_and_si128(h, m3), 4);
+    const __m128i h1 = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 2), m3), 4);
+    const __m128i h2 = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 4), m3), 4);
+    const __m128i h3 = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 6), m3), 4);
+    *v0 = _mm256_or_si256(_mm256_and_si256(l, m4), _mm256_inserti128_si256(_mm256_castsi128_si256(h0), h1, 1));
+    *v1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l, 4), m4),
+                          _mm256_inserti128_si256(_mm256_castsi128_si256(h2), h3, 1));
+}
+
+/* 8 bytes (one value per row) -> each row's lane holds it in both int16 halves. */
+LT_INLINE __m256i k4x8_scale16(const uint8_t *p) {
+    int64_t v;
+    memcpy(&v, p, 8);
+    return _mm256_shuffle_epi8(_mm256_set1_epi64x(v),
+                               _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1, 4, -1, 4, -1,
+                                                5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1));
+}
+
+/* 16 bytes (the mins of sub-blocks 2k and 2k+1, by row) -> lane i holds
+ * (min_2k, min_2k+1) of row i as int16. */
+LT_INLINE __m256i k4x8_min_pair(const uint8_t *p) {
+    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(loadu128(p)),
+                               _mm256_setr_epi8(0, -1, 8, -1, 1, -1, 9, -1, 2, -1, 10, -1, 3, -1, 11, -1, 4, -1, 12,
+                                                -1, 5, -1, 13, -1, 6, -1, 14, -1, 7, -1, 15, -1));
+}
+
+/* One token against a group super-block: acc + d (sum_j sc_j q.y_j) - dmin
+ * (sum_j m_j ysum_j), times the token's d. The int16 sums of a sub-block
+ * stay below 8 x 2 x 15 x 127 < 2^15. */
+LT_INLINE __m256 k4x8_tok(__m256 acc, const char *g, const uint8_t *scv, const uint8_t *mnv, const blk_q8_K *yb) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const int8_t *qy = yb->qs;
+    __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+            const __m256i w = loadu256(g + 128 + 32 * (8 * k + c));
+            s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_and_si256(w, m4), bcast4(qy + 64 * k + 4 * c)));
+            s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), m4),
+                                                           bcast4(qy + 64 * k + 32 + 4 * c)));
+        }
+        isum = _mm256_add_epi32(isum, _mm256_add_epi32(_mm256_madd_epi16(s0, k4x8_scale16(scv + 16 * k)),
+                                                       _mm256_madd_epi16(s1, k4x8_scale16(scv + 16 * k + 8))));
+    }
+    /* per sub-block sums of the token: pairs (2k, 2k+1) as int16 in int32 elements 0, 1, 4, 5 */
+    const __m256i ys = _mm256_madd_epi16(loadu256(yb->bsums), _mm256_set1_epi16(1));
+    const __m256i ysp = _mm256_packs_epi32(ys, ys);
+    __m256i msum = _mm256_madd_epi16(k4x8_min_pair(mnv), _mm256_permutevar8x32_epi32(ysp, _mm256_set1_epi32(0)));
+    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(k4x8_min_pair(mnv + 16), _mm256_permutevar8x32_epi32(ysp, _mm256_set1_epi32(1))));
+    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(k4x8_min_pair(mnv + 32), _mm256_permutevar8x32_epi32(ysp, _mm256_set1_epi32(4))));
+    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(k4x8_min_pair(mnv + 48), _mm256_permutevar8x32_epi32(ysp, _mm256_set1_epi32(5))));
+    const __m256 dy = _mm256_set1_ps(yb->d);
+    const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(loadu128(g)), dy);
+    const __m256 dm = _mm256_mul_ps(_mm256_cvtph_ps(loadu128(g + 16)), dy);
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
+    return _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(msum), acc);
+}
+
+/* One group of 8 rows x RN <= 4 tokens; the scales are unpacked once per
+ * super-block for all the tokens. */
+LT_INLINE void q4_K_x8(const int RN, int64_t nb, const char *x, const char *y, size_t by, float *s, size_t ldc) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    uint8_t scv[64] __attribute__((aligned(32))), mnv[64] __attribute__((aligned(32)));
+    for (int64_t b = 0; b < nb; b++) {
+        const char *g = x + (size_t)b * GROUP_Q4K;
+        __m256i v0, v1;
+        k4x8_values(g + 32, g + 96, &v0, &v1);
+        _mm256_store_si256((__m256i *)scv, v0);
+        _mm256_store_si256((__m256i *)(scv + 32), v1);
+        k4x8_values(g + 64, g + 112, &v0, &v1);
+        _mm256_store_si256((__m256i *)mnv, v0);
+        _mm256_store_si256((__m256i *)(mnv + 32), v1);
+        const blk_q8_K *yb = (const blk_q8_K *)y + b;
+        a0 = k4x8_tok(a0, g, scv, mnv, yb);
+        if (RN > 1) a1 = k4x8_tok(a1, g, scv, mnv, (const blk_q8_K *)((const char *)yb + by));
+        if (RN > 2) a2 = k4x8_tok(a2, g, scv, mnv, (const blk_q8_K *)((const char *)yb + 2 * by));
+        if (RN > 3) a3 = k4x8_tok(a3, g, scv, mnv, (const blk_q8_K *)((const char *)yb + 3 * by));
+    }
+    _mm256_storeu_ps(s, a0);
+    if (RN > 1) _mm256_storeu_ps(s + ldc, a1);
+    if (RN > 2) _mm256_storeu_ps(s + 2 * ldc, a2);
+    if (RN > 3) _mm256_storeu_ps(s + 3 * ldc, a3);
+}
+
+static void tile_q4_K_x8(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux,
+                         size_t ld, float *s, size_t ldc, int nr, int nc) {
+    (void)aux, (void)ld;
+    const char *x = vx, *y = vy;
+    const int64_t nb = n / QK_K;
+    for (int r = 0; r < nr; r += 8) {
+        const char *xr = x + (size_t)r * bx;
+        switch (nc) {
+        case 1: q4_K_x8(1, nb, xr, y, by, s + r, ldc); break;
+        case 2: q4_K_x8(2, nb, xr, y, by, s + r, ldc); break;
+        case 3: q4_K_x8(3, nb, xr, y, by, s + r, ldc); break;
+        default: q4_K_x8(4, nb, xr, y, by, s + r, ldc); break;
+        }
+    }
+}
+
 /* nr: a multiple of 8; nc <= 4. A single token takes two groups per pass,
  * a batch one group x nc tokens. */
 #define DEFINE_X8_TILE(name, kern)                                                                          \
@@ -192,6 +302,7 @@ DEFINE_X8_TILE(tile_q8_0_x8, q8_0_x8)
 void lt_tiles_x8_avx2(lt_tile *t) {
     t[LT_Q4_0] = (lt_tile){tile_q4_0_x8, 8, 4, 16, true, 0};
     t[LT_Q8_0] = (lt_tile){tile_q8_0_x8, 8, 4, 16, true, 0};
+    t[LT_Q4_K] = (lt_tile){tile_q4_K_x8, 8, 4, 8, false, 0};
 }
 
 #else

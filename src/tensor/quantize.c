@@ -101,7 +101,7 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint
 
 /* The 12-byte scale field of Q4_K / Q5_K from 8 scales and 8 mins (6 bits
  * each), the inverse of lt_unpack_k4_scales. */
-static void pack_k4_scales(const uint8_t sc[8], const uint8_t mn[8], uint8_t out[12]) {
+void lt_pack_k4_scales(const uint8_t sc[8], const uint8_t mn[8], uint8_t out[12]) {
     for (int j = 0; j < 4; j++) {
         out[j] = sc[j];
         out[j + 4] = mn[j];
@@ -141,7 +141,7 @@ static void k45_block(const float *x, int nmax, float rmin, float rdelta, int ns
         ls[j] = a < 63 ? a : 63;
         lm[j] = b < 63 ? b : 63;
     }
-    pack_k4_scales(ls, lm, scales);
+    lt_pack_k4_scales(ls, lm, scales);
     *d = fp32_to_fp16(max_scale / 63.f);
     *dmin = fp32_to_fp16(max_min / 63.f);
     uint8_t usc[8], umn[8];

@@ -10,7 +10,7 @@
 #define SCALE_BYTES 2 /* the block's half scale comes first */
 #define CHUNK 4
 
-/* Quant bytes per block of a type that has an x8 layout, else 0. */
+/* Quant bytes per block of a 32-element type that has an x8 layout, else 0. */
 static size_t quant_bytes(lt_type t) {
     switch (t) {
     case LT_Q4_0: return sizeof(((blk_q4_0 *)0)->qs);
@@ -19,15 +19,18 @@ static size_t quant_bytes(lt_type t) {
     }
 }
 
+static bool has_layout(lt_type t) { return quant_bytes(t) || t == LT_Q4_K; }
+
 bool lt_x8_usable(lt_type t, int64_t n_rows, int64_t n_cols) {
     const char *env = getenv("LETHE_REPACK");
     if (env && !strcmp(env, "0")) return false;
-    return quant_bytes(t) && n_rows > 0 && n_rows % X8 == 0 && lt_row_bytes(t, n_cols) > 0 &&
+    return has_layout(t) && n_rows > 0 && n_rows % X8 == 0 && lt_row_bytes(t, n_cols) > 0 &&
            lt_type_tile_x8(t)->fn != NULL;
 }
 
-/* One group: rows (row-major, 8 x rb bytes) <-> group (x8). */
-static void convert_group(lt_type t, const char *src, char *dst, size_t rb, bool to_x8) {
+/* One group of a scale + quants type: rows (row-major, 8 x rb bytes) <->
+ * group (x8). */
+static void convert_legacy(lt_type t, const char *src, char *dst, size_t rb, bool to_x8) {
     const size_t q = quant_bytes(t), bb = SCALE_BYTES + q, nb = rb / bb;
     for (size_t b = 0; b < nb; b++) {
         char *grp = (to_x8 ? dst : (char *)src) + b * X8 * bb;
@@ -44,15 +47,79 @@ static void convert_group(lt_type t, const char *src, char *dst, size_t rb, bool
     }
 }
 
+/* Q4_K group super-block (8 x 144 bytes): d[8] at 0, dmin[8] at 16, the 64
+ * six-bit scales and 64 mins at 32 (value v = 8 * sub-block + row; low
+ * nibbles: byte b of the 32 at 32 (scales) / 64 (mins) holds v = b and, in
+ * its high nibble, v = b + 32; top two bits: byte b of the 16 at 96 (scales)
+ * / 112 (mins) holds v = 16 s + b at bits 2s), then the quants at 128 in
+ * the 4-byte chunks of the 32-element types: pair k of sub-blocks, chunk c,
+ * row i at 128 + 32 (8k + c) + 4i = bytes 32k + 4c.. of the row's qs. */
+enum { K4_D = 0, K4_DMIN = 16, K4_SC = 32, K4_MN = 64, K4_HI = 96, K4_QS = 128 };
+
+static void k4_scales_to_x8(const uint8_t v[64], uint8_t *lo, uint8_t *hi) {
+    for (int b = 0; b < 32; b++) lo[b] = (uint8_t)((v[b] & 15) | (v[b + 32] & 15) << 4);
+    for (int b = 0; b < 16; b++) {
+        hi[b] = 0;
+        for (int s = 0; s < 4; s++) hi[b] |= (uint8_t)((v[16 * s + b] >> 4) << (2 * s));
+    }
+}
+
+static void k4_scales_from_x8(const uint8_t *lo, const uint8_t *hi, uint8_t v[64]) {
+    for (int b = 0; b < 32; b++) {
+        v[b] = lo[b] & 15;
+        v[b + 32] = lo[b] >> 4;
+    }
+    for (int b = 0; b < 16; b++)
+        for (int s = 0; s < 4; s++) v[16 * s + b] |= (uint8_t)(((hi[b] >> (2 * s)) & 3) << 4);
+}
+
+static void convert_q4_K(const char *src, char *dst, size_t rb, bool to_x8) {
+    const size_t nb = rb / sizeof(blk_q4_K);
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *grp = (uint8_t *)(to_x8 ? dst : src) + b * X8 * sizeof(blk_q4_K);
+        uint8_t sc[64], mn[64];
+        if (!to_x8) {
+            k4_scales_from_x8(grp + K4_SC, grp + K4_HI, sc);
+            k4_scales_from_x8(grp + K4_MN, grp + K4_HI + 16, mn);
+        }
+        for (int i = 0; i < X8; i++) {
+            blk_q4_K *row = (blk_q4_K *)((to_x8 ? src : dst) + (size_t)i * rb) + b;
+            uint8_t rs[8], rm[8];
+            if (to_x8) {
+                memcpy(grp + K4_D + 2 * i, &row->d, 2);
+                memcpy(grp + K4_DMIN + 2 * i, &row->dmin, 2);
+                lt_unpack_k4_scales(row->scales, rs, rm);
+                for (int j = 0; j < 8; j++) sc[8 * j + i] = rs[j], mn[8 * j + i] = rm[j];
+            } else {
+                memcpy(&row->d, grp + K4_D + 2 * i, 2);
+                memcpy(&row->dmin, grp + K4_DMIN + 2 * i, 2);
+                for (int j = 0; j < 8; j++) rs[j] = sc[8 * j + i], rm[j] = mn[8 * j + i];
+                lt_pack_k4_scales(rs, rm, row->scales);
+            }
+            for (int k = 0; k < 4; k++)
+                for (int c = 0; c < 8; c++) {
+                    uint8_t *chunk = grp + K4_QS + 32 * (8 * k + c) + CHUNK * i;
+                    if (to_x8) memcpy(chunk, row->qs + 32 * k + CHUNK * c, CHUNK);
+                    else memcpy(row->qs + 32 * k + CHUNK * c, chunk, CHUNK);
+                }
+        }
+        if (to_x8) {
+            k4_scales_to_x8(sc, grp + K4_SC, grp + K4_HI);
+            k4_scales_to_x8(mn, grp + K4_MN, grp + K4_HI + 16);
+        }
+    }
+}
+
 static int convert(lt_type t, void *data, int64_t n_rows, int64_t n_cols, bool to_x8) {
     const size_t rb = lt_row_bytes(t, n_cols);
-    if (!quant_bytes(t) || rb == 0 || n_rows <= 0 || n_rows % X8 != 0) return -1;
+    if (!has_layout(t) || rb == 0 || n_rows <= 0 || n_rows % X8 != 0) return -1;
     char *tmp = malloc(X8 * rb);
     if (!tmp) return -1;
     for (int64_t g = 0; g < n_rows / X8; g++) {
         char *p = (char *)data + (size_t)g * X8 * rb;
         memcpy(tmp, p, X8 * rb);
-        convert_group(t, tmp, p, rb, to_x8);
+        if (t == LT_Q4_K) convert_q4_K(tmp, p, rb, to_x8);
+        else convert_legacy(t, tmp, p, rb, to_x8);
     }
     free(tmp);
     return 0;

@@ -6,7 +6,9 @@
  *
  * Layout of one group block (8 rows x one block of columns), for the types
  * made of a half scale and quant bytes (Q4_0: 16, Q8_0: 32): the 8 scales,
- * then the quant bytes in 4-byte chunks, chunk j of row i at 16 + 32 j + 4 i. */
+ * then the quant bytes in 4-byte chunks, chunk j of row i at 16 + 32 j + 4 i.
+ * Q4_K: the same chunks of its quants, after the 8 d, 8 dmin and the 8 x 8
+ * six-bit scales and mins re-packed by row (repack.c). */
 #ifndef LETHE_REPACK_H
 #define LETHE_REPACK_H
 
