@@ -133,7 +133,7 @@ static void check_model(const char *rel) {
 }
 
 int main(void) {
-    const lt_type types[] = {LT_Q4_0, LT_Q8_0, LT_Q4_K};
+    const lt_type types[] = {LT_Q4_0, LT_Q8_0, LT_Q4_K, LT_Q6_K};
     if (!lt_type_tile_x8(LT_Q4_0)->fn) {
         /* this level has no x8 kernels: nothing is repacked, x8 is refused */
         CHECK(!lt_x8_usable(LT_Q4_0, 64, 256));
@@ -156,7 +156,7 @@ int main(void) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++)
                 check_product(tp1, tp2, types[ti], shapes[s][0], shapes[s][1], toks[k], 0, seed++);
-        for (size_t s = 0; types[ti] != LT_Q4_K && s < sizeof small / sizeof small[0]; s++)
+        for (size_t s = 0; lt_type_traits(types[ti])->block_size == 32 && s < sizeof small / sizeof small[0]; s++)
             check_product(tp1, tp2, types[ti], small[s][0], small[s][1], 1 + (int)s * 3, 0, seed++);
         check_product(tp1, tp2, types[ti], 16, 256, 1, 1, seed++);
         check_product(tp1, tp2, types[ti], 16, 256, 6, 1, seed++);
@@ -166,7 +166,7 @@ int main(void) {
     CHECK(lt_x8_usable(LT_Q4_0, 64, 256) && lt_x8_usable(LT_Q8_0, 8, 32));
     CHECK(!lt_x8_usable(LT_Q4_0, 60, 256));
     CHECK(!lt_x8_usable(LT_Q4_0, 64, 100));
-    CHECK(!lt_x8_usable(LT_F16, 64, 256) && !lt_x8_usable(LT_Q6_K, 64, 256) && !lt_x8_usable(LT_Q4_K, 64, 128));
+    CHECK(!lt_x8_usable(LT_F16, 64, 256) && !lt_x8_usable(LT_Q5_K, 64, 256) && !lt_x8_usable(LT_Q4_K, 64, 128));
     char buf[8 * 18] = {0};
     CHECK(lt_repack_x8(LT_Q4_0, buf, 4, 32) == -1 && lt_repack_x8(LT_F16, buf, 8, 8) == -1);
     setenv("LETHE_REPACK", "0", 1);

@@ -259,21 +259,106 @@ LT_INLINE void q4_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
     if (RN > 3) _mm256_storeu_ps(s + 3 * ldc, a3);
 }
 
-static void tile_q4_K_x8(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux,
-                         size_t ld, float *s, size_t ldc, int nr, int nc) {
-    (void)aux, (void)ld;
-    const char *x = vx, *y = vy;
-    const int64_t nb = n / QK_K;
-    for (int r = 0; r < nr; r += 8) {
-        const char *xr = x + (size_t)r * bx;
-        switch (nc) {
-        case 1: q4_K_x8(1, nb, xr, y, by, s + r, ldc); break;
-        case 2: q4_K_x8(2, nb, xr, y, by, s + r, ldc); break;
-        case 3: q4_K_x8(3, nb, xr, y, by, s + r, ldc); break;
-        default: q4_K_x8(4, nb, xr, y, by, s + r, ldc); break;
+/* ---- Q6_K (tensor/repack.c gives the group layout) ----
+ * Quants are used unsigned (q + 32, 0..63): two maddubs of a 16-element
+ * sub-block fit int16 (2 x 2 x 63 x 127 < 2^15), then the scale multiplies
+ * in the widening madd; the offset 32 sum_j sc_j bsum_j is taken back in
+ * integers, so the only float step is the final d * d_y. */
+#define GROUP_Q6K (8 * sizeof(blk_q6_K))
+
+LT_INLINE __m256i k6x8_tok(const char *g, const __m256i *sc16, const blk_q8_K *yb) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const int8_t *qy = yb->qs;
+    __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; n++) {
+#pragma GCC unroll 4
+        for (int l4 = 0; l4 < 8; l4 += 2) {
+            __m256i v[2][4];
+#pragma GCC unroll 2
+            for (int e = 0; e < 2; e++) {
+                const char *piece = g + 144 + 96 * (8 * n + l4 + e);
+                const __m256i A = loadu256(piece), B = loadu256(piece + 32), H = loadu256(piece + 64);
+                v[e][0] = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_and_si256(_mm256_slli_epi16(H, 4), m30));
+                v[e][1] = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(_mm256_slli_epi16(H, 2), m30));
+                v[e][2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4), _mm256_and_si256(H, m30));
+                v[e][3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
+                                          _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                const int8_t *q = qy + 128 * n + 32 * t + 4 * l4;
+                const __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(v[0][t], bcast4(q)),
+                                                   _mm256_maddubs_epi16(v[1][t], bcast4(q + 4)));
+                /* sub-block 8n + 2t + l4/4 */
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s, sc16[8 * n + 2 * t + l4 / 4]));
+            }
         }
     }
+    /* the offset: pairs of sub-block scales against pairs of bsums */
+    __m256i osum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; p++) {
+        int32_t bs;
+        memcpy(&bs, yb->bsums + 2 * p, 4);
+        osum = _mm256_add_epi32(osum, _mm256_madd_epi16(_mm256_cvtepi8_epi16(loadu128(g + 16 + 16 * p)),
+                                                        _mm256_set1_epi32(bs)));
+    }
+    return _mm256_sub_epi32(isum, _mm256_slli_epi32(osum, 5));
 }
+
+LT_INLINE void q6_K_x8(const int RN, int64_t nb, const char *x, const char *y, size_t by, float *s, size_t ldc) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256i sc16[16]; /* sub-block j's scale in both int16 halves of each row's lane */
+    const __m256i even = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8,
+                                          9, 8, 9, 12, 13, 12, 13);
+    const __m256i odd = _mm256_add_epi8(even, _mm256_set1_epi8(2));
+    for (int64_t b = 0; b < nb; b++) {
+        const char *g = x + (size_t)b * GROUP_Q6K;
+        for (int p = 0; p < 8; p++) {
+            const __m256i P = _mm256_cvtepi8_epi16(loadu128(g + 16 + 16 * p)); /* (sc[2p], sc[2p+1]) per row */
+            sc16[2 * p] = _mm256_shuffle_epi8(P, even);
+            sc16[2 * p + 1] = _mm256_shuffle_epi8(P, odd);
+        }
+        const __m256 dx = _mm256_cvtph_ps(loadu128(g));
+        const blk_q8_K *yb = (const blk_q8_K *)y + b;
+#define K6_ACC(a, c)                                                                                        \
+    do {                                                                                                    \
+        const blk_q8_K *yc = (const blk_q8_K *)((const char *)yb + (c) * by);                              \
+        a = _mm256_fmadd_ps(_mm256_mul_ps(dx, _mm256_set1_ps(yc->d)), _mm256_cvtepi32_ps(k6x8_tok(g, sc16, yc)), a); \
+    } while (0)
+        K6_ACC(a0, 0);
+        if (RN > 1) K6_ACC(a1, 1);
+        if (RN > 2) K6_ACC(a2, 2);
+        if (RN > 3) K6_ACC(a3, 3);
+#undef K6_ACC
+    }
+    _mm256_storeu_ps(s, a0);
+    if (RN > 1) _mm256_storeu_ps(s + ldc, a1);
+    if (RN > 2) _mm256_storeu_ps(s + 2 * ldc, a2);
+    if (RN > 3) _mm256_storeu_ps(s + 3 * ldc, a3);
+}
+
+/* The k-quant tiles: one group at a time, nc <= 4 tokens. */
+#define DEFINE_KX8_TILE(name, kern)                                                                      \
+    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, \
+                     size_t ld, float *s, size_t ldc, int nr, int nc) {                                  \
+        (void)aux, (void)ld;                                                                             \
+        const char *x = vx, *y = vy;                                                                     \
+        const int64_t nb = n / QK_K;                                                                     \
+        for (int r = 0; r < nr; r += 8) {                                                                \
+            const char *xr = x + (size_t)r * bx;                                                         \
+            switch (nc) {                                                                                \
+            case 1: kern(1, nb, xr, y, by, s + r, ldc); break;                                           \
+            case 2: kern(2, nb, xr, y, by, s + r, ldc); break;                                           \
+            case 3: kern(3, nb, xr, y, by, s + r, ldc); break;                                           \
+            default: kern(4, nb, xr, y, by, s + r, ldc); break;                                          \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+DEFINE_KX8_TILE(tile_q4_K_x8, q4_K_x8)
+DEFINE_KX8_TILE(tile_q6_K_x8, q6_K_x8)
 
 /* nr: a multiple of 8; nc <= 4. A single token takes two groups per pass,
  * a batch one group x nc tokens. */
@@ -303,6 +388,7 @@ void lt_tiles_x8_avx2(lt_tile *t) {
     t[LT_Q4_0] = (lt_tile){tile_q4_0_x8, 8, 4, 16, true, 0};
     t[LT_Q8_0] = (lt_tile){tile_q8_0_x8, 8, 4, 16, true, 0};
     t[LT_Q4_K] = (lt_tile){tile_q4_K_x8, 8, 4, 8, false, 0};
+    t[LT_Q6_K] = (lt_tile){tile_q6_K_x8, 8, 4, 8, false, 0};
 }
 
 #else

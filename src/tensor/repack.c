@@ -19,7 +19,7 @@ static size_t quant_bytes(lt_type t) {
     }
 }
 
-static bool has_layout(lt_type t) { return quant_bytes(t) || t == LT_Q4_K; }
+static bool has_layout(lt_type t) { return quant_bytes(t) || t == LT_Q4_K || t == LT_Q6_K; }
 
 bool lt_x8_usable(lt_type t, int64_t n_rows, int64_t n_cols) {
     const char *env = getenv("LETHE_REPACK");
@@ -110,6 +110,39 @@ static void convert_q4_K(const char *src, char *dst, size_t rb, bool to_x8) {
     }
 }
 
+/* Q6_K group super-block (8 x 210 bytes): d[8] at 0; the 16 signed scales
+ * by pairs of sub-blocks at 16: for pair p, 16 bytes sc[2p] and sc[2p+1]
+ * of row 0, then of row 1, ...; then, in the order the kernel reads them
+ * (a prefetcher follows one stream better than three), for each half n and
+ * chunk position l (0..7) three 32-byte pieces of 4 bytes per row: ql
+ * bytes 64n + 4l.., ql bytes 64n + 32 + 4l.. and qh bytes 32n + 4l.. */
+enum { K6_D = 0, K6_SC = 16, K6_Q = 144 };
+
+static void convert_q6_K(const char *src, char *dst, size_t rb, bool to_x8) {
+    const size_t nb = rb / sizeof(blk_q6_K);
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *grp = (uint8_t *)(to_x8 ? dst : src) + b * X8 * sizeof(blk_q6_K);
+        for (int i = 0; i < X8; i++) {
+            blk_q6_K *row = (blk_q6_K *)((to_x8 ? src : dst) + (size_t)i * rb) + b;
+#define MOVE(x8p, rowp, n)                  \
+    do {                                    \
+        if (to_x8) memcpy(x8p, rowp, n);    \
+        else memcpy(rowp, x8p, n);          \
+    } while (0)
+            MOVE(grp + K6_D + 2 * i, &row->d, 2);
+            for (int p = 0; p < 8; p++) MOVE(grp + K6_SC + 16 * p + 2 * i, row->scales + 2 * p, 2);
+            for (int n = 0; n < 2; n++)
+                for (int l = 0; l < 8; l++) {
+                    uint8_t *piece = grp + K6_Q + 96 * (8 * n + l) + CHUNK * i;
+                    MOVE(piece, row->ql + 64 * n + CHUNK * l, CHUNK);
+                    MOVE(piece + 32, row->ql + 64 * n + 32 + CHUNK * l, CHUNK);
+                    MOVE(piece + 64, row->qh + 32 * n + CHUNK * l, CHUNK);
+                }
+#undef MOVE
+        }
+    }
+}
+
 static int convert(lt_type t, void *data, int64_t n_rows, int64_t n_cols, bool to_x8) {
     const size_t rb = lt_row_bytes(t, n_cols);
     if (!has_layout(t) || rb == 0 || n_rows <= 0 || n_rows % X8 != 0) return -1;
@@ -119,6 +152,7 @@ static int convert(lt_type t, void *data, int64_t n_rows, int64_t n_cols, bool t
         char *p = (char *)data + (size_t)g * X8 * rb;
         memcpy(tmp, p, X8 * rb);
         if (t == LT_Q4_K) convert_q4_K(tmp, p, rb, to_x8);
+        else if (t == LT_Q6_K) convert_q6_K(tmp, p, rb, to_x8);
         else convert_legacy(t, tmp, p, rb, to_x8);
     }
     free(tmp);
