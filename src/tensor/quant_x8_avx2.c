@@ -20,6 +20,17 @@
 #define GROUP_Q4 (8 * sizeof(blk_q4_0))
 #define GROUP_Q8 (8 * sizeof(blk_q8_0))
 
+/* Each group is one stream, which the hardware prefetcher follows, but on
+ * one thread it does not run far enough ahead of these kernels; a software
+ * prefetch of the bytes X8_AHEAD beyond the block being read closes most of
+ * the gap (Zen 4: Q4_0 decode on one thread about 10% faster). */
+#ifndef X8_AHEAD
+#define X8_AHEAD 1024
+#endif
+LT_INLINE void x8_prefetch(const char *block, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(block + X8_AHEAD + o, _MM_HINT_T0);
+}
+
 LT_INLINE __m256i bcast4(const int8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
@@ -66,6 +77,7 @@ LT_INLINE void q4_0_x8(const int RN, int64_t nb, const char *x, const char *y, s
     for (int64_t b = 0; b < nb; b++) {
         const char *blk = x + (size_t)b * GROUP_Q4;
         const char *yb = y + (size_t)b * sizeof(blk_q8_0) + 2;
+        x8_prefetch(blk, GROUP_Q4);
         Q4_SPLIT(blk, l0, l1, l2, l3, h0, h1, h2, h3);
         const __m256 dx = _mm256_cvtph_ps(loadu128(blk));
         const float *d = aux + b * ld, *t = sT + b * ld;
@@ -88,6 +100,8 @@ LT_INLINE void q4_0_x8_pair(int64_t nb, const char *x, size_t gs, const char *y,
     for (int64_t b = 0; b < nb; b++) {
         const char *blk = x + (size_t)b * GROUP_Q4;
         const int8_t *qy = (const int8_t *)(y + (size_t)b * sizeof(blk_q8_0) + 2);
+        x8_prefetch(blk, GROUP_Q4);
+        x8_prefetch(blk + gs, GROUP_Q4);
         __m256i s0, s1;
         {
             Q4_SPLIT(blk, l0, l1, l2, l3, h0, h1, h2, h3);
@@ -117,6 +131,8 @@ LT_INLINE void q8_0_x8_groups(const int RG, const int RN, int64_t nb, const char
         for (int c = 0; c < RN; c++) acc[g][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const char *blk = x + (size_t)b * GROUP_Q8;
+#pragma GCC unroll 2
+        for (int g = 0; g < RG; g++) x8_prefetch(blk + g * gs, GROUP_Q8);
         __m256i sum[2][4];
 #pragma GCC unroll 2
         for (int g = 0; g < RG; g++)
@@ -240,6 +256,7 @@ LT_INLINE void q4_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
     uint8_t scv[64] __attribute__((aligned(32))), mnv[64] __attribute__((aligned(32)));
     for (int64_t b = 0; b < nb; b++) {
         const char *g = x + (size_t)b * GROUP_Q4K;
+        x8_prefetch(g, GROUP_Q4K);
         __m256i v0, v1;
         k4x8_values(g + 32, g + 96, &v0, &v1);
         _mm256_store_si256((__m256i *)scv, v0);
@@ -315,6 +332,7 @@ LT_INLINE void q6_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
     const __m256i odd = _mm256_add_epi8(even, _mm256_set1_epi8(2));
     for (int64_t b = 0; b < nb; b++) {
         const char *g = x + (size_t)b * GROUP_Q6K;
+        x8_prefetch(g, GROUP_Q6K);
         for (int p = 0; p < 8; p++) {
             const __m256i P = _mm256_cvtepi8_epi16(loadu128(g + 16 + 16 * p)); /* (sc[2p], sc[2p+1]) per row */
             sc16[2 * p] = _mm256_shuffle_epi8(P, even);
