@@ -62,6 +62,10 @@ LT_INLINE float hsum_as4(__m256 v) { return _mm_cvtss_f32(hsum4_ps(v, v, v, v));
  * reduced by hsum4_ps's order, then the scalar tail, for every tile shape,
  * so a token's outputs do not depend on which other tokens share the call
  * (the batched step's promise). */
+#ifndef FT_AHEAD
+#define FT_AHEAD 1024
+#endif
+
 LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char *x, size_t bx,
                      const char *y, size_t by, float *s, size_t ldc) {
     __m256 acc[4][4];
@@ -70,7 +74,13 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) acc[r][c] = _mm256_setzero_ps();
     int64_t k = 0;
+    const size_t esz = kind == K_F32 ? 4 : 2;
     for (; k + 8 <= n; k += 8) {
+        /* a single token streams the rows once: fetch ahead of the loads
+         * (the hardware prefetcher alone leaves one thread short) */
+        if (RN == 1 && (k * esz) % 64 == 0)
+#pragma GCC unroll 4
+            for (int r = 0; r < RM; r++) _mm_prefetch(x + r * bx + k * esz + FT_AHEAD, _MM_HINT_T0);
         __m256 w[4];
 #pragma GCC unroll 4
         for (int r = 0; r < RM; r++) w[r] = load8(kind, x + r * bx, k);
