@@ -145,6 +145,17 @@ int policy_protected_slots(const policy_view *v, const kv_stream *s, const uint8
     return k;
 }
 
+size_t policy_rank_bytes(size_t n) { return n * sizeof(ranked); }
+
+size_t policy_state_reach(const kv_policy_ops *ops, const policy_params *kp, const policy_reach *r) {
+    return ops->state_bytes ? ops->state_bytes(kp, r) : 0;
+}
+
+size_t policy_keep_top_state(const policy_params *kp, const policy_reach *r) {
+    (void)kp;
+    return policy_rank_bytes(r->slots);
+}
+
 lethe_status policy_keep_top_in(const policy_view *v, const kv_stream *s, const float *score, int target, int sink,
                                 int window, uint8_t *keep, void **buf, size_t *cap) {
     const bool prot = v && v->n_protect > 0;

@@ -69,6 +69,14 @@ typedef struct {
     int page;
 } page_rank;
 
+/* The sizes a policy's state grows with: the largest stream's slots (its
+ * capacity), the streams, the head dimension. */
+typedef struct {
+    size_t slots;
+    int n_streams;
+    int head_dim;
+} policy_reach;
+
 typedef struct {
     const char *name;
     const char *summary;           /* one line for --help */
@@ -117,16 +125,13 @@ typedef struct {
      * bits. Return LETHE_OK, or an error with a message in p->err. */
     lethe_status (*plan)(kv_policy *p, const policy_view *v, const int *target, policy_plan *out);
     void (*destroy)(kv_policy *p);
-    /* Optional: bytes of the policy's private state (p->state and what it
-     * points at), for the sequence's byte accounting; NULL: the runtime
-     * counts a bound of a selection scratch per slot (POLICY_STATE_BOUND). */
-    size_t (*state_bytes)(const kv_policy *p);
+    /* Optional: the bytes its private state (p->state and what it points
+     * at) can reach with streams of at most r->slots slots, for the
+     * sequence's byte accounting. Counted at the reach, not at the current
+     * size, so no plan can grow past what the step's check saw. NULL: no
+     * private state. */
+    size_t (*state_bytes)(const lethe_kv_policy_params *kp, const policy_reach *r);
 } kv_policy_ops;
-
-/* Bytes per slot of the largest stream that the byte accounting counts for
- * a policy without state_bytes: a selection scratch entry (12) and a score
- * (4). */
-#define POLICY_STATE_BOUND 16
 
 /* Parameters, set from CLI flags or the public API; each policy reads
  * those it uses. */
@@ -146,6 +151,15 @@ policy_params policy_default_params(void);
 const kv_policy_ops *policy_find(const char *name);
 /* All policies, NULL-terminated, for --help and sweeps. */
 const kv_policy_ops *const *policy_list(void);
+
+/* Bytes of n entries of the selection scratch of policy_keep_top(_in). */
+size_t policy_rank_bytes(size_t n);
+/* state_bytes of a policy whose only state is p->rank (policy_keep_top's
+ * scratch; a policy with more adds policy_rank_bytes itself). */
+size_t policy_keep_top_state(const policy_params *kp, const policy_reach *r);
+/* Every byte of policy state a sequence counts, at its reach (0 for a
+ * policy without state_bytes). */
+size_t policy_state_reach(const kv_policy_ops *ops, const policy_params *kp, const policy_reach *r);
 
 kv_policy *policy_create(const kv_policy_ops *ops, const policy_params *params);
 void policy_free(kv_policy *p);

@@ -106,6 +106,11 @@ static void destroy(kv_policy *p) {
     p->state = NULL;
 }
 
+/* The state's buffers at their reach: each grows to a stream's slots. */
+static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
+    return sizeof(h2o_state) + policy_rank_bytes(r->slots) + (kp->keyformer ? r->slots * sizeof(float) : 0);
+}
+
 const kv_policy_ops policy_h2o_ops = {
     .name = "h2o",
     .flags = "sink window keyformer",
@@ -116,4 +121,5 @@ const kv_policy_ops policy_h2o_ops = {
     .observe = observe,
     .plan = plan,
     .destroy = destroy,
+    .state_bytes = state_bytes,
 };

@@ -139,6 +139,12 @@ static void destroy(kv_policy *p) {
     p->state = NULL;
 }
 
+/* The state's buffers at their reach: each grows to a stream's slots. */
+static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
+    (void)kp;
+    return sizeof(headwise_state) + policy_rank_bytes(r->slots) + (size_t)r->n_streams;
+}
+
 const kv_policy_ops policy_headwise_ops = {
     .name = "headwise",
     .flags = "sink window calib",
@@ -149,4 +155,5 @@ const kv_policy_ops policy_headwise_ops = {
     .budgets = budgets,
     .plan = plan,
     .destroy = destroy,
+    .state_bytes = state_bytes,
 };

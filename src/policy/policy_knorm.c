@@ -96,6 +96,12 @@ static void destroy(kv_policy *p) {
     p->state = NULL;
 }
 
+/* The state's buffers at their reach: each grows to a stream's slots. */
+static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
+    (void)kp;
+    return sizeof(knorm_state) + policy_rank_bytes(r->slots) + r->slots * sizeof(float) + (size_t)r->head_dim * sizeof(float);
+}
+
 const kv_policy_ops policy_knorm_ops = {
     .name = "knorm",
     .flags = "sink window",
@@ -105,4 +111,5 @@ const kv_policy_ops policy_knorm_ops = {
     .observe = observe,
     .plan = plan,
     .destroy = destroy,
+    .state_bytes = state_bytes,
 };

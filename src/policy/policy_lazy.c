@@ -102,6 +102,12 @@ static void destroy(kv_policy *p) {
     p->state = NULL;
 }
 
+/* The state's buffers at their reach: each grows to a stream's slots. */
+static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
+    (void)kp;
+    return sizeof(lazy_state) + policy_rank_bytes(r->slots) + r->slots * sizeof(float);
+}
+
 const kv_policy_ops policy_lazy_ops = {
     .name = "lazy",
     .flags = "sink window lag threshold",
@@ -112,4 +118,5 @@ const kv_policy_ops policy_lazy_ops = {
     .observe = observe,
     .plan = plan,
     .destroy = destroy,
+    .state_bytes = state_bytes,
 };

@@ -146,6 +146,13 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
     return st;
 }
 
+/* The state's buffers at their reach: each grows to a stream's slots (the
+ * vote order only in question mode; an entry as snapkv's, 8 bytes), and
+ * p->rank (policy_keep_top). */
+static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
+    return sizeof(mixed_state) + policy_rank_bytes(r->slots) + r->slots * sizeof(cand) + (kp->mixed_question ? r->slots * 8 : 0);
+}
+
 const kv_policy_ops policy_mixed_ops = {
     .name = "mixed",
     .flags = "sink window hot-fraction mixed-question obs-window pool snap-votes",
@@ -162,4 +169,5 @@ const kv_policy_ops policy_mixed_ops = {
     .budgets = budgets,
     .plan = plan,
     .destroy = destroy,
+    .state_bytes = state_bytes,
 };

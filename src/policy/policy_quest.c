@@ -93,4 +93,5 @@ const kv_policy_ops policy_quest_ops = {
     .cold_in_budget = false,
     .cold_pages = cold_pages,
     .plan = plan,
+    .state_bytes = policy_keep_top_state,
 };

@@ -223,6 +223,12 @@ static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int 
 static bool wants_retrieval(const kv_policy *p) { return p->params.snap_alloc == LETHE_SNAP_RETRIEVAL; }
 
 
+/* The state's buffers at their reach: each grows to a stream's slots. */
+static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
+    (void)kp;
+    return sizeof(snap_state) + policy_rank_bytes(r->slots) + r->slots * sizeof(slot_ref);
+}
+
 const kv_policy_ops policy_snapkv_ops = {
     .name = "snapkv",
     .flags = "sink window obs-window pool snap-votes snap-alloc pyramid-ratio",
@@ -237,4 +243,5 @@ const kv_policy_ops policy_snapkv_ops = {
     .observe = observe,
     .plan = plan,
     .destroy = destroy,
+    .state_bytes = state_bytes,
 };

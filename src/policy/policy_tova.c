@@ -85,6 +85,12 @@ static void destroy(kv_policy *p) {
     p->state = NULL;
 }
 
+/* The state's buffers at their reach: each grows to a stream's slots. */
+static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
+    (void)kp;
+    return sizeof(tova_state) + policy_rank_bytes(r->slots) + r->slots * sizeof(float);
+}
+
 const kv_policy_ops policy_tova_ops = {
     .name = "tova",
     .flags = "sink window",
@@ -93,4 +99,5 @@ const kv_policy_ops policy_tova_ops = {
     .may_evict = true,
     .plan = plan,
     .destroy = destroy,
+    .state_bytes = state_bytes,
 };

@@ -22,4 +22,5 @@ const kv_policy_ops policy_window_ops = {
     .may_evict = true,
     .evict_ahead = true,
     .plan = plan,
+    .state_bytes = policy_keep_top_state,
 };

@@ -68,8 +68,8 @@ void seq_bytes_get(const lethe_seq *s, lethe_seq_bytes *b) {
     if (s->head_reach) b->state_bytes += (size_t)s->n_streams * sizeof(float);
     if (s->protect_heap) b->state_bytes += 2 * (size_t)s->cap_protect * sizeof(int32_t);
     if (s->policy) {
-        b->state_bytes += s->policy->rank_cap;
-        b->state_bytes += s->policy->ops->state_bytes ? s->policy->ops->state_bytes(s->policy) : max_n * POLICY_STATE_BOUND;
+        const policy_reach r = {max_n, s->n_streams, s->c->m->hp.head_dim};
+        b->state_bytes += policy_state_reach(s->policy->ops, &s->policy->params, &r);
     }
     b->ram_bytes = b->hot_bytes + b->cold_bytes + b->staging_bytes + b->state_bytes;
     b->ram_peak = s->ram_peak > b->ram_bytes ? s->ram_peak : b->ram_bytes;
@@ -122,6 +122,7 @@ lethe_status seq_bytes_check(lethe_seq *s, int c, bool planned) {
 typedef struct {
     size_t P, pb, S, H, hd, n_head, n_ctx;
     const kv_policy_ops *ops;
+    const lethe_kv_policy_params *kp;
     int aux;
     bool disk, ram_cold;
     size_t cold_page;  /* RAM bytes of one cold page (its bounds on disk) with its array entry */
@@ -138,7 +139,8 @@ static size_t model_bytes(const byte_model *m, size_t b, size_t want, size_t col
     size_t bytes = S * pages_of(b, P) * m->pb;                        /* hot pages */
     bytes += S * (cap * per_slot + pcap * sizeof(int32_t));            /* stream arrays */
     bytes += 1024 + S * 64 + S * (b * (m->ops->cold_tier ? 2 : 1)) + b * 8; /* plan masks and scratch */
-    bytes += 2 * b * 12 + b * POLICY_STATE_BOUND + 3 * S * sizeof(int) + b * sizeof(int); /* policy, seq arrays */
+    const policy_reach r = {cap, (int)S, (int)m->hd};
+    bytes += policy_state_reach(m->ops, m->kp, &r) + 3 * S * sizeof(int) + b * sizeof(int); /* policy, seq arrays */
     if (!m->ops->cold_tier) return bytes;
     /* cold tier: pages it may hold, its mask, the ranking over them */
     size_t cold_pages = m->ram_cold ? pages_of(cold_slots, P) : pages_of(m->n_ctx, P);
@@ -164,7 +166,7 @@ lethe_status seq_budget_from_bytes(lethe_seq *s, const kv_policy_ops *ops, const
     const hparams *hp = &s->c->m->hp;
     byte_model m = {.P = (size_t)kv_pool_page_slots(s->c->kv), .pb = kv_pool_page_bytes(s->c->kv),
                     .S = (size_t)s->n_streams, .H = (size_t)hp->n_head_kv, .hd = (size_t)hp->head_dim,
-                    .n_head = (size_t)hp->n_head, .n_ctx = (size_t)s->n_ctx, .ops = ops, .aux = ops->aux_width,
+                    .n_head = (size_t)hp->n_head, .n_ctx = (size_t)s->n_ctx, .ops = ops, .kp = kp, .aux = ops->aux_width,
                     .disk = cold_disk, .ram_cold = ops->cold_tier && !cold_disk && !ops->cold_in_budget};
     *cold_slots = -1;
     if (ops->cold_tier) { /* one tier's sizes, measured on a real one */
