@@ -386,7 +386,7 @@ static int check_stats(env *E, fixture *f, int threads, int n_tok, const int32_t
     const size_t count = (size_t)n_tok * f->n_head * f->d;
     for (int g = 0; g < f->n_head_kv; g++) {
         kv_stream_free(f->pool, &f->streams[g]); /* fresh streams with stats on */
-        CHECK(kv_stream_enable_stats(&f->streams[g]) == LETHE_OK);
+        CHECK(kv_stream_enable_stats(&f->streams[g], KV_STATS_ACC | KV_STATS_HIT) == LETHE_OK);
         CHECK(kv_stream_append(f->pool, &f->streams[g], f->k + (size_t)g * n * f->d, f->v + (size_t)g * n * f->d,
                                f->d, f->d, f->pos, n) == LETHE_OK);
     }

@@ -387,7 +387,7 @@ static void kernel_case(threadpool *tp, lt_type dtype, int n_prefix, int P, int 
                 continue;
             }
             CHECK(kv_stream_fork(pool, &root[h], &s[h]) == LETHE_OK);
-            if (j == NJ - 2) CHECK(kv_stream_enable_stats(&s[h]) == LETHE_OK);
+            if (j == NJ - 2) CHECK(kv_stream_enable_stats(&s[h], KV_STATS_ACC | KV_STATS_HIT) == LETHE_OK);
             const long o = (long)n_prefix * d;
             if (own) CHECK(kv_stream_append(pool, &s[h], k + o, v + o, d, d, pos + n_prefix, own) == LETHE_OK);
         }

@@ -257,7 +257,7 @@ static void test_fork(void) {
     kv_stream_init(&a);
     kv_stream_init(&b);
     CHECK(append_range(pool, &a, 0, 2 * P + 3) == LETHE_OK); /* 3 pages, last partial */
-    CHECK(kv_stream_enable_stats(&a) == LETHE_OK);
+    CHECK(kv_stream_enable_stats(&a, KV_STATS_ACC | KV_STATS_HIT) == LETHE_OK);
     a.attn_acc[5] = 2.5f;
     a.attn_last_hit[5] = 9;
     CHECK(kv_stream_fork(pool, &a, &b) == LETHE_OK);
@@ -341,7 +341,7 @@ static void test_compact(void) {
         kv_stream_init(&s);
         int n = 1 + (int)((frand() + 1.0f) * 0.5f * 5 * P);
         CHECK(append_range(pool, &s, 0, n) == LETHE_OK);
-        CHECK(kv_stream_enable_stats(&s) == LETHE_OK);
+        CHECK(kv_stream_enable_stats(&s, KV_STATS_ACC | KV_STATS_HIT) == LETHE_OK);
         for (int i = 0; i < n; i++) {
             s.attn_acc[i] = (float)i;
             s.attn_last[i] = (float)(2 * i);

@@ -202,7 +202,7 @@ static void test_remove_and_single_drop(void) {
     kv_stream s;
     kv_stream_init(&s);
     CHECK(kv_stream_append(pool, &s, k, v, D, D, pos, n) == LETHE_OK);
-    CHECK(kv_stream_enable_stats(&s) == LETHE_OK && kv_stream_enable_aux(&s, 2) == LETHE_OK);
+    CHECK(kv_stream_enable_stats(&s, KV_STATS_ACC | KV_STATS_HIT) == LETHE_OK && kv_stream_enable_aux(&s, 2) == LETHE_OK);
     for (int i = 0; i < n; i++) {
         s.attn_acc[i] = (float)i;
         s.attn_last[i] = (float)i * 0.5f;

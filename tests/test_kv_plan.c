@@ -61,10 +61,10 @@ static void world_make(world *w) {
         CHECK(kv_cold_init(&w->cold[i], LT_Q8_0, P, D) == LETHE_OK);
     }
     kv_stream_init(&w->extra);
-    CHECK(kv_stream_enable_stats(&w->st[0]) == LETHE_OK && kv_stream_enable_aux(&w->st[0], 2) == LETHE_OK);
+    CHECK(kv_stream_enable_stats(&w->st[0], KV_STATS_ACC | KV_STATS_HIT) == LETHE_OK && kv_stream_enable_aux(&w->st[0], 2) == LETHE_OK);
     append_n(w->pool, &w->st[0], 0, 128); /* slot arrays (128) and page table (8) full: the next append grows them */
     CHECK(kv_stream_fork(w->pool, &w->st[0], &w->st[1]) == LETHE_OK);
-    CHECK(kv_stream_enable_stats(&w->st[2]) == LETHE_OK);
+    CHECK(kv_stream_enable_stats(&w->st[2], KV_STATS_ACC | KV_STATS_HIT) == LETHE_OK);
     append_n(w->pool, &w->st[2], 1000, 40);
     for (int i = 0; i < NS; i++) {
         kv_stream *s = &w->st[i];
@@ -317,7 +317,7 @@ static void test_no_alloc_steady_state(void) {
     kv_cold c[2];
     for (int i = 0; i < 2; i++) {
         kv_stream_init(&s[i]);
-        CHECK(kv_stream_enable_stats(&s[i]) == LETHE_OK);
+        CHECK(kv_stream_enable_stats(&s[i], KV_STATS_ACC | KV_STATS_HIT) == LETHE_OK);
         CHECK(kv_cold_init(&c[i], LT_Q8_0, P, D) == LETHE_OK);
     }
     kv_plan *plan = kv_plan_create(2, true);

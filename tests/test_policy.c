@@ -71,7 +71,7 @@ static void rig_init(rig *r, int n_layer, int n_head_kv, int page_slots, const k
     for (int s = 0; s < r->n_streams; s++) {
         CHECK(kv_cold_init(&r->cold[s], LT_Q8_0, page_slots, D) == LETHE_OK);
         kv_stream_init(&r->st[s]);
-        if (ops && ops->needs_stats) CHECK(kv_stream_enable_stats(&r->st[s]) == LETHE_OK);
+        if (ops && ops->needs_stats) CHECK(kv_stream_enable_stats(&r->st[s], ops->stats) == LETHE_OK);
         if (ops && ops->aux_width > 0) CHECK(kv_stream_enable_aux(&r->st[s], ops->aux_width) == LETHE_OK);
     }
 }
@@ -453,8 +453,8 @@ static sim_result simulate(const char *name, int budget, int steps) {
             bool burst = ps == 6 && t % 50 >= 6 && t % 50 < 9;
             bool hit = ps >= t - 2 || burst;
             s->attn_last[i] = hit ? 0.3f : 0.001f;
-            s->attn_acc[i] += s->attn_last[i];
-            if (hit) s->attn_last_hit[i] = t;
+            if (s->attn_acc) s->attn_acc[i] += s->attn_last[i]; /* the channels the policy asked for */
+            if (hit && s->attn_last_hit) s->attn_last_hit[i] = t;
         }
         observe(p, &r, false);
         if (t >= 6 && !has_pos(s, 6)) res.burst_seen_gone = true;
@@ -721,11 +721,11 @@ static void test_property(void) {
             for (int step = 0; step < 3; step++) {
                 for (int s = 0; s < 4; s++) {
                     kv_stream *st = &r.st[s];
-                    if (!st->attn_acc) continue;
+                    if (!st->attn_last) continue;
                     for (int i = 0; i < st->n; i++) {
                         st->attn_last[i] = urand() % 5 ? frand() : 0.0f;
-                        st->attn_acc[i] += st->attn_last[i];
-                        if (urand() % 3 == 0) st->attn_last_hit[i] = r.n_past - 3 + step;
+                        if (st->attn_acc) st->attn_acc[i] += st->attn_last[i];
+                        if (st->attn_last_hit && urand() % 3 == 0) st->attn_last_hit[i] = r.n_past - 3 + step;
                     }
                 }
                 r.n_past += 1;

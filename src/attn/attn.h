@@ -25,8 +25,8 @@
 #include "tensor/threadpool.h"
 
 typedef struct {
-    /* When on, each stream's attn_acc / attn_last / attn_last_hit arrays
-     * (which must be enabled) are updated with the softmax probability mass
+    /* When on, each stream's attn_last and, where enabled, attn_acc /
+     * attn_last_hit arrays (kv_stream_enable_stats) are updated with the softmax probability mass
      * every slot received, summed over the query heads of its group (and, in
      * prefill, over the queries). attn_last is overwritten, attn_acc added to,
      * attn_last_hit set to `step` where a single query head gave the slot

@@ -104,10 +104,13 @@ static void stats_task(void *arg, int ith, int nth) {
                     mem.hit[k] |= p > 0.0f && p >= thr; /* a masked slot never hits */
                 }
             }
-            float *last = st->attn_last + first, *acc = st->attn_acc + first;
-            for (int k = 0; k < nk; k++) last[k] = mem.mass[k], acc[k] += mem.mass[k];
-            for (int k = 0; k < nk; k++)
-                if (mem.hit[k]) st->attn_last_hit[first + k] = j->stats->step;
+            float *last = st->attn_last + first;
+            for (int k = 0; k < nk; k++) last[k] = mem.mass[k];
+            if (st->attn_acc)
+                for (int k = 0; k < nk; k++) st->attn_acc[first + k] += mem.mass[k];
+            if (st->attn_last_hit)
+                for (int k = 0; k < nk; k++)
+                    if (mem.hit[k]) st->attn_last_hit[first + k] = j->stats->step;
         }
     }
 }
@@ -156,7 +159,7 @@ int attn_decode_multi(threadpool *tp, attn_scratch *scr, const attn_decode_job *
         long n_max = 0;
         for (int g = 0; g < H; g++) {
             if (L->streams[g].n > n_max) n_max = L->streams[g].n;
-            if (st && L->streams[g].n > 0 && !L->streams[g].attn_acc) return -1;
+            if (st && L->streams[g].n > 0 && !L->streams[g].attn_last) return -1;
         }
         if (st) score_floats += (long)L->n_head * n_max;
         want_stats |= st;

@@ -99,6 +99,6 @@ void attn_tile_rows(attn_tile *t, const kv_stream *st, const float *q, const int
 
 void attn_stats_store(const kv_stream *st, int slot, float mass, int hit, int32_t step) {
     st->attn_last[slot] = mass;
-    st->attn_acc[slot] += mass;
-    if (hit) st->attn_last_hit[slot] = step;
+    if (st->attn_acc) st->attn_acc[slot] += mass;
+    if (hit && st->attn_last_hit) st->attn_last_hit[slot] = step;
 }

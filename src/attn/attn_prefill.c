@@ -171,7 +171,7 @@ int attn_prefill_lse(threadpool *tp, attn_scratch *scr, const attn_layer *L, con
     if (!c.thread_mem) return -1;
     if (want_stats)
         for (int g = 0; g < L->n_head_kv; g++)
-            if (L->streams[g].n > 0 && !L->streams[g].attn_acc) return -1;
+            if (L->streams[g].n > 0 && !L->streams[g].attn_last) return -1;
     if (want_stats || lse) {
         float *rows = attn_scratch_get(scr, ATTN_SCR_ROWS, 2 * (size_t)n_tok * L->n_head * sizeof(float));
         if (!rows) return -1;

@@ -42,11 +42,9 @@ static void move_slot(kv_pool *pool, kv_stream *s, int dst, int src) {
     memcpy(kv_stream_k(pool, s, dst), kv_stream_k(pool, s, src), rb);
     memcpy(kv_stream_v(pool, s, dst), kv_stream_v(pool, s, src), rb);
     s->pos[dst] = s->pos[src];
-    if (s->attn_acc) {
-        s->attn_acc[dst] = s->attn_acc[src];
-        s->attn_last[dst] = s->attn_last[src];
-        s->attn_last_hit[dst] = s->attn_last_hit[src];
-    }
+    if (s->attn_last) s->attn_last[dst] = s->attn_last[src];
+    if (s->attn_acc) s->attn_acc[dst] = s->attn_acc[src];
+    if (s->attn_last_hit) s->attn_last_hit[dst] = s->attn_last_hit[src];
     if (s->aux) {
         const size_t w = (size_t)s->aux_width;
         memcpy(s->aux + (size_t)dst * w, s->aux + (size_t)src * w, w * sizeof *s->aux);

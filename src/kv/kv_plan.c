@@ -57,10 +57,16 @@ void kv_plan_free(kv_plan *p) {
     lt_free(p);
 }
 
+size_t kv_plan_fixed_bytes(int n_streams, bool with_cold) {
+    const kv_plan *p = NULL;
+    size_t b = sizeof *p + (size_t)n_streams * (sizeof *p->keep + sizeof *p->keep_cap);
+    if (with_cold) b += (size_t)n_streams * (sizeof *p->demote + sizeof *p->cold_keep + sizeof *p->cold_cap);
+    return b;
+}
+
 size_t kv_plan_bytes(const kv_plan *p) {
     if (!p) return 0;
-    size_t b = sizeof *p + (size_t)p->n_streams * (sizeof *p->keep + sizeof *p->keep_cap);
-    if (p->with_cold) b += (size_t)p->n_streams * (sizeof *p->demote + sizeof *p->cold_keep + sizeof *p->cold_cap);
+    size_t b = kv_plan_fixed_bytes(p->n_streams, p->with_cold);
     for (int i = 0; i < p->n_streams; i++) {
         b += (size_t)p->keep_cap[i] * (p->with_cold ? 2 : 1); /* demote grows with keep */
         if (p->with_cold) b += (size_t)p->cold_cap[i];
@@ -95,7 +101,7 @@ lethe_status kv_plan_prepare(kv_plan *p, const kv_stream *streams, const kv_cold
         }
         if (with_cold && !grow(&p->cold_keep[i], &p->cold_cap[i], cold[i].n_slots)) return LETHE_ERR_NOMEM;
     }
-    if (max_n > p->idx_cap) {
+    if (with_cold && max_n > p->idx_cap) { /* the demotion scratch */
         int *idx = lt_realloc(p->idx, (size_t)max_n * sizeof *idx);
         if (!idx) return LETHE_ERR_NOMEM;
         p->idx = idx;
@@ -124,7 +130,7 @@ static lethe_status check_and_reserve(kv_plan *p, kv_pool *pool, kv_stream *stre
     size_t pages = 0;
     for (int i = 0; i < p->n_streams; i++) {
         const kv_stream *s = &streams[i];
-        if (s->n > p->keep_cap[i] || s->n > p->idx_cap || (cold && cold[i].n_slots > p->cold_cap[i]))
+        if (s->n > p->keep_cap[i] || (cold && (s->n > p->idx_cap || cold[i].n_slots > p->cold_cap[i])))
             return set_error(err, LETHE_ERR_ARG, "kv plan: stream %d changed size since kv_plan_prepare", i);
         int kept = 0, demoted = 0;
         for (int j = 0; j < s->n; j++) {

@@ -20,6 +20,8 @@ typedef struct kv_plan kv_plan; /* owned by a sequence: masks + scratch, grown o
 
 /* Bytes the plan's masks and scratch hold. */
 size_t kv_plan_bytes(const kv_plan *p);
+/* Its part that does not grow with the streams' slots (the byte model's). */
+size_t kv_plan_fixed_bytes(int n_streams, bool with_cold);
 /* NULL when out of memory or n_streams < 1. */
 kv_plan *kv_plan_create(int n_streams, bool with_cold);
 void kv_plan_free(kv_plan *p);

@@ -29,23 +29,27 @@ void kv_stream_free(kv_pool *pool, kv_stream *s) {
 
 /* Grows every per-slot array to hold at least `need` slots. On failure the
  * arrays that did grow keep their (larger) blocks; cap is left unchanged. */
-static lethe_status reserve_slots(kv_stream *s, int need) {
+static lethe_status reserve_slots(kv_stream *s, int need, bool exact) {
     if (need <= s->cap) return LETHE_OK;
-    size_t cap = (size_t)s->cap * 2;
+    size_t cap = exact ? 0 : (size_t)s->cap * 2;
     if (cap < (size_t)need) cap = (size_t)need;
-    if (cap < 64) cap = 64;
+    if (!exact && cap < 64) cap = 64;
     if (cap > (size_t)INT32_MAX) cap = (size_t)INT32_MAX;
     if (cap < (size_t)need) return LETHE_ERR_NOMEM;
     int32_t *pos = lt_realloc(s->pos, cap * sizeof *pos);
     if (!pos) return LETHE_ERR_NOMEM;
     s->pos = pos;
+    if (s->attn_last) {
+        float *last = lt_realloc(s->attn_last, cap * sizeof *last);
+        if (!last) return LETHE_ERR_NOMEM;
+        s->attn_last = last;
+    }
     if (s->attn_acc) {
         float *acc = lt_realloc(s->attn_acc, cap * sizeof *acc);
         if (!acc) return LETHE_ERR_NOMEM;
         s->attn_acc = acc;
-        float *last = lt_realloc(s->attn_last, cap * sizeof *last);
-        if (!last) return LETHE_ERR_NOMEM;
-        s->attn_last = last;
+    }
+    if (s->attn_last_hit) {
         int32_t *hit = lt_realloc(s->attn_last_hit, cap * sizeof *hit);
         if (!hit) return LETHE_ERR_NOMEM;
         s->attn_last_hit = hit;
@@ -59,11 +63,11 @@ static lethe_status reserve_slots(kv_stream *s, int need) {
     return LETHE_OK;
 }
 
-static lethe_status reserve_pages(kv_stream *s, int need) {
+static lethe_status reserve_pages(kv_stream *s, int need, bool exact) {
     if (need <= s->pages_cap) return LETHE_OK;
-    size_t cap = (size_t)s->pages_cap * 2;
+    size_t cap = exact ? 0 : (size_t)s->pages_cap * 2;
     if (cap < (size_t)need) cap = (size_t)need;
-    if (cap < 8) cap = 8;
+    if (!exact && cap < 8) cap = 8;
     int32_t *pages = lt_realloc(s->pages, cap * sizeof *pages);
     if (!pages) return LETHE_ERR_NOMEM;
     s->pages = pages;
@@ -71,23 +75,28 @@ static lethe_status reserve_pages(kv_stream *s, int need) {
     return LETHE_OK;
 }
 
-lethe_status kv_stream_enable_stats(kv_stream *s) {
-    if (s->attn_acc) return LETHE_OK;
-    size_t cap = s->cap > 0 ? (size_t)s->cap : 1;
-    float *acc = lt_calloc(cap, sizeof *acc);
-    float *last = lt_calloc(cap, sizeof *last);
-    int32_t *hit = lt_malloc(cap * sizeof *hit);
-    if (!acc || !last || !hit) {
-        lt_free(acc);
+lethe_status kv_stream_enable_stats(kv_stream *s, unsigned channels) {
+    const size_t cap = s->cap > 0 ? (size_t)s->cap : 1;
+    float *last = s->attn_last ? NULL : lt_calloc(cap, sizeof *last);
+    float *acc = s->attn_acc || !(channels & KV_STATS_ACC) ? NULL : lt_calloc(cap, sizeof *acc);
+    int32_t *hit = s->attn_last_hit || !(channels & KV_STATS_HIT) ? NULL : lt_malloc(cap * sizeof *hit);
+    if ((!s->attn_last && !last) || (!s->attn_acc && (channels & KV_STATS_ACC) && !acc) ||
+        (!s->attn_last_hit && (channels & KV_STATS_HIT) && !hit)) {
         lt_free(last);
+        lt_free(acc);
         lt_free(hit);
         return LETHE_ERR_NOMEM;
     }
-    for (size_t i = 0; i < cap; i++) hit[i] = -1; /* -1: never hit */
-    s->attn_acc = acc;
-    s->attn_last = last;
-    s->attn_last_hit = hit;
+    if (hit)
+        for (size_t i = 0; i < cap; i++) hit[i] = -1; /* -1: never hit */
+    if (last) s->attn_last = last;
+    if (acc) s->attn_acc = acc;
+    if (hit) s->attn_last_hit = hit;
     return LETHE_OK;
+}
+
+unsigned kv_stream_stats_channels(const kv_stream *s) {
+    return (s->attn_acc ? KV_STATS_ACC : 0u) | (s->attn_last_hit ? KV_STATS_HIT : 0u);
 }
 
 lethe_status kv_stream_enable_aux(kv_stream *s, int width) {
@@ -122,7 +131,7 @@ lethe_status kv_stream_append(kv_pool *pool, kv_stream *s, const float *k, const
     const bool cow = s->n % P != 0 && kv_pool_refcount(pool, s->pages[old_pages - 1]) > 1;
     const size_t need = (size_t)(new_pages - old_pages) + (cow ? 1 : 0);
     if (need > kv_pool_pages_free(pool)) return LETHE_ERR_BUDGET;
-    if (reserve_slots(s, s->n + n) != LETHE_OK || reserve_pages(s, new_pages) != LETHE_OK)
+    if (reserve_slots(s, s->n + n, false) != LETHE_OK || reserve_pages(s, new_pages, false) != LETHE_OK)
         return LETHE_ERR_NOMEM;
 
     if (cow) kv_stream_cow_page(pool, s, old_pages - 1); /* cannot fail: checked above */
@@ -135,11 +144,9 @@ lethe_status kv_stream_append(kv_pool *pool, kv_stream *s, const float *k, const
         kv_store_row(pool, kv_page_k_row(pool, page, row), k + (long)t * k_stride);
         kv_store_row(pool, kv_page_v_row(pool, page, row), v + (long)t * v_stride);
         s->pos[slot] = pos[t];
-        if (s->attn_acc) {
-            s->attn_acc[slot] = 0.0f;
-            s->attn_last[slot] = 0.0f;
-            s->attn_last_hit[slot] = -1;
-        }
+        if (s->attn_last) s->attn_last[slot] = 0.0f;
+        if (s->attn_acc) s->attn_acc[slot] = 0.0f;
+        if (s->attn_last_hit) s->attn_last_hit[slot] = -1;
         if (s->aux) memset(s->aux + (size_t)slot * s->aux_width, 0, (size_t)s->aux_width * sizeof *s->aux);
     }
     s->n += n;
@@ -153,12 +160,17 @@ void kv_stream_truncate(kv_pool *pool, kv_stream *s, int n) {
     s->n = n;
 }
 
-lethe_status kv_stream_reserve(const kv_pool *pool, kv_stream *s, int n_slots) {
+static lethe_status reserve(const kv_pool *pool, kv_stream *s, int n_slots, bool exact) {
     if (!pool || n_slots < 0) return LETHE_ERR_ARG;
     const int P = kv_pool_page_slots(pool);
-    if (reserve_slots(s, n_slots) != LETHE_OK || reserve_pages(s, (n_slots + P - 1) / P) != LETHE_OK) return LETHE_ERR_NOMEM;
+    if (reserve_slots(s, n_slots, exact) != LETHE_OK || reserve_pages(s, (n_slots + P - 1) / P, exact) != LETHE_OK)
+        return LETHE_ERR_NOMEM;
     return LETHE_OK;
 }
+
+lethe_status kv_stream_reserve(const kv_pool *pool, kv_stream *s, int n_slots) { return reserve(pool, s, n_slots, false); }
+
+lethe_status kv_stream_reserve_exact(const kv_pool *pool, kv_stream *s, int n_slots) { return reserve(pool, s, n_slots, true); }
 
 lethe_status kv_stream_fork(kv_pool *pool, const kv_stream *src, kv_stream *dst) {
     if (dst == src || dst->n != 0) return LETHE_ERR_ARG;
@@ -166,19 +178,16 @@ lethe_status kv_stream_fork(kv_pool *pool, const kv_stream *src, kv_stream *dst)
     const int np = pages_for(src->n, P);
     if (src->aux && dst->aux && dst->aux_width != src->aux_width) return LETHE_ERR_ARG;
     /* what this call enables in dst it takes back on failure */
-    const bool new_stats = src->attn_acc && !dst->attn_acc, new_aux = src->aux && !dst->aux;
+    const bool new_last = src->attn_last && !dst->attn_last, new_acc = src->attn_acc && !dst->attn_acc,
+               new_hit = src->attn_last_hit && !dst->attn_last_hit, new_aux = src->aux && !dst->aux;
     lethe_status st = LETHE_OK;
-    if (new_stats) st = kv_stream_enable_stats(dst);
+    if (src->attn_last) st = kv_stream_enable_stats(dst, kv_stream_stats_channels(src));
     if (!st && new_aux) st = kv_stream_enable_aux(dst, src->aux_width);
-    if (!st && (reserve_slots(dst, src->n) != LETHE_OK || reserve_pages(dst, np) != LETHE_OK)) st = LETHE_ERR_NOMEM;
+    if (!st && (reserve_slots(dst, src->n, false) != LETHE_OK || reserve_pages(dst, np, false) != LETHE_OK)) st = LETHE_ERR_NOMEM;
     if (st) {
-        if (new_stats) {
-            lt_free(dst->attn_acc);
-            lt_free(dst->attn_last);
-            lt_free(dst->attn_last_hit);
-            dst->attn_acc = dst->attn_last = NULL;
-            dst->attn_last_hit = NULL;
-        }
+        if (new_last) lt_free(dst->attn_last), dst->attn_last = NULL;
+        if (new_acc) lt_free(dst->attn_acc), dst->attn_acc = NULL;
+        if (new_hit) lt_free(dst->attn_last_hit), dst->attn_last_hit = NULL;
         if (new_aux) {
             lt_free(dst->aux);
             dst->aux = NULL;
@@ -191,12 +200,10 @@ lethe_status kv_stream_fork(kv_pool *pool, const kv_stream *src, kv_stream *dst)
         dst->pages[i] = src->pages[i];
     }
     if (src->n > 0) memcpy(dst->pos, src->pos, (size_t)src->n * sizeof *dst->pos);
-    if (dst->attn_acc) {
-        for (int i = 0; i < src->n; i++) {
-            dst->attn_acc[i] = src->attn_acc ? src->attn_acc[i] : 0.0f;
-            dst->attn_last[i] = src->attn_acc ? src->attn_last[i] : 0.0f;
-            dst->attn_last_hit[i] = src->attn_acc ? src->attn_last_hit[i] : -1;
-        }
+    for (int i = 0; i < src->n; i++) {
+        if (dst->attn_last) dst->attn_last[i] = src->attn_last ? src->attn_last[i] : 0.0f;
+        if (dst->attn_acc) dst->attn_acc[i] = src->attn_acc ? src->attn_acc[i] : 0.0f;
+        if (dst->attn_last_hit) dst->attn_last_hit[i] = src->attn_last_hit ? src->attn_last_hit[i] : -1;
     }
     if (src->aux && src->n > 0) memcpy(dst->aux, src->aux, (size_t)src->n * (size_t)src->aux_width * sizeof *dst->aux);
     dst->n = src->n;

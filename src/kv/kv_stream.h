@@ -35,7 +35,8 @@ typedef struct {
     int n;              /* slots in use */
     int cap;            /* capacity of pos (and of the stats arrays) in slots */
     int pages_cap;      /* capacity of pages */
-    /* Attention statistics, NULL unless enabled with kv_stream_enable_stats. */
+    /* Attention statistics, NULL unless enabled with kv_stream_enable_stats:
+     * attn_last always, attn_acc and attn_last_hit only when asked for. */
     float *attn_acc;      /* attention mass accumulated over all steps (summed over the group's query heads) */
     float *attn_last;     /* mass received in the most recent step */
     int32_t *attn_last_hit; /* last step whose mass exceeded the hit threshold, -1 never */
@@ -48,8 +49,15 @@ typedef struct {
 void kv_stream_init(kv_stream *s);
 /* Releases every page reference and frees the arrays; s is re-initialised. */
 void kv_stream_free(kv_pool *pool, kv_stream *s);
-/* Allocates (zeroed) statistics arrays; idempotent. Returns LETHE_OK or NOMEM. */
-lethe_status kv_stream_enable_stats(kv_stream *s);
+/* Statistics channels beside attn_last (which every policy that reads
+ * statistics uses): bytes per slot are paid only for what is read. */
+#define KV_STATS_ACC 1u /* attn_acc */
+#define KV_STATS_HIT 2u /* attn_last_hit */
+/* Allocates (zeroed; hits -1) attn_last and the channels asked for;
+ * adding channels later is allowed, none is removed. LETHE_OK or NOMEM. */
+lethe_status kv_stream_enable_stats(kv_stream *s, unsigned channels);
+/* The channels s holds (KV_STATS_*), for a copy that wants the same. */
+unsigned kv_stream_stats_channels(const kv_stream *s);
 /* Allocates (zeroed) width floats of policy state per slot; idempotent for
  * the same width, LETHE_ERR_ARG for another. */
 lethe_status kv_stream_enable_aux(kv_stream *s, int width);
@@ -72,6 +80,9 @@ void kv_stream_truncate(kv_pool *pool, kv_stream *s, int n);
  * so that appends up to that size allocate nothing. NOMEM: contents
  * unchanged. */
 lethe_status kv_stream_reserve(const kv_pool *pool, kv_stream *s, int n_slots);
+/* The same to exactly n_slots (no growth slack): a stream whose size a byte
+ * budget bounds. */
+lethe_status kv_stream_reserve_exact(const kv_pool *pool, kv_stream *s, int n_slots);
 
 /* dst (initialised, empty) becomes a copy of src that shares all its pages.
  * On error src is unchanged and dst still holds no slots. */

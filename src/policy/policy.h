@@ -81,7 +81,8 @@ typedef struct {
     const char *name;
     const char *summary;           /* one line for --help */
     const char *flags;             /* the --kv-* parameters it reads besides the budget, space separated */
-    bool needs_stats;              /* turn the attention statistics hook on */
+    bool needs_stats;              /* turn the attention statistics hook on (attn_last) */
+    unsigned stats;                /* with it, the channels read beside attn_last: KV_STATS_ACC, KV_STATS_HIT */
     bool may_evict;                /* false for "full": exceeding the budget is an error */
     bool evict_ahead;              /* evict a page more than needed, so the plan (an O(n) scan) runs once a page of tokens */
     bool needs_calibration;        /* the runtime supplies view->head_reach */
@@ -190,11 +191,11 @@ lethe_status policy_keep_top(kv_policy *p, const policy_view *v, const kv_stream
 /* SnapKV's votes (policy_snapkv.c), shared with mixed's question mode:
  * after a prompt step (v->in_prefill), each slot's aux[0] gets the maximum
  * of attn_last over the slots within pool_kernel / 2 positions of it
- * (1-D max pooling). order_buf / order_cap: the caller's scratch, grown on
+ * (1-D max pooling). buf / cap (bytes): the caller's scratch, grown on
  * demand (a failed growth leaves the votes of that stream as they were).
  * policy_snap_stats_from: the observation window's first query of a chunk
  * of n (the last obs_window). */
-void policy_snap_votes(const policy_view *v, int pool_kernel, void **order_buf, int *order_cap);
+void policy_snap_votes(const policy_view *v, int pool_kernel, void **buf, size_t *cap);
 int policy_snap_stats_from(const kv_policy *p, int n);
 /* Sets p->err to "out of memory" and returns LETHE_ERR_NOMEM. */
 lethe_status policy_oom(kv_policy *p);

@@ -116,6 +116,7 @@ const kv_policy_ops policy_h2o_ops = {
     .flags = "sink window keyformer",
     .summary = "H2O: sinks + recent window + heavy hitters by accumulated attention (--kv-keyformer: Keyformer score)",
     .needs_stats = true,
+    .stats = KV_STATS_ACC,
     .may_evict = true,
     .aux_width = 1,
     .observe = observe,

@@ -150,6 +150,7 @@ const kv_policy_ops policy_headwise_ops = {
     .flags = "sink window calib",
     .summary = "per-head budgets from a calibration pass: far-reaching heads get more (h2o scores), the rest sinks + window",
     .needs_stats = true,
+    .stats = KV_STATS_ACC,
     .may_evict = true,
     .needs_calibration = true,
     .budgets = budgets,

@@ -113,6 +113,7 @@ const kv_policy_ops policy_lazy_ops = {
     .flags = "sink window lag threshold",
     .summary = "LazyEviction: lagged eviction (every --kv-lag steps) of slots overdue for their recurrence interval",
     .needs_stats = true,
+    .stats = KV_STATS_HIT,
     .may_evict = true,
     .aux_width = 2,
     .observe = observe,

@@ -51,13 +51,11 @@ static lethe_status budgets(kv_policy *p, const policy_view *v, int budget, int 
 typedef struct {
     cand *c;
     size_t cap;
-    void *order; /* policy_snap_votes' scratch (question mode) */
-    int order_cap;
 } mixed_state;
 
 static void destroy(kv_policy *p) {
     mixed_state *ms = p->state;
-    if (ms) lt_free(ms->c), lt_free(ms->order);
+    if (ms) lt_free(ms->c);
     lt_free(ms);
     p->state = NULL;
 }
@@ -70,7 +68,7 @@ static void observe(kv_policy *p, const policy_view *v) {
     if (!p->params.mixed_question) return;
     mixed_state *ms = p->state;
     if (!ms && !(ms = p->state = lt_calloc(1, sizeof *ms))) return;
-    policy_snap_votes(v, p->params.pool_kernel, &ms->order, &ms->order_cap);
+    policy_snap_votes(v, p->params.pool_kernel, &p->rank, &p->rank_cap); /* plan's selection scratch, free here */
 }
 
 static int stats_from(const kv_policy *p, int n) { return p->params.mixed_question ? policy_snap_stats_from(p, n) : 0; }
@@ -146,11 +144,13 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
     return st;
 }
 
-/* The state's buffers at their reach: each grows to a stream's slots (the
- * vote order only in question mode; an entry as snapkv's, 8 bytes), and
- * p->rank (policy_keep_top). */
+/* The state's buffers at their reach: each grows to a stream's slots; p->rank
+ * (policy_keep_top's scratch) doubles as the question votes' position order
+ * (8 bytes an entry, as snapkv's). */
 static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
-    return sizeof(mixed_state) + policy_rank_bytes(r->slots) + r->slots * sizeof(cand) + (kp->mixed_question ? r->slots * 8 : 0);
+    (void)kp;
+    const size_t order = r->slots * 8, rank = policy_rank_bytes(r->slots);
+    return sizeof(mixed_state) + (order > rank ? order : rank) + r->slots * sizeof(cand);
 }
 
 const kv_policy_ops policy_mixed_ops = {
@@ -158,6 +158,7 @@ const kv_policy_ops policy_mixed_ops = {
     .flags = "sink window hot-fraction mixed-question obs-window pool snap-votes",
     .summary = "mixed precision: heavy hitters, sinks and window at full precision, the rest Q4_0, the least important dropped",
     .needs_stats = true,
+    .stats = KV_STATS_ACC,
     .aux_width = 1,
     .observe = observe,
     .stats_from = stats_from,

@@ -40,10 +40,8 @@ typedef struct {
 } slot_ref;
 
 typedef struct {
-    void *rank;
+    void *rank; /* the selection's scratch in plan, the votes' position order in observe */
     size_t rank_cap;
-    void *order; /* policy_snap_votes' scratch: the slots in position order */
-    int order_cap;
 } snap_state;
 
 static snap_state *state_of(kv_policy *p) {
@@ -56,7 +54,7 @@ static int cmp_slot_pos(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-void policy_snap_votes(const policy_view *v, int pool_kernel, void **order_buf, int *order_cap) {
+void policy_snap_votes(const policy_view *v, int pool_kernel, void **buf, size_t *cap) {
     if (!v->in_prefill) return;
     const int half = pool_kernel > 1 ? pool_kernel / 2 : 0;
     const int n_streams = v->n_layer * v->n_head_kv;
@@ -64,13 +62,13 @@ void policy_snap_votes(const policy_view *v, int pool_kernel, void **order_buf, 
         const kv_stream *kv = &v->streams[s];
         const int n = kv->n;
         if (!kv->attn_last || !kv->aux || n == 0) continue;
-        if (n > *order_cap) {
-            slot_ref *o = lt_realloc(*order_buf, (size_t)n * sizeof *o);
+        if ((size_t)n * sizeof(slot_ref) > *cap) {
+            slot_ref *o = lt_realloc(*buf, (size_t)n * sizeof *o);
             if (!o) return;
-            *order_buf = o;
-            *order_cap = n;
+            *buf = o;
+            *cap = (size_t)n * sizeof *o;
         }
-        slot_ref *order = *order_buf;
+        slot_ref *order = *buf;
         bool sorted = true;
         for (int i = 0; i < n; i++) {
             order[i] = (slot_ref){kv->pos[i], i};
@@ -93,7 +91,7 @@ void policy_snap_votes(const policy_view *v, int pool_kernel, void **order_buf, 
 
 static void observe(kv_policy *p, const policy_view *v) {
     snap_state *ss = state_of(p);
-    if (ss) policy_snap_votes(v, p->params.pool_kernel, &ss->order, &ss->order_cap);
+    if (ss) policy_snap_votes(v, p->params.pool_kernel, &ss->rank, &ss->rank_cap);
 }
 
 static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, policy_plan *out) {
@@ -116,7 +114,6 @@ static void destroy(kv_policy *p) {
     snap_state *ss = p->state;
     if (!ss) return;
     lt_free(ss->rank);
-    lt_free(ss->order);
     lt_free(ss);
     p->state = NULL;
 }
@@ -226,7 +223,8 @@ static bool wants_retrieval(const kv_policy *p) { return p->params.snap_alloc ==
 /* The state's buffers at their reach: each grows to a stream's slots. */
 static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
     (void)kp;
-    return sizeof(snap_state) + policy_rank_bytes(r->slots) + r->slots * sizeof(slot_ref);
+    const size_t order = r->slots * sizeof(slot_ref), rank = policy_rank_bytes(r->slots);
+    return sizeof(snap_state) + (order > rank ? order : rank); /* one scratch for both */
 }
 
 const kv_policy_ops policy_snapkv_ops = {

@@ -102,7 +102,7 @@ static lethe_status measure(lethe_ctx *c, int window, float *reach, char *err) {
     lethe_seq *s = lethe_seq_create(c, &sp, serr, sizeof serr);
     double *far = lt_calloc((size_t)n_streams, sizeof *far), *total = lt_calloc((size_t)n_streams, sizeof *total);
     lethe_status st = s && far && total ? LETHE_OK : LETHE_ERR_NOMEM;
-    for (int i = 0; i < n_streams && !st; i++) st = kv_stream_enable_stats(&s->streams[i]);
+    for (int i = 0; i < n_streams && !st; i++) st = kv_stream_enable_stats(&s->streams[i], 0);
     if (s) s->calibrating = true;
     for (int t = 0; t < n && !st; t++) {
         if ((st = lethe_seq_decode(s, ids[t], NULL))) {
@@ -195,7 +195,7 @@ lethe_status calibrate_retrieval(lethe_ctx *c, float *score, char *err) {
     char serr[LETHE_ERR_MAX];
     lethe_seq *s = st ? NULL : lethe_seq_create(c, &sp, serr, sizeof serr);
     if (!st && !s) st = set_error(err, LETHE_ERR_NOMEM, "retrieval calibration: %.400s", serr);
-    for (int i = 0; i < n_streams && !st; i++) st = kv_stream_enable_stats(&s->streams[i]);
+    for (int i = 0; i < n_streams && !st; i++) st = kv_stream_enable_stats(&s->streams[i], 0);
     if (!st && (st = lethe_seq_append(s, ids, rep - 1, NULL))) set_error(err, st, "retrieval calibration: %.400s", s->err);
     if (s) s->calibrating = true;
     for (int t = rep - 1; t < n && !st; t++) { /* from the question's last token through the value */

@@ -115,6 +115,10 @@ void seq_bytes_get(const lethe_seq *s, lethe_seq_bytes *b);
  * before the policy is set up (ops, params and the cold storage chosen). */
 lethe_status seq_budget_from_bytes(lethe_seq *s, const kv_policy_ops *ops, const lethe_kv_policy_params *kp, lt_type cold_dt,
                                    bool cold_disk, size_t bytes, int *budget, int *quest_pages, int *cold_slots);
+/* The same model for a policy without a cold tier whose streams have the
+ * given slot budgets (its budgets() hook): every RAM byte s can reach. */
+size_t seq_bytes_model_streams(const lethe_seq *s, const kv_policy_ops *ops, const lethe_kv_policy_params *kp,
+                               const int *budgets);
 /* Before a step of c tokens is committed: LETHE_ERR_BUDGET (message in
  * s->err) when the RAM bytes it would leave exceed s's byte budget. */
 lethe_status seq_bytes_check(lethe_seq *s, int c, bool planned);

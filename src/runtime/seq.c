@@ -223,6 +223,32 @@ static lethe_status check_policy_params(lethe_seq *s, const lethe_kv_policy_para
     return LETHE_OK;
 }
 
+/* The policy's per-stream budgets into s->budget. Under a byte budget the
+ * uniform model that chose `budget` cannot see how the policy shares the
+ * slots out (a pyramid puts more in some streams, whose arrays and pages
+ * then cost more, and often fewer pages in all), so the budget moves, a
+ * page at a time, to the largest (below limit) whose streams the model of
+ * the same per-stream sizes says fit. */
+static lethe_status stream_budgets(lethe_seq *s, const kv_policy_ops *ops, const policy_view *v, int limit, int *budget) {
+    lethe_status st = ops->budgets(s->policy, v, *budget, s->budget);
+    if (st || !s->budget_bytes || ops->cold_tier) return st;
+    const int P = kv_pool_page_slots(s->c->kv);
+    const lethe_kv_policy_params *kp = &s->policy->params;
+    int *next = s->target; /* scratch until the first step */
+    while (*budget + P < limit) {
+        if ((st = ops->budgets(s->policy, v, *budget + P, next))) return st;
+        if (seq_bytes_model_streams(s, ops, kp, next) > s->budget_bytes) break;
+        *budget += P;
+        memcpy(s->budget, next, (size_t)s->n_streams * sizeof *next);
+    }
+    while (*budget > P && seq_bytes_model_streams(s, ops, kp, s->budget) > s->budget_bytes) {
+        *budget -= P;
+        if ((st = ops->budgets(s->policy, v, *budget, s->budget))) return st;
+    }
+    memset(next, 0, (size_t)s->n_streams * sizeof *next);
+    return LETHE_OK;
+}
+
 /* Sets up the policy (with its own copies of the caller's strings) and the
  * per-stream budgets. */
 static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params *kp) {
@@ -290,7 +316,8 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
     policy_view v = seq_view(s, false);
     for (int i = 0; i < s->n_streams; i++) s->budget[i] = budget;
     if (ops->budgets) {
-        if ((st = ops->budgets(s->policy, &v, budget, s->budget))) return set_error(s->err, st, "policy %s: %s", name, s->policy->err);
+        if ((st = stream_budgets(s, ops, &v, (int)cap, &budget))) return set_error(s->err, st, "policy %s: %s", name, s->policy->err);
+        s->policy->params.budget = budget;
         size_t pages = 0;
         for (int i = 0; i < s->n_streams; i++) pages += ((size_t)s->budget[i] + P - 1) / P;
         if (pages > (share / P) * (size_t)s->n_streams)
@@ -299,12 +326,12 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
     s->min_budget = s->budget[0];
     for (int i = 0; i < s->n_streams; i++) {
         if (s->budget[i] < s->min_budget) s->min_budget = s->budget[i];
-        if (ops->needs_stats && kv_stream_enable_stats(&s->streams[i]) != LETHE_OK)
+        if (ops->needs_stats && kv_stream_enable_stats(&s->streams[i], ops->stats) != LETHE_OK)
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
         if (ops->aux_width > 0 && kv_stream_enable_aux(&s->streams[i], ops->aux_width) != LETHE_OK)
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
         /* under a byte budget the per-slot arrays are sized once, to the budget */
-        if (s->budget_bytes && kv_stream_reserve(c->kv, &s->streams[i], s->budget[i]) != LETHE_OK)
+        if (s->budget_bytes && kv_stream_reserve_exact(c->kv, &s->streams[i], s->budget[i]) != LETHE_OK)
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     }
     if (s->min_budget < 1) return set_error(s->err, LETHE_ERR_BUDGET, "policy %s gave a stream no slots", name);

@@ -15,7 +15,8 @@ static size_t cold_array_slack(const kv_cold *c) {
 }
 
 static size_t stream_state(const kv_stream *st) {
-    size_t per_slot = sizeof(int32_t) + (st->attn_acc ? 2 * sizeof(float) + sizeof(int32_t) : 0) +
+    size_t per_slot = sizeof(int32_t) + (st->attn_last ? sizeof(float) : 0) + (st->attn_acc ? sizeof(float) : 0) +
+                      (st->attn_last_hit ? sizeof(int32_t) : 0) +
                       (size_t)st->aux_width * sizeof(float);
     return (size_t)st->cap * per_slot + (size_t)st->pages_cap * sizeof(int32_t);
 }
@@ -132,15 +133,29 @@ typedef struct {
 
 static size_t pages_of(size_t n, size_t P) { return (n + P - 1) / P; }
 
+/* One stream under slot budget b: its hot pages, its per-slot arrays and
+ * page table (reserved to the budget), its plan masks. */
+static size_t stream_part(const byte_model *m, size_t b) {
+    const size_t P = m->P, cap = b, pcap = pages_of(b, P); /* reserved exactly (kv_stream_reserve_exact) */
+    const unsigned ch = m->ops->stats;
+    const size_t per_slot = sizeof(int32_t) + (m->ops->needs_stats ? 4 + (ch & KV_STATS_ACC ? 4 : 0) + (ch & KV_STATS_HIT ? 4 : 0) : 0) +
+                            (size_t)m->aux * sizeof(float);
+    return pages_of(b, P) * m->pb + cap * per_slot + pcap * sizeof(int32_t) + b * (m->ops->cold_tier ? 2 : 1); /* keep (+ demote) */
+}
+
+/* What the sequence holds once, sized by its largest stream budget: plan
+ * scratch, the policy's state, the sequence's arrays. */
+static size_t shared_part(const byte_model *m, size_t bmax) {
+    const policy_reach r = {bmax, (int)m->S, (int)m->hd};
+    return kv_plan_fixed_bytes((int)m->S, m->ops->cold_tier) +
+           (m->ops->cold_tier ? bmax * (sizeof(int) + sizeof(float)) : 0) /* the plan's demotion scratch */ +
+           policy_state_reach(m->ops, m->kp, &r) + 3 * m->S * sizeof(int) +
+           (m->kp->reindex ? bmax * sizeof(int) : 0); /* the re-index order */
+}
+
 static size_t model_bytes(const byte_model *m, size_t b, size_t want, size_t cold_slots) {
     const size_t P = m->P, S = m->S;
-    const size_t cap = b > 64 ? b : 64, pcap = pages_of(b, P) > 8 ? pages_of(b, P) : 8;
-    size_t per_slot = sizeof(int32_t) + (m->ops->needs_stats ? 12 : 0) + (size_t)m->aux * sizeof(float);
-    size_t bytes = S * pages_of(b, P) * m->pb;                        /* hot pages */
-    bytes += S * (cap * per_slot + pcap * sizeof(int32_t));            /* stream arrays */
-    bytes += 1024 + S * 64 + S * (b * (m->ops->cold_tier ? 2 : 1)) + b * 8; /* plan masks and scratch */
-    const policy_reach r = {cap, (int)S, (int)m->hd};
-    bytes += policy_state_reach(m->ops, m->kp, &r) + 3 * S * sizeof(int) + b * sizeof(int); /* policy, seq arrays */
+    size_t bytes = S * stream_part(m, b) + shared_part(m, b);
     if (!m->ops->cold_tier) return bytes;
     /* cold tier: pages it may hold, its mask, the ranking over them */
     size_t cold_pages = m->ram_cold ? pages_of(cold_slots, P) : pages_of(m->n_ctx, P);
@@ -161,13 +176,29 @@ static size_t model_bytes(const byte_model *m, size_t b, size_t want, size_t col
 /* The hot pages' bytes under slot budget b. */
 #define S_HOT(m, b) ((m)->S * pages_of((b), (m)->P) * (m)->pb)
 
+static byte_model model_of(const lethe_seq *s, const kv_policy_ops *ops, const lethe_kv_policy_params *kp, bool cold_disk) {
+    const hparams *hp = &s->c->m->hp;
+    return (byte_model){.P = (size_t)kv_pool_page_slots(s->c->kv), .pb = kv_pool_page_bytes(s->c->kv),
+                        .S = (size_t)s->n_streams, .H = (size_t)hp->n_head_kv, .hd = (size_t)hp->head_dim,
+                        .n_head = (size_t)hp->n_head, .n_ctx = (size_t)s->n_ctx, .ops = ops, .kp = kp,
+                        .aux = ops->aux_width, .disk = cold_disk,
+                        .ram_cold = ops->cold_tier && !cold_disk && !ops->cold_in_budget};
+}
+
+size_t seq_bytes_model_streams(const lethe_seq *s, const kv_policy_ops *ops, const lethe_kv_policy_params *kp,
+                               const int *budgets) {
+    const byte_model m = model_of(s, ops, kp, false);
+    size_t bytes = 0, bmax = 0;
+    for (size_t i = 0; i < m.S; i++) {
+        bytes += stream_part(&m, (size_t)budgets[i]);
+        if ((size_t)budgets[i] > bmax) bmax = (size_t)budgets[i];
+    }
+    return bytes + shared_part(&m, bmax);
+}
+
 lethe_status seq_budget_from_bytes(lethe_seq *s, const kv_policy_ops *ops, const lethe_kv_policy_params *kp, lt_type cold_dt,
                                    bool cold_disk, size_t bytes, int *budget, int *quest_pages, int *cold_slots) {
-    const hparams *hp = &s->c->m->hp;
-    byte_model m = {.P = (size_t)kv_pool_page_slots(s->c->kv), .pb = kv_pool_page_bytes(s->c->kv),
-                    .S = (size_t)s->n_streams, .H = (size_t)hp->n_head_kv, .hd = (size_t)hp->head_dim,
-                    .n_head = (size_t)hp->n_head, .n_ctx = (size_t)s->n_ctx, .ops = ops, .kp = kp, .aux = ops->aux_width,
-                    .disk = cold_disk, .ram_cold = ops->cold_tier && !cold_disk && !ops->cold_in_budget};
+    byte_model m = model_of(s, ops, kp, cold_disk);
     *cold_slots = -1;
     if (ops->cold_tier) { /* one tier's sizes, measured on a real one */
         kv_cold t;
