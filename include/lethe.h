@@ -211,6 +211,9 @@ typedef struct {
     const char *cold;     /* quest: cold storage, "q8_0" (default, RAM), "q4" (RAM, Q4_0 with per-channel
                            * keys), "disk-q8_0", "disk-q4" (pages in a file, bounds in RAM); NULL: default */
     const char *cold_dir; /* disk cold storage: directory of its files (NULL: $TMPDIR, else /tmp) */
+    bool snap_ada;        /* snapkv: head-adaptive budgets (Ada-KV): the KV heads of a layer share the
+                           * layer's slots per prompt, by their votes, each keeping at least a fifth of
+                           * its share (at least a page); on top of snap_alloc's layer budgets */
 } lethe_kv_policy_params;
 
 enum { LETHE_SNAP_PROBE = 0, LETHE_SNAP_CHUNK = 1 };

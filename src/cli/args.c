@@ -163,6 +163,7 @@ const char *MODEL_OPTS_USAGE =
     "  --kv-snap-alloc A      snapkv: uniform (default), pyramid (PyramidKV, falling with depth) or\n"
     "                         retrieval budgets (calibrated retrieval heads get the room)\n"
     "  --kv-pyramid-ratio R   snapkv pyramid: first layer's budget over the last's (default 3)\n"
+    "  --kv-snap-ada          snapkv: head-adaptive budgets (Ada-KV): a layer's KV heads share its slots by votes\n"
     "  --kv-mixed-question    mixed: rank by snapkv's question votes instead of accumulated attention\n"
     "  --kv-pool N            snapkv: pooling kernel (default 7)\n"
     "  --kv-keyformer         h2o: Keyformer's Gumbel-regularised score\n"
@@ -307,6 +308,7 @@ int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
     } else if (is(a, NULL, "--kv-pyramid-ratio")) {
         if ((ok = opt_float(argc, argv, i, 0.001, 1000, &x))) o->kv.pyramid_ratio = (float)x;
     } else if (is(a, NULL, "--kv-mixed-question")) o->kv.mixed_question = true;
+    else if (is(a, NULL, "--kv-snap-ada")) o->kv.snap_ada = true;
     else return 0;
     return ok ? 1 : -1;
 }

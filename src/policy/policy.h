@@ -75,6 +75,7 @@ typedef struct {
     size_t slots;
     int n_streams;
     int head_dim;
+    int n_head_kv;
 } policy_reach;
 
 typedef struct {
@@ -110,6 +111,19 @@ typedef struct {
      * n_streams * budget (each a multiple of the page size unless it equals
      * budget). NULL: every stream gets `budget`. */
     lethe_status (*budgets)(kv_policy *p, const policy_view *v, int budget, int *out);
+    /* Optional (head-adaptive budgets, Ada-KV): whether the KV heads of
+     * each layer share the layer's room (the sum of their budgets) instead
+     * of keeping one budget each; asked at creation. */
+    bool (*shares_layer)(const kv_policy *p);
+    /* With shares_layer, before a chunk of c tokens: target[s] for every
+     * stream, so that the streams of a layer, once the chunk is in, hold
+     * at most the layer's room in whole pages (sum over its streams of
+     * ceil((min(target, n) + c) / P) * P <= the sum of budget[]), each
+     * stream at most cap[s] slots and at least floor[s] unless it holds
+     * fewer; target[s] >= n where nothing needs to go. The runtime checks
+     * these bounds. */
+    lethe_status (*share_targets)(kv_policy *p, const policy_view *v, int c, const int *budget, const int *floor,
+                                  const int *cap, int *target);
     /* Optional: of a chunk of n queries, the first whose attention counts in
      * the statistics (an observation window, SnapKV); NULL: all of them. */
     int (*stats_from)(const kv_policy *p, int n);

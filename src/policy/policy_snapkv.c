@@ -28,6 +28,7 @@
  * Decode steps bring no fresh observation: their tokens score 0 and leave
  * oldest first once they fall out of the window (a recent-window rule),
  * until the next multi-token append votes again. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -40,8 +41,9 @@ typedef struct {
 } slot_ref;
 
 typedef struct {
-    void *rank; /* the selection's scratch in plan, the votes' position order in observe */
+    void *rank; /* the selection's scratch in plan, the votes' position order in observe, Ada's votes */
     size_t rank_cap;
+    int *heads; /* Ada: per KV head of a layer, its run's start, slots taken, next candidate */
 } snap_state;
 
 static snap_state *state_of(kv_policy *p) {
@@ -110,10 +112,126 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
     return LETHE_OK;
 }
 
+/* Ada-KV (Feng et al., 2024, "Ada-KV: Optimizing KV Cache Eviction by
+ * Adaptive Budget Allocation"): the KV heads of a layer share its room.
+ * Each head first keeps its best floor - c slots (Ada-KV's safeguard, so a
+ * head whose votes are diffuse is not emptied), then the rest of the room
+ * goes to the layer's best-voted slots whichever head holds them: the
+ * heads' votes are attention probabilities of the same question queries,
+ * so they compare, and a head that attends to a few tokens needs fewer
+ * slots than one that spreads. A head's sinks and window count as best
+ * (its plan keeps them). Then whole pages: the head with the least-filled
+ * last page gives it up until the layer fits its room's pages, and each
+ * head keeps whatever still fits its last page. */
+typedef struct {
+    float score;
+    int head;
+} voted;
+
+static int cmp_voted_desc(const void *a, const void *b) {
+    float x = ((const voted *)a)->score, y = ((const voted *)b)->score;
+    return (x < y) - (x > y);
+}
+
+static int pages_of(int n, int P) { return (n + P - 1) / P; }
+
+static lethe_status share_targets(kv_policy *p, const policy_view *v, int c, const int *budget, const int *floor,
+                                  const int *cap, int *target) {
+    snap_state *ss = state_of(p);
+    if (!ss) return policy_oom(p);
+    const int H = v->n_head_kv, P = kv_pool_page_slots(v->pool);
+    for (int l = 0; l < v->n_layer; l++) {
+        const kv_stream *st = &v->streams[l * H];
+        const int *b = &budget[l * H], *fl = &floor[l * H], *cp = &cap[l * H];
+        int *t = &target[l * H];
+        int room = 0, pages = 0, total = 0;
+        bool fits = true;
+        for (int h = 0; h < H; h++) {
+            room += b[h];
+            pages += pages_of(st[h].n + c, P);
+            fits &= st[h].n + c <= cp[h];
+            total += st[h].n;
+        }
+        if (fits && pages * P <= room) {
+            for (int h = 0; h < H; h++) t[h] = st[h].n;
+            continue;
+        }
+        /* every head's slots by vote, best first, one run per head */
+        const size_t need = (size_t)total * sizeof(voted);
+        if (need > ss->rank_cap) {
+            void *nb = lt_realloc(ss->rank, need);
+            if (!nb) return policy_oom(p);
+            ss->rank = nb;
+            ss->rank_cap = need;
+        }
+        voted *all = ss->rank;
+        if (!ss->heads && !(ss->heads = lt_malloc((size_t)(3 * H + 1) * sizeof *ss->heads))) return policy_oom(p);
+        int *start = ss->heads, *take = start + H + 1, *next = take + H;
+        int keep = room - H * c; /* slots kept besides the chunk's */
+        for (int h = 0, o = 0; h < H; h++) {
+            const kv_stream *kv = &st[h];
+            int32_t newest = -1;
+            for (int i = 0; i < kv->n; i++)
+                if (kv->pos[i] > newest) newest = kv->pos[i];
+            const int32_t window = policy_window_for(&p->params, b[h]);
+            start[h] = o;
+            for (int i = 0; i < kv->n; i++) {
+                const bool kept = kv->pos[i] < p->params.sink || kv->pos[i] > newest - window;
+                all[o++] = (voted){kept ? INFINITY : kv->aux[(size_t)i * kv->aux_width], h};
+            }
+            qsort(all + start[h], (size_t)kv->n, sizeof *all, cmp_voted_desc);
+            const int lim = cp[h] - c < kv->n ? cp[h] - c : kv->n;
+            take[h] = fl[h] - c < lim ? fl[h] - c : lim;
+            if (take[h] < 0) take[h] = 0;
+            keep -= take[h];
+            next[h] = take[h];
+        }
+        /* the rest of the room to the best remaining votes of the layer */
+        for (; keep > 0; keep--) {
+            int best = -1;
+            for (int h = 0; h < H; h++) {
+                const int lim = cp[h] - c < st[h].n ? cp[h] - c : st[h].n;
+                if (take[h] >= lim) continue;
+                if (best < 0 || all[start[h] + next[h]].score > all[start[best] + next[best]].score) best = h;
+            }
+            if (best < 0) break;
+            take[best]++, next[best]++;
+        }
+        /* whole pages: the least-filled last page goes until the layer fits
+         * (never below the chunk, nor below the floor of a head that holds it) */
+        for (;;) {
+            int used = 0, give = -1, give_part = 0;
+            for (int h = 0; h < H; h++) used += pages_of(take[h] + c, P);
+            if (used * P <= room) break;
+            for (int h = 0; h < H; h++) {
+                const int x = take[h] + c, part = x % P ? x % P : P;
+                const int lo = fl[h] < st[h].n + c ? fl[h] : st[h].n + c;
+                if (x - part < c || x - part < lo) continue;
+                if (give < 0 || part < give_part) give = h, give_part = part;
+            }
+            if (give < 0) {
+                snprintf(p->err, sizeof p->err, "layer %d: no head can give up a page for a chunk of %d", l, c);
+                return LETHE_ERR_BUDGET;
+            }
+            take[give] -= give_part;
+        }
+        /* what still fits each head's last page stays */
+        for (int h = 0; h < H; h++) {
+            int fill = pages_of(take[h] + c, P) * P - c;
+            if (fill > cp[h] - c) fill = cp[h] - c;
+            t[h] = fill < st[h].n ? fill : st[h].n;
+        }
+    }
+    return LETHE_OK;
+}
+
+static bool shares_layer(const kv_policy *p) { return p->params.snap_ada; }
+
 static void destroy(kv_policy *p) {
     snap_state *ss = p->state;
     if (!ss) return;
     lt_free(ss->rank);
+    lt_free(ss->heads);
     lt_free(ss);
     p->state = NULL;
 }
@@ -222,20 +340,24 @@ static bool wants_retrieval(const kv_policy *p) { return p->params.snap_alloc ==
 
 /* The state's buffers at their reach: each grows to a stream's slots. */
 static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
-    (void)kp;
-    const size_t order = r->slots * sizeof(slot_ref), rank = policy_rank_bytes(r->slots);
-    return sizeof(snap_state) + (order > rank ? order : rank); /* one scratch for both */
+    size_t order = r->slots * sizeof(slot_ref), rank = policy_rank_bytes(r->slots);
+    const size_t ada = kp->snap_ada ? r->slots * (size_t)r->n_head_kv * sizeof(voted) : 0; /* a layer's slots */
+    if (ada > order) order = ada;
+    return sizeof(snap_state) + (order > rank ? order : rank) /* one scratch for all three */ +
+           (kp->snap_ada ? (size_t)(3 * r->n_head_kv + 1) * sizeof(int) : 0);
 }
 
 const kv_policy_ops policy_snapkv_ops = {
     .name = "snapkv",
-    .flags = "sink window obs-window pool snap-votes snap-alloc pyramid-ratio",
+    .flags = "sink window obs-window pool snap-votes snap-alloc pyramid-ratio snap-ada",
     .summary = "SnapKV: prompt slots voted for by the question (last obs-window tokens, max-pooled) + recent window",
     .needs_stats = true,
     .stats_from = policy_snap_stats_from,
     .probe = probe,
     .budgets = budgets,
     .wants_retrieval = wants_retrieval,
+    .shares_layer = shares_layer,
+    .share_targets = share_targets,
     .may_evict = true,
     .aux_width = 1,
     .observe = observe,

@@ -71,6 +71,9 @@ struct lethe_seq {
     size_t ram_peak;            /* most RAM bytes held after a step */
     kv_plan *plan;              /* the policy's masks and their executor */
     int *budget;                /* slot budget of each stream */
+    int *stream_floor;          /* a policy whose layers share their room (Ada-KV, shares_layer): per stream,
+                                 * the slots it keeps at least and may hold at most; NULL otherwise */
+    int *stream_cap;
     int min_budget;
     int *target;                /* plan scratch */
     int *order;                 /* re-index scratch: sorted positions */
@@ -118,7 +121,12 @@ lethe_status seq_budget_from_bytes(lethe_seq *s, const kv_policy_ops *ops, const
 /* The same model for a policy without a cold tier whose streams have the
  * given slot budgets (its budgets() hook): every RAM byte s can reach. */
 size_t seq_bytes_model_streams(const lethe_seq *s, const kv_policy_ops *ops, const lethe_kv_policy_params *kp,
-                               const int *budgets);
+                               const int *budgets, const int *caps);
+/* Ada-KV's per-stream floor and cap for the given budgets (streams of a
+ * layer share the sum of their budgets): the floor a fifth of the budget in
+ * whole pages, at least a page, at most the budget; the cap the layer's room
+ * less the other heads' floors. */
+void seq_layer_caps(const lethe_seq *s, const int *budget, int *floor, int *cap);
 /* Before a step of c tokens is committed: LETHE_ERR_BUDGET (message in
  * s->err) when the RAM bytes it would leave exceed s's byte budget. */
 lethe_status seq_bytes_check(lethe_seq *s, int c, bool planned);

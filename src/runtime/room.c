@@ -75,14 +75,38 @@ static void keep_protected(lethe_seq *s, policy_plan *plan) {
     }
 }
 
-lethe_status seq_room_plan(lethe_seq *s, int c, bool *planned, size_t *pages) {
-    *planned = false;
-    *pages = 0;
-    bool over = false;
-    const bool re = s->policy->params.reindex;
-    /* how far below the budget an eviction goes: a plan costs a scan of the
-     * stream, so a policy that may evict ahead does it once a page */
-    const int slack = re ? reindex_slack(s) : s->policy->ops->evict_ahead ? kv_pool_page_slots(s->c->kv) : 0;
+/* A policy whose layers share their room (Ada-KV) sets every stream's
+ * target itself; checked here: the layer's streams in its room's pages
+ * once the chunk is in, each within its cap. */
+static lethe_status share_room(lethe_seq *s, int c, bool *over) {
+    const kv_policy *p = s->policy;
+    policy_view v = seq_view(s, false);
+    lethe_status st = p->ops->share_targets(s->policy, &v, c, s->budget, s->stream_floor, s->stream_cap, s->target);
+    if (st) return set_error(s->err, st, "policy %s: %s", p->ops->name, p->err);
+    const int H = s->c->m->hp.n_head_kv, P = kv_pool_page_slots(s->c->kv);
+    for (int l = 0; l < s->n_streams / H; l++) {
+        int room = 0, used = 0;
+        for (int i = l * H; i < (l + 1) * H; i++) {
+            const int n = s->streams[i].n;
+            if (s->target[i] > n) s->target[i] = n;
+            if (s->target[i] < 0 || s->target[i] + c > s->stream_cap[i])
+                return set_error(s->err, LETHE_ERR_BUDGET, "policy %s: stream %d's target %d with %d new slots is outside [0, %d]",
+                                 p->ops->name, i, s->target[i], c, s->stream_cap[i]);
+            room += s->budget[i];
+            used += (s->target[i] + c + P - 1) / P;
+            *over |= s->target[i] < n;
+        }
+        if (used * P > room)
+            return set_error(s->err, LETHE_ERR_BUDGET, "policy %s: layer %d's KV heads would hold %d slots of pages, over its %d",
+                             p->ops->name, l, used * P, room);
+    }
+    return LETHE_OK;
+}
+
+/* Each stream's target from its own budget: room for the chunk, `slack`
+ * below it (an eviction ahead, at most a quarter of the budget), never
+ * below its protected slots. */
+static lethe_status budget_room(lethe_seq *s, int c, int slack, bool *over) {
     for (int i = 0; i < s->n_streams; i++) {
         int n = s->streams[i].n;
         int ahead = slack < s->budget[i] / 4 ? slack : s->budget[i] / 4;
@@ -101,10 +125,25 @@ lethe_status seq_room_plan(lethe_seq *s, int c, bool *planned, size_t *pages) {
                                  i, i / H, i % H, np, c, c == 1 ? "" : "s", s->budget[i]);
             if (s->target[i] < np) s->target[i] = np;
         }
-        over |= s->target[i] < n;
+        *over |= s->target[i] < n;
     }
+    return LETHE_OK;
+}
+
+lethe_status seq_room_plan(lethe_seq *s, int c, bool *planned, size_t *pages) {
+    *planned = false;
+    *pages = 0;
+    bool over = false;
+    const bool re = s->policy->params.reindex;
+    /* how far below the budget an eviction goes: a plan costs a scan of the
+     * stream, so a policy that may evict ahead does it once a page */
+    const int slack = re ? reindex_slack(s) : s->policy->ops->evict_ahead ? kv_pool_page_slots(s->c->kv) : 0;
+    /* layers that share their room do so unless spans are protected (then
+     * every stream keeps to its own budget, which the protection rules know) */
+    lethe_status st = s->stream_cap && s->n_protect == 0 ? share_room(s, c, &over) : budget_room(s, c, slack, &over);
+    if (st) return st;
     if (!over) return LETHE_OK;
-    lethe_status st = kv_plan_prepare(s->plan, s->streams, s->cold);
+    st = kv_plan_prepare(s->plan, s->streams, s->cold);
     if (st) return set_error(s->err, st, "out of memory for the KV plan");
     if (re && s->order_cap < s->streams[0].n) {
         int *o = lt_realloc(s->order, (size_t)s->streams[0].n * sizeof *o);

@@ -223,6 +223,13 @@ static lethe_status check_policy_params(lethe_seq *s, const lethe_kv_policy_para
     return LETHE_OK;
 }
 
+/* The byte model of budgets, with Ada's caps when the layers share their room. */
+static size_t model_with_caps(lethe_seq *s, const kv_policy_ops *ops, const int *budgets) {
+    if (!s->stream_cap) return seq_bytes_model_streams(s, ops, &s->policy->params, budgets, NULL);
+    seq_layer_caps(s, budgets, s->stream_floor, s->stream_cap);
+    return seq_bytes_model_streams(s, ops, &s->policy->params, budgets, s->stream_cap);
+}
+
 /* The policy's per-stream budgets into s->budget. Under a byte budget the
  * uniform model that chose `budget` cannot see how the policy shares the
  * slots out (a pyramid puts more in some streams, whose arrays and pages
@@ -230,23 +237,29 @@ static lethe_status check_policy_params(lethe_seq *s, const lethe_kv_policy_para
  * page at a time, to the largest (below limit) whose streams the model of
  * the same per-stream sizes says fit. */
 static lethe_status stream_budgets(lethe_seq *s, const kv_policy_ops *ops, const policy_view *v, int limit, int *budget) {
+    if (ops->shares_layer && ops->shares_layer(s->policy)) {
+        s->stream_floor = lt_malloc((size_t)s->n_streams * sizeof *s->stream_floor);
+        s->stream_cap = lt_malloc((size_t)s->n_streams * sizeof *s->stream_cap);
+        if (!s->stream_floor || !s->stream_cap) return policy_oom(s->policy);
+    }
     lethe_status st = ops->budgets(s->policy, v, *budget, s->budget);
-    if (st || !s->budget_bytes || ops->cold_tier) return st;
-    const int P = kv_pool_page_slots(s->c->kv);
-    const lethe_kv_policy_params *kp = &s->policy->params;
-    int *next = s->target; /* scratch until the first step */
-    while (*budget + P < limit) {
-        if ((st = ops->budgets(s->policy, v, *budget + P, next))) return st;
-        if (seq_bytes_model_streams(s, ops, kp, next) > s->budget_bytes) break;
-        *budget += P;
-        memcpy(s->budget, next, (size_t)s->n_streams * sizeof *next);
+    if (!st && s->budget_bytes && !ops->cold_tier) {
+        const int P = kv_pool_page_slots(s->c->kv);
+        int *next = s->target; /* scratch until the first step */
+        while (*budget + P < limit) {
+            if ((st = ops->budgets(s->policy, v, *budget + P, next))) return st;
+            if (model_with_caps(s, ops, next) > s->budget_bytes) break;
+            *budget += P;
+            memcpy(s->budget, next, (size_t)s->n_streams * sizeof *next);
+        }
+        while (*budget > P && model_with_caps(s, ops, s->budget) > s->budget_bytes) {
+            *budget -= P;
+            if ((st = ops->budgets(s->policy, v, *budget, s->budget))) return st;
+        }
+        memset(next, 0, (size_t)s->n_streams * sizeof *next);
     }
-    while (*budget > P && seq_bytes_model_streams(s, ops, kp, s->budget) > s->budget_bytes) {
-        *budget -= P;
-        if ((st = ops->budgets(s->policy, v, *budget, s->budget))) return st;
-    }
-    memset(next, 0, (size_t)s->n_streams * sizeof *next);
-    return LETHE_OK;
+    if (!st && s->stream_cap) seq_layer_caps(s, s->budget, s->stream_floor, s->stream_cap);
+    return st;
 }
 
 /* Sets up the policy (with its own copies of the caller's strings) and the
@@ -331,7 +344,7 @@ static lethe_status seq_setup_policy(lethe_seq *s, const lethe_kv_policy_params 
         if (ops->aux_width > 0 && kv_stream_enable_aux(&s->streams[i], ops->aux_width) != LETHE_OK)
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
         /* under a byte budget the per-slot arrays are sized once, to the budget */
-        if (s->budget_bytes && kv_stream_reserve_exact(c->kv, &s->streams[i], s->budget[i]) != LETHE_OK)
+        if (s->budget_bytes && kv_stream_reserve_exact(c->kv, &s->streams[i], s->stream_cap ? s->stream_cap[i] : s->budget[i]) != LETHE_OK)
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     }
     if (s->min_budget < 1) return set_error(s->err, LETHE_ERR_BUDGET, "policy %s gave a stream no slots", name);
@@ -423,6 +436,8 @@ void lethe_seq_free(lethe_seq *s) {
     lt_free(s->head_reach);
     lt_free(s->streams);
     lt_free(s->budget);
+    lt_free(s->stream_floor);
+    lt_free(s->stream_cap);
     lt_free(s->target);
     lt_free(s->order);
     lt_free(s->n_before);

@@ -69,7 +69,7 @@ void seq_bytes_get(const lethe_seq *s, lethe_seq_bytes *b) {
     if (s->head_reach) b->state_bytes += (size_t)s->n_streams * sizeof(float);
     if (s->protect_heap) b->state_bytes += 2 * (size_t)s->cap_protect * sizeof(int32_t);
     if (s->policy) {
-        const policy_reach r = {max_n, s->n_streams, s->c->m->hp.head_dim};
+        const policy_reach r = {max_n, s->n_streams, s->c->m->hp.head_dim, s->c->m->hp.n_head_kv};
         b->state_bytes += policy_state_reach(s->policy->ops, &s->policy->params, &r);
     }
     b->ram_bytes = b->hot_bytes + b->cold_bytes + b->staging_bytes + b->state_bytes;
@@ -133,20 +133,21 @@ typedef struct {
 
 static size_t pages_of(size_t n, size_t P) { return (n + P - 1) / P; }
 
-/* One stream under slot budget b: its hot pages, its per-slot arrays and
- * page table (reserved to the budget), its plan masks. */
-static size_t stream_part(const byte_model *m, size_t b) {
-    const size_t P = m->P, cap = b, pcap = pages_of(b, P); /* reserved exactly (kv_stream_reserve_exact) */
+/* One stream under slot budget b that may hold cap slots (b, unless its
+ * layer's streams share their room): its hot pages, its per-slot arrays and
+ * page table (reserved to cap), its plan masks. */
+static size_t stream_part(const byte_model *m, size_t b, size_t cap) {
+    const size_t P = m->P, pcap = pages_of(cap, P); /* reserved exactly (kv_stream_reserve_exact) */
     const unsigned ch = m->ops->stats;
     const size_t per_slot = sizeof(int32_t) + (m->ops->needs_stats ? 4 + (ch & KV_STATS_ACC ? 4 : 0) + (ch & KV_STATS_HIT ? 4 : 0) : 0) +
                             (size_t)m->aux * sizeof(float);
-    return pages_of(b, P) * m->pb + cap * per_slot + pcap * sizeof(int32_t) + b * (m->ops->cold_tier ? 2 : 1); /* keep (+ demote) */
+    return pages_of(b, P) * m->pb + cap * per_slot + pcap * sizeof(int32_t) + cap * (m->ops->cold_tier ? 2 : 1); /* keep (+ demote) */
 }
 
 /* What the sequence holds once, sized by its largest stream budget: plan
  * scratch, the policy's state, the sequence's arrays. */
 static size_t shared_part(const byte_model *m, size_t bmax) {
-    const policy_reach r = {bmax, (int)m->S, (int)m->hd};
+    const policy_reach r = {bmax, (int)m->S, (int)m->hd, (int)m->H};
     return kv_plan_fixed_bytes((int)m->S, m->ops->cold_tier) +
            (m->ops->cold_tier ? bmax * (sizeof(int) + sizeof(float)) : 0) /* the plan's demotion scratch */ +
            policy_state_reach(m->ops, m->kp, &r) + 3 * m->S * sizeof(int) +
@@ -155,7 +156,7 @@ static size_t shared_part(const byte_model *m, size_t bmax) {
 
 static size_t model_bytes(const byte_model *m, size_t b, size_t want, size_t cold_slots) {
     const size_t P = m->P, S = m->S;
-    size_t bytes = S * stream_part(m, b) + shared_part(m, b);
+    size_t bytes = S * stream_part(m, b, b) + shared_part(m, b);
     if (!m->ops->cold_tier) return bytes;
     /* cold tier: pages it may hold, its mask, the ranking over them */
     size_t cold_pages = m->ram_cold ? pages_of(cold_slots, P) : pages_of(m->n_ctx, P);
@@ -186,14 +187,32 @@ static byte_model model_of(const lethe_seq *s, const kv_policy_ops *ops, const l
 }
 
 size_t seq_bytes_model_streams(const lethe_seq *s, const kv_policy_ops *ops, const lethe_kv_policy_params *kp,
-                               const int *budgets) {
+                               const int *budgets, const int *caps) {
     const byte_model m = model_of(s, ops, kp, false);
-    size_t bytes = 0, bmax = 0;
+    size_t bytes = 0, cmax = 0;
     for (size_t i = 0; i < m.S; i++) {
-        bytes += stream_part(&m, (size_t)budgets[i]);
-        if ((size_t)budgets[i] > bmax) bmax = (size_t)budgets[i];
+        const size_t cap = (size_t)(caps ? caps[i] : budgets[i]);
+        bytes += stream_part(&m, (size_t)budgets[i], cap);
+        if (cap > cmax) cmax = cap;
     }
-    return bytes + shared_part(&m, bmax);
+    /* a layer sharing its room holds its budgets' pages in all, however they fall (whole pages each) */
+    return bytes + shared_part(&m, cmax);
+}
+
+void seq_layer_caps(const lethe_seq *s, const int *budget, int *floor, int *cap) {
+    const int H = s->c->m->hp.n_head_kv, P = kv_pool_page_slots(s->c->kv);
+    for (int l = 0; l < s->n_streams / H; l++) {
+        int room = 0, floors = 0;
+        for (int h = 0; h < H; h++) {
+            const int b = budget[l * H + h];
+            int f = (b / 5 + P - 1) / P * P;
+            if (f < P) f = P;
+            if (f > b) f = b;
+            floor[l * H + h] = f;
+            room += b, floors += f;
+        }
+        for (int h = 0; h < H; h++) cap[l * H + h] = room - (floors - floor[l * H + h]);
+    }
 }
 
 lethe_status seq_budget_from_bytes(lethe_seq *s, const kv_policy_ops *ops, const lethe_kv_policy_params *kp, lt_type cold_dt,
