@@ -230,7 +230,8 @@ const char *lethe_kv_policy_summary(const char *name);
 /* Whether policy `name` reads parameter `param`, named as the CLI's --kv-*
  * flag without its prefix ("sink", "window", "lag", "threshold",
  * "obs-window", "pool", "keyformer", "calib", "quest-pages",
- * "hot-fraction", "reindex", "cold", "cold-dir"; every policy reads
+ * "hot-fraction", "reindex", "cold", "cold-dir", "snap-votes", "snap-alloc",
+ * "pyramid-ratio", "snap-ada"; every policy reads
  * "budget"). */
 bool lethe_kv_policy_uses(const char *name, const char *param);
 

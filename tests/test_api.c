@@ -110,6 +110,10 @@ static void with_model(void) {
     sp = lethe_seq_default_params();
     sp.kv.name = "nope";
     CHECK(lethe_seq_create(c, &sp, err, sizeof err) == NULL && strstr(err, "window")); /* lists the valid ones */
+    /* which policy reads which parameter */
+    CHECK(lethe_kv_policy_uses("snapkv", "snap-ada") && lethe_kv_policy_uses("snapkv", "pyramid-ratio"));
+    CHECK(!lethe_kv_policy_uses("window", "snap-ada") && lethe_kv_policy_uses("window", "budget"));
+    CHECK(!lethe_kv_policy_uses("nope", "budget"));
     lethe_ctx_free(c); /* frees s too (ASan: no leak) */
     lethe_model_free(m);
 }
