@@ -6,7 +6,7 @@
 #   3. cmake --install into a temporary prefix; a small program built against
 #      it through pkg-config, linked shared and static, run on a model
 #   4. aarch64 cross build (gcc-aarch64-linux-gnu) + its tests under qemu
-#   5. fuzz/run.sh 30 when the tree has fuzz/run.sh
+#   5. fuzz/run.sh 20 when the tree has fuzz/run.sh
 # With CI set, LETHE_REQUIRE_MODELS=1: a missing shared model or reference
 # fails the run instead of being skipped. LETHE_SKIP_CROSS=1 leaves out
 # step 4 (for a machine without the cross tools; CI never sets it).
@@ -52,8 +52,8 @@ else
 fi
 
 if [ -x fuzz/run.sh ]; then
-    step "fuzzing: fuzz/run.sh 30"
-    fuzz/run.sh 30
+    step "fuzzing: fuzz/run.sh 20"
+    fuzz/run.sh 20
 fi
 
 step "all checks passed"
