@@ -77,11 +77,12 @@ static lethe_status reserve_pages(kv_stream *s, int need, bool exact) {
 
 lethe_status kv_stream_enable_stats(kv_stream *s, unsigned channels) {
     const size_t cap = s->cap > 0 ? (size_t)s->cap : 1;
-    float *last = s->attn_last ? NULL : lt_calloc(cap, sizeof *last);
-    float *acc = s->attn_acc || !(channels & KV_STATS_ACC) ? NULL : lt_calloc(cap, sizeof *acc);
-    int32_t *hit = s->attn_last_hit || !(channels & KV_STATS_HIT) ? NULL : lt_malloc(cap * sizeof *hit);
-    if ((!s->attn_last && !last) || (!s->attn_acc && (channels & KV_STATS_ACC) && !acc) ||
-        (!s->attn_last_hit && (channels & KV_STATS_HIT) && !hit)) {
+    const bool want_last = !s->attn_last, want_acc = !s->attn_acc && (channels & KV_STATS_ACC),
+               want_hit = !s->attn_last_hit && (channels & KV_STATS_HIT);
+    float *last = want_last ? lt_calloc(cap, sizeof *last) : NULL;
+    float *acc = want_acc ? lt_calloc(cap, sizeof *acc) : NULL;
+    int32_t *hit = want_hit ? lt_malloc(cap * sizeof *hit) : NULL;
+    if ((want_last && !last) || (want_acc && !acc) || (want_hit && !hit)) {
         lt_free(last);
         lt_free(acc);
         lt_free(hit);

@@ -210,6 +210,8 @@ lethe_status policy_keep_top(kv_policy *p, const policy_view *v, const kv_stream
  * policy_snap_stats_from: the observation window's first query of a chunk
  * of n (the last obs_window). */
 void policy_snap_votes(const policy_view *v, int pool_kernel, void **buf, size_t *cap);
+/* The scratch policy_snap_votes needs for a stream of n slots. */
+size_t policy_snap_votes_bytes(size_t n);
 int policy_snap_stats_from(const kv_policy *p, int n);
 /* Sets p->err to "out of memory" and returns LETHE_ERR_NOMEM. */
 lethe_status policy_oom(kv_policy *p);

@@ -145,11 +145,10 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
 }
 
 /* The state's buffers at their reach: each grows to a stream's slots; p->rank
- * (policy_keep_top's scratch) doubles as the question votes' position order
- * (8 bytes an entry, as snapkv's). */
+ * (policy_keep_top's scratch) doubles as the question votes' position order. */
 static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
     (void)kp;
-    const size_t order = r->slots * 8, rank = policy_rank_bytes(r->slots);
+    const size_t order = policy_snap_votes_bytes(r->slots), rank = policy_rank_bytes(r->slots);
     return sizeof(mixed_state) + (order > rank ? order : rank) + r->slots * sizeof(cand);
 }
 

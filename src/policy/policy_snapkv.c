@@ -43,7 +43,7 @@ typedef struct {
 typedef struct {
     void *rank; /* the selection's scratch in plan, the votes' position order in observe, Ada's votes */
     size_t rank_cap;
-    int *heads; /* Ada: per KV head of a layer, its run's start, slots taken, next candidate */
+    int *heads; /* Ada: per KV head of a layer, its run's start and the slots it keeps */
 } snap_state;
 
 static snap_state *state_of(kv_policy *p) {
@@ -55,6 +55,8 @@ static int cmp_slot_pos(const void *a, const void *b) {
     int32_t x = ((const slot_ref *)a)->pos, y = ((const slot_ref *)b)->pos;
     return (x > y) - (x < y);
 }
+
+size_t policy_snap_votes_bytes(size_t n) { return n * sizeof(slot_ref); }
 
 void policy_snap_votes(const policy_view *v, int pool_kernel, void **buf, size_t *cap) {
     if (!v->in_prefill) return;
@@ -123,13 +125,8 @@ static lethe_status plan(kv_policy *p, const policy_view *v, const int *target, 
  * (its plan keeps them). Then whole pages: the head with the least-filled
  * last page gives it up until the layer fits its room's pages, and each
  * head keeps whatever still fits its last page. */
-typedef struct {
-    float score;
-    int head;
-} voted;
-
-static int cmp_voted_desc(const void *a, const void *b) {
-    float x = ((const voted *)a)->score, y = ((const voted *)b)->score;
+static int cmp_float_desc(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
     return (x < y) - (x > y);
 }
 
@@ -157,16 +154,16 @@ static lethe_status share_targets(kv_policy *p, const policy_view *v, int c, con
             continue;
         }
         /* every head's slots by vote, best first, one run per head */
-        const size_t need = (size_t)total * sizeof(voted);
+        const size_t need = (size_t)total * sizeof(float);
         if (need > ss->rank_cap) {
             void *nb = lt_realloc(ss->rank, need);
             if (!nb) return policy_oom(p);
             ss->rank = nb;
             ss->rank_cap = need;
         }
-        voted *all = ss->rank;
-        if (!ss->heads && !(ss->heads = lt_malloc((size_t)(3 * H + 1) * sizeof *ss->heads))) return policy_oom(p);
-        int *start = ss->heads, *take = start + H + 1, *next = take + H;
+        float *all = ss->rank;
+        if (!ss->heads && !(ss->heads = lt_malloc((size_t)(2 * H) * sizeof *ss->heads))) return policy_oom(p);
+        int *start = ss->heads, *take = start + H; /* a head's run in all[], and how many of it are kept */
         int keep = room - H * c; /* slots kept besides the chunk's */
         for (int h = 0, o = 0; h < H; h++) {
             const kv_stream *kv = &st[h];
@@ -177,14 +174,13 @@ static lethe_status share_targets(kv_policy *p, const policy_view *v, int c, con
             start[h] = o;
             for (int i = 0; i < kv->n; i++) {
                 const bool kept = kv->pos[i] < p->params.sink || kv->pos[i] > newest - window;
-                all[o++] = (voted){kept ? INFINITY : kv->aux[(size_t)i * kv->aux_width], h};
+                all[o++] = kept ? INFINITY : kv->aux[(size_t)i * kv->aux_width];
             }
-            qsort(all + start[h], (size_t)kv->n, sizeof *all, cmp_voted_desc);
+            qsort(all + start[h], (size_t)kv->n, sizeof *all, cmp_float_desc);
             const int lim = cp[h] - c < kv->n ? cp[h] - c : kv->n;
             take[h] = fl[h] - c < lim ? fl[h] - c : lim;
             if (take[h] < 0) take[h] = 0;
             keep -= take[h];
-            next[h] = take[h];
         }
         /* the rest of the room to the best remaining votes of the layer */
         for (; keep > 0; keep--) {
@@ -192,10 +188,10 @@ static lethe_status share_targets(kv_policy *p, const policy_view *v, int c, con
             for (int h = 0; h < H; h++) {
                 const int lim = cp[h] - c < st[h].n ? cp[h] - c : st[h].n;
                 if (take[h] >= lim) continue;
-                if (best < 0 || all[start[h] + next[h]].score > all[start[best] + next[best]].score) best = h;
+                if (best < 0 || all[start[h] + take[h]] > all[start[best] + take[best]]) best = h;
             }
             if (best < 0) break;
-            take[best]++, next[best]++;
+            take[best]++;
         }
         /* whole pages: the least-filled last page goes until the layer fits
          * (never below the chunk, nor below the floor of a head that holds it) */
@@ -340,11 +336,11 @@ static bool wants_retrieval(const kv_policy *p) { return p->params.snap_alloc ==
 
 /* The state's buffers at their reach: each grows to a stream's slots. */
 static size_t state_bytes(const policy_params *kp, const policy_reach *r) {
-    size_t order = r->slots * sizeof(slot_ref), rank = policy_rank_bytes(r->slots);
-    const size_t ada = kp->snap_ada ? r->slots * (size_t)r->n_head_kv * sizeof(voted) : 0; /* a layer's slots */
+    size_t order = policy_snap_votes_bytes(r->slots), rank = policy_rank_bytes(r->slots);
+    const size_t ada = kp->snap_ada ? r->slots * (size_t)r->n_head_kv * sizeof(float) : 0; /* a layer's votes */
     if (ada > order) order = ada;
     return sizeof(snap_state) + (order > rank ? order : rank) /* one scratch for all three */ +
-           (kp->snap_ada ? (size_t)(3 * r->n_head_kv + 1) * sizeof(int) : 0);
+           (kp->snap_ada ? (size_t)(2 * r->n_head_kv) * sizeof(int) : 0);
 }
 
 const kv_policy_ops policy_snapkv_ops = {

@@ -14,10 +14,16 @@ static size_t cold_array_slack(const kv_cold *c) {
     return c->cap_pages > c->n_alloc ? (size_t)(c->cap_pages - c->n_alloc) * sizeof(kv_cold_page) : 0;
 }
 
+/* A slot's bytes beside its KV rows: its position, the statistics (attn_last
+ * and the channels beside it) and the policy's aux floats. */
+static size_t slot_bytes(bool stats, unsigned channels, int aux) {
+    size_t b = sizeof(int32_t) + (size_t)aux * sizeof(float);
+    if (stats) b += sizeof(float) + (channels & KV_STATS_ACC ? sizeof(float) : 0) + (channels & KV_STATS_HIT ? sizeof(int32_t) : 0);
+    return b;
+}
+
 static size_t stream_state(const kv_stream *st) {
-    size_t per_slot = sizeof(int32_t) + (st->attn_last ? sizeof(float) : 0) + (st->attn_acc ? sizeof(float) : 0) +
-                      (st->attn_last_hit ? sizeof(int32_t) : 0) +
-                      (size_t)st->aux_width * sizeof(float);
+    const size_t per_slot = slot_bytes(st->attn_last != NULL, kv_stream_stats_channels(st), st->aux_width);
     return (size_t)st->cap * per_slot + (size_t)st->pages_cap * sizeof(int32_t);
 }
 
@@ -138,9 +144,7 @@ static size_t pages_of(size_t n, size_t P) { return (n + P - 1) / P; }
  * page table (reserved to cap), its plan masks. */
 static size_t stream_part(const byte_model *m, size_t b, size_t cap) {
     const size_t P = m->P, pcap = pages_of(cap, P); /* reserved exactly (kv_stream_reserve_exact) */
-    const unsigned ch = m->ops->stats;
-    const size_t per_slot = sizeof(int32_t) + (m->ops->needs_stats ? 4 + (ch & KV_STATS_ACC ? 4 : 0) + (ch & KV_STATS_HIT ? 4 : 0) : 0) +
-                            (size_t)m->aux * sizeof(float);
+    const size_t per_slot = slot_bytes(m->ops->needs_stats, m->ops->stats, m->aux);
     return pages_of(b, P) * m->pb + cap * per_slot + pcap * sizeof(int32_t) + cap * (m->ops->cold_tier ? 2 : 1); /* keep (+ demote) */
 }
 
