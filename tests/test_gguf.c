@@ -238,6 +238,57 @@ static void test_real_file(void) {
     lt_gguf_close(f);
 }
 
+/* Moving a file's bytes to huge pages keeps them where they were: every
+ * tensor pointer still reads the file's bytes, the memory is writable, and
+ * LETHE_HUGE=0 or a file read from memory leave the mapping alone. */
+static void test_huge_pages(void) {
+    const char *path = tu_model_path("synthetic/randllama-d256-L2.Q4_0.gguf");
+    if (!tu_file_exists(path)) {
+        tu_skip_part("%s not found", path);
+        return;
+    }
+    char err[LETHE_ERR_MAX] = "";
+    lethe_status st;
+    size_t size = 0;
+    char *bytes = tu_read_file(path, &size);
+    lt_gguf_file *f = lt_gguf_open(path, err, &st);
+    CHECKF(f && bytes, "%s: %s", path, err);
+    if (!f || !bytes) {
+        lt_gguf_close(f);
+        free(bytes);
+        return;
+    }
+    const int64_t n = lt_gguf_n_tensors(f);
+    const void **before = malloc(sizeof *before * (size_t)n);
+    for (int64_t i = 0; before && i < n; i++) before[i] = lt_gguf_tensor_at(f, i)->data;
+    CHECK(lt_gguf_move_to_huge_pages(f) == 0);
+    int same = 0;
+    for (int64_t i = 0; before && i < n; i++) {
+        const lt_gguf_tensor *t = lt_gguf_tensor_at(f, i);
+        same += t->data == before[i] &&
+                memcmp(t->data, bytes + lt_gguf_data_offset(f) + t->offset, t->n_bytes) == 0;
+    }
+    CHECKF(same == n, "%d of %lld tensors read the file's bytes at their old address", same, (long long)n);
+    uint8_t *last = (uint8_t *)lt_gguf_tensor_at(f, n - 1)->data;
+    const uint8_t keep = last[0];
+    const uint8_t flipped = (uint8_t)~keep;
+    last[0] = flipped; /* writable: a read-only mapping would fault here */
+    CHECK(last[0] == flipped);
+    last[0] = keep;
+    free(before);
+    lt_gguf_close(f);
+
+    setenv("LETHE_HUGE", "0", 1);
+    f = lt_gguf_open(path, err, &st);
+    CHECK(f && lt_gguf_move_to_huge_pages(f) == -1);
+    lt_gguf_close(f);
+    unsetenv("LETHE_HUGE");
+    f = lt_gguf_open_memory(bytes, size, err, &st);
+    CHECK(f && lt_gguf_move_to_huge_pages(f) == -1);
+    lt_gguf_close(f);
+    free(bytes);
+}
+
 /* Model-level errors on a real file patched in its header: a tensor of a
  * known type lethe does not compute (I32, same size as F32) is a load-time
  * error naming the tensor and the type; a missing tensor is named too. */
@@ -430,5 +481,6 @@ int main(void) {
     test_builder_valid();
     test_malformed();
     test_real_file();
+    test_huge_pages();
     return tu_finish("test_gguf");
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "format/gguf_index.h"
+#include "util/alloc.h"
 #include "util/checked.h"
 #include "util/error.h"
 
@@ -443,8 +444,35 @@ lt_gguf_file *lt_gguf_open(const char *path, char *err, lethe_status *status) {
     return parse(f, err, status);
 }
 
+/* The new region is placed at the file's address modulo 2 MiB, so that the
+ * move (page tables only) keeps whole huge pages. */
+int lt_gguf_move_to_huge_pages(lt_gguf_file *f) {
+#ifdef MREMAP_FIXED
+    if (!f || !f->mapped || !lt_huge_pages_enabled()) return -1;
+    const size_t huge = (size_t)2 << 20, page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t len = (f->size + page - 1) / page * page, off = (uintptr_t)f->base & (huge - 1);
+    uint8_t *raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return -1;
+    uint8_t *dst = (uint8_t *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1)) + off;
+    if (dst >= raw + huge) dst -= huge;
+    lt_advise_huge(dst, len);
+    memcpy(dst, f->base, f->size);
+    if (mremap(dst, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)f->base) == MAP_FAILED) {
+        munmap(raw, len + huge);
+        return -1;
+    }
+    if (dst > raw) munmap(raw, (size_t)(dst - raw));
+    if (raw + huge > dst) munmap(dst + len, (size_t)(raw + huge - dst));
+    return 0;
+#else
+    (void)f;
+    return -1;
+#endif
+}
+
 int lt_gguf_make_writable(lt_gguf_file *f) {
     if (!f || !f->mapped) return -1;
+    if (lt_gguf_move_to_huge_pages(f) == 0) return 0;
     return mprotect((void *)f->base, f->size, PROT_READ | PROT_WRITE) == 0 ? 0 : -1;
 }
 

@@ -4,7 +4,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "kv/kv_convert.h"
 #include "util/alloc.h"
@@ -78,9 +77,7 @@ kv_pool *kv_pool_create(const kv_pool_params *p, char *err) {
     pool->row_bytes = row;
     pool->page_bytes = page_bytes;
     pool->data = lt_aligned_alloc(align, total);
-#ifdef MADV_HUGEPAGE
-    if (pool->data && align == KV_POOL_HUGE) madvise(pool->data, total, MADV_HUGEPAGE); /* a hint: failure is fine */
-#endif
+    if (pool->data && align == KV_POOL_HUGE) lt_advise_huge(pool->data, total);
     pool->refcount = lt_calloc(p->n_pages, sizeof *pool->refcount);
     pool->free_ids = lt_malloc(p->n_pages * sizeof *pool->free_ids);
     if (!pool->data || !pool->refcount || !pool->free_ids) goto nomem;

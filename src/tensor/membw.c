@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "tensor/cpu.h"
+#include "util/alloc.h"
 
 #define MEMBW_MIN_BYTES ((size_t)512 << 20)
 #define SLOT_WORDS 8 /* one 64-byte line per thread's result: no false sharing */
@@ -153,10 +154,12 @@ bool lt_membw_measure(threadpool *tp, size_t bytes, int passes, lt_membw *out, c
         return false;
     }
     void *buf = NULL;
-    if (posix_memalign(&buf, 4096, bytes)) {
+    /* The same pages as the weights it is compared with (huge where they are). */
+    if (posix_memalign(&buf, (size_t)2 << 20, bytes)) {
         snprintf(err, err_size, "bandwidth: cannot allocate %zu MiB", bytes >> 20);
         return false;
     }
+    lt_advise_huge(buf, bytes);
     fill_job f = {buf, bytes / 8};
     tp_run(tp, fill_task, &f);
     out->bytes = bytes;

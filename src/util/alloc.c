@@ -2,6 +2,8 @@
 
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 static atomic_long n_allocs;
 static atomic_long fail_at; /* absolute count at which to fail; 0: never */
@@ -31,6 +33,20 @@ void *lt_aligned_alloc(size_t align, size_t size) {
 }
 
 void lt_free(void *p) { free(p); }
+
+int lt_huge_pages_enabled(void) {
+    const char *env = getenv("LETHE_HUGE");
+    return !env || strcmp(env, "0") != 0;
+}
+
+void lt_advise_huge(void *p, size_t size) {
+#ifdef MADV_HUGEPAGE
+    if (p && size && lt_huge_pages_enabled()) madvise(p, size, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)size;
+#endif
+}
 
 void lt_alloc_fail_at(long k) {
     if (k > 0) atomic_store(&fired, 0); /* disarming keeps the record of whether it fired */

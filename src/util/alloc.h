@@ -15,6 +15,14 @@ void *lt_realloc(void *p, size_t size);
 void *lt_aligned_alloc(size_t align, size_t size);
 void lt_free(void *p);
 
+/* Transparent huge pages for big buffers streamed end to end (weights, the
+ * KV pool, the bandwidth probe): with 4 KiB pages the hardware prefetchers
+ * stop at every page boundary and each page costs a TLB walk. LETHE_HUGE=0
+ * in the environment turns them off (the bench's A/B). lt_advise_huge is a
+ * hint: the memory works either way. */
+int lt_huge_pages_enabled(void);
+void lt_advise_huge(void *p, size_t size);
+
 /* Test hooks. lt_alloc_fail_at(k), k >= 1: the k-th allocation from now
  * fails (returns NULL), and only that one; k <= 0 disarms (and keeps
  * lt_alloc_failed's answer). */
