@@ -8,6 +8,7 @@
 #include <string.h>
 
 #define LT_INLINE static inline __attribute__((always_inline))
+#define LT_NOINLINE __attribute__((noinline))
 
 LT_INLINE float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

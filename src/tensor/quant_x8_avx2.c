@@ -68,7 +68,16 @@ LT_INLINE __m256 q4_acc(__m256 acc, __m256 dx, __m256i sum16, const float *d, co
                   h2 = _mm256_and_si256(_mm256_srli_epi16(w2, 4), m4),                                 \
                   h3 = _mm256_and_si256(_mm256_srli_epi16(w3, 4), m4)
 
-/* One group of 8 rows x RN <= 4 tokens. */
+/* One token's int16 products with one chunk's low and high nibbles. */
+LT_INLINE __m256i q4_chunk(__m256i lo, __m256i hi, const int8_t *qy) {
+    return _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(qy)), _mm256_maddubs_epi16(hi, bcast4(qy + 16)));
+}
+
+/* One group of 8 rows x RN <= 4 tokens, chunk-outer: one chunk's nibbles
+ * serve every token, so only the RN int16 sums and RN accumulators stay
+ * live (all eight nibble vectors at once made gcc spill the accumulators,
+ * and every block paid a store-to-load round trip on them). Plain
+ * variables again: gcc keeps arrays of vectors here on the stack. */
 LT_INLINE void q4_0_x8(const int RN, int64_t nb, const char *x, const char *y, size_t by, const float *aux,
                        size_t ld, float *s, size_t ldc) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -76,15 +85,24 @@ LT_INLINE void q4_0_x8(const int RN, int64_t nb, const char *x, const char *y, s
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t b = 0; b < nb; b++) {
         const char *blk = x + (size_t)b * GROUP_Q4;
-        const char *yb = y + (size_t)b * sizeof(blk_q8_0) + 2;
+        const int8_t *y0 = (const int8_t *)(y + (size_t)b * sizeof(blk_q8_0) + 2);
+        const int8_t *y1 = y0 + by, *y2 = y0 + 2 * by, *y3 = y0 + 3 * by;
         x8_prefetch(blk, GROUP_Q4);
-        Q4_SPLIT(blk, l0, l1, l2, l3, h0, h1, h2, h3);
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        for (int j = 0; j < 4; j++) {
+            const __m256i w = loadu256(blk + 16 + 32 * j);
+            const __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+            s0 = _mm256_add_epi16(s0, q4_chunk(lo, hi, y0 + 4 * j));
+            if (RN > 1) s1 = _mm256_add_epi16(s1, q4_chunk(lo, hi, y1 + 4 * j));
+            if (RN > 2) s2 = _mm256_add_epi16(s2, q4_chunk(lo, hi, y2 + 4 * j));
+            if (RN > 3) s3 = _mm256_add_epi16(s3, q4_chunk(lo, hi, y3 + 4 * j));
+        }
         const __m256 dx = _mm256_cvtph_ps(loadu128(blk));
         const float *d = aux + b * ld, *t = sT + b * ld;
-        a0 = q4_acc(a0, dx, q4_tok(l0, l1, l2, l3, h0, h1, h2, h3, (const int8_t *)yb), d, t);
-        if (RN > 1) a1 = q4_acc(a1, dx, q4_tok(l0, l1, l2, l3, h0, h1, h2, h3, (const int8_t *)(yb + by)), d + 1, t + 1);
-        if (RN > 2) a2 = q4_acc(a2, dx, q4_tok(l0, l1, l2, l3, h0, h1, h2, h3, (const int8_t *)(yb + 2 * by)), d + 2, t + 2);
-        if (RN > 3) a3 = q4_acc(a3, dx, q4_tok(l0, l1, l2, l3, h0, h1, h2, h3, (const int8_t *)(yb + 3 * by)), d + 3, t + 3);
+        a0 = q4_acc(a0, dx, s0, d, t);
+        if (RN > 1) a1 = q4_acc(a1, dx, s1, d + 1, t + 1);
+        if (RN > 2) a2 = q4_acc(a2, dx, s2, d + 2, t + 2);
+        if (RN > 3) a3 = q4_acc(a3, dx, s3, d + 3, t + 3);
     }
     _mm256_storeu_ps(s, a0);
     if (RN > 1) _mm256_storeu_ps(s + ldc, a1);
@@ -378,9 +396,21 @@ LT_INLINE void q6_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
 DEFINE_KX8_TILE(tile_q4_K_x8, q4_K_x8)
 DEFINE_KX8_TILE(tile_q6_K_x8, q6_K_x8)
 
+/* One function per token count, so that each loop gets the whole register
+ * file (inlined into one tile, gcc spilled accumulators of every variant). */
+#define X8_VARIANT(kern, RN)                                                                                \
+    static LT_NOINLINE void kern##_##RN(int64_t nb, const char *x, const char *y, size_t by, const float *aux, \
+                                        size_t ld, float *s, size_t ldc) {                                  \
+        kern(RN, nb, x, y, by, aux, ld, s, ldc);                                                            \
+    }
+
 /* nr: a multiple of 8; nc <= 4. A single token takes two groups per pass,
  * a batch one group x nc tokens. */
 #define DEFINE_X8_TILE(name, kern)                                                                          \
+    X8_VARIANT(kern, 1)                                                                                     \
+    X8_VARIANT(kern, 2)                                                                                     \
+    X8_VARIANT(kern, 3)                                                                                     \
+    X8_VARIANT(kern, 4)                                                                                     \
     static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux,    \
                      size_t ld, float *s, size_t ldc, int nr, int nc) {                                     \
         const char *x = vx, *y = vy;                                                                        \
@@ -391,10 +421,10 @@ DEFINE_KX8_TILE(tile_q6_K_x8, q6_K_x8)
         for (; r < nr; r += 8) {                                                                            \
             const char *xr = x + (size_t)r * bx;                                                            \
             switch (nc) {                                                                                   \
-            case 1: kern(1, nb, xr, y, by, aux, ld, s + r, ldc); break;                                     \
-            case 2: kern(2, nb, xr, y, by, aux, ld, s + r, ldc); break;                                     \
-            case 3: kern(3, nb, xr, y, by, aux, ld, s + r, ldc); break;                                     \
-            default: kern(4, nb, xr, y, by, aux, ld, s + r, ldc); break;                                    \
+            case 1: kern##_1(nb, xr, y, by, aux, ld, s + r, ldc); break;                                    \
+            case 2: kern##_2(nb, xr, y, by, aux, ld, s + r, ldc); break;                                    \
+            case 3: kern##_3(nb, xr, y, by, aux, ld, s + r, ldc); break;                                    \
+            default: kern##_4(nb, xr, y, by, aux, ld, s + r, ldc); break;                                   \
             }                                                                                               \
         }                                                                                                   \
     }
