@@ -233,26 +233,39 @@ LT_INLINE __m256i k4x8_min_pair(const uint8_t *p) {
                                                 -1, 5, -1, 13, -1, 6, -1, 14, -1, 7, -1, 15, -1));
 }
 
-/* One token against a group super-block: acc + d (sum_j sc_j q.y_j) - dmin
- * (sum_j m_j ysum_j), times the token's d. The int16 sums of a sub-block
- * stay below 8 x 2 x 15 x 127 < 2^15. */
-LT_INLINE __m256 k4x8_tok(__m256 acc, const char *g, const uint8_t *scv, const uint8_t *mnv, const blk_q8_K *yb) {
+/* The scaled int32 sums sum_j sc_j q.y_j of NT <= 2 tokens (quants qy0,
+ * qy1) against a group super-block, chunk-outer: one chunk's nibbles
+ * serve both tokens. The int16 sums of a sub-block stay below
+ * 8 x 2 x 15 x 127 < 2^15. */
+LT_INLINE void k4x8_isums(const int NT, const char *g, const uint8_t *scv, const int8_t *qy0, const int8_t *qy1,
+                          __m256i *is0, __m256i *is1) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const int8_t *qy = yb->qs;
-    __m256i isum = _mm256_setzero_si256();
-#pragma GCC unroll 4
+    __m256i i0 = _mm256_setzero_si256(), i1 = i0;
+#pragma GCC unroll 1
     for (int k = 0; k < 4; k++) {
-        __m256i s0 = _mm256_setzero_si256(), s1 = s0;
-#pragma GCC unroll 8
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0;
+#pragma GCC unroll 2
         for (int c = 0; c < 8; c++) {
             const __m256i w = loadu256(g + 128 + 32 * (8 * k + c));
-            s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_and_si256(w, m4), bcast4(qy + 64 * k + 4 * c)));
-            s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), m4),
-                                                           bcast4(qy + 64 * k + 32 + 4 * c)));
+            const __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+            const int o = 64 * k + 4 * c;
+            a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(lo, bcast4(qy0 + o)));
+            a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(hi, bcast4(qy0 + o + 32)));
+            if (NT > 1) {
+                b0 = _mm256_add_epi16(b0, _mm256_maddubs_epi16(lo, bcast4(qy1 + o)));
+                b1 = _mm256_add_epi16(b1, _mm256_maddubs_epi16(hi, bcast4(qy1 + o + 32)));
+            }
         }
-        isum = _mm256_add_epi32(isum, _mm256_add_epi32(_mm256_madd_epi16(s0, k4x8_scale16(scv + 16 * k)),
-                                                       _mm256_madd_epi16(s1, k4x8_scale16(scv + 16 * k + 8))));
+        const __m256i sl = k4x8_scale16(scv + 16 * k), sh = k4x8_scale16(scv + 16 * k + 8);
+        i0 = _mm256_add_epi32(i0, _mm256_add_epi32(_mm256_madd_epi16(a0, sl), _mm256_madd_epi16(a1, sh)));
+        if (NT > 1) i1 = _mm256_add_epi32(i1, _mm256_add_epi32(_mm256_madd_epi16(b0, sl), _mm256_madd_epi16(b1, sh)));
     }
+    *is0 = i0;
+    if (NT > 1) *is1 = i1;
+}
+
+/* acc + (d isum - dmin sum_j m_j ysum_j) times the token's d. */
+LT_INLINE __m256 k4x8_finish(__m256 acc, const char *g, const uint8_t *mnv, const blk_q8_K *yb, __m256i isum) {
     /* per sub-block sums of the token: pairs (2k, 2k+1) as int16 in int32 elements 0, 1, 4, 5 */
     const __m256i ys = _mm256_madd_epi16(loadu256(yb->bsums), _mm256_set1_epi16(1));
     const __m256i ysp = _mm256_packs_epi32(ys, ys);
@@ -268,7 +281,7 @@ LT_INLINE __m256 k4x8_tok(__m256 acc, const char *g, const uint8_t *scv, const u
 }
 
 /* One group of 8 rows x RN <= 4 tokens; the scales are unpacked once per
- * super-block for all the tokens. */
+ * super-block for all the tokens, the quants once per pair of tokens. */
 LT_INLINE void q4_K_x8(const int RN, int64_t nb, const char *x, const char *y, size_t by, float *s, size_t ldc) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     uint8_t scv[64] __attribute__((aligned(32))), mnv[64] __attribute__((aligned(32)));
@@ -282,11 +295,20 @@ LT_INLINE void q4_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
         k4x8_values(g + 64, g + 112, &v0, &v1);
         _mm256_store_si256((__m256i *)mnv, v0);
         _mm256_store_si256((__m256i *)(mnv + 32), v1);
-        const blk_q8_K *yb = (const blk_q8_K *)y + b;
-        a0 = k4x8_tok(a0, g, scv, mnv, yb);
-        if (RN > 1) a1 = k4x8_tok(a1, g, scv, mnv, (const blk_q8_K *)((const char *)yb + by));
-        if (RN > 2) a2 = k4x8_tok(a2, g, scv, mnv, (const blk_q8_K *)((const char *)yb + 2 * by));
-        if (RN > 3) a3 = k4x8_tok(a3, g, scv, mnv, (const blk_q8_K *)((const char *)yb + 3 * by));
+        const blk_q8_K *y0 = (const blk_q8_K *)y + b, *y1 = (const blk_q8_K *)((const char *)y0 + by);
+        const blk_q8_K *y2 = (const blk_q8_K *)((const char *)y0 + 2 * by), *y3 = (const blk_q8_K *)((const char *)y0 + 3 * by);
+        __m256i i0, i1, i2, i3;
+        k4x8_isums(RN > 1 ? 2 : 1, g, scv, y0->qs, y1->qs, &i0, &i1);
+        a0 = k4x8_finish(a0, g, mnv, y0, i0);
+        if (RN > 1) a1 = k4x8_finish(a1, g, mnv, y1, i1);
+        if (RN > 2) {
+            /* The second pair decodes the quants again: kept from the first
+             * (gcc's common-subexpression pass), 64 vectors would spill. */
+            __asm__ volatile("" ::: "memory");
+            k4x8_isums(RN > 3 ? 2 : 1, g, scv, y2->qs, y3->qs, &i2, &i3);
+            a2 = k4x8_finish(a2, g, mnv, y2, i2);
+            if (RN > 3) a3 = k4x8_finish(a3, g, mnv, y3, i3);
+        }
     }
     _mm256_storeu_ps(s, a0);
     if (RN > 1) _mm256_storeu_ps(s + ldc, a1);
@@ -376,7 +398,15 @@ LT_INLINE void q6_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
 }
 
 /* The k-quant tiles: one group at a time, nc <= 4 tokens. */
+#define KX8_VARIANT(kern, RN)                                                                            \
+    static LT_NOINLINE void kern##_##RN(int64_t nb, const char *x, const char *y, size_t by, float *s, size_t ldc) { \
+        kern(RN, nb, x, y, by, s, ldc);                                                                  \
+    }
 #define DEFINE_KX8_TILE(name, kern)                                                                      \
+    KX8_VARIANT(kern, 1)                                                                                 \
+    KX8_VARIANT(kern, 2)                                                                                 \
+    KX8_VARIANT(kern, 3)                                                                                 \
+    KX8_VARIANT(kern, 4)                                                                                 \
     static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, \
                      size_t ld, float *s, size_t ldc, int nr, int nc) {                                  \
         (void)aux, (void)ld;                                                                             \
@@ -385,10 +415,10 @@ LT_INLINE void q6_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
         for (int r = 0; r < nr; r += 8) {                                                                \
             const char *xr = x + (size_t)r * bx;                                                         \
             switch (nc) {                                                                                \
-            case 1: kern(1, nb, xr, y, by, s + r, ldc); break;                                           \
-            case 2: kern(2, nb, xr, y, by, s + r, ldc); break;                                           \
-            case 3: kern(3, nb, xr, y, by, s + r, ldc); break;                                           \
-            default: kern(4, nb, xr, y, by, s + r, ldc); break;                                          \
+            case 1: kern##_1(nb, xr, y, by, s + r, ldc); break;                                          \
+            case 2: kern##_2(nb, xr, y, by, s + r, ldc); break;                                          \
+            case 3: kern##_3(nb, xr, y, by, s + r, ldc); break;                                          \
+            default: kern##_4(nb, xr, y, by, s + r, ldc); break;                                         \
             }                                                                                            \
         }                                                                                                \
     }
