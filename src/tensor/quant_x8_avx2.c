@@ -156,7 +156,7 @@ LT_INLINE void q8_0_x8_groups(const int RG, const int RN, int64_t nb, const char
         for (int g = 0; g < RG; g++)
 #pragma GCC unroll 4
             for (int c = 0; c < RN; c++) sum[g][c] = _mm256_setzero_si256();
-#pragma GCC unroll 8
+#pragma GCC unroll 2 /* not 8: gcc then reassociates the sums and spills the products */
         for (int j = 0; j < 8; j++) {
             __m256i w[2], a[2];
 #pragma GCC unroll 2
@@ -323,13 +323,15 @@ LT_INLINE void q4_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
  * integers, so the only float step is the final d * d_y. */
 #define GROUP_Q6K (8 * sizeof(blk_q6_K))
 
-LT_INLINE __m256i k6x8_tok(const char *g, const __m256i *sc16, const blk_q8_K *yb) {
+/* The int32 sums of NT <= 2 tokens (yb0, yb1) against a group
+ * super-block, chunk-outer: each piece's quants are decoded once for both. */
+LT_INLINE void k6x8_isums(const int NT, const char *g, const __m256i *sc16, const blk_q8_K *yb0, const blk_q8_K *yb1,
+                          __m256i *is0, __m256i *is1) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-    const int8_t *qy = yb->qs;
-    __m256i isum = _mm256_setzero_si256();
-#pragma GCC unroll 2
+    __m256i i0 = _mm256_setzero_si256(), i1 = i0;
+#pragma GCC unroll 1
     for (int n = 0; n < 2; n++) {
-#pragma GCC unroll 4
+#pragma GCC unroll 1
         for (int l4 = 0; l4 < 8; l4 += 2) {
             __m256i v[2][4];
 #pragma GCC unroll 2
@@ -344,15 +346,26 @@ LT_INLINE __m256i k6x8_tok(const char *g, const __m256i *sc16, const blk_q8_K *y
             }
 #pragma GCC unroll 4
             for (int t = 0; t < 4; t++) {
-                const int8_t *q = qy + 128 * n + 32 * t + 4 * l4;
-                const __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(v[0][t], bcast4(q)),
-                                                   _mm256_maddubs_epi16(v[1][t], bcast4(q + 4)));
-                /* sub-block 8n + 2t + l4/4 */
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s, sc16[8 * n + 2 * t + l4 / 4]));
+                const int o = 128 * n + 32 * t + 4 * l4;
+                const __m256i sc = sc16[8 * n + 2 * t + l4 / 4]; /* sub-block 8n + 2t + l4/4 */
+                const __m256i s0 = _mm256_add_epi16(_mm256_maddubs_epi16(v[0][t], bcast4(yb0->qs + o)),
+                                                    _mm256_maddubs_epi16(v[1][t], bcast4(yb0->qs + o + 4)));
+                i0 = _mm256_add_epi32(i0, _mm256_madd_epi16(s0, sc));
+                if (NT > 1) {
+                    const __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(v[0][t], bcast4(yb1->qs + o)),
+                                                        _mm256_maddubs_epi16(v[1][t], bcast4(yb1->qs + o + 4)));
+                    i1 = _mm256_add_epi32(i1, _mm256_madd_epi16(s1, sc));
+                }
             }
         }
     }
-    /* the offset: pairs of sub-block scales against pairs of bsums */
+    *is0 = i0;
+    if (NT > 1) *is1 = i1;
+}
+
+/* The offset: pairs of sub-block scales against pairs of the token's bsums,
+ * taken back from its sum: isum - 32 sum_j sc_j bsum_j. */
+LT_INLINE __m256i k6x8_offset(const char *g, const blk_q8_K *yb, __m256i isum) {
     __m256i osum = _mm256_setzero_si256();
 #pragma GCC unroll 8
     for (int p = 0; p < 8; p++) {
@@ -379,16 +392,19 @@ LT_INLINE void q6_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
             sc16[2 * p + 1] = _mm256_shuffle_epi8(P, odd);
         }
         const __m256 dx = _mm256_cvtph_ps(loadu128(g));
-        const blk_q8_K *yb = (const blk_q8_K *)y + b;
-#define K6_ACC(a, c)                                                                                        \
-    do {                                                                                                    \
-        const blk_q8_K *yc = (const blk_q8_K *)((const char *)yb + (c) * by);                              \
-        a = _mm256_fmadd_ps(_mm256_mul_ps(dx, _mm256_set1_ps(yc->d)), _mm256_cvtepi32_ps(k6x8_tok(g, sc16, yc)), a); \
-    } while (0)
-        K6_ACC(a0, 0);
-        if (RN > 1) K6_ACC(a1, 1);
-        if (RN > 2) K6_ACC(a2, 2);
-        if (RN > 3) K6_ACC(a3, 3);
+        const blk_q8_K *y0 = (const blk_q8_K *)y + b, *y1 = (const blk_q8_K *)((const char *)y0 + by);
+        const blk_q8_K *y2 = (const blk_q8_K *)((const char *)y0 + 2 * by), *y3 = (const blk_q8_K *)((const char *)y0 + 3 * by);
+        __m256i i0, i1, i2, i3;
+#define K6_ACC(a, yc, is) a = _mm256_fmadd_ps(_mm256_mul_ps(dx, _mm256_set1_ps((yc)->d)), _mm256_cvtepi32_ps(k6x8_offset(g, yc, is)), a)
+        k6x8_isums(RN > 1 ? 2 : 1, g, sc16, y0, y1, &i0, &i1);
+        K6_ACC(a0, y0, i0);
+        if (RN > 1) K6_ACC(a1, y1, i1);
+        if (RN > 2) {
+            __asm__ volatile("" ::: "memory"); /* decode again: see q4_K_x8 */
+            k6x8_isums(RN > 3 ? 2 : 1, g, sc16, y2, y3, &i2, &i3);
+            K6_ACC(a2, y2, i2);
+            if (RN > 3) K6_ACC(a3, y3, i3);
+        }
 #undef K6_ACC
     }
     _mm256_storeu_ps(s, a0);
