@@ -68,8 +68,8 @@ LT_INLINE float hsum_as4(__m256 v) { return _mm_cvtss_f32(hsum4_ps(v, v, v, v));
 
 LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char *x, size_t bx,
                      const char *y, size_t by, float *s, size_t ldc) {
-    __m256 acc[4][4];
-#pragma GCC unroll 4
+    __m256 acc[8][4];
+#pragma GCC unroll 8
     for (int r = 0; r < RM; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) acc[r][c] = _mm256_setzero_ps();
@@ -79,24 +79,24 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
         /* a single token streams the rows once: fetch ahead of the loads
          * (the hardware prefetcher alone leaves one thread short) */
         if (RN == 1 && (k * esz) % 64 == 0)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int r = 0; r < RM; r++) _mm_prefetch(x + r * bx + k * esz + FT_AHEAD, _MM_HINT_T0);
-        __m256 w[4];
-#pragma GCC unroll 4
+        __m256 w[8];
+#pragma GCC unroll 8
         for (int r = 0; r < RM; r++) w[r] = load8(kind, x + r * bx, k);
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) {
             const __m256 v = _mm256_loadu_ps((const float *)(y + c * by) + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int r = 0; r < RM; r++) acc[r][c] = _mm256_fmadd_ps(w[r], v, acc[r][c]);
         }
     }
     if (RN == 4 && k == n) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < RM; r++) store4_strided(s + r, ldc, hsum4_ps(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
         return;
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < RM; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) {
@@ -113,6 +113,12 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
 #ifndef FT_RN
 #define FT_RN 4
 #endif
+/* A single token: more rows per call, so that more independent FMA chains
+ * hide the FMA latency (3 rows: one FMA per 4/3 cycles, below what memory
+ * delivers); a row's sum is the same whatever the rows beside it. */
+#ifndef FT_RM1
+#define FT_RM1 8
+#endif
 
 #define DEFINE_FTILES(name, kind)                                                                 \
     static void name##_full(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
@@ -123,6 +129,10 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
                             float *s, size_t ldc) {                                               \
         ftile(kind, FT_RM, 1, n, x, bx, y, by, s, ldc);                                           \
     }                                                                                             \
+    static void name##_rows1(int64_t n, const char *x, size_t bx, const char *y, size_t by,      \
+                             float *s, size_t ldc) {                                              \
+        ftile(kind, FT_RM1, 1, n, x, bx, y, by, s, ldc);                                          \
+    }                                                                                             \
     static void name##_cols(int64_t n, const char *x, size_t bx, const char *y, size_t by,       \
                             float *s, size_t ldc) {                                               \
         ftile(kind, 1, FT_RN, n, x, bx, y, by, s, ldc);                                           \
@@ -132,6 +142,12 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
         (void)aux;                                                                                \
         (void)ld;                                                                                 \
         const char *x = vx, *y = vy;                                                              \
+        if (nc == 1 && nr == FT_RM1) {                                                            \
+            name##_rows1(n, x, bx, y, by, s, ldc);                                                \
+            return;                                                                               \
+        }                                                                                         \
+        for (; nc == 1 && nr > FT_RM; nr -= FT_RM, x += FT_RM * bx, s += FT_RM)                   \
+            name##_rows(n, x, bx, y, by, s, ldc);                                                 \
         if (nr == FT_RM && nc == FT_RN) {                                                         \
             name##_full(n, x, bx, y, by, s, ldc);                                                 \
         } else if (nr == FT_RM) {                                                                 \
@@ -150,9 +166,9 @@ DEFINE_FTILES(tile_f16, K_F16)
 DEFINE_FTILES(tile_bf16, K_BF16)
 
 void lt_tiles_float_avx2(lt_tile *t) {
-    t[LT_F32] = (lt_tile){tile_f32, FT_RM, FT_RN, FT_RM, false, 0};
-    t[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM, false, 0};
-    t[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM, false, 0};
+    t[LT_F32] = (lt_tile){tile_f32, FT_RM, FT_RN, FT_RM1, false, 0};
+    t[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM1, false, 0};
+    t[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM1, false, 0};
 }
 
 #else
