@@ -67,6 +67,7 @@ typedef enum {
     LETHE_KV_F32 = 0,
     LETHE_KV_F16 = 1,
     LETHE_KV_Q8_0 = 2,
+    LETHE_KV_Q4_0 = 3, /* per-token 4-bit blocks of 32: 36 bytes a row of 64 against F16's 128 */
 } lethe_kv_type;
 
 typedef struct {

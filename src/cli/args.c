@@ -145,7 +145,7 @@ const char *MODEL_OPTS_USAGE =
     "  -z, --tokenizer FILE   llama2.c tokenizer.bin (default: beside the checkpoint)\n"
     "  -t, --threads N        worker threads (default: all cores)\n"
     "  -c, --ctx-size N       context length (default: the model's, at most 4096)\n"
-    "  --kv-type T            KV cache storage: f32, f16 (default) or q8_0\n"
+    "  --kv-type T            KV cache storage: f32, f16 (default), q8_0 or q4_0 (4-bit, keys and values per token)\n"
     "  --kv-page N            cache slots per KV page (default 32)\n"
     "  --kv-policy P          what stays when the budget is reached: full (default: exceeding is an error),\n"
     "                         window, h2o, tova, snapkv, lazy, knorm, headwise, quest, mixed (see docs/policies.md)\n"
@@ -175,6 +175,16 @@ const char *MODEL_OPTS_USAGE =
     "                         disk-q4 (pages in a file, bounds in RAM)\n"
     "  --kv-cold-dir DIR      quest: directory of the disk cold tier's files (default $TMPDIR or /tmp)\n"
     "  --kv-hot-fraction F    mixed: share of the budget kept at full precision (default 0.5)\n";
+
+const char *kv_type_name(lethe_kv_type t) {
+    switch (t) {
+    case LETHE_KV_F32: return "f32";
+    case LETHE_KV_F16: return "f16";
+    case LETHE_KV_Q8_0: return "q8_0";
+    case LETHE_KV_Q4_0: return "q4_0";
+    }
+    return "?";
+}
 
 void model_opts_init(model_opts *o) {
     memset(o, 0, sizeof *o);
@@ -257,8 +267,9 @@ int model_opts_parse(model_opts *o, int argc, char **argv, int *i) {
         if (!strcmp(v, "f32")) o->kv_type = LETHE_KV_F32;
         else if (!strcmp(v, "f16")) o->kv_type = LETHE_KV_F16;
         else if (!strcmp(v, "q8_0")) o->kv_type = LETHE_KV_Q8_0;
+        else if (!strcmp(v, "q4_0")) o->kv_type = LETHE_KV_Q4_0;
         else {
-            fprintf(stderr, "%s: unknown KV type '%s' (f32, f16, q8_0)\n", who(), v);
+            fprintf(stderr, "%s: unknown KV type '%s' (f32, f16, q8_0, q4_0)\n", who(), v);
             usage_error();
             return -1;
         }

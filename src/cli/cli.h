@@ -26,6 +26,8 @@ typedef struct {
 } model_opts;
 
 void model_opts_init(model_opts *o);
+/* The --kv-type spelling of t. */
+const char *kv_type_name(lethe_kv_type t);
 /* Tries to consume argv[*i] (and its value) as a model option. Returns 1 if
  * consumed, 0 if not a model option, -1 on a bad value (message and usage
  * hint printed: the caller just returns EXIT_USAGE). */

@@ -225,7 +225,7 @@ int bench_prefix(const model_opts *o, int n_prefix, int n_gen) {
     printf("%d sequences forked from one %d-token prompt, one batch of a token each per step, %d threads, KV %s "
            "(%d steps, best of %d):\n",
            PREFIX_SEQS, n_prefix, lethe_ctx_n_threads(w[0].c),
-           o->kv_type == LETHE_KV_F32 ? "f32" : o->kv_type == LETHE_KV_F16 ? "f16" : "q8_0", n_gen, PREFIX_ROUNDS);
+           kv_type_name(o->kv_type), n_gen, PREFIX_ROUNDS);
     double best[2] = {1e30, 1e30};
     uint64_t xs[2] = {11, 11}; /* the same tokens on both sides */
     for (int k = 0; k < 2; k++)

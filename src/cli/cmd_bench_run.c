@@ -13,7 +13,6 @@
 #include "tensor/membw.h"
 #include "tensor/quantize.h"
 
-static const char *kv_name(lethe_kv_type t) { return t == LETHE_KV_F32 ? "f32" : t == LETHE_KV_F16 ? "f16" : "q8_0"; }
 
 /* llama-bench's label: "llama 1.1B Q4_0". The type is the file type the
  * GGUF names, else the type holding most of the layer weight bytes. */
@@ -179,7 +178,7 @@ static int bench_one_model(bench_state *st, const char *path) {
     res.model_size = m->weight_bytes;
     res.n_params = m->n_params;
     res.simd = lt_simd_path();
-    res.kv_type = kv_name(o.kv_type);
+    res.kv_type = kv_type_name(o.kv_type);
     res.bytes_per_token = model_decode_bytes(m);
     rc = 0;
     for (int t = 0; t < a->n_threads && !rc; t++) {
@@ -208,7 +207,7 @@ int bench_run(const bench_args *a) {
     for (int i = 0; i < a->n_models && !rc; i++) rc = bench_one_model(&st, a->models[i]);
     bench_report_end(stdout, a->format, roofline, st.n_rows);
     if (a->format == BENCH_MD && !rc) {
-        printf("\nSIMD %s, KV %s, %d repetitions after a warm-up; t/s: mean ± sd.\n", lt_simd_path(), kv_name(a->mo.kv_type),
+        printf("\nSIMD %s, KV %s, %d repetitions after a warm-up; t/s: mean ± sd.\n", lt_simd_path(), kv_type_name(a->mo.kv_type),
                a->reps);
         if (roofline)
             printf("bound: read bandwidth (XOR pass over %zu MiB on the test's threads, best of %d) / weight bytes read per "

@@ -99,7 +99,6 @@ static int make_dirs(const char *path) {
     return stat(buf, &sb) == 0 && S_ISDIR(sb.st_mode) ? 0 : -1;
 }
 
-static const char *kv_type_name(lethe_kv_type t) { return t == LETHE_KV_F32 ? "f32" : t == LETHE_KV_F16 ? "f16" : "q8_0"; }
 
 static void print_cost(const eval_cost *c) {
     printf("kv bytes peak: %zu (%.3f MiB of RAM per sequence: hot pages, cold tier, staging, policy state; pages of %d "
@@ -399,6 +398,7 @@ int cmd_eval(int argc, char **argv) {
             lethe_model_get_info(m, &mi);
             size_t page = (size_t)mo.kv_page_slots, slot = (mo.kv_type == LETHE_KV_F32 ? 4 : 2) * 2 * (size_t)mi.head_dim;
             if (mo.kv_type == LETHE_KV_Q8_0) slot = 2 * ((size_t)mi.head_dim / 32 * 34);
+            if (mo.kv_type == LETHE_KV_Q4_0) slot = 2 * ((size_t)mi.head_dim / 32 * 18);
             double full = (double)mi.n_layer * mi.n_head_kv * (double)(((size_t)ctx + page - 1) / page * page) * (double)slot;
             budgets[k].bytes = (size_t)(budget_is_pct[k] ? budget_val[k] / 100.0 * full : budget_val[k]);
             budgets[k].pct = 100.0 * (double)budgets[k].bytes / full;

@@ -5,9 +5,10 @@
 #include <string.h>
 
 #include "tensor/cpu.h"
+#include "tensor/types.h"
 #include "util/fp16.h"
 
-bool kv_dtype_supported(lt_type t) { return t == LT_F32 || t == LT_F16 || t == LT_Q8_0; }
+bool kv_dtype_supported(lt_type t) { return t == LT_F32 || t == LT_F16 || t == LT_Q8_0 || t == LT_Q4_0; }
 
 size_t kv_row_size(lt_type t, int n) {
     if (n <= 0) return 0;
@@ -15,6 +16,7 @@ size_t kv_row_size(lt_type t, int n) {
     case LT_F32: return (size_t)n * sizeof(float);
     case LT_F16: return (size_t)n * sizeof(uint16_t);
     case LT_Q8_0: return n % KV_QK8_0 ? 0 : (size_t)(n / KV_QK8_0) * sizeof(kv_block_q8_0);
+    case LT_Q4_0: return n % KV_QK8_0 ? 0 : lt_row_bytes(LT_Q4_0, n);
     default: return 0;
     }
 }
@@ -53,6 +55,9 @@ void kv_row_from_f32_scalar(lt_type t, const float *src, void *dst, int n) {
         for (int i = 0; i < n / KV_QK8_0; i++) q8_0_block_from_f32(src + (size_t)i * KV_QK8_0, &b[i]);
         break;
     }
+    case LT_Q4_0: /* the weights' quantiser: per 32 values d = max / -8 */
+        lt_type_traits_scalar(LT_Q4_0)->from_float(src, dst, n);
+        break;
     default:
         break;
     }
@@ -76,6 +81,9 @@ void kv_row_to_f32_scalar(lt_type t, const void *src, float *dst, int n) {
         }
         break;
     }
+    case LT_Q4_0:
+        lt_type_traits_scalar(LT_Q4_0)->to_float(src, dst, n);
+        break;
     default:
         break;
     }
@@ -91,6 +99,7 @@ void kv_row_from_f32(lt_type t, const float *src, void *dst, int n) {
         if (t == LT_Q8_0) { kv_f32_to_q8_0_avx2(src, dst, n); return; }
     }
 #endif
+    if (t == LT_Q4_0) { lt_type_traits(LT_Q4_0)->from_float(src, dst, n); return; }
     kv_row_from_f32_scalar(t, src, dst, n);
 }
 
@@ -101,5 +110,6 @@ void kv_row_to_f32(lt_type t, const void *src, float *dst, int n) {
         if (t == LT_Q8_0) { kv_q8_0_to_f32_avx2(src, dst, n); return; }
     }
 #endif
+    if (t == LT_Q4_0) { lt_type_traits(LT_Q4_0)->to_float(src, dst, n); return; }
     kv_row_to_f32_scalar(t, src, dst, n);
 }

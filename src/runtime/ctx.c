@@ -20,10 +20,13 @@ lethe_ctx_params lethe_ctx_default_params(void) {
 static lethe_status pool_params(const lethe_ctx *c, kv_pool_params *kp, char *err) {
     const lethe_ctx_params *p = &c->params;
     const hparams *hp = &c->m->hp;
-    lt_type dtype = p->kv_type == LETHE_KV_F32 ? LT_F32 : p->kv_type == LETHE_KV_F16 ? LT_F16 : LT_Q8_0;
-    if (dtype == LT_Q8_0 && hp->head_dim % 32 != 0)
-        return set_error(err, LETHE_ERR_UNSUPPORTED, "a Q8_0 KV cache needs a head dimension divisible by 32 (this model: %d)",
-                         hp->head_dim);
+    const lt_type dtype = p->kv_type == LETHE_KV_F32   ? LT_F32
+                          : p->kv_type == LETHE_KV_F16 ? LT_F16
+                          : p->kv_type == LETHE_KV_Q4_0 ? LT_Q4_0
+                                                       : LT_Q8_0;
+    if ((dtype == LT_Q8_0 || dtype == LT_Q4_0) && hp->head_dim % 32 != 0)
+        return set_error(err, LETHE_ERR_UNSUPPORTED, "a %s KV cache needs a head dimension divisible by 32 (this model: %d)",
+                         dtype == LT_Q8_0 ? "Q8_0" : "Q4_0", hp->head_dim);
     size_t P = (size_t)p->kv_page_slots;
     size_t n_streams = (size_t)hp->n_layer * (size_t)hp->n_head_kv;
     size_t pages_per_stream = ((size_t)p->n_ctx + P - 1) / P;
@@ -45,7 +48,7 @@ static lethe_status check_params(const lethe_ctx_params *p, char *err) {
     if (p->n_threads > 1024) return set_error(err, LETHE_ERR_ARG, "n_threads %d is out of range [1, 1024]", p->n_threads);
     if (p->n_ctx > (1 << 24)) return set_error(err, LETHE_ERR_ARG, "n_ctx %d is out of range [1, 16777216]", p->n_ctx);
     if (p->n_seq_max > 65536) return set_error(err, LETHE_ERR_ARG, "n_seq_max %d is out of range [1, 65536]", p->n_seq_max);
-    if ((unsigned)p->kv_type > LETHE_KV_Q8_0) return set_error(err, LETHE_ERR_ARG, "unknown KV type %d", (int)p->kv_type);
+    if ((unsigned)p->kv_type > LETHE_KV_Q4_0) return set_error(err, LETHE_ERR_ARG, "unknown KV type %d", (int)p->kv_type);
     if (p->kv_page_slots > 4096) return set_error(err, LETHE_ERR_ARG, "kv_page_slots %d is out of range [1, 4096]", p->kv_page_slots);
     if (!(p->kv_budget_mib >= 0 && p->kv_budget_mib <= 1e9))
         return set_error(err, LETHE_ERR_ARG, "kv_budget_mib must be in [0, 1e9] MiB");
