@@ -44,7 +44,7 @@ static void test_messages(void) {
     expect_msg("run -m x.gguf -p hi --kv-budget 0", 2, "--kv-budget must be an integer in [1, ", NULL);
     expect_msg("run -m x.gguf -p hi --seed -1", 2, "--seed must be an integer in [0, ", NULL);
     expect_msg("run -m x.gguf -p hi --kv-policy lru", 2, "unknown KV policy 'lru' (full, window, h2o", NULL);
-    expect_msg("run -m x.gguf -p hi --kv-type f8", 2, "unknown KV type 'f8' (f32, f16, q8_0)", NULL);
+    expect_msg("run -m x.gguf -p hi --kv-type f8", 2, "unknown KV type 'f8' (f32, f16, q8_0, q4_0)", NULL);
     /* a policy parameter the chosen policy does not read is an error, not ignored */
     expect_msg("run -m x.gguf -p hi --kv-policy window --kv-lag 3", 2, "--kv-lag does not apply to policy window (used by: lazy)",
                NULL);

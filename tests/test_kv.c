@@ -86,9 +86,12 @@ static void test_bad_params(void) {
     char err[LETHE_ERR_MAX];
     kv_pool_params p = {.page_slots = 16, .head_dim = 48, .dtype = LT_Q8_0, .n_pages = 4};
     CHECK(kv_pool_create(&p, err) == NULL); /* Q8_0 needs head_dim % 32 == 0 */
-    p.dtype = LT_Q4_0;
-    p.head_dim = 64;
+    p.dtype = LT_Q4_0; /* so does Q4_0 */
     CHECK(kv_pool_create(&p, err) == NULL);
+    p.dtype = LT_Q4_K; /* a weight type, not a KV type */
+    p.head_dim = 256;
+    CHECK(kv_pool_create(&p, err) == NULL);
+    p.head_dim = 64;
     p.dtype = LT_F32;
     p.page_slots = 0;
     CHECK(kv_pool_create(&p, err) == NULL);
@@ -433,8 +436,8 @@ static void test_dtypes(void) {
         if (rep % 11 == 0) /* an all-zero Q8_0 block */
             for (int i = 0; i < 32; i++) x[i] = 0.0f;
         if (rep % 13 == 0) x[3] = 0.5f * mag, x[4] = -0.5f * mag, x[5] = 127.0f / 254.0f * mag;
-        lt_type types[2] = {LT_F16, LT_Q8_0};
-        for (int ti = 0; ti < 2; ti++) {
+        lt_type types[3] = {LT_F16, LT_Q8_0, LT_Q4_0};
+        for (int ti = 0; ti < 3; ti++) {
             lt_type t = types[ti];
             size_t rb = kv_row_size(t, D);
             kv_row_from_f32_scalar(t, x, buf_a, D);
@@ -449,6 +452,20 @@ static void test_dtypes(void) {
                 for (int i = 0; i < D; i++)
                     CHECKF(fabsf(y[i] - x[i]) <= fmaxf(fabsf(x[i]) * 0x1p-11f, 0x1p-25f),
                            "F16 round trip %g -> %g", x[i], y[i]);
+            } else if (t == LT_Q4_0) {
+                /* Per block d = m / -8 (m the value of largest magnitude):
+                 * |x - (q - 8) d| <= |d| / 2, but -m rounds to +8, clamped
+                 * to 7, so the bound is |d| = amax / 8 (scale rounding and
+                 * the half-precision floor as for Q8_0). */
+                for (int b = 0; b < D / 32; b++) {
+                    float amax = 0;
+                    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+                    float tol = fmaxf(amax / 8.0f * (1.0f + 0x1p-10f), 8.0f * 0x1p-24f) + amax * 0x1p-22f;
+                    for (int j = 0; j < 32; j++) {
+                        float e = fabsf(y[b * 32 + j] - x[b * 32 + j]);
+                        CHECKF(e <= tol, "Q4_0 round trip %g -> %g (amax %g)", x[b * 32 + j], y[b * 32 + j], amax);
+                    }
+                }
             } else {
                 /* Per block: |x - q d| <= d_stored / 2, and d_stored is within
                  * 2^-11 (relative) of amax / 127, so the bound is
@@ -483,8 +500,8 @@ static void test_dtypes(void) {
         CHECK(kv_row_size(LT_Q8_0, 128) == 4 * 34);
     }
     /* Through the pool and a stream, every dtype. */
-    lt_type types[3] = {LT_F32, LT_F16, LT_Q8_0};
-    for (int ti = 0; ti < 3; ti++) {
+    lt_type types[4] = {LT_F32, LT_F16, LT_Q8_0, LT_Q4_0};
+    for (int ti = 0; ti < 4; ti++) {
         kv_pool *pool = make_pool(P, D, types[ti], 8);
         if (!CHECK(pool != NULL)) continue;
         CHECK(kv_pool_row_bytes(pool) == kv_row_size(types[ti], D));
@@ -505,8 +522,8 @@ static void test_dtypes(void) {
             kv_load_row(pool, kv_stream_v(pool, &s, i), row);
             for (int e = 0; e < D; e++) max_err = fmax(max_err, fabs(row[e] - v[i * D + e]) * 3.0);
         }
-        /* |k| < 3: F16 error <= 3 * 2^-11; Q8_0 <= 3 / 254 (+ scale rounding). */
-        double tol = types[ti] == LT_F32 ? 0.0 : types[ti] == LT_F16 ? 3.0 * 0x1p-11 : 3.0 / 254.0 * 1.001;
+        /* |k| < 3: F16 error <= 3 * 2^-11; Q8_0 <= 3 / 254, Q4_0 <= 3 / 8 (+ scale rounding). */
+        double tol = types[ti] == LT_F32 ? 0.0 : types[ti] == LT_F16 ? 3.0 * 0x1p-11 : types[ti] == LT_Q8_0 ? 3.0 / 254.0 * 1.001 : 3.0 / 8.0 * 1.002;
         CHECKF(max_err <= tol, "dtype %d: stream round trip error %g > %g", types[ti], max_err, tol);
         kv_stream_free(pool, &s);
         kv_pool_free(pool);
