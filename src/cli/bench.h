@@ -46,11 +46,12 @@ typedef struct {
     uint64_t bytes_per_token;       /* weight bytes a decode step reads */
     /* roofline, tg tests with a bandwidth figure only */
     bool has_roofline;
-    double read_bw;                 /* bytes/s, best pass */
+    const double *samples_bw;       /* n_samples: bytes/s of the read just before each repetition */
+    double read_bw;                 /* bytes/s: their mean */
     size_t bw_bytes;
     int bw_passes;
     double bound_ts;                /* read_bw / bytes_per_token */
-    double bound_pct;               /* avg_ts / bound_ts * 100 */
+    double bound_pct;               /* mean over k of samples_ts[k] * bytes_per_token / samples_bw[k] * 100 */
 } bench_result;
 
 /* Runs every test, printing each result as it comes; 0 or 1. */

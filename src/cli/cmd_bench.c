@@ -42,8 +42,9 @@ static void usage(FILE *f) {
             "  -o, --output FMT     md (default), csv, json (an array of objects) or jsonl (one per line)\n"
             "  --bw-mib N           read-bandwidth buffer for the decode roofline (default: 4x the last-level\n"
             "                       cache, at least 512 MiB); 0 leaves the roofline out\n"
-            "Roofline of a tg test: read bandwidth (one XOR pass over the buffer on the test's threads, best of\n"
-            "max(3, N) passes) / the weight bytes a decode step reads; t/s as a percentage of that bound.\n"
+            "Roofline of a tg test: read bandwidth (an XOR pass over the buffer on the test's threads, best of\n"
+            "2, just before each repetition) / the weight bytes a decode step reads; each repetition's t/s as a\n"
+            "percentage of the bound of its moment, averaged (the host's bandwidth moves between seconds).\n"
             "\nModel options (the subcommands take one -m and one -t):\n"
             "%s",
             MODEL_OPTS_USAGE);

@@ -70,7 +70,8 @@ static void md_row(FILE *f, bool roofline, const bench_result *r) {
 static const char *const csv_columns[] = {
     "model_filename", "model_type", "model_size", "model_n_params", "backend", "simd", "n_threads", "kv_type",
     "n_prompt", "n_gen", "test", "repetitions", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns", "samples_ts",
-    "bytes_per_token", "read_bw_bytes_per_s", "bw_buffer_bytes", "bw_passes", "bound_ts", "bound_pct"};
+    "bytes_per_token", "read_bw_bytes_per_s", "bw_buffer_bytes", "bw_passes", "bound_ts", "bound_pct",
+    "samples_bw_bytes_per_s"};
 
 /* RFC 4180: a field with a comma, quote or line break is quoted, quotes doubled. */
 static void csv_str(FILE *f, const char *s) {
@@ -99,8 +100,12 @@ static void csv_row(FILE *f, const bench_result *r) {
     const int n_tok = r->n_prompt + r->n_gen;
     for (int i = 0; i < r->n_samples; i++) fprintf(f, "%s%.6f", i ? " " : "", n_tok / (r->samples_ns[i] * 1e-9));
     fprintf(f, ",%llu,", (unsigned long long)r->bytes_per_token);
-    if (r->has_roofline) fprintf(f, "%.0f,%zu,%d,%.6f,%.4f", r->read_bw, r->bw_bytes, r->bw_passes, r->bound_ts, r->bound_pct);
-    else fprintf(f, ",,,,");
+    if (r->has_roofline) {
+        fprintf(f, "%.0f,%zu,%d,%.6f,%.4f,", r->read_bw, r->bw_bytes, r->bw_passes, r->bound_ts, r->bound_pct);
+        for (int i = 0; i < r->n_samples; i++) fprintf(f, "%s%.0f", i ? " " : "", r->samples_bw[i]);
+    } else {
+        fprintf(f, ",,,,,");
+    }
     fputc('\n', f);
 }
 
@@ -192,10 +197,14 @@ static void json_row(FILE *f, const bench_result *r) {
         json_key(f, nums[i].k);
         json_num(f, nums[i].v, nums[i].fmt);
     }
-    if (r->has_roofline)
-        fprintf(f, ", \"read_bw_bytes_per_s\": %.0f, \"bw_buffer_bytes\": %zu, \"bw_passes\": %d", r->read_bw, r->bw_bytes,
-                r->bw_passes);
-    else fputs(", \"read_bw_bytes_per_s\": null, \"bw_buffer_bytes\": null, \"bw_passes\": null", f);
+    if (r->has_roofline) {
+        fprintf(f, ", \"read_bw_bytes_per_s\": %.0f, \"bw_buffer_bytes\": %zu, \"bw_passes\": %d, \"samples_bw_bytes_per_s\": [",
+                r->read_bw, r->bw_bytes, r->bw_passes);
+        for (int i = 0; i < r->n_samples; i++) fprintf(f, "%s%.0f", i ? ", " : "", r->samples_bw[i]);
+        fputc(']', f);
+    } else {
+        fputs(", \"read_bw_bytes_per_s\": null, \"bw_buffer_bytes\": null, \"bw_passes\": null, \"samples_bw_bytes_per_s\": null", f);
+    }
     json_key(f, "bound_ts");
     json_num(f, r->has_roofline ? r->bound_ts : NAN, "%.10g");
     json_key(f, "bound_pct");

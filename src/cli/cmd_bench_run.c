@@ -78,34 +78,48 @@ typedef struct {
     const bench_args *a;
     int n_rows;
     double *samples;   /* reps */
-    lt_membw bw;       /* of the current context */
-    bool have_bw;
+    double *bw;        /* reps: the read bandwidth just before each */
+    lt_membw_buf *buf; /* the bandwidth buffer of the current context */
 } bench_state;
 
-/* Warm-up, reps timed runs, one printed row. 0 or 1. */
+/* Passes of the bandwidth read before each timed repetition (best of). */
+#define BW_PASSES 2
+
+/* Warm-up, reps timed runs, one printed row. 0 or 1. A tg test with a
+ * roofline times a bandwidth read just before each repetition: on a shared
+ * host the bandwidth moves between seconds, so each repetition is compared
+ * with the bound of its own moment, and the row gives the mean of those
+ * ratios. */
 static int run_test(bench_state *st, const runner *r, bench_result *res, int n_prompt, int n_gen) {
     const bench_args *a = st->a;
-    if (n_gen > 0 && n_prompt == 0 && a->bw_bytes && !st->have_bw) {
+    const bool roofline = n_gen > 0 && n_prompt == 0 && a->bw_bytes && res->bytes_per_token > 0;
+    if (roofline && !st->buf) {
         char err[256];
-        int passes = a->reps < 3 ? 3 : a->reps;
-        if (!lt_membw_measure(r->c->tp, a->bw_bytes, passes, &st->bw, err, sizeof err)) {
+        if (!(st->buf = lt_membw_open(r->c->tp, a->bw_bytes, err, sizeof err))) {
             fprintf(stderr, "lethe bench: %s\n", err);
             return 1;
         }
-        st->have_bw = true;
     }
     if (run_once(r, n_prompt, n_gen) < 0) return 1; /* warm-up */
-    for (int k = 0; k < a->reps; k++)
+    for (int k = 0; k < a->reps; k++) {
+        if (roofline && (st->bw[k] = lt_membw_pass(st->buf, r->c->tp, BW_PASSES)) <= 0) {
+            fprintf(stderr, "lethe bench: bandwidth: read passes disagree on the buffer's contents\n");
+            return 1;
+        }
         if ((st->samples[k] = run_once(r, n_prompt, n_gen)) < 0) return 1;
-    double *ts = malloc(sizeof *ts * (size_t)a->reps);
+    }
+    double *ts = malloc(sizeof *ts * 2 * (size_t)a->reps);
     if (!ts) {
         fprintf(stderr, "lethe bench: out of memory\n");
         return 1;
     }
-    for (int k = 0; k < a->reps; k++) ts[k] = (n_prompt + n_gen) / (st->samples[k] * 1e-9);
+    double *pct = ts + a->reps;
+    for (int k = 0; k < a->reps; k++) {
+        ts[k] = (n_prompt + n_gen) / (st->samples[k] * 1e-9);
+        if (roofline) pct[k] = ts[k] * (double)res->bytes_per_token / st->bw[k] * 100.0;
+    }
     bench_mean_sd(st->samples, a->reps, &res->avg_ns, &res->sd_ns);
     bench_mean_sd(ts, a->reps, &res->avg_ts, &res->sd_ts);
-    free(ts);
     res->n_prompt = n_prompt;
     res->n_gen = n_gen;
     if (n_prompt && n_gen) snprintf(res->test, sizeof res->test, "pp%d+tg%d", n_prompt, n_gen);
@@ -113,14 +127,17 @@ static int run_test(bench_state *st, const runner *r, bench_result *res, int n_p
     else snprintf(res->test, sizeof res->test, "tg%d", n_gen);
     res->n_samples = a->reps;
     res->samples_ns = st->samples;
-    res->has_roofline = n_prompt == 0 && st->have_bw && res->bytes_per_token > 0;
-    if (res->has_roofline) {
-        res->read_bw = st->bw.bytes_per_s;
-        res->bw_bytes = st->bw.bytes;
-        res->bw_passes = st->bw.passes;
-        res->bound_ts = st->bw.bytes_per_s / (double)res->bytes_per_token;
-        res->bound_pct = res->avg_ts / res->bound_ts * 100.0;
+    res->has_roofline = roofline;
+    if (roofline) {
+        double sd;
+        bench_mean_sd(st->bw, a->reps, &res->read_bw, &sd);
+        bench_mean_sd(pct, a->reps, &res->bound_pct, &sd);
+        res->samples_bw = st->bw;
+        res->bw_bytes = lt_membw_buf_bytes(st->buf);
+        res->bw_passes = BW_PASSES;
+        res->bound_ts = res->read_bw / (double)res->bytes_per_token;
     }
+    free(ts);
     bench_report_row(stdout, a->format, a->bw_bytes > 0, res, st->n_rows++);
     return 0;
 }
@@ -141,13 +158,14 @@ static int bench_threads(bench_state *st, const lethe_model *m, const model_opts
     if (!c) return 1;
     runner r = {c, model_opts_seq_params(o), toks, logits};
     res->n_threads = lethe_ctx_n_threads(c);
-    st->have_bw = false;
     int rc = 0;
     for (int i = 0; i < a->n_prompts && !rc; i++)
         if (a->prompts[i] > 0) rc = run_test(st, &r, res, a->prompts[i], 0);
     for (int i = 0; i < a->n_gens && !rc; i++)
         if (a->gens[i] > 0) rc = run_test(st, &r, res, 0, a->gens[i]);
     for (int i = 0; i < a->n_pg && !rc; i++) rc = run_test(st, &r, res, a->pg[i][0], a->pg[i][1]);
+    lt_membw_close(st->buf); /* read on this context's threads */
+    st->buf = NULL;
     lethe_ctx_free(c);
     return rc;
 }
@@ -197,7 +215,10 @@ int bench_run(const bench_args *a) {
     memset(&st, 0, sizeof st);
     st.a = a;
     st.samples = malloc(sizeof(double) * (size_t)a->reps);
-    if (!st.samples) {
+    st.bw = malloc(sizeof(double) * (size_t)a->reps);
+    if (!st.samples || !st.bw) {
+        free(st.samples);
+        free(st.bw);
         fprintf(stderr, "lethe bench: out of memory\n");
         return 1;
     }
@@ -210,11 +231,13 @@ int bench_run(const bench_args *a) {
         printf("\nSIMD %s, KV %s, %d repetitions after a warm-up; t/s: mean ± sd.\n", lt_simd_path(), kv_type_name(a->mo.kv_type),
                a->reps);
         if (roofline)
-            printf("bound: read bandwidth (XOR pass over %zu MiB on the test's threads, best of %d) / weight bytes read per "
-                   "generated token (every matrix once, one embedding row).\n",
-                   a->bw_bytes >> 20, a->reps < 3 ? 3 : a->reps);
+            printf("bound: read bandwidth (XOR pass over %zu MiB on the test's threads, best of %d, just before each "
+                   "repetition; read GB/s is their mean) / weight bytes read per generated token (every matrix once, one "
+                   "embedding row); %% bound: the mean over the repetitions of t/s against the bound of the same moment.\n",
+                   a->bw_bytes >> 20, BW_PASSES);
         printf("peak RSS: %.1f MiB\n", peak_rss_bytes() / 1048576.0);
     }
     free(st.samples);
+    free(st.bw);
     return rc;
 }

@@ -146,39 +146,72 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+struct lt_membw_buf {
+    void *p;
+    size_t bytes;
+    uint64_t checksum;
+    bool have_checksum;
+};
+
+lt_membw_buf *lt_membw_open(threadpool *tp, size_t bytes, char *err, size_t err_size) {
+    bytes &= ~(size_t)63;
+    if (bytes == 0) {
+        snprintf(err, err_size, "bandwidth: need at least 64 bytes");
+        return NULL;
+    }
+    lt_membw_buf *b = calloc(1, sizeof *b);
+    /* The same pages as the weights it is compared with (huge where they are). */
+    if (!b || posix_memalign(&b->p, (size_t)2 << 20, bytes)) {
+        free(b);
+        snprintf(err, err_size, "bandwidth: cannot allocate %zu MiB", bytes >> 20);
+        return NULL;
+    }
+    lt_advise_huge(b->p, bytes);
+    b->bytes = bytes;
+    fill_job f = {b->p, bytes / 8};
+    tp_run(tp, fill_task, &f);
+    return b;
+}
+
+double lt_membw_pass(lt_membw_buf *b, threadpool *tp, int passes) {
+    double best = 1e30;
+    for (int r = 0; r < passes; r++) {
+        double t0 = now_s();
+        uint64_t x = lt_membw_xor(tp, b->p, b->bytes);
+        double dt = now_s() - t0;
+        if (!b->have_checksum) b->checksum = x, b->have_checksum = true;
+        else if (x != b->checksum) return 0;
+        if (dt < best) best = dt;
+    }
+    return best > 0 && best < 1e30 ? (double)b->bytes / best : 0;
+}
+
+size_t lt_membw_buf_bytes(const lt_membw_buf *b) { return b->bytes; }
+
+void lt_membw_close(lt_membw_buf *b) {
+    if (!b) return;
+    free(b->p);
+    free(b);
+}
+
 bool lt_membw_measure(threadpool *tp, size_t bytes, int passes, lt_membw *out, char *err, size_t err_size) {
     memset(out, 0, sizeof *out);
-    bytes &= ~(size_t)63;
-    if (bytes == 0 || passes < 1) {
+    if ((bytes & ~(size_t)63) == 0 || passes < 1) {
         snprintf(err, err_size, "bandwidth: need at least 64 bytes and one pass");
         return false;
     }
-    void *buf = NULL;
-    /* The same pages as the weights it is compared with (huge where they are). */
-    if (posix_memalign(&buf, (size_t)2 << 20, bytes)) {
-        snprintf(err, err_size, "bandwidth: cannot allocate %zu MiB", bytes >> 20);
-        return false;
-    }
-    lt_advise_huge(buf, bytes);
-    fill_job f = {buf, bytes / 8};
-    tp_run(tp, fill_task, &f);
-    out->bytes = bytes;
+    lt_membw_buf *b = lt_membw_open(tp, bytes, err, err_size);
+    if (!b) return false;
+    const double bps = lt_membw_pass(b, tp, passes);
+    out->bytes = b->bytes;
     out->passes = passes;
-    out->best_s = 1e30;
-    bool ok = true;
-    for (int r = 0; r < passes && ok; r++) {
-        double t0 = now_s();
-        uint64_t x = lt_membw_xor(tp, buf, bytes);
-        double dt = now_s() - t0;
-        if (r == 0) out->checksum = x;
-        else if (x != out->checksum) ok = false;
-        if (dt < out->best_s) out->best_s = dt;
-    }
-    free(buf);
-    if (!ok) {
+    out->checksum = b->checksum;
+    lt_membw_close(b);
+    if (bps <= 0) {
         snprintf(err, err_size, "bandwidth: read passes disagree on the buffer's contents");
         return false;
     }
-    out->bytes_per_s = out->best_s > 0 ? (double)bytes / out->best_s : 0;
+    out->bytes_per_s = bps;
+    out->best_s = (double)out->bytes / bps;
     return true;
 }

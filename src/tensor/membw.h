@@ -38,4 +38,15 @@ size_t lt_membw_default_bytes(void);
  * folds disagree (message in err). */
 bool lt_membw_measure(threadpool *tp, size_t bytes, int passes, lt_membw *out, char *err, size_t err_size);
 
+/* The same in steps, for a caller that measures the bandwidth next to each
+ * of its own timings (on a shared host the bandwidth moves from second to
+ * second): open allocates and fills the buffer, each pass times `passes`
+ * reads and returns the best bytes per second (0 when a fold disagrees with
+ * the first pass's), close frees it. */
+typedef struct lt_membw_buf lt_membw_buf;
+lt_membw_buf *lt_membw_open(threadpool *tp, size_t bytes, char *err, size_t err_size);
+double lt_membw_pass(lt_membw_buf *b, threadpool *tp, int passes);
+size_t lt_membw_buf_bytes(const lt_membw_buf *b);
+void lt_membw_close(lt_membw_buf *b);
+
 #endif
