@@ -424,6 +424,20 @@ static void test_compact(void) {
     kv_pool_free(pool);
 }
 
+/* A quantised round trip x -> y, per block of 32: every element within
+ * max(amax / div * (1 + rel), floor) + float rounding of what was stored. */
+static void check_blocks(const char *name, const float *x, const float *y, int D, float div, float rel, float floor) {
+    for (int b = 0; b < D / 32; b++) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+        const float tol = fmaxf(amax / div * (1.0f + rel), floor) + amax * 0x1p-22f;
+        for (int j = 0; j < 32; j++) {
+            const float e = fabsf(y[b * 32 + j] - x[b * 32 + j]);
+            CHECKF(e <= tol, "%s round trip %g -> %g (amax %g)", name, x[b * 32 + j], y[b * 32 + j], amax);
+        }
+    }
+}
+
 static void test_dtypes(void) {
     const int D = 128, P = 16;
     /* Scalar conversions on awkward values, and SIMD == scalar bit for bit. */
@@ -457,15 +471,7 @@ static void test_dtypes(void) {
                  * |x - (q - 8) d| <= |d| / 2, but -m rounds to +8, clamped
                  * to 7, so the bound is |d| = amax / 8 (scale rounding and
                  * the half-precision floor as for Q8_0). */
-                for (int b = 0; b < D / 32; b++) {
-                    float amax = 0;
-                    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
-                    float tol = fmaxf(amax / 8.0f * (1.0f + 0x1p-10f), 8.0f * 0x1p-24f) + amax * 0x1p-22f;
-                    for (int j = 0; j < 32; j++) {
-                        float e = fabsf(y[b * 32 + j] - x[b * 32 + j]);
-                        CHECKF(e <= tol, "Q4_0 round trip %g -> %g (amax %g)", x[b * 32 + j], y[b * 32 + j], amax);
-                    }
-                }
+                check_blocks("Q4_0", x, y, D, 8.0f, 0x1p-10f, 8.0f * 0x1p-24f);
             } else {
                 /* Per block: |x - q d| <= d_stored / 2, and d_stored is within
                  * 2^-11 (relative) of amax / 127, so the bound is
@@ -473,15 +479,7 @@ static void test_dtypes(void) {
                  * amax / 127 falls below the half-precision normal range the
                  * stored scale has absolute error up to 2^-25, which allows
                  * an element error up to 127 * 2^-25. */
-                for (int b = 0; b < D / 32; b++) {
-                    float amax = 0;
-                    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
-                    float tol = fmaxf(amax / 254.0f * (1.0f + 0x1p-11f), 127.0f * 0x1p-25f) + amax * 0x1p-22f;
-                    for (int j = 0; j < 32; j++) {
-                        float e = fabsf(y[b * 32 + j] - x[b * 32 + j]);
-                        CHECKF(e <= tol, "Q8_0 round trip %g -> %g (amax %g)", x[b * 32 + j], y[b * 32 + j], amax);
-                    }
-                }
+                check_blocks("Q8_0", x, y, D, 254.0f, 0x1p-11f, 127.0f * 0x1p-25f);
             }
         }
     }

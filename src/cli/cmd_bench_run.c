@@ -13,7 +13,6 @@
 #include "tensor/membw.h"
 #include "tensor/quantize.h"
 
-
 /* llama-bench's label: "llama 1.1B Q4_0". The type is the file type the
  * GGUF names, else the type holding most of the layer weight bytes. */
 static void model_label(const lethe_model *m, char *out, size_t n) {

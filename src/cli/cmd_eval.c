@@ -99,7 +99,6 @@ static int make_dirs(const char *path) {
     return stat(buf, &sb) == 0 && S_ISDIR(sb.st_mode) ? 0 : -1;
 }
 
-
 static void print_cost(const eval_cost *c) {
     printf("kv bytes peak: %zu (%.3f MiB of RAM per sequence: hot pages, cold tier, staging, policy state; pages of %d "
            "slots, %zu bytes)\n",
