@@ -37,7 +37,7 @@ static void test_cold_pages(lt_type dtype, int P, int hd) {
     for (int i = 0; i < n; i++) pos[i] = 10 + 2 * i;
     CHECK(kv_stream_append(pool, &s, k, v, hd, hd, pos, n) == LETHE_OK);
     kv_cold c;
-    CHECK(kv_cold_init(&c, dtype, P, hd) == LETHE_OK);
+    CHECK(kv_cold_init(&c, dtype, P, hd, NULL) == LETHE_OK);
     /* add in two uneven batches: the partial last page is re-quantised */
     int *idx = malloc(sizeof(int) * n);
     for (int i = 0; i < n; i++) idx[i] = i;
@@ -216,7 +216,7 @@ static void test_in_place(lt_type dtype, int P, int n, int n_tok, int hd, thread
         kv_stream_init(&hot[h]);
         kv_stream_init(&loaded[h]);
         kv_stream_init(&inplace[h]);
-        CHECK(kv_cold_init(&cold[h], dtype, P, hd) == LETHE_OK);
+        CHECK(kv_cold_init(&cold[h], dtype, P, hd, NULL) == LETHE_OK);
         for (int i = 0; i < n; i++) {
             for (int e = 0; e < hd; e++) k[e] = frand(), v[e] = frand();
             int32_t p = i;

@@ -280,7 +280,7 @@ static void test_cold_shift(lt_type dtype) {
     fill_stream(pool, &a, &r, raw, v, pos, n);
     fill_stream(pool, &b, &r, raw, v, npos, n);
     kv_cold ca, cb;
-    CHECK(kv_cold_init(&ca, dtype, P, D) == LETHE_OK && kv_cold_init(&cb, dtype, P, D) == LETHE_OK);
+    CHECK(kv_cold_init(&ca, dtype, P, D, NULL) == LETHE_OK && kv_cold_init(&cb, dtype, P, D, NULL) == LETHE_OK);
     CHECK(kv_cold_add(&ca, pool, &a, idx, NULL, n) == LETHE_OK && kv_cold_add(&cb, pool, &b, idx, NULL, n) == LETHE_OK);
     uint8_t *v_before = malloc(ca.block_bytes);
     memcpy(v_before, ca.pages[2].v, ca.block_bytes);

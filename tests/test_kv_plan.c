@@ -58,7 +58,7 @@ static void world_make(world *w) {
     w->pool = kv_pool_create(&pp, err);
     for (int i = 0; i < NS; i++) {
         kv_stream_init(&w->st[i]);
-        CHECK(kv_cold_init(&w->cold[i], LT_Q8_0, P, D) == LETHE_OK);
+        CHECK(kv_cold_init(&w->cold[i], LT_Q8_0, P, D, NULL) == LETHE_OK);
     }
     kv_stream_init(&w->extra);
     CHECK(kv_stream_enable_stats(&w->st[0], KV_STATS_ACC | KV_STATS_HIT) == LETHE_OK && kv_stream_enable_aux(&w->st[0], 2) == LETHE_OK);
@@ -318,7 +318,7 @@ static void test_no_alloc_steady_state(void) {
     for (int i = 0; i < 2; i++) {
         kv_stream_init(&s[i]);
         CHECK(kv_stream_enable_stats(&s[i], KV_STATS_ACC | KV_STATS_HIT) == LETHE_OK);
-        CHECK(kv_cold_init(&c[i], LT_Q8_0, P, D) == LETHE_OK);
+        CHECK(kv_cold_init(&c[i], LT_Q8_0, P, D, NULL) == LETHE_OK);
     }
     kv_plan *plan = kv_plan_create(2, true);
     const int budget = 200;

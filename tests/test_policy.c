@@ -69,7 +69,7 @@ static void rig_init(rig *r, int n_layer, int n_head_kv, int page_slots, const k
     r->cold = calloc((size_t)r->n_streams, sizeof *r->cold);
     r->cold_capacity = 2 * page_slots;
     for (int s = 0; s < r->n_streams; s++) {
-        CHECK(kv_cold_init(&r->cold[s], LT_Q8_0, page_slots, D) == LETHE_OK);
+        CHECK(kv_cold_init(&r->cold[s], LT_Q8_0, page_slots, D, NULL) == LETHE_OK);
         kv_stream_init(&r->st[s]);
         if (ops && ops->needs_stats) CHECK(kv_stream_enable_stats(&r->st[s], ops->stats) == LETHE_OK);
         if (ops && ops->aux_width > 0) CHECK(kv_stream_enable_aux(&r->st[s], ops->aux_width) == LETHE_OK);

@@ -27,18 +27,52 @@ static size_t scratch_bytes(const kv_cold *c) {
            2 * (size_t)c->head_dim * sizeof(float);
 }
 
-lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim) {
+/* The block type a shape stores (Q8_0 / Q4_0 need whole blocks of 32). */
+static lt_type block_type(lt_type dtype, int page_slots, int head_dim) {
+    return dtype != LT_F16 && (long)page_slots * head_dim % 32 != 0 ? LT_F16 : dtype;
+}
+
+size_t kv_cold_block_bytes(lt_type dtype, int page_slots, int head_dim) {
+    if (page_slots <= 0 || head_dim <= 0) return 0;
+    return lt_row_bytes(block_type(dtype, page_slots, head_dim), (int64_t)page_slots * head_dim);
+}
+
+size_t kv_cold_scratch_bytes(int page_slots, int head_dim) {
+    const kv_cold shape = {.page_slots = page_slots, .head_dim = head_dim};
+    return page_slots > 0 && head_dim > 0 ? scratch_bytes(&shape) : 0;
+}
+
+/* c's scratch pointers into owner's (same shape). */
+static void use_scratch_of(kv_cold *c, const kv_cold *owner) {
+    c->tmp = owner->tmp;
+    c->k = owner->k;
+    c->v = owner->v;
+    c->nk = owner->nk;
+    c->nv = owner->nv;
+    c->rpos = owner->rpos;
+    c->npos = owner->npos;
+    c->rscore = owner->rscore;
+    c->nscore = owner->nscore;
+    c->bnd = owner->bnd;
+    c->shared_scratch = true;
+}
+
+lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim, const kv_cold *owner) {
     memset(c, 0, sizeof *c);
     c->fd = -1;
     if (page_slots <= 0 || head_dim <= 0) return LETHE_ERR_ARG;
     if (dtype != LT_Q8_0 && dtype != LT_Q4_0 && dtype != LT_F16) return LETHE_ERR_ARG;
+    if (owner && (owner->page_slots != page_slots || owner->head_dim != head_dim)) return LETHE_ERR_ARG;
     const long block = (long)page_slots * head_dim;
-    if (dtype != LT_F16 && block % 32 != 0) dtype = LT_F16;
-    c->dtype = dtype;
+    c->dtype = block_type(dtype, page_slots, head_dim);
     c->page_slots = page_slots;
     c->head_dim = head_dim;
-    c->block_bytes = lt_row_bytes(dtype, block);
+    c->block_bytes = lt_row_bytes(c->dtype, block);
     if (!c->block_bytes) return LETHE_ERR_ARG;
+    if (owner) { /* never two scratches at once, not even while setting up */
+        use_scratch_of(c, owner);
+        return LETHE_OK;
+    }
     /* one block for the five scratch areas */
     c->tmp = lt_malloc(scratch_bytes(c));
     if (!c->tmp) return LETHE_ERR_NOMEM;
@@ -54,8 +88,9 @@ lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_di
     return LETHE_OK;
 }
 
-lethe_status kv_cold_init_disk(kv_cold *c, lt_type dtype, int page_slots, int head_dim, const char *dir, char *err) {
-    lethe_status st = kv_cold_init(c, dtype, page_slots, head_dim);
+lethe_status kv_cold_init_disk(kv_cold *c, lt_type dtype, int page_slots, int head_dim, const kv_cold *owner, const char *dir,
+                               char *err) {
+    lethe_status st = kv_cold_init(c, dtype, page_slots, head_dim, owner);
     if (st) return set_error(err, st, "cold tier: %s", lethe_status_name(st));
     if (!dir || !*dir) dir = getenv("TMPDIR");
     if (!dir || !*dir) dir = "/tmp";
@@ -73,6 +108,14 @@ lethe_status kv_cold_init_disk(kv_cold *c, lt_type dtype, int page_slots, int he
     unlink(path); /* the open descriptor keeps it; nothing is left on exit or crash */
     const size_t P = (size_t)page_slots;
     c->rec_bytes = P * sizeof(int32_t) + 2 * c->block_bytes;
+    if (owner && owner->on_disk && owner->rec_bytes == c->rec_bytes) { /* one record buffer too */
+        c->io = owner->io;
+        c->io_score = owner->io_score;
+        c->shared_io = true;
+        c->fd = fd;
+        c->on_disk = true;
+        return LETHE_OK;
+    }
     c->io = lt_malloc(c->rec_bytes + P * sizeof(float));
     if (!c->io) {
         close(fd);
@@ -145,28 +188,6 @@ void kv_cold_trim(kv_cold *c) {
     c->n_alloc = c->n_pages;
     /* the file keeps its records for the pages still live: their indices
      * may be anywhere below n_file, so it is not shortened */
-}
-
-void kv_cold_share_scratch(kv_cold *c, const kv_cold *owner) {
-    if (!c->shared_scratch) lt_free(c->tmp);
-    c->tmp = owner->tmp;
-    c->k = owner->k;
-    c->v = owner->v;
-    c->nk = owner->nk;
-    c->nv = owner->nv;
-    c->rpos = owner->rpos;
-    c->npos = owner->npos;
-    c->rscore = owner->rscore;
-    c->nscore = owner->nscore;
-    c->bnd = owner->bnd;
-    c->shared_scratch = true;
-    if (c->on_disk && owner->on_disk && c->n_alloc == 0 && c->rec_bytes == owner->rec_bytes) {
-        /* one record buffer too: pages alias it from their allocation on */
-        if (!c->shared_io) lt_free(c->io);
-        c->io = owner->io;
-        c->io_score = owner->io_score;
-        c->shared_io = true;
-    }
 }
 
 void kv_cold_free(kv_cold *c) {

@@ -64,7 +64,7 @@ typedef struct {
     size_t block_bytes; /* bytes of one page's K (or V) block */
     float *tmp;         /* page_slots x head_dim scratch for the transposes */
     float *k, *v, *nk, *nv; /* page_slots x head_dim each: page load / repack scratch */
-    bool shared_scratch; /* the scratch belongs to another tier (kv_cold_share_scratch) */
+    bool shared_scratch; /* the scratch belongs to another tier (kv_cold_init's owner) */
     kv_cold_page *pages;
     int n_pages, n_alloc, cap_pages;
     int n_slots;
@@ -78,7 +78,7 @@ typedef struct {
     int fd;
     uint8_t *io;
     float *io_score;
-    bool shared_io; /* io belongs to another tier (kv_cold_share_scratch) */
+    bool shared_io; /* io belongs to another tier (kv_cold_init's owner) */
     size_t rec_bytes;
     int32_t n_file;
     uint64_t read_bytes, write_bytes;
@@ -86,12 +86,21 @@ typedef struct {
 } kv_cold;
 
 /* dtype: LT_Q8_0 or LT_Q4_0 (falls back to LT_F16 when page_slots *
- * head_dim is not a multiple of 32), or LT_F16. */
-lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim);
-/* The same shape with its pages in a new temporary file in dir (NULL:
- * $TMPDIR or /tmp). LETHE_ERR_IO (message in err, LETHE_ERR_MAX bytes, may
- * be NULL) when the file cannot be created. */
-lethe_status kv_cold_init_disk(kv_cold *c, lt_type dtype, int page_slots, int head_dim, const char *dir, char *err);
+ * head_dim is not a multiple of 32), or LT_F16. owner: NULL, or a tier of
+ * the same shape whose scratch c uses instead of its own, so that the
+ * tiers of one sequence's streams hold one scratch between them (they are
+ * used one at a time; owner must outlive c). */
+lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_dim, const kv_cold *owner);
+/* The same with its pages in a new temporary file in dir (NULL: $TMPDIR
+ * or /tmp); with a disk owner, c shares its record buffer too. LETHE_ERR_IO
+ * (message in err, LETHE_ERR_MAX bytes, may be NULL) when the file cannot
+ * be created. */
+lethe_status kv_cold_init_disk(kv_cold *c, lt_type dtype, int page_slots, int head_dim, const kv_cold *owner, const char *dir,
+                               char *err);
+/* What a tier of this shape holds beside its pages, without making one:
+ * its scratch, and the bytes of one K or V block. */
+size_t kv_cold_scratch_bytes(int page_slots, int head_dim);
+size_t kv_cold_block_bytes(lt_type dtype, int page_slots, int head_dim);
 static inline bool kv_cold_on_disk(const kv_cold *c) { return c->on_disk; }
 /* Disk tier: reads page p's record into the record buffer (RAM tier:
  * nothing) / writes it back. LETHE_ERR_IO, with io_errno set. */
@@ -105,11 +114,6 @@ size_t kv_cold_disk_bytes(const kv_cold *c);
  * a disk tier. LETHE_ERR_IO (src->io_errno set) on a failed read. */
 lethe_status kv_cold_stage(kv_cold *src, const int *sel, int n, kv_cold *dst);
 void kv_cold_free(kv_cold *c);
-/* c (initialised, same shape as owner) uses owner's scratch instead of its
- * own, so the tiers of one sequence's streams hold one scratch between them
- * (they are used one at a time); two disk tiers share the record buffer
- * too (c must have no pages yet). owner must outlive c. */
-void kv_cold_share_scratch(kv_cold *c, const kv_cold *owner);
 /* Bytes of the live pages (quantised blocks, positions, scores and bounds
  * of the pages that hold slots): what the slots need. */
 size_t kv_cold_bytes(const kv_cold *c);

@@ -144,8 +144,8 @@ static lethe_status setup_stage(lethe_seq *s, lt_type dt, int pages) {
     for (int h = 0; h < H; h++) s->stage[h].fd = -1;
     s->stage_pages = pages;
     for (int h = 0; h < H; h++) {
-        if (kv_cold_init(&s->stage[h], dt, P, hd) != LETHE_OK) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
-        kv_cold_share_scratch(&s->stage[h], &s->cold[0]);
+        if (kv_cold_init(&s->stage[h], dt, P, hd, &s->cold[0]) != LETHE_OK)
+            return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
         if (kv_cold_reserve(&s->stage[h], pages) != LETHE_OK) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     }
     return LETHE_OK;
@@ -171,14 +171,14 @@ static lethe_status setup_cold(lethe_seq *s, int budget, int cold_slots) {
     if (!s->cold) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
     for (int i = 0; i < s->n_streams; i++) s->cold[i].fd = -1; /* not on disk until set up */
     for (int i = 0; i < s->n_streams; i++) {
+        const kv_cold *owner = i > 0 ? &s->cold[0] : NULL; /* one scratch for the sequence */
         if (disk) {
             char e[LETHE_ERR_MAX];
-            lethe_status st = kv_cold_init_disk(&s->cold[i], dt, P, hd, s->cold_dir, e);
+            lethe_status st = kv_cold_init_disk(&s->cold[i], dt, P, hd, owner, s->cold_dir, e);
             if (st) return set_error(s->err, st, "%s", e);
-        } else if (kv_cold_init(&s->cold[i], dt, P, hd) != LETHE_OK) {
+        } else if (kv_cold_init(&s->cold[i], dt, P, hd, owner) != LETHE_OK) {
             return set_error(s->err, LETHE_ERR_NOMEM, "cannot set up the cold tier");
         }
-        if (i > 0) kv_cold_share_scratch(&s->cold[i], &s->cold[0]); /* one scratch for the sequence */
         /* a disk tier can hold the whole context: its page array is sized once */
         if (disk && kv_cold_reserve_array(&s->cold[i], (s->n_ctx + P - 1) / P + 1) != LETHE_OK)
             return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");

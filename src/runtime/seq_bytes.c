@@ -50,6 +50,18 @@ static size_t ctx_cold_staging(const lethe_seq *s) {
     return b;
 }
 
+static size_t str_bytes(const char *x) { return x ? strlen(x) + 1 : 0; }
+
+/* The sequence's own structs: itself, its streams' headers, its policy's,
+ * the strings it keeps (policy name, calibration path, cold kind and
+ * directory) and, with a cold tier, the tiers' headers (one per stream,
+ * and on disk one stage per KV head). */
+static size_t own_structs(size_t S, size_t H, bool cold, bool disk, const char *name, const char *calib, const char *kind,
+                          const char *dir) {
+    return sizeof(lethe_seq) + S * sizeof(kv_stream) + sizeof(kv_policy) + str_bytes(name) + str_bytes(calib) +
+           str_bytes(kind) + str_bytes(dir) + (cold ? S * sizeof(kv_cold) : 0) + (disk ? H * sizeof(kv_cold) : 0);
+}
+
 void seq_bytes_get(const lethe_seq *s, lethe_seq_bytes *b) {
     memset(b, 0, sizeof *b);
     const kv_pool *pool = s->c->kv;
@@ -74,6 +86,8 @@ void seq_bytes_get(const lethe_seq *s, lethe_seq_bytes *b) {
     b->state_bytes += kv_plan_bytes(s->plan) + 3 * (size_t)s->n_streams * sizeof(int) + (size_t)s->order_cap * sizeof(int);
     if (s->head_reach) b->state_bytes += (size_t)s->n_streams * sizeof(float);
     if (s->protect_heap) b->state_bytes += 2 * (size_t)s->cap_protect * sizeof(int32_t);
+    b->state_bytes += own_structs((size_t)s->n_streams, (size_t)H, s->cold != NULL, s->stage != NULL, s->policy_name,
+                                  s->calib_path, s->cold_kind, s->cold_dir);
     if (s->policy) {
         const policy_reach r = {max_n, s->n_streams, s->c->m->hp.head_dim, s->c->m->hp.n_head_kv};
         b->state_bytes += policy_state_reach(s->policy->ops, &s->policy->params, &r);
@@ -155,6 +169,7 @@ static size_t shared_part(const byte_model *m, size_t bmax) {
     return kv_plan_fixed_bytes((int)m->S, m->ops->cold_tier) +
            (m->ops->cold_tier ? bmax * (sizeof(int) + sizeof(float)) : 0) /* the plan's demotion scratch */ +
            policy_state_reach(m->ops, m->kp, &r) + 3 * m->S * sizeof(int) +
+           own_structs(m->S, m->H, m->ops->cold_tier, m->disk, m->ops->name, m->kp->calib_path, m->kp->cold, m->kp->cold_dir) +
            (m->kp->reindex ? bmax * sizeof(int) : 0); /* the re-index order */
 }
 
@@ -223,12 +238,10 @@ lethe_status seq_budget_from_bytes(lethe_seq *s, const kv_policy_ops *ops, const
                                    bool cold_disk, size_t bytes, int *budget, int *quest_pages, int *cold_slots) {
     byte_model m = model_of(s, ops, kp, cold_disk);
     *cold_slots = -1;
-    if (ops->cold_tier) { /* one tier's sizes, measured on a real one */
-        kv_cold t;
-        if (kv_cold_init(&t, cold_dt, (int)m.P, (int)m.hd)) return set_error(s->err, LETHE_ERR_NOMEM, "out of memory");
-        size_t scratch = kv_cold_bytes_reserved(&t);
-        size_t block = t.block_bytes;
-        kv_cold_free(&t);
+    if (ops->cold_tier) { /* one tier's sizes */
+        const size_t scratch = kv_cold_scratch_bytes((int)m.P, (int)m.hd);
+        const size_t block = kv_cold_block_bytes(cold_dt, (int)m.P, (int)m.hd);
+        if (!scratch || !block) return set_error(s->err, LETHE_ERR_ARG, "cold tier: bad page shape");
         size_t bounds = 2 * m.hd, ram_page = ((bounds + 7) & ~(size_t)7) + 2 * block + m.P * (sizeof(int32_t) + sizeof(float));
         m.cold_page = (cold_disk ? bounds : ram_page) + sizeof(kv_cold_page);
         m.cold_fixed = scratch + (cold_disk ? m.P * (sizeof(int32_t) + sizeof(float)) + 2 * block : 0); /* one record buffer */

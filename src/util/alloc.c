@@ -1,6 +1,8 @@
 #include "util/alloc.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -20,19 +22,122 @@ static int should_fail(void) {
     return 0;
 }
 
-void *lt_malloc(size_t size) { return should_fail() ? NULL : malloc(size ? size : 1); }
+/* The tracker (lt_alloc_track): an open-addressing table of the live
+ * blocks' sizes, with tombstones; off, allocations pay one atomic load. */
+#define TRACK_CAP (1 << 16)
+typedef struct {
+    uintptr_t key; /* 0: empty, 1: deleted */
+    size_t size;
+} track_slot;
+static atomic_int tracking;
+static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER;
+static track_slot *track_tab;
+static size_t track_used, track_live, track_peak;
+static int track_full;
 
-void *lt_calloc(size_t n, size_t size) { return should_fail() ? NULL : calloc(n ? n : 1, size ? size : 1); }
+static size_t track_hash(uintptr_t k) { return (size_t)((k >> 4) * 0x9E3779B97F4A7C15ull) & (TRACK_CAP - 1); }
 
-void *lt_realloc(void *p, size_t size) { return should_fail() ? NULL : realloc(p, size ? size : 1); }
+static void track_add(void *p, size_t size) {
+    if (!p || !atomic_load_explicit(&tracking, memory_order_relaxed)) return;
+    pthread_mutex_lock(&track_lock);
+    if (track_tab && track_used < TRACK_CAP / 2) {
+        size_t i = track_hash((uintptr_t)p);
+        while (track_tab[i].key > 1) i = (i + 1) & (TRACK_CAP - 1);
+        if (track_tab[i].key == 0) track_used++;
+        track_tab[i] = (track_slot){(uintptr_t)p, size};
+        track_live += size;
+        if (track_live > track_peak) track_peak = track_live;
+    } else if (track_tab) {
+        track_full = 1;
+    }
+    pthread_mutex_unlock(&track_lock);
+}
+
+/* key: the block's address. Returns the block's size, SIZE_MAX if it was
+ * not in the table. */
+static size_t track_remove(uintptr_t key) {
+    size_t size = SIZE_MAX;
+    if (!key || !atomic_load_explicit(&tracking, memory_order_relaxed)) return size;
+    pthread_mutex_lock(&track_lock);
+    for (size_t i = track_tab ? track_hash(key) : 0; track_tab && track_tab[i].key != 0; i = (i + 1) & (TRACK_CAP - 1))
+        if (track_tab[i].key == key) {
+            size = track_tab[i].size;
+            track_live -= size;
+            track_tab[i].key = 1;
+            break;
+        }
+    pthread_mutex_unlock(&track_lock);
+    return size;
+}
+
+void *lt_malloc(size_t size) {
+    if (should_fail()) return NULL;
+    void *p = malloc(size ? size : 1);
+    track_add(p, size);
+    return p;
+}
+
+void *lt_calloc(size_t n, size_t size) {
+    if (should_fail()) return NULL;
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    track_add(p, n * size);
+    return p;
+}
+
+void *lt_realloc(void *p, size_t size) {
+    if (should_fail()) return NULL;
+    /* out of the table first: after realloc p may only be compared, and gcc
+     * warns even about that */
+    const size_t old = track_remove((uintptr_t)p);
+    void *q = realloc(p, size ? size : 1);
+    if (q) track_add(q, size);
+    else if (old != SIZE_MAX) track_add(p, old); /* still p's block */
+    return q;
+}
 
 void *lt_aligned_alloc(size_t align, size_t size) {
     if (should_fail()) return NULL;
     size_t rounded = (size + align - 1) / align * align;
-    return aligned_alloc(align, rounded ? rounded : align);
+    void *p = aligned_alloc(align, rounded ? rounded : align);
+    track_add(p, rounded);
+    return p;
 }
 
-void lt_free(void *p) { free(p); }
+void lt_free(void *p) {
+    track_remove((uintptr_t)p);
+    free(p);
+}
+
+int lt_alloc_track(int on) {
+    pthread_mutex_lock(&track_lock);
+    free(track_tab);
+    track_tab = on ? calloc(TRACK_CAP, sizeof *track_tab) : NULL;
+    track_used = track_live = track_peak = 0;
+    track_full = on && !track_tab;
+    atomic_store(&tracking, on && track_tab);
+    pthread_mutex_unlock(&track_lock);
+    return track_full ? -1 : 0;
+}
+
+size_t lt_alloc_live_bytes(void) {
+    pthread_mutex_lock(&track_lock);
+    size_t v = track_live;
+    pthread_mutex_unlock(&track_lock);
+    return v;
+}
+
+size_t lt_alloc_peak_bytes(void) {
+    pthread_mutex_lock(&track_lock);
+    size_t v = track_full ? SIZE_MAX : track_peak;
+    pthread_mutex_unlock(&track_lock);
+    return v;
+}
+
+void lt_alloc_reset_peak(void) {
+    pthread_mutex_lock(&track_lock);
+    track_peak = track_live;
+    pthread_mutex_unlock(&track_lock);
+}
 
 int lt_huge_pages_enabled(void) {
     const char *env = getenv("LETHE_HUGE");
