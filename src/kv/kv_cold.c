@@ -17,14 +17,13 @@
 #include "util/alloc.h"
 #include "util/error.h"
 
-static size_t block_elems(const kv_cold *c) { return (size_t)c->page_slots * (size_t)c->head_dim; }
-
 /* The scratch: five page blocks of floats, then the repack positions and
  * scores (4 x page_slots), then a page's key minima and maxima (2 x
  * head_dim). */
-static size_t scratch_bytes(const kv_cold *c) {
-    return 5 * block_elems(c) * sizeof(float) + 4 * (size_t)c->page_slots * sizeof(float) +
-           2 * (size_t)c->head_dim * sizeof(float);
+size_t kv_cold_scratch_bytes(int page_slots, int head_dim) {
+    if (page_slots <= 0 || head_dim <= 0) return 0;
+    return 5 * (size_t)page_slots * (size_t)head_dim * sizeof(float) + 4 * (size_t)page_slots * sizeof(float) +
+           2 * (size_t)head_dim * sizeof(float);
 }
 
 /* The block type a shape stores (Q8_0 / Q4_0 need whole blocks of 32). */
@@ -35,11 +34,6 @@ static lt_type block_type(lt_type dtype, int page_slots, int head_dim) {
 size_t kv_cold_block_bytes(lt_type dtype, int page_slots, int head_dim) {
     if (page_slots <= 0 || head_dim <= 0) return 0;
     return lt_row_bytes(block_type(dtype, page_slots, head_dim), (int64_t)page_slots * head_dim);
-}
-
-size_t kv_cold_scratch_bytes(int page_slots, int head_dim) {
-    const kv_cold shape = {.page_slots = page_slots, .head_dim = head_dim};
-    return page_slots > 0 && head_dim > 0 ? scratch_bytes(&shape) : 0;
 }
 
 /* c's scratch pointers into owner's (same shape). */
@@ -74,7 +68,7 @@ lethe_status kv_cold_init(kv_cold *c, lt_type dtype, int page_slots, int head_di
         return LETHE_OK;
     }
     /* one block for the five scratch areas */
-    c->tmp = lt_malloc(scratch_bytes(c));
+    c->tmp = lt_malloc(kv_cold_scratch_bytes(page_slots, head_dim));
     if (!c->tmp) return LETHE_ERR_NOMEM;
     c->k = c->tmp + block;
     c->v = c->k + block;
@@ -110,14 +104,8 @@ lethe_status kv_cold_init_disk(kv_cold *c, lt_type dtype, int page_slots, int he
     c->rec_bytes = P * sizeof(int32_t) + 2 * c->block_bytes;
     if (owner && owner->on_disk && owner->rec_bytes == c->rec_bytes) { /* one record buffer too */
         c->io = owner->io;
-        c->io_score = owner->io_score;
         c->shared_io = true;
-        c->fd = fd;
-        c->on_disk = true;
-        return LETHE_OK;
-    }
-    c->io = lt_malloc(c->rec_bytes + P * sizeof(float));
-    if (!c->io) {
+    } else if (!(c->io = lt_malloc(c->rec_bytes + P * sizeof(float)))) {
         close(fd);
         kv_cold_free(c);
         return set_error(err, LETHE_ERR_NOMEM, "out of memory for the cold tier");
@@ -227,7 +215,7 @@ size_t kv_cold_bytes(const kv_cold *c) { return (size_t)c->n_pages * (page_bytes
 
 size_t kv_cold_bytes_reserved(const kv_cold *c) {
     size_t b = (size_t)c->n_alloc * (page_bytes(c) + sizeof(kv_cold_page));
-    if (c->tmp && !c->shared_scratch) b += scratch_bytes(c);
+    if (c->tmp && !c->shared_scratch) b += kv_cold_scratch_bytes(c->page_slots, c->head_dim);
     if (c->io && !c->shared_io) b += c->rec_bytes + (size_t)c->page_slots * sizeof(float);
     return b;
 }

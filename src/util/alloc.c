@@ -119,24 +119,11 @@ int lt_alloc_track(int on) {
     return track_full ? -1 : 0;
 }
 
-size_t lt_alloc_live_bytes(void) {
-    pthread_mutex_lock(&track_lock);
-    size_t v = track_live;
-    pthread_mutex_unlock(&track_lock);
-    return v;
-}
-
 size_t lt_alloc_peak_bytes(void) {
     pthread_mutex_lock(&track_lock);
     size_t v = track_full ? SIZE_MAX : track_peak;
     pthread_mutex_unlock(&track_lock);
     return v;
-}
-
-void lt_alloc_reset_peak(void) {
-    pthread_mutex_lock(&track_lock);
-    track_peak = track_live;
-    pthread_mutex_unlock(&track_lock);
 }
 
 int lt_huge_pages_enabled(void) {

@@ -33,15 +33,14 @@ long lt_alloc_count(void);
 int lt_alloc_failed(void);
 
 /* Test hook: lt_alloc_track(1) starts counting the bytes (as requested) of
- * the blocks allocated from then on that are still live, and their peak;
+ * the blocks allocated from then on that are still live;
  * lt_alloc_track(0) stops and forgets them. Frees and reallocations of
  * blocks allocated before are not counted. Returns 0, or -1 when the
- * tracker's table has no room (then the figures are not complete). Lets a
- * test hold the engine's own byte accounting against what it allocates. */
+ * tracker's table cannot be made. Lets a test hold the engine's own byte
+ * accounting against what it allocates. */
 int lt_alloc_track(int on);
-size_t lt_alloc_live_bytes(void);
+/* The most bytes live at once since lt_alloc_track(1); SIZE_MAX when the
+ * table filled up (the figure would be incomplete). */
 size_t lt_alloc_peak_bytes(void);
-/* The peak from now: the bytes live now. */
-void lt_alloc_reset_peak(void);
 
 #endif
