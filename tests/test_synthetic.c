@@ -10,6 +10,14 @@
  *  - Q8_0, Q4_1, Q5_K, Q6_K: lethe quantises activations to Q8_0 / Q8_1 /
  *    Q8_K exactly as llama.cpp's plain CPU dot products do, and the logits
  *    agree to ~5e-7 (float summation order only). We demand max|d| <= 1e-4.
+ *    The agreement needs the same summation order too: a dot product 3e-7
+ *    off can round one activation of the next matrix to the other int8, and
+ *    on this 2-layer model one such flip moves the logits by ~0.02. The
+ *    AVX-512 Q4_1 kernel sums two blocks per register (blocks b and b+1 in
+ *    separate lanes, not one after the other as the AVX2 and scalar code and
+ *    llama.cpp do): its dots are within 4e-7 of the scalar ones (measured),
+ *    and the logits land 0.017 from llama.cpp's, so on that path Q4_1 is
+ *    held to the bound of the next item.
  *  - Q4_0, Q5_0, Q5_1, Q4_K: lethe uses the same activation scheme, but
  *    the llama.cpp build that made the references takes other kernels for
  *    some of these types on AVX2 (repacked / tiled GEMMs), and the two land
@@ -25,6 +33,7 @@
 #include <string.h>
 
 #include "lethe.h"
+#include "tensor/cpu.h"
 #include "testengine.h"
 #include "testutil.h"
 
@@ -79,8 +88,8 @@ int main(void) {
             if (!strcmp(types[ti], "F16")) {
                 CHECKF(mx <= 1e-3 && mx_deq <= 1e-3, "F16 logits: max|d| %.3g / %.3g > 1e-3", mx, mx_deq);
             } else {
-                bool same_kernels = !strcmp(types[ti], "Q8_0") || !strcmp(types[ti], "Q4_1") || !strcmp(types[ti], "Q5_K_M") ||
-                                    !strcmp(types[ti], "Q6_K");
+                bool same_kernels = !strcmp(types[ti], "Q8_0") || (!strcmp(types[ti], "Q4_1") && !lt_simd_avx512()) ||
+                                    !strcmp(types[ti], "Q5_K_M") || !strcmp(types[ti], "Q6_K");
                 if (same_kernels) CHECKF(mx <= 1e-4, "%s vs llama.cpp: max|d| %.3g > 1e-4", types[ti], mx);
                 else CHECKF(mx <= 0.05 && rms <= 0.01, "%s vs llama.cpp: max|d| %.3g rms %.3g", types[ti], mx, rms);
                 CHECKF(mx_deq <= 0.035 && rms_deq <= 0.007, "%s vs exactdeq: max|d| %.3g rms %.3g", types[ti], mx_deq, rms_deq);
