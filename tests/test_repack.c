@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "lethe.h"
+#include "tensor/cpu.h"
 #include "tensor/matmul.h"
 #include "tensor/quant_impl.h"
 #include "tensor/quantize.h"
@@ -25,6 +26,43 @@
 static float frand(uint32_t *s) {
     *s = *s * 1664525u + 1013904223u;
     return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+/* At the AVX-512 level, the x8 tiles must give the AVX2 x8 tiles' bits (the
+ * same integer sums and the same float steps per block, tensor/quant_x8_avx512.c):
+ * the AVX2 tiles called the way lt_matmul calls them, on its activation
+ * rows and tables, against y (lt_matmul's output with the dispatched tiles). */
+static void check_same_as_avx2(lt_type t, const char *P, int rows, int cols, const float *x, int n_tok, const float *y) {
+#if defined(__x86_64__)
+    static lt_tile avx2[LT_TYPE_COUNT];
+    if (!lt_simd_avx512()) return;
+    lt_tiles_x8_avx2(avx2);
+    const lt_tile *tl = &avx2[t];
+    if (!tl->fn || lt_type_tile_x8(t)->fn == tl->fn) return;
+    const lt_type vdt = lt_type_traits(t)->vec_dot_type;
+    const size_t arb = lt_row_bytes(vdt, cols), rb = lt_row_bytes(t, cols);
+    const int64_t nb = cols / lt_type_traits(vdt)->block_size;
+    char *A = malloc(arb * (size_t)n_tok);
+    float *tab = calloc((size_t)(2 * nb * n_tok + 4), sizeof(float)), *out = malloc(sizeof(float) * (size_t)n_tok * rows);
+    if (!CHECK(A && tab && out)) goto done;
+    for (int c = 0; c < n_tok; c++) {
+        lt_type_traits(vdt)->from_float(x + (size_t)c * cols, A + (size_t)c * arb, cols);
+        if (tl->aux) lt_act_tables(vdt, A + (size_t)c * arb, 0, nb, tab + c, tab + nb * n_tok + c, (size_t)n_tok);
+    }
+    const int step_r = n_tok == 1 ? tl->rows1 : tl->rows, step_c = n_tok == 1 ? 1 : tl->cols;
+    for (int r = 0; r < rows; r += step_r)
+        for (int c = 0; c < n_tok; c += step_c) {
+            const int nr = rows - r < step_r ? rows - r : step_r, nc = n_tok - c < step_c ? n_tok - c : step_c;
+            tl->fn(cols, P + (size_t)r * rb, rb, A + (size_t)c * arb, arb, tl->aux ? tab + c : NULL, (size_t)n_tok,
+                   out + (size_t)c * rows + r, (size_t)rows, nr, nc);
+        }
+    CHECKF(memcmp(out, y, sizeof(float) * (size_t)n_tok * rows) == 0, "%s %dx%d, %d tokens: AVX-512 x8 tiles differ from AVX2's",
+           lt_type_name(t), rows, cols, n_tok);
+done:
+    free(A), free(tab), free(out);
+#else
+    (void)t, (void)P, (void)rows, (void)cols, (void)x, (void)n_tok, (void)y;
+#endif
 }
 
 static void check_product(threadpool *tp1, threadpool *tp2, lt_type t, int rows, int cols, int n_tok, int extreme,
@@ -66,6 +104,7 @@ static void check_product(threadpool *tp1, threadpool *tp2, lt_type t, int rows,
     CHECKF(bad == 0, "%s %dx%d, %d tokens%s: %d outputs off (worst %.2g of sum|wx|)", lt_type_name(t), rows, cols,
            n_tok, extreme ? " (extreme)" : "", bad, worst);
     CHECKF(memcmp(y1, y2, sizeof(float) * (size_t)n_tok * rows) == 0, "%s: 1 and 2 threads differ", lt_type_name(t));
+    check_same_as_avx2(t, P, rows, cols, x, n_tok, y1);
     CHECK(lt_unpack_x8(t, P, rows, cols) == 0);
     CHECKF(memcmp(P, W, wb) == 0, "%s %dx%d: unpack(repack(W)) != W", lt_type_name(t), rows, cols);
 done:

@@ -179,5 +179,7 @@ void lt_tiles_x8_avx2(lt_tile *tiles);
 void lt_kernels_float_avx512(lt_traits *traits, lt_tile *tiles);
 void lt_kernels_legacy_avx512(lt_traits *traits, lt_tile *tiles);
 void lt_kernels_k_avx512(lt_traits *traits, lt_tile *tiles);
+/* The x8 tiles (quant_x8_avx512.c) of the types it has, over the AVX2 ones. */
+void lt_tiles_x8_avx512(lt_tile *tiles);
 
 #endif

@@ -98,6 +98,7 @@ static void use_avx512(void) {
     lt_kernels_float_avx512(simd_table, tile_table);
     lt_kernels_legacy_avx512(simd_table, tile_table);
     lt_kernels_k_avx512(simd_table, tile_table);
+    lt_tiles_x8_avx512(tile_x8_table);
     simd_name = "avx512";
 #endif
 }
