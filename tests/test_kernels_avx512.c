@@ -143,15 +143,19 @@ static void check_type(lt_type t, int64_t n) {
                 }
         }
     CHECKF(bad == 0, "%s n=%lld batch tiles: %d wrong", lt_type_name(t), (long long)n, bad);
-    /* float types: the same bits from a single-token call and a full tile */
+    /* float types: the same bits from a single-token call (rows1 rows) and
+     * full tiles (rows rows each) */
     if (sc->block_size == 1 && tl->rows1 <= MAX_R && tl->cols <= MAX_T) {
         static float one[MAX_R], full[MAX_T * MAX_R];
-        const int nr = tl->rows < tl->rows1 ? tl->rows : tl->rows1;
-        tl->fn(n, W, wrb, A, arb, NULL, 0, full, (size_t)nr, nr, tl->cols);
+        const int n1 = tl->rows1;
+        for (int r0 = 0; r0 < n1; r0 += tl->rows) {
+            const int nr = n1 - r0 < tl->rows ? n1 - r0 : tl->rows;
+            tl->fn(n, W + (size_t)r0 * wrb, wrb, A, arb, NULL, 0, full + r0, (size_t)n1, nr, tl->cols);
+        }
         int diff = 0;
         for (int c = 0; c < tl->cols; c++) {
-            tl->fn(n, W, wrb, A + c * arb, 0, NULL, 0, one, 1, nr, 1);
-            for (int r = 0; r < nr; r++) diff += memcmp(&one[r], &full[c * nr + r], sizeof(float)) != 0;
+            tl->fn(n, W, wrb, A + c * arb, 0, NULL, 0, one, 1, n1, 1);
+            for (int r = 0; r < n1; r++) diff += memcmp(&one[r], &full[c * n1 + r], sizeof(float)) != 0;
         }
         CHECKF(diff == 0, "%s n=%lld: single-token and batch tiles differ in %d results", lt_type_name(t),
                (long long)n, diff);

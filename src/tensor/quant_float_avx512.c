@@ -30,31 +30,31 @@ LT_INLINE __m512 load16(int kind, const void *p, int64_t k, __mmask16 m, const i
 }
 
 LT_INLINE void fstep(int kind, const int RM, const int RN, const int full, int64_t k, __mmask16 m, const char *x,
-                     size_t bx, const char *y, size_t by, __m512 acc[4][4]) {
-    __m512 w[4];
-#pragma GCC unroll 4
+                     size_t bx, const char *y, size_t by, __m512 acc[8][4]) {
+    __m512 w[8];
+#pragma GCC unroll 8
     for (int r = 0; r < RM; r++) w[r] = load16(kind, x + r * bx, k, m, full);
 #pragma GCC unroll 4
     for (int c = 0; c < RN; c++) {
         const float *yc = (const float *)(y + c * by) + k;
         const __m512 v = full ? _mm512_loadu_ps(yc) : _mm512_maskz_loadu_ps(m, yc);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < RM; r++) acc[r][c] = _mm512_fmadd_ps(w[r], v, acc[r][c]);
     }
 }
 
-/* RM rows x RN tokens (both <= 4). */
+/* RM rows x RN tokens (RN <= 4; RM <= 4, or 8 for one token). */
 LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char *x, size_t bx, const char *y,
                      size_t by, float *s, size_t ldc) {
-    __m512 acc[4][4];
-#pragma GCC unroll 4
+    __m512 acc[8][4];
+#pragma GCC unroll 8
     for (int r = 0; r < RM; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) acc[r][c] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 16 <= n; k += 16) fstep(kind, RM, RN, 1, k, 0xFFFF, x, bx, y, by, acc);
     if (k < n) fstep(kind, RM, RN, 0, k, first_lanes16(n - k), x, bx, y, by, acc);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < RM; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) s[c * ldc + r] = _mm512_reduce_add_ps(acc[r][c]);
@@ -66,6 +66,12 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
 #ifndef FT_RN
 #define FT_RN 4
 #endif
+#ifndef FT_PREFETCH /* single token: bytes ahead that lt_matmul prefetches */
+#define FT_PREFETCH 0
+#endif
+#ifndef FT_RM1 /* rows per call for a single token */
+#define FT_RM1 8
+#endif
 
 #define DEFINE_FTILES(name, kind)                                                                     \
     static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by,                \
@@ -73,7 +79,9 @@ LT_INLINE void ftile(int kind, const int RM, const int RN, int64_t n, const char
         (void)aux;                                                                                    \
         (void)ld;                                                                                     \
         const char *x = vx, *y = vy;                                                                  \
-        if (nr == FT_RM && nc == FT_RN) {                                                             \
+        if (nc == 1 && nr == FT_RM1) {                                                                \
+            ftile(kind, FT_RM1, 1, n, x, bx, y, by, s, ldc);                                          \
+        } else if (nr == FT_RM && nc == FT_RN) {                                                      \
             ftile(kind, FT_RM, FT_RN, n, x, bx, y, by, s, ldc);                                       \
         } else if (nr == FT_RM) {                                                                     \
             for (int c = 0; c < nc; c++) ftile(kind, FT_RM, 1, n, x, bx, y + c * by, by, s + c * ldc, ldc); \
@@ -116,9 +124,9 @@ void lt_kernels_float_avx512(lt_traits *traits, lt_tile *tiles) {
     traits[LT_F16].vec_dot = dot_f16;
     traits[LT_BF16].vec_dot = dot_bf16;
     traits[LT_F16].to_float = f16_to_float;
-    tiles[LT_F32] = (lt_tile){tile_f32, FT_RM, FT_RN, FT_RM, false, 0};
-    tiles[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM, false, 0};
-    tiles[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM, false, 0};
+    tiles[LT_F32] = (lt_tile){tile_f32, FT_RM, FT_RN, FT_RM1, false, FT_PREFETCH};
+    tiles[LT_F16] = (lt_tile){tile_f16, FT_RM, FT_RN, FT_RM1, false, FT_PREFETCH};
+    tiles[LT_BF16] = (lt_tile){tile_bf16, FT_RM, FT_RN, FT_RM1, false, FT_PREFETCH};
 }
 
 #else
