@@ -1,5 +1,5 @@
-/* Scalar stand-ins for the AVX-512 intrinsics of quant_legacy_avx512.c and
- * quant_float_avx512.c, with the semantics of the Intel intrinsics guide,
+/* Scalar stand-ins for the AVX-512 intrinsics of quant_legacy_avx512.c,
+ * quant_float_avx512.c and quant_x8_avx512.c, with the semantics of the Intel intrinsics guide,
  * for run.sh: it checks those kernels on a machine without AVX-512. Not
  * part of the build. */
 #include <immintrin.h>
@@ -47,3 +47,16 @@ EI em512 em_mm512_cvtepu16_epi32(__m256i a){ em512 r; uint16_t h[16]; memcpy(h,&
 EI em512 em_mm512_slli_epi32(em512 a, int k){ for(int j=0;j<16;j++) a.u[j]<<=k; return a; }
 EI em512 em_mm512_cvtepi8_epi32(__m128i a){ em512 r; int8_t v[16]; memcpy(v,&a,16); for(int j=0;j<16;j++) r.i[j]=v[j]; return r; }
 EI em512 em_mm512_set1_ps(float f){ em512 r; for(int j=0;j<16;j++) r.f[j]=f; return r; }
+/* quant_x8_avx512.c's */
+EI em512 em_mm512_or_si512(em512 a, em512 b){ for(int j=0;j<8;j++) a.q[j]|=b.q[j]; return a; }
+EI em512 em_mm512_abs_epi8(em512 a){ for(int j=0;j<64;j++) a.b[j]=(uint8_t)(a.sb[j]<0?-a.sb[j]:a.sb[j]); return a; }
+EI uint64_t em_mm512_movepi8_mask(em512 a){ uint64_t k=0; for(int j=0;j<64;j++) k|=(uint64_t)(a.b[j]>>7)<<j; return k; }
+EI em512 em_mm512_mask_sub_epi8(em512 src, uint64_t k, em512 a, em512 b){ for(int j=0;j<64;j++) if((k>>j)&1) src.b[j]=(uint8_t)(a.b[j]-b.b[j]); return src; }
+EI em512 em_mm512_slli_epi16(em512 a, int k){ for(int j=0;j<32;j++) a.h[j]=(uint16_t)(k>15?0:a.h[j]<<k); return a; }
+EI em512 em_mm512_srli_epi16(em512 a, int k){ for(int j=0;j<32;j++) a.h[j]=(uint16_t)(k>15?0:a.h[j]>>k); return a; }
+EI em512 em_mm512_srai_epi32(em512 a, int k){ for(int j=0;j<16;j++) a.i[j]>>=(k>31?31:k); return a; }
+EI em512 em_mm512_mullo_epi32(em512 a, em512 b){ for(int j=0;j<16;j++) a.u[j]*=b.u[j]; return a; }
+EI em512 em_mm512_cvtepu8_epi32(__m128i a){ em512 r; uint8_t v[16]; memcpy(v,&a,16); for(int j=0;j<16;j++) r.i[j]=v[j]; return r; }
+EI em512 em_mm512_cvtepi8_epi16(__m256i a){ em512 r; int8_t v[32]; memcpy(v,&a,32); for(int j=0;j<32;j++) r.h[j]=(uint16_t)(int16_t)v[j]; return r; }
+EI em512 em_mm512_dpwssd_epi32(em512 s, em512 a, em512 b){ for(int j=0;j<16;j++){ int32_t t=(int32_t)(int16_t)a.h[2*j]*(int16_t)b.h[2*j]+(int32_t)(int16_t)a.h[2*j+1]*(int16_t)b.h[2*j+1]; s.u[j]+=(uint32_t)t; } return s; }
+EI em512 em_mm512_fnmadd_ps(em512 a, em512 b, em512 c){ for(int j=0;j<16;j++) c.f[j]=fmaf(-a.f[j],b.f[j],c.f[j]); return c; }
