@@ -28,7 +28,7 @@
 /* As quant_x8_avx2.c: each group is a stream the hardware prefetcher
  * follows, but not far enough ahead of these kernels on one thread. */
 #ifndef X8_AHEAD
-#define X8_AHEAD 1024
+#define X8_AHEAD 2048
 #endif
 LT_INLINE void x8_prefetch(const char *block, size_t bytes) {
     for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(block + X8_AHEAD + o, _MM_HINT_T0);
