@@ -10,14 +10,14 @@
  *  - Q8_0, Q4_1, Q5_K, Q6_K: lethe quantises activations to Q8_0 / Q8_1 /
  *    Q8_K exactly as llama.cpp's plain CPU dot products do, and the logits
  *    agree to ~5e-7 (float summation order only). We demand max|d| <= 1e-4.
- *    The agreement needs the same summation order too: a dot product 3e-7
- *    off can round one activation of the next matrix to the other int8, and
- *    on this 2-layer model one such flip moves the logits by ~0.02. The
- *    AVX-512 Q4_1 kernel sums two blocks per register (blocks b and b+1 in
- *    separate lanes, not one after the other as the AVX2 and scalar code and
- *    llama.cpp do): its dots are within 4e-7 of the scalar ones (measured),
- *    and the logits land 0.017 from llama.cpp's, so on that path Q4_1 is
- *    held to the bound of the next item.
+ *    That agreement also rests on the float summation order: a dot product
+ *    3e-7 off can round one activation of the next matrix to the other
+ *    int8, and on this 2-layer model one such flip moves the logits by
+ *    ~0.02. The scalar and AVX2 kernels stay clear of a flip here; the
+ *    AVX-512 Q4_1 kernel, which sums blocks b and b+1 in separate lanes,
+ *    does not (its dots are within 4e-7 of the scalar ones, measured; the
+ *    logits land 0.017 from llama.cpp's), so on that path Q4_1 is held to
+ *    the bound of the next item.
  *  - Q4_0, Q5_0, Q5_1, Q4_K: lethe uses the same activation scheme, but
  *    the llama.cpp build that made the references takes other kernels for
  *    some of these types on AVX2 (repacked / tiled GEMMs), and the two land
