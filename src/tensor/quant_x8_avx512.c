@@ -6,12 +6,14 @@
  *
  * The integer sums of a block are exact whatever the order, and the float
  * steps per block and row are the AVX2 kernels' own, in the same order: the
- * results are bit-identical to quant_x8_avx2.c's (tests/test_repack.c).
+ * results are bit-identical to quant_x8_avx2.c's (tests/test_repack.c on
+ * AVX-512 hardware, tests/avx512_emul/driver_x8.c anywhere with AVX2).
  *
  * Q4_0: the quants unsigned (q + 8, 0..15) against the signed activation
  * bytes, as vpdpbusd wants; 8 d_x sT is taken back per block as in AVX2.
  * Q8_0: |w| (u8; -128 gives 128) against y with w's sign (y negated where
  * w < 0, by mask), the AVX2 kernel's sign trick without _mm256_sign_epi8.
+ * Q4_K / Q6_K: per sub-block sums, the scales applied in int32 (below).
  *
  * A call takes P pairs of groups (P = 2 for a single token: 32 rows, four
  * independent chains) x RN <= 4 tokens; a lone group at the end of a call
