@@ -60,3 +60,7 @@ EI em512 em_mm512_cvtepu8_epi32(__m128i a){ em512 r; uint8_t v[16]; memcpy(v,&a,
 EI em512 em_mm512_cvtepi8_epi16(__m256i a){ em512 r; int8_t v[32]; memcpy(v,&a,32); for(int j=0;j<32;j++) r.h[j]=(uint16_t)(int16_t)v[j]; return r; }
 EI em512 em_mm512_dpwssd_epi32(em512 s, em512 a, em512 b){ for(int j=0;j<16;j++){ int32_t t=(int32_t)(int16_t)a.h[2*j]*(int16_t)b.h[2*j]+(int32_t)(int16_t)a.h[2*j+1]*(int16_t)b.h[2*j+1]; s.u[j]+=(uint32_t)t; } return s; }
 EI em512 em_mm512_fnmadd_ps(em512 a, em512 b, em512 c){ for(int j=0;j<16;j++) c.f[j]=fmaf(-a.f[j],b.f[j],c.f[j]); return c; }
+EI em512 em_mm512_permutexvar_epi32(em512 idx, em512 a){ em512 r; for(int j=0;j<16;j++) r.i[j]=a.i[idx.i[j]&15]; return r; }
+EI __m256i em_mm512_extracti64x4_epi64(em512 a, int imm){ return a.y[imm&1]; }
+EI __m256i em_mm512_castsi512_si256(em512 a){ return a.y[0]; }
+EI em512 em_mm512_loadu_si512(const void *p){ em512 r; memcpy(r.b,p,64); return r; }
