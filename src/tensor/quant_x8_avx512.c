@@ -15,10 +15,12 @@
  * w < 0, by mask), the AVX2 kernel's sign trick without _mm256_sign_epi8.
  * Q4_K / Q6_K: per sub-block sums, the scales applied in int32 (below).
  *
- * A call takes P pairs of groups (P = 2 for a single token: 32 rows, four
- * independent chains) x RN <= 4 tokens; a lone group at the end of a call
- * (n_rows a multiple of 8, not of 16) runs as a pair with both halves on it,
- * and only its 8 lanes are stored. */
+ * A batch call takes one pair of groups x RN <= 4 tokens (the kernels are
+ * written for P pairs; more than one spilled or read too many streams); a
+ * lone group at the end of a call (n_rows a multiple of 8, not of 16) runs
+ * as a pair with both halves on it, and only its 8 lanes are stored. A
+ * single token takes other kernels, one group at a time (see "a single
+ * token" below: one stream from memory). */
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 #include "tensor/avx512_util.h"
 #include "tensor/quant_impl.h"
@@ -444,6 +446,96 @@ static LT_NOINLINE void q8_0_group1(int64_t nb, const char *x, const char *y, co
     _mm256_storeu_ps(s, acc);
 }
 
+/* Q4_K, one group: chunks 8k + q and 8k + q + 1 per register; the 8 rows'
+ * int32 sum sum_j sc_j (q.y)_j, then the AVX2 tile's finish (mins, d, dmin). */
+LT_INLINE __m256i k4_scale8(__m256i v0, __m256i v1, int j) { /* sub-block j's 8 values as int32 */
+    const __m256i v = j < 4 ? v0 : v1;
+    const __m128i l = j % 4 < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
+    return _mm256_cvtepu8_epi32(j % 2 ? _mm_unpackhi_epi64(l, l) : l);
+}
+
+static LT_NOINLINE void q4_K_group1(int64_t nb, const char *x, const char *y, const float *aux, float *s) {
+    (void)aux;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    uint8_t mnv[64] __attribute__((aligned(32)));
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const char *g = x + (size_t)b * GROUP_Q4K;
+        x8_prefetch(g, GROUP_Q4K);
+        const blk_q8_K *yb = (const blk_q8_K *)y + b;
+        __m256i v0, v1, m0, m1;
+        k4x8_values(g + 32, g + 96, &v0, &v1);
+        k4x8_values(g + 64, g + 112, &m0, &m1);
+        _mm256_store_si256((__m256i *)mnv, m0);
+        _mm256_store_si256((__m256i *)(mnv + 32), m1);
+        __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const __m512i Y = _mm512_loadu_si512(yb->qs + 64 * k); /* words: 0..7 low nibbles, 8..15 high */
+            __m512i lo = _mm512_setzero_si512(), hi = lo;
+#pragma GCC unroll 4
+            for (int q = 0; q < 8; q += 2) {
+                const __m512i w = _mm512_loadu_si512(g + 128 + 32 * (8 * k + q));
+                lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(w, m4), _mm512_permutexvar_epi32(word_pair(q), Y));
+                hi = _mm512_dpbusd_epi32(hi, _mm512_and_si512(_mm512_srli_epi16(w, 4), m4),
+                                         _mm512_permutexvar_epi32(word_pair(8 + q), Y));
+            }
+            isum = _mm256_add_epi32(isum, _mm256_add_epi32(_mm256_mullo_epi32(fold_halves(lo), k4_scale8(v0, v1, 2 * k)),
+                                                           _mm256_mullo_epi32(fold_halves(hi), k4_scale8(v0, v1, 2 * k + 1))));
+        }
+        acc = k4x8_finish(acc, g, mnv, yb, isum);
+    }
+    _mm256_storeu_ps(s, acc);
+}
+
+/* Q6_K, one group: pieces l and l + 1 of a half per register (96 bytes
+ * apart); the AVX2 tile's offset and float step. */
+static LT_NOINLINE void q6_K_group1(int64_t nb, const char *x, const char *y, const float *aux, float *s) {
+    (void)aux;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const char *g = x + (size_t)b * GROUP_Q6K;
+        x8_prefetch(g, GROUP_Q6K);
+        const blk_q8_K *yb = (const blk_q8_K *)y + b;
+        __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 1
+        for (int n = 0; n < 2; n++) {
+            const __m512i Y01 = _mm512_loadu_si512(yb->qs + 128 * n), Y23 = _mm512_loadu_si512(yb->qs + 128 * n + 64);
+            __m512i sum[4][2];
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) sum[t][0] = sum[t][1] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int l = 0; l < 8; l += 2) {
+                const char *pc = g + 144 + 96 * (size_t)(8 * n + l); /* pieces l, l + 1 */
+                const __m512i A = join256(loadu256(pc), loadu256(pc + 96)), B = join256(loadu256(pc + 32), loadu256(pc + 128));
+                const __m512i H = join256(loadu256(pc + 64), loadu256(pc + 160));
+                const __m512i v[4] = {
+                    _mm512_or_si512(_mm512_and_si512(A, m4), _mm512_and_si512(_mm512_slli_epi16(H, 4), m30)),
+                    _mm512_or_si512(_mm512_and_si512(B, m4), _mm512_and_si512(_mm512_slli_epi16(H, 2), m30)),
+                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(A, 4), m4), _mm512_and_si512(H, m30)),
+                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(B, 4), m4),
+                                    _mm512_and_si512(_mm512_srli_epi16(H, 2), m30))};
+#pragma GCC unroll 4
+                for (int t = 0; t < 4; t++) /* elements 128n + 32t + 4l: word 8t + l of the half */
+                    sum[t][l / 4] = _mm512_dpbusd_epi32(sum[t][l / 4], v[t],
+                                                        _mm512_permutexvar_epi32(word_pair(8 * (t % 2) + l), t < 2 ? Y01 : Y23));
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                /* sub-blocks 8n + 2t (+1): pair 4n + t of the scales, (sc[2p], sc[2p+1]) per row */
+                const __m256i pr = _mm256_cvtepi8_epi16(loadu128(g + 16 + 16 * (4 * n + t)));
+                const __m256i even = _mm256_srai_epi32(_mm256_slli_epi32(pr, 16), 16), odd = _mm256_srai_epi32(pr, 16);
+                isum = _mm256_add_epi32(isum, _mm256_add_epi32(_mm256_mullo_epi32(fold_halves(sum[t][0]), even),
+                                                               _mm256_mullo_epi32(fold_halves(sum[t][1]), odd)));
+            }
+        }
+        const __m256 dx = _mm256_cvtph_ps(loadu128(g));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(dx, _mm256_set1_ps(yb->d)), _mm256_cvtepi32_ps(k6x8_offset(g, yb, isum)), acc);
+    }
+    _mm256_storeu_ps(s, acc);
+}
+
 /* One function per (pairs, tokens), so that each loop gets the whole
  * register file. */
 #define X16_VARIANT(kern, P, RN)                                                                              \
@@ -453,10 +545,8 @@ static LT_NOINLINE void q8_0_group1(int64_t nb, const char *x, const char *y, co
         kern(P, RN, nb, x, gs, gs2, y, by, aux, ld, s, ldc, keep);                                            \
     }
 
-/* nr: a multiple of 8 up to 32; nc <= 4. Two pairs at once for a single
- * token (four independent sums), one pair x nc tokens for a batch. */
+/* A batch: nr a multiple of 8 up to 16, nc <= 4 (one pair x nc tokens). */
 #define DEFINE_X16_TILE(name, kern)                                                                           \
-    X16_VARIANT(kern, 2, 1)                                                                                   \
     X16_VARIANT(kern, 1, 1)                                                                                   \
     X16_VARIANT(kern, 1, 2)                                                                                   \
     X16_VARIANT(kern, 1, 3)                                                                                   \
@@ -467,8 +557,6 @@ static LT_NOINLINE void q8_0_group1(int64_t nb, const char *x, const char *y, co
         const int64_t nb = n / 32;                                                                            \
         const size_t gs = 8 * bx;                                                                             \
         int r = 0;                                                                                            \
-        if (nc == 1)                                                                                          \
-            for (; r + 32 <= nr; r += 32) kern##_2_1(nb, x + (size_t)r * bx, gs, gs, y, by, aux, ld, s + r, ldc, 0xFFFF); \
         for (; r < nr; r += 16) {                                                                             \
             const char *xr = x + (size_t)r * bx;                                                              \
             const bool two = r + 16 <= nr; /* else one group: both halves on it */                            \
@@ -486,18 +574,18 @@ static LT_NOINLINE void q8_0_group1(int64_t nb, const char *x, const char *y, co
 DEFINE_X16_TILE(tile_q4_0_x16, q4_0_x16)
 DEFINE_X16_TILE(tile_q8_0_x16, q8_0_x16)
 
-/* Q4_0 / Q8_0: a single token walks one group at a time (above), a batch
- * takes the x16 tiles. */
-#define DEFINE_LEGACY_TILE(name, group1, x16)                                                                 \
+/* A single token walks one group at a time (the group1 kernels above), a
+ * batch takes the x16 tiles. */
+#define DEFINE_TILE(name, group1, x16, qk)                                                                    \
     static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux,      \
                      size_t ld, float *s, size_t ldc, int nr, int nc) {                                       \
         if (nc == 1 && ld == 1)                                                                               \
-            for (int r = 0; r < nr; r += 8) group1(n / 32, (const char *)vx + (size_t)r * bx, vy, aux, s + r); \
+            for (int r = 0; r < nr; r += 8) group1(n / (qk), (const char *)vx + (size_t)r * bx, vy, aux, s + r); \
         else                                                                                                  \
             x16(n, vx, bx, vy, by, aux, ld, s, ldc, nr, nc);                                                  \
     }
-DEFINE_LEGACY_TILE(tile_q4_0, q4_0_group1, tile_q4_0_x16)
-DEFINE_LEGACY_TILE(tile_q8_0, q8_0_group1, tile_q8_0_x16)
+DEFINE_TILE(tile_q4_0, q4_0_group1, tile_q4_0_x16, 32)
+DEFINE_TILE(tile_q8_0, q8_0_group1, tile_q8_0_x16, 32)
 
 /* The k-quant kernels in the legacy tiles' signature (no tables). */
 #define K_ADAPT(kern)                                                                                          \
@@ -512,30 +600,14 @@ K_ADAPT(q6_K_x16)
 DEFINE_X16_TILE(tile_q4_K_x16, q4_K_x16_t)
 DEFINE_X16_TILE(tile_q6_K_x16, q6_K_x16_t)
 
-/* A single token on the k-quants takes the AVX2 x8 tiles (the same bits):
- * with the weights streaming from memory they ran at 121 GFLOP/s on one
- * thread against 87 for these (Q4_K, 32000 x 2048; Q6_K 86 against 56),
- * although in cache these were ahead (170 against 150). Measured, not
- * understood: more chains per step, the scales kept in registers and one
- * pair per call did not close it. */
-static lt_tile k_decode[LT_TYPE_COUNT];
-#define DEFINE_K_TILE(name, x16, type)                                                                       \
-    static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux,      \
-                     size_t ld, float *s, size_t ldc, int nr, int nc) {                                       \
-        if (nc == 1) k_decode[type].fn(n, vx, bx, vy, by, aux, ld, s, ldc, nr, nc);                          \
-        else x16(n, vx, bx, vy, by, aux, ld, s, ldc, nr, nc);                                                \
-    }
-DEFINE_K_TILE(tile_q4_K, tile_q4_K_x16, LT_Q4_K)
-DEFINE_K_TILE(tile_q6_K, tile_q6_K_x16, LT_Q6_K)
+DEFINE_TILE(tile_q4_K, q4_K_group1, tile_q4_K_x16, QK_K)
+DEFINE_TILE(tile_q6_K, q6_K_group1, tile_q6_K_x16, QK_K)
 
 void lt_tiles_x8_avx512(lt_tile *t) {
     t[LT_Q4_0] = (lt_tile){tile_q4_0, 16, 4, 32, true, 0};
     t[LT_Q8_0] = (lt_tile){tile_q8_0, 16, 4, 32, true, 0};
-    /* t holds the AVX2 x8 tiles: theirs serve a single token (rows1) */
-    k_decode[LT_Q4_K] = t[LT_Q4_K];
-    k_decode[LT_Q6_K] = t[LT_Q6_K];
-    t[LT_Q4_K] = (lt_tile){tile_q4_K, 16, 4, k_decode[LT_Q4_K].rows1, false, 0};
-    t[LT_Q6_K] = (lt_tile){tile_q6_K, 16, 4, k_decode[LT_Q6_K].rows1, false, 0};
+    t[LT_Q4_K] = (lt_tile){tile_q4_K, 16, 4, 32, false, 0};
+    t[LT_Q6_K] = (lt_tile){tile_q6_K, 16, 4, 32, false, 0};
 }
 
 #else
