@@ -172,7 +172,7 @@ static void check_model(const char *rel) {
 }
 
 int main(void) {
-    const lt_type types[] = {LT_Q4_0, LT_Q8_0, LT_Q4_K, LT_Q6_K};
+    const lt_type types[] = {LT_Q4_0, LT_Q8_0, LT_Q4_K, LT_Q6_K, LT_F16}; /* F16: where the level has x8 tiles for it */
     if (!lt_type_tile_x8(LT_Q4_0)->fn) {
         /* this level has no x8 kernels: nothing is repacked, x8 is refused */
         CHECK(!lt_x8_usable(LT_Q4_0, 64, 256));
@@ -192,6 +192,7 @@ int main(void) {
     static const int toks[] = {1, 2, 3, 4, 5, 7, 9, 17};
     uint32_t seed = 7;
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        if (!lt_type_tile_x8(types[ti])->fn) continue;
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++)
                 check_product(tp1, tp2, types[ti], shapes[s][0], shapes[s][1], toks[k], 0, seed++);
@@ -205,9 +206,11 @@ int main(void) {
     CHECK(lt_x8_usable(LT_Q4_0, 64, 256) && lt_x8_usable(LT_Q8_0, 8, 32));
     CHECK(!lt_x8_usable(LT_Q4_0, 60, 256));
     CHECK(!lt_x8_usable(LT_Q4_0, 64, 100));
-    CHECK(!lt_x8_usable(LT_F16, 64, 256) && !lt_x8_usable(LT_Q5_K, 64, 256) && !lt_x8_usable(LT_Q4_K, 64, 128));
+    CHECK(!lt_x8_usable(LT_Q5_K, 64, 256) && !lt_x8_usable(LT_Q4_K, 64, 128));
+    CHECK(lt_x8_usable(LT_F16, 64, 256) == (lt_type_tile_x8(LT_F16)->fn != NULL) && !lt_x8_usable(LT_F16, 64, 120));
     char buf[8 * 18] = {0};
-    CHECK(lt_repack_x8(LT_Q4_0, buf, 4, 32) == -1 && lt_repack_x8(LT_F16, buf, 8, 8) == -1);
+    CHECK(lt_repack_x8(LT_Q4_0, buf, 4, 32) == -1 && lt_repack_x8(LT_F16, buf, 8, 8) == -1 &&
+          lt_repack_x8(LT_F32, buf, 8, 16) == -1);
     setenv("LETHE_REPACK", "0", 1);
     CHECK(!lt_x8_usable(LT_Q4_0, 64, 256));
     unsetenv("LETHE_REPACK");
@@ -215,6 +218,7 @@ int main(void) {
     check_model("synthetic/randllama-d256-L2.Q4_0.gguf");
     check_model("synthetic/randllama-d256-L2.Q8_0.gguf");
     check_model("synthetic/randllama-d256-L2.Q4_K_M.gguf");
+    check_model("synthetic/randllama-d256-L2.F16.gguf");
     tp_free(tp1);
     tp_free(tp2);
     return tu_finish("test_repack");

@@ -603,11 +603,88 @@ DEFINE_X16_TILE(tile_q6_K_x16, q6_K_x16_t)
 DEFINE_TILE(tile_q4_K, q4_K_group1, tile_q4_K_x16, QK_K)
 DEFINE_TILE(tile_q6_K, q6_K_group1, tile_q6_K_x16, QK_K)
 
+/* ---- F16 (x8: per 16 columns the 8 rows' 32 bytes, tensor/repack.h) ----
+ * One accumulator per (row, token) over the columns in steps of 16 and one
+ * reduction, as the row-major float tiles (quant_float_avx512.c) do: the
+ * same bits as those, read from one stream. */
+#define GROUP_F16 (8 * 32)
+
+/* One group x one token. */
+static LT_NOINLINE void f16_group1(int64_t nc16, const char *x, const char *y, const float *aux, float *s) {
+    (void)aux;
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < nc16; c++) {
+        const char *blk = x + (size_t)c * GROUP_F16;
+        const __m512 v = _mm512_loadu_ps((const float *)y + 16 * c);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) acc[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(loadu256(blk + 32 * r)), v, acc[r]);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) s[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+/* Rows h4..h4+3 of one group x RN <= 4 tokens. */
+LT_INLINE void f16_x8(const int RN, int64_t nc16, const char *x, int h4, const char *y, size_t by, float *s, size_t ldc) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < nc16; k++) {
+        const char *blk = x + (size_t)k * GROUP_F16 + 32 * (size_t)h4;
+        __m512 w[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) w[r] = _mm512_cvtph_ps(loadu256(blk + 32 * r));
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) {
+            const __m512 v = _mm512_loadu_ps((const float *)(y + c * by) + 16 * k);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) acc[r][c] = _mm512_fmadd_ps(w[r], v, acc[r][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < RN; c++) s[c * ldc + h4 + r] = _mm512_reduce_add_ps(acc[r][c]);
+}
+
+#define F16_VARIANT(RN)                                                                                 \
+    static LT_NOINLINE void f16_x8_##RN(int64_t nc16, const char *x, int h4, const char *y, size_t by, float *s, \
+                                        size_t ldc) {                                                   \
+        f16_x8(RN, nc16, x, h4, y, by, s, ldc);                                                         \
+    }
+F16_VARIANT(1)
+F16_VARIANT(2)
+F16_VARIANT(3)
+F16_VARIANT(4)
+
+/* A batch: nr a multiple of 8, nc <= 4; each group in two halves of 4 rows. */
+static void tile_f16_x8(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, size_t ld,
+                        float *s, size_t ldc, int nr, int nc) {
+    (void)aux, (void)ld;
+    const char *y = vy;
+    for (int r = 0; r < nr; r += 8)
+        for (int h4 = 0; h4 < 8; h4 += 4) {
+            const char *x = (const char *)vx + (size_t)r * bx;
+            switch (nc) {
+            case 1: f16_x8_1(n / 16, x, h4, y, by, s + r, ldc); break;
+            case 2: f16_x8_2(n / 16, x, h4, y, by, s + r, ldc); break;
+            case 3: f16_x8_3(n / 16, x, h4, y, by, s + r, ldc); break;
+            default: f16_x8_4(n / 16, x, h4, y, by, s + r, ldc); break;
+            }
+        }
+}
+
+DEFINE_TILE(tile_f16, f16_group1, tile_f16_x8, 16)
+
 void lt_tiles_x8_avx512(lt_tile *t) {
     t[LT_Q4_0] = (lt_tile){tile_q4_0, 16, 4, 32, true, 0};
     t[LT_Q8_0] = (lt_tile){tile_q8_0, 16, 4, 32, true, 0};
     t[LT_Q4_K] = (lt_tile){tile_q4_K, 16, 4, 32, false, 0};
     t[LT_Q6_K] = (lt_tile){tile_q6_K, 16, 4, 32, false, 0};
+    t[LT_F16] = (lt_tile){tile_f16, 8, 4, 32, false, 0};
 }
 
 #else

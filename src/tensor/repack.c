@@ -19,13 +19,32 @@ static size_t quant_bytes(lt_type t) {
     }
 }
 
-static bool has_layout(lt_type t) { return quant_bytes(t) || t == LT_Q4_K || t == LT_Q6_K; }
+#define F16_CHUNK 16 /* F16: columns per chunk (32 bytes of a row) */
+
+static bool has_layout(lt_type t) { return quant_bytes(t) || t == LT_Q4_K || t == LT_Q6_K || t == LT_F16; }
+
+/* The row length a layout takes (F16: whole chunks). */
+static bool cols_fit(lt_type t, int64_t n_cols) {
+    return lt_row_bytes(t, n_cols) > 0 && (t != LT_F16 || n_cols % F16_CHUNK == 0);
+}
 
 bool lt_x8_usable(lt_type t, int64_t n_rows, int64_t n_cols) {
     const char *env = getenv("LETHE_REPACK");
     if (env && !strcmp(env, "0")) return false;
-    return has_layout(t) && n_rows > 0 && n_rows % X8 == 0 && lt_row_bytes(t, n_cols) > 0 &&
-           lt_type_tile_x8(t)->fn != NULL;
+    return has_layout(t) && n_rows > 0 && n_rows % X8 == 0 && cols_fit(t, n_cols) && lt_type_tile_x8(t)->fn != NULL;
+}
+
+/* One group of F16 rows: for each chunk of 16 columns, the 8 rows' 32 bytes
+ * in row order. */
+static void convert_f16(const char *src, char *dst, size_t rb, bool to_x8) {
+    const size_t cb = 2 * F16_CHUNK, nc = rb / cb;
+    for (size_t c = 0; c < nc; c++)
+        for (int i = 0; i < X8; i++) {
+            char *grp = (to_x8 ? dst : (char *)src) + (c * X8 + (size_t)i) * cb;
+            char *row = (to_x8 ? (char *)src : dst) + (size_t)i * rb + c * cb;
+            if (to_x8) memcpy(grp, row, cb);
+            else memcpy(row, grp, cb);
+        }
 }
 
 /* One group of a scale + quants type: rows (row-major, 8 x rb bytes) <->
@@ -145,7 +164,7 @@ static void convert_q6_K(const char *src, char *dst, size_t rb, bool to_x8) {
 
 static int convert(lt_type t, void *data, int64_t n_rows, int64_t n_cols, bool to_x8) {
     const size_t rb = lt_row_bytes(t, n_cols);
-    if (!has_layout(t) || rb == 0 || n_rows <= 0 || n_rows % X8 != 0) return -1;
+    if (!has_layout(t) || !cols_fit(t, n_cols) || n_rows <= 0 || n_rows % X8 != 0) return -1;
     char *tmp = malloc(X8 * rb);
     if (!tmp) return -1;
     for (int64_t g = 0; g < n_rows / X8; g++) {
@@ -153,6 +172,7 @@ static int convert(lt_type t, void *data, int64_t n_rows, int64_t n_cols, bool t
         memcpy(tmp, p, X8 * rb);
         if (t == LT_Q4_K) convert_q4_K(tmp, p, rb, to_x8);
         else if (t == LT_Q6_K) convert_q6_K(tmp, p, rb, to_x8);
+        else if (t == LT_F16) convert_f16(tmp, p, rb, to_x8);
         else convert_legacy(t, tmp, p, rb, to_x8);
     }
     free(tmp);

@@ -8,7 +8,10 @@
  * made of a half scale and quant bytes (Q4_0: 16, Q8_0: 32): the 8 scales,
  * then the quant bytes in 4-byte chunks, chunk j of row i at 16 + 32 j + 4 i.
  * Q4_K: the same chunks of its quants, after the 8 d, 8 dmin and the 8 x 8
- * six-bit scales and mins re-packed by row (repack.c). */
+ * six-bit scales and mins re-packed by row (repack.c). F16 (where the level
+ * has x8 tiles for it, AVX-512; rows a multiple of 16 columns): for each
+ * 16 columns the 8 rows' 32 bytes in row order, so one stream serves the
+ * group. */
 #ifndef LETHE_REPACK_H
 #define LETHE_REPACK_H
 

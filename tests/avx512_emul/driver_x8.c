@@ -1,9 +1,11 @@
 /* quant_x8_avx512.c compiled against emul512.h (see run.sh): on x8 weights
  * (Q4_0, Q8_0, Q4_K, Q6_K) its tiles must give the AVX2 x8 tiles' bits
  * exactly (the same integer sums, the same float steps per block and row),
- * for single tokens and batches of 1..7 tokens, 8 to 56 rows (a lone group
- * at the end included). On a machine with AVX-512 tests/test_repack.c
- * checks the compiled tiles the same way. */
+ * and its F16 tiles the bits of the (emulated) AVX-512 row-major F16 tile on
+ * the same rows unrepacked, for single tokens and batches of 1..7 tokens, 8
+ * to 56 rows (a lone group at the end included). On a machine with AVX-512
+ * tests/test_repack.c checks the compiled tiles the same way. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include "testutil.h"
 
 void em_tiles_x8_avx512(lt_tile *tiles);
+void em_kernels_float_avx512(lt_traits *traits, lt_tile *tiles);
 
 static uint32_t rng = 0x1234567u;
 static float rnd_f(void) {
@@ -36,6 +39,7 @@ static void run_tile(const lt_tile *tl, int64_t cols, const char *P, size_t rb, 
         }
 }
 
+/* ref: the tile that reads the rows unrepacked (F16) or repacked (the rest) */
 static void check(const lt_tile *avx2, const lt_tile *emul, lt_type t, int rows, int cols, int n_tok) {
     const lt_type vdt = lt_type_traits(t)->vec_dot_type;
     const size_t rb = lt_row_bytes(t, cols), arb = lt_row_bytes(vdt, cols);
@@ -44,9 +48,16 @@ static void check(const lt_tile *avx2, const lt_tile *emul, lt_type t, int rows,
     char *P = malloc(rb * (size_t)rows), *A = malloc(arb * (size_t)n_tok);
     float *tab = calloc((size_t)(2 * nb * n_tok + 4), sizeof(float));
     float *want = malloc(sizeof(float) * (size_t)n_tok * rows), *got = malloc(sizeof(float) * (size_t)n_tok * rows);
+    const bool rowmajor_ref = t == LT_F16; /* its reference reads the rows as they are */
+    char *R = NULL;
     if (!CHECK(wf && x && P && A && tab && want && got)) goto done;
     for (int i = 0; i < rows * cols; i++) wf[i] = rnd_f() * (i % 97 == 0 ? 4.0f : 1.0f);
-    if (!CHECK(lt_quantize_rows(t, wf, P, rows, cols) > 0) || !CHECK(lt_repack_x8(t, P, rows, cols) == 0)) goto done;
+    if (!CHECK(lt_quantize_rows(t, wf, P, rows, cols) > 0)) goto done;
+    if (rowmajor_ref) {
+        if (!CHECK((R = malloc(rb * (size_t)rows)) != NULL)) goto done;
+        memcpy(R, P, rb * (size_t)rows);
+    }
+    if (!CHECK(lt_repack_x8(t, P, rows, cols) == 0)) goto done;
     if (t == LT_Q8_0) /* a weight of -128 in every group: |w| is then 128 as a byte */
         for (int g = 0; g < rows / 8; g++) P[(size_t)g * 8 * rb + 16 + 5] = (char)-128;
     for (int c = 0; c < n_tok; c++) {
@@ -54,27 +65,34 @@ static void check(const lt_tile *avx2, const lt_tile *emul, lt_type t, int rows,
         lt_type_traits(vdt)->from_float(x, A + (size_t)c * arb, cols);
         if (avx2[t].aux) lt_act_tables(vdt, A + (size_t)c * arb, 0, nb, tab + c, tab + nb * n_tok + c, (size_t)n_tok);
     }
-    run_tile(&avx2[t], cols, P, rb, rows, A, arb, tab, n_tok, want);
+    run_tile(&avx2[t], cols, rowmajor_ref ? R : P, rb, rows, A, arb, tab, n_tok, want);
     run_tile(&emul[t], cols, P, rb, rows, A, arb, tab, n_tok, got);
     CHECKF(memcmp(want, got, sizeof(float) * (size_t)n_tok * rows) == 0,
-           "%s %dx%d, %d tokens: emulated AVX-512 x8 tiles differ from AVX2's", lt_type_name(t), rows, cols, n_tok);
+           "%s %dx%d, %d tokens: emulated AVX-512 x8 tiles differ from their reference", lt_type_name(t), rows, cols, n_tok);
 done:
+    free(R);
     free(wf), free(x), free(P), free(A), free(tab), free(want), free(got);
 }
 
 int main(void) {
     static lt_tile avx2[LT_TYPE_COUNT], emul[LT_TYPE_COUNT];
+    static lt_traits em_traits[LT_TYPE_COUNT];
     lt_tiles_x8_avx2(avx2);
     memcpy(emul, avx2, sizeof emul);
     em_tiles_x8_avx512(emul);
-    static const lt_type types[] = {LT_Q4_0, LT_Q8_0, LT_Q4_K, LT_Q6_K};
+    /* the F16 reference: the emulated row-major AVX-512 tile */
+    for (int t = 0; t < LT_TYPE_COUNT; t++) em_traits[t] = *lt_type_traits_scalar((lt_type)t);
+    static lt_tile rowmajor[LT_TYPE_COUNT];
+    em_kernels_float_avx512(em_traits, rowmajor);
+    avx2[LT_F16] = rowmajor[LT_F16];
+    static const lt_type types[] = {LT_Q4_0, LT_Q8_0, LT_Q4_K, LT_Q6_K, LT_F16};
     static const int rows[] = {8, 16, 24, 40, 56};
     static const int toks[] = {1, 2, 3, 4, 5, 7};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         CHECKF(emul[types[ti]].fn != avx2[types[ti]].fn, "%s: no AVX-512 x8 tile", lt_type_name(types[ti]));
-        const int cols = lt_type_traits(types[ti])->block_size == 256 ? 512 : 96;
+        const int cols = lt_type_traits(types[ti])->block_size == 256 ? 512 : types[ti] == LT_F16 ? 112 : 96;
         for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
             for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) check(avx2, emul, types[ti], rows[r], cols, toks[k]);
     }
-    return tu_finish("x8 tiles (emulated AVX-512 vs AVX2)");
+    return tu_finish("x8 tiles (emulated AVX-512 vs AVX2 / row-major F16)");
 }
