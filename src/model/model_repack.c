@@ -3,9 +3,11 @@
  * mapping (the pages become the process's own, on huge pages where the
  * kernel gives them; the file is untouched). The token embedding is read by
  * rows and stays as it is, and so does an output matrix tied to it. A model
- * with nothing to repack moves to huge pages too when it takes at most half
- * the memory available: decode streams every weight per token, and a file
- * larger than that is better left to the page cache. */
+ * larger than 3/4 of the memory available is not repacked (it stays mapped
+ * from the file, row-major). A model with nothing to repack moves to huge
+ * pages too when it takes at most half the memory available: decode streams
+ * every weight per token, and a file larger than that is better left to the
+ * page cache. */
 #include "model/model.h"
 #include "tensor/repack.h"
 
@@ -44,6 +46,10 @@ void model_repack(lethe_model *m) {
         if (lt_gguf_file_size(m->gguf) <= available_bytes() / 2) lt_gguf_move_to_huge_pages(m->gguf);
         return;
     }
+    /* Repacking makes every weight page the process's own (anonymous
+     * memory, no longer the page cache's to drop), so a model that would
+     * take most of the memory stays mapped from the file, row-major. */
+    if (lt_gguf_file_size(m->gguf) > available_bytes() / 4 * 3) return;
     if (lt_gguf_make_writable(m->gguf) != 0) return;
     for (int l = 0; l < m->hp.n_layer; l++) {
         layer_weights *L = &m->layers[l];
