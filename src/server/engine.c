@@ -151,8 +151,17 @@ static void park(srv_server *s, srv_request *r, int g) {
     free(toks);
 }
 
+/* The gauge leaves a request before its client hears the end: a client
+ * that reads /metrics right after its response must not count itself. */
+static void gauge_leaving(srv_server *s) {
+    pthread_mutex_lock(&s->lock);
+    s->met.active = s->n_active - 1;
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void finish_request(srv_server *s, int ai) {
     srv_request *r = s->active[ai];
+    gauge_leaving(s);
     srv_emit_done(s, r);
     uint64_t gen = 0;
     uint64_t evicted = 0;
@@ -180,6 +189,7 @@ static void finish_request(srv_server *s, int ai) {
 /* A request leaves without finishing (the client went away, or it failed). */
 static void drop_active(srv_server *s, int ai, const char *failure) {
     srv_request *r = s->active[ai];
+    gauge_leaving(s);
     if (failure) srv_emit_failure(s, r, failure);
     for (int g = 0; g < r->n_groups; g++) {
         lethe_seq_free(r->groups[g].seq);
