@@ -15,10 +15,9 @@
  * w < 0, by mask), the AVX2 kernel's sign trick without _mm256_sign_epi8.
  * Q4_K / Q6_K: per sub-block sums, the scales applied in int32 (below).
  *
- * A batch call takes one pair of groups x RN <= 4 tokens (the kernels are
- * written for P pairs; more than one spilled or read too many streams); a
- * lone group at the end of a call (n_rows a multiple of 8, not of 16) runs
- * as a pair with both halves on it, and only its 8 lanes are stored. A
+ * A batch call takes one pair of groups x RN <= 4 tokens; a lone group at
+ * the end of a call (n_rows a multiple of 8, not of 16) runs as a pair with
+ * both halves on it, and only its 8 lanes are stored. A
  * single token takes other kernels, one group at a time (see "a single
  * token" below: one stream from memory). */
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
@@ -63,117 +62,84 @@ LT_INLINE __m512 q4_acc(__m512 acc, __m512 dx, __m512i sum, const float *d, cons
     return _mm512_fmadd_ps(dx, _mm512_fmadd_ps(_mm512_set1_ps(*d), _mm512_cvtepi32_ps(sum), corr), acc);
 }
 
-/* P pairs (pair p at x + 2p gs, its second group gs further; gs2 = 0
- * puts the first group in both halves) x RN tokens. */
-LT_INLINE void q4_0_x16(const int P, const int RN, int64_t nb, const char *x, size_t gs, size_t gs2, const char *y,
-                        size_t by, const float *aux, size_t ld, float *s, size_t ldc, __mmask16 keep) {
+/* A batch: the pair's blocks b (the second group g1 is g0 for a lone
+ * group), fetched ahead. */
+LT_INLINE void pair_blocks(const char *g0, const char *g1, int64_t b, size_t group, const char **b0, const char **b1) {
+    *b0 = g0 + (size_t)b * group;
+    *b1 = g1 + (size_t)b * group;
+    x8_prefetch(*b0, group);
+    if (g1 != g0) x8_prefetch(*b1, group);
+}
+
+/* The RN tokens' 16 row results (only keep's lanes: 8 for a lone group). */
+LT_INLINE void store_pair(const int RN, const __m512 *acc, float *s, size_t ldc, __mmask16 keep) {
+#pragma GCC unroll 4
+    for (int c = 0; c < RN; c++) _mm512_mask_storeu_ps(s + c * ldc, keep, acc[c]);
+}
+
+/* The pair of groups at g0, g1 x RN tokens, nb blocks. */
+LT_INLINE void q4_0_x16(const int RN, int64_t nb, const char *g0, const char *g1, const char *y, size_t by,
+                        const float *aux, size_t ld, float *s, size_t ldc, __mmask16 keep) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const float *sT = aux + nb * ld;
-    __m512 acc[2][4];
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++)
+    __m512 acc[4];
 #pragma GCC unroll 4
-        for (int c = 0; c < RN; c++) acc[p][c] = _mm512_setzero_ps();
+    for (int c = 0; c < RN; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const char *g[2][2];
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) {
-            g[p][0] = x + 2 * (size_t)p * gs + (size_t)b * GROUP_Q4;
-            g[p][1] = g[p][0] + gs2;
-            x8_prefetch(g[p][0], GROUP_Q4);
-            if (gs2) x8_prefetch(g[p][1], GROUP_Q4);
-        }
-        __m512i sum[2][4];
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++)
+        const char *b0, *b1;
+        pair_blocks(g0, g1, b, GROUP_Q4, &b0, &b1);
+        __m512i sum[4];
 #pragma GCC unroll 4
-            for (int c = 0; c < RN; c++) sum[p][c] = _mm512_setzero_si512();
+        for (int c = 0; c < RN; c++) sum[c] = _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            __m512i lo[2], hi[2];
-#pragma GCC unroll 2
-            for (int p = 0; p < P; p++) {
-                const __m512i w = pair_chunk(g[p][0], g[p][1], 16 + 32 * (size_t)j);
-                lo[p] = _mm512_and_si512(w, m4);
-                hi[p] = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
-            }
+            const __m512i w = pair_chunk(b0, b1, 16 + 32 * (size_t)j);
+            const __m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
 #pragma GCC unroll 4
             for (int c = 0; c < RN; c++) {
                 const int8_t *qy = (const int8_t *)(y + c * by + (size_t)b * sizeof(blk_q8_0) + 2) + 4 * j;
-                const __m512i yl = bcast4(qy), yh = bcast4(qy + 16);
-#pragma GCC unroll 2
-                for (int p = 0; p < P; p++)
-                    sum[p][c] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum[p][c], lo[p], yl), hi[p], yh);
+                sum[c] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum[c], lo, bcast4(qy)), hi, bcast4(qy + 16));
             }
         }
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) {
-            const __m512 dx = pair_scales(g[p][0], g[p][1]);
+        const __m512 dx = pair_scales(b0, b1);
 #pragma GCC unroll 4
-            for (int c = 0; c < RN; c++) acc[p][c] = q4_acc(acc[p][c], dx, sum[p][c], aux + b * ld + c, sT + b * ld + c);
-        }
+        for (int c = 0; c < RN; c++) acc[c] = q4_acc(acc[c], dx, sum[c], aux + b * ld + c, sT + b * ld + c);
     }
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int c = 0; c < RN; c++) _mm512_mask_storeu_ps(s + c * ldc + 16 * p, keep, acc[p][c]);
+    store_pair(RN, acc, s, ldc, keep);
 }
 
 /* Q8_0: the same walk over its 8 chunks. */
-LT_INLINE void q8_0_x16(const int P, const int RN, int64_t nb, const char *x, size_t gs, size_t gs2, const char *y,
-                        size_t by, const float *aux, size_t ld, float *s, size_t ldc, __mmask16 keep) {
+LT_INLINE void q8_0_x16(const int RN, int64_t nb, const char *g0, const char *g1, const char *y, size_t by,
+                        const float *aux, size_t ld, float *s, size_t ldc, __mmask16 keep) {
     const __m512i zero = _mm512_setzero_si512();
-    __m512 acc[2][4];
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++)
+    __m512 acc[4];
 #pragma GCC unroll 4
-        for (int c = 0; c < RN; c++) acc[p][c] = _mm512_setzero_ps();
+    for (int c = 0; c < RN; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const char *g[2][2];
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) {
-            g[p][0] = x + 2 * (size_t)p * gs + (size_t)b * GROUP_Q8;
-            g[p][1] = g[p][0] + gs2;
-            x8_prefetch(g[p][0], GROUP_Q8);
-            if (gs2) x8_prefetch(g[p][1], GROUP_Q8);
-        }
-        __m512i sum[2][4];
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++)
+        const char *b0, *b1;
+        pair_blocks(g0, g1, b, GROUP_Q8, &b0, &b1);
+        __m512i sum[4];
 #pragma GCC unroll 4
-            for (int c = 0; c < RN; c++) sum[p][c] = zero;
+        for (int c = 0; c < RN; c++) sum[c] = zero;
 #pragma GCC unroll 2
         for (int j = 0; j < 8; j++) {
-            __m512i a[2];
-            __mmask64 neg[2];
-#pragma GCC unroll 2
-            for (int p = 0; p < P; p++) {
-                const __m512i w = pair_chunk(g[p][0], g[p][1], 16 + 32 * (size_t)j);
-                a[p] = _mm512_abs_epi8(w);
-                neg[p] = _mm512_movepi8_mask(w);
-            }
+            const __m512i w = pair_chunk(b0, b1, 16 + 32 * (size_t)j);
+            const __m512i a = _mm512_abs_epi8(w);
+            const __mmask64 neg = _mm512_movepi8_mask(w);
 #pragma GCC unroll 4
             for (int c = 0; c < RN; c++) {
                 const __m512i qy = bcast4((const int8_t *)(y + c * by + (size_t)b * sizeof(blk_q8_0) + 2) + 4 * j);
-#pragma GCC unroll 2
-                for (int p = 0; p < P; p++)
-                    sum[p][c] = _mm512_dpbusd_epi32(sum[p][c], a[p], _mm512_mask_sub_epi8(qy, neg[p], zero, qy));
+                sum[c] = _mm512_dpbusd_epi32(sum[c], a, _mm512_mask_sub_epi8(qy, neg, zero, qy));
             }
         }
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) {
-            const __m512 dx = pair_scales(g[p][0], g[p][1]);
+        const __m512 dx = pair_scales(b0, b1);
 #pragma GCC unroll 4
-            for (int c = 0; c < RN; c++) {
-                const __m512 dy = _mm512_set1_ps(aux[b * ld + c]);
-                acc[p][c] = _mm512_fmadd_ps(_mm512_mul_ps(dx, dy), _mm512_cvtepi32_ps(sum[p][c]), acc[p][c]);
-            }
+        for (int c = 0; c < RN; c++) {
+            const __m512 dy = _mm512_set1_ps(aux[b * ld + c]);
+            acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(dx, dy), _mm512_cvtepi32_ps(sum[c]), acc[c]);
         }
     }
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int c = 0; c < RN; c++) _mm512_mask_storeu_ps(s + c * ldc + 16 * p, keep, acc[p][c]);
+    store_pair(RN, acc, s, ldc, keep);
 }
 
 /* ---- Q4_K and Q6_K (tensor/repack.c gives the group layouts) ----
@@ -199,89 +165,60 @@ LT_INLINE void k4_group_values(const char *g, uint8_t *scv, uint8_t *mnv) {
     _mm256_storeu_si256((__m256i *)(mnv + 32), v1);
 }
 
-LT_INLINE void q4_K_x16(const int P, const int RN, int64_t nb, const char *x, size_t gs, size_t gs2, const char *y,
-                        size_t by, float *s, size_t ldc, __mmask16 keep) {
+LT_INLINE void q4_K_x16(const int RN, int64_t nb, const char *g0, const char *g1, const char *y, size_t by,
+                        const float *aux, size_t ld, float *s, size_t ldc, __mmask16 keep) {
+    (void)aux, (void)ld;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    __m512 acc[2][4];
-    uint8_t scv[2][2][64], mnv[2][2][64];
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++)
+    __m512 acc[4];
+    uint8_t scv[2][64], mnv[2][64];
 #pragma GCC unroll 4
-        for (int c = 0; c < RN; c++) acc[p][c] = _mm512_setzero_ps();
+    for (int c = 0; c < RN; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const char *g[2][2];
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) {
-            g[p][0] = x + 2 * (size_t)p * gs + (size_t)b * GROUP_Q4K;
-            g[p][1] = g[p][0] + gs2;
-            x8_prefetch(g[p][0], GROUP_Q4K);
-            if (gs2) x8_prefetch(g[p][1], GROUP_Q4K);
-            k4_group_values(g[p][0], scv[p][0], mnv[p][0]);
-            k4_group_values(g[p][1], scv[p][1], mnv[p][1]);
-        }
+        const char *b0, *b1;
+        pair_blocks(g0, g1, b, GROUP_Q4K, &b0, &b1);
+        k4_group_values(b0, scv[0], mnv[0]);
+        k4_group_values(b1, scv[1], mnv[1]);
         const blk_q8_K *yb[4];
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) yb[c] = (const blk_q8_K *)(y + c * by) + b;
-        __m512i isum[2][4];
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++)
+        __m512i isum[4];
 #pragma GCC unroll 4
-            for (int c = 0; c < RN; c++) isum[p][c] = _mm512_setzero_si512();
+        for (int c = 0; c < RN; c++) isum[c] = _mm512_setzero_si512();
         /* sub-block 2k + h: the low (h = 0) or high nibbles of chunks
          * 8k..8k+7; one half at a time keeps the sums in registers (both at
          * once made gcc spill them), the chunks are read again from L1 */
 #pragma GCC unroll 1
         for (int j = 0; j < 8; j++) {
             const int k = j / 2, h = j % 2;
-            __m512i sum[2][4];
-#pragma GCC unroll 2
-            for (int p = 0; p < P; p++)
+            __m512i sum[4];
 #pragma GCC unroll 4
-                for (int c = 0; c < RN; c++) sum[p][c] = _mm512_setzero_si512();
+            for (int c = 0; c < RN; c++) sum[c] = _mm512_setzero_si512();
 #pragma GCC unroll 8
             for (int q = 0; q < 8; q++) {
-                __m512i v[2];
-#pragma GCC unroll 2
-                for (int p = 0; p < P; p++) {
-                    const __m512i w = pair_chunk(g[p][0], g[p][1], 128 + 32 * (size_t)(8 * k + q));
-                    v[p] = _mm512_and_si512(h ? _mm512_srli_epi16(w, 4) : w, m4);
-                }
+                const __m512i w = pair_chunk(b0, b1, 128 + 32 * (size_t)(8 * k + q));
+                const __m512i v = _mm512_and_si512(h ? _mm512_srli_epi16(w, 4) : w, m4);
 #pragma GCC unroll 4
-                for (int c = 0; c < RN; c++) {
-                    const __m512i qy = bcast4(yb[c]->qs + 32 * j + 4 * q);
-#pragma GCC unroll 2
-                    for (int p = 0; p < P; p++) sum[p][c] = _mm512_dpbusd_epi32(sum[p][c], v[p], qy);
-                }
+                for (int c = 0; c < RN; c++) sum[c] = _mm512_dpbusd_epi32(sum[c], v, bcast4(yb[c]->qs + 32 * j + 4 * q));
             }
-#pragma GCC unroll 2
-            for (int p = 0; p < P; p++) {
-                const __m512i sc = pair_u8_32(scv[p][0] + 8 * j, scv[p][1] + 8 * j);
+            const __m512i sc = pair_u8_32(scv[0] + 8 * j, scv[1] + 8 * j);
 #pragma GCC unroll 4
-                for (int c = 0; c < RN; c++) isum[p][c] = _mm512_add_epi32(isum[p][c], _mm512_mullo_epi32(sum[p][c], sc));
-            }
+            for (int c = 0; c < RN; c++) isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(sum[c], sc));
         }
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) {
-            const __m512 d = pair_scales(g[p][0], g[p][1]), dmin = pair_scales(g[p][0] + 16, g[p][1] + 16);
+        const __m512 d = pair_scales(b0, b1), dmin = pair_scales(b0 + 16, b1 + 16);
 #pragma GCC unroll 4
-            for (int c = 0; c < RN; c++) {
-                __m512i msum = _mm512_setzero_si512();
+        for (int c = 0; c < RN; c++) {
+            __m512i msum = _mm512_setzero_si512();
 #pragma GCC unroll 8
-                for (int j = 0; j < 8; j++) {
-                    const int ys = yb[c]->bsums[2 * j] + yb[c]->bsums[2 * j + 1];
-                    msum = _mm512_add_epi32(msum, _mm512_mullo_epi32(pair_u8_32(mnv[p][0] + 8 * j, mnv[p][1] + 8 * j),
-                                                                     _mm512_set1_epi32(ys)));
-                }
-                const __m512 dy = _mm512_set1_ps(yb[c]->d);
-                acc[p][c] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(isum[p][c]), acc[p][c]);
-                acc[p][c] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(msum), acc[p][c]);
+            for (int j = 0; j < 8; j++) {
+                const int ys = yb[c]->bsums[2 * j] + yb[c]->bsums[2 * j + 1];
+                msum = _mm512_add_epi32(msum, _mm512_mullo_epi32(pair_u8_32(mnv[0] + 8 * j, mnv[1] + 8 * j), _mm512_set1_epi32(ys)));
             }
+            const __m512 dy = _mm512_set1_ps(yb[c]->d);
+            acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(isum[c]), acc[c]);
+            acc[c] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(msum), acc[c]);
         }
     }
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int c = 0; c < RN; c++) _mm512_mask_storeu_ps(s + c * ldc + 16 * p, keep, acc[p][c]);
+    store_pair(RN, acc, s, ldc, keep);
 }
 
 /* Q6_K: quants unsigned (q + 32, 0..63) as in AVX2. Sub-block order: for
@@ -296,87 +233,63 @@ LT_INLINE __m512i k6_quants(const char *g0, const char *g1, int n, int t, int l)
     return _mm512_or_si512(lo, _mm512_and_si512(hs, m30));
 }
 
-LT_INLINE void q6_K_x16(const int P, const int RN, int64_t nb, const char *x, size_t gs, size_t gs2, const char *y,
-                        size_t by, float *s, size_t ldc, __mmask16 keep) {
-    __m512 acc[2][4];
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++)
+LT_INLINE void q6_K_x16(const int RN, int64_t nb, const char *g0, const char *g1, const char *y, size_t by,
+                        const float *aux, size_t ld, float *s, size_t ldc, __mmask16 keep) {
+    (void)aux, (void)ld;
+    __m512 acc[4];
 #pragma GCC unroll 4
-        for (int c = 0; c < RN; c++) acc[p][c] = _mm512_setzero_ps();
+    for (int c = 0; c < RN; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const char *g[2][2];
-        __m512i scp[2][8]; /* pair p8: lanes (sc[2 p8], sc[2 p8 + 1]) of the 16 rows as int16 */
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) {
-            g[p][0] = x + 2 * (size_t)p * gs + (size_t)b * GROUP_Q6K;
-            g[p][1] = g[p][0] + gs2;
-            x8_prefetch(g[p][0], GROUP_Q6K);
-            if (gs2) x8_prefetch(g[p][1], GROUP_Q6K);
+        const char *b0, *b1;
+        pair_blocks(g0, g1, b, GROUP_Q6K, &b0, &b1);
+        __m512i scp[8]; /* pair q: lanes (sc[2q], sc[2q + 1]) of the 16 rows as int16 */
 #pragma GCC unroll 8
-            for (int q = 0; q < 8; q++)
-                scp[p][q] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loadu128(g[p][0] + 16 + 16 * q)), loadu128(g[p][1] + 16 + 16 * q), 1));
-        }
+        for (int q = 0; q < 8; q++)
+            scp[q] = _mm512_cvtepi8_epi16(
+                _mm256_inserti128_si256(_mm256_castsi128_si256(loadu128(b0 + 16 + 16 * q)), loadu128(b1 + 16 + 16 * q), 1));
         const blk_q8_K *yb[4];
 #pragma GCC unroll 4
         for (int c = 0; c < RN; c++) yb[c] = (const blk_q8_K *)(y + c * by) + b;
-        __m512i isum[2][4];
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++)
+        __m512i isum[4];
 #pragma GCC unroll 4
-            for (int c = 0; c < RN; c++) isum[p][c] = _mm512_setzero_si512();
+        for (int c = 0; c < RN; c++) isum[c] = _mm512_setzero_si512();
 #pragma GCC unroll 1
         for (int n = 0; n < 2; n++)
 #pragma GCC unroll 1
             for (int t = 0; t < 4; t++)
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; h++) {
-                    __m512i sum[2][4];
-#pragma GCC unroll 2
-                    for (int p = 0; p < P; p++)
+                    __m512i sum[4];
 #pragma GCC unroll 4
-                        for (int c = 0; c < RN; c++) sum[p][c] = _mm512_setzero_si512();
+                    for (int c = 0; c < RN; c++) sum[c] = _mm512_setzero_si512();
 #pragma GCC unroll 4
                     for (int l = 4 * h; l < 4 * h + 4; l++) {
-                        __m512i v[2];
-#pragma GCC unroll 2
-                        for (int p = 0; p < P; p++) v[p] = k6_quants(g[p][0], g[p][1], n, t, l);
+                        const __m512i v = k6_quants(b0, b1, n, t, l);
 #pragma GCC unroll 4
-                        for (int c = 0; c < RN; c++) {
-                            const __m512i qy = bcast4(yb[c]->qs + 128 * n + 32 * t + 4 * l);
-#pragma GCC unroll 2
-                            for (int p = 0; p < P; p++) sum[p][c] = _mm512_dpbusd_epi32(sum[p][c], v[p], qy);
-                        }
+                        for (int c = 0; c < RN; c++)
+                            sum[c] = _mm512_dpbusd_epi32(sum[c], v, bcast4(yb[c]->qs + 128 * n + 32 * t + 4 * l));
                     }
-#pragma GCC unroll 2
-                    for (int p = 0; p < P; p++) {
-                        /* sub-block 8n + 2t + h: pair 4n + t, low or high int16 */
-                        const __m512i pr = scp[p][4 * n + t];
-                        const __m512i sc = h ? _mm512_srai_epi32(pr, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pr, 16), 16);
+                    /* sub-block 8n + 2t + h: pair 4n + t, low or high int16 */
+                    const __m512i pr = scp[4 * n + t];
+                    const __m512i sc = h ? _mm512_srai_epi32(pr, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pr, 16), 16);
 #pragma GCC unroll 4
-                        for (int c = 0; c < RN; c++) isum[p][c] = _mm512_add_epi32(isum[p][c], _mm512_mullo_epi32(sum[p][c], sc));
-                    }
+                    for (int c = 0; c < RN; c++) isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(sum[c], sc));
                 }
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) {
-            const __m512 dx = pair_scales(g[p][0], g[p][1]);
+        const __m512 dx = pair_scales(b0, b1);
 #pragma GCC unroll 4
-            for (int c = 0; c < RN; c++) {
-                __m512i osum = _mm512_setzero_si512();
+        for (int c = 0; c < RN; c++) {
+            __m512i osum = _mm512_setzero_si512();
 #pragma GCC unroll 8
-                for (int q = 0; q < 8; q++) {
-                    int32_t bs;
-                    memcpy(&bs, yb[c]->bsums + 2 * q, 4);
-                    osum = _mm512_dpwssd_epi32(osum, scp[p][q], _mm512_set1_epi32(bs));
-                }
-                const __m512i is = _mm512_sub_epi32(isum[p][c], _mm512_slli_epi32(osum, 5));
-                acc[p][c] = _mm512_fmadd_ps(_mm512_mul_ps(dx, _mm512_set1_ps(yb[c]->d)), _mm512_cvtepi32_ps(is), acc[p][c]);
+            for (int q = 0; q < 8; q++) {
+                int32_t bs;
+                memcpy(&bs, yb[c]->bsums + 2 * q, 4);
+                osum = _mm512_dpwssd_epi32(osum, scp[q], _mm512_set1_epi32(bs));
             }
+            const __m512i is = _mm512_sub_epi32(isum[c], _mm512_slli_epi32(osum, 5));
+            acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(dx, _mm512_set1_ps(yb[c]->d)), _mm512_cvtepi32_ps(is), acc[c]);
         }
     }
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int c = 0; c < RN; c++) _mm512_mask_storeu_ps(s + c * ldc + 16 * p, keep, acc[p][c]);
+    store_pair(RN, acc, s, ldc, keep);
 }
 
 /* ---- a single token: one group at a time ----
@@ -539,43 +452,40 @@ static LT_NOINLINE void q6_K_group1(int64_t nb, const char *x, const char *y, co
     _mm256_storeu_ps(s, acc);
 }
 
-/* One function per (pairs, tokens), so that each loop gets the whole
- * register file. */
-#define X16_VARIANT(kern, P, RN)                                                                              \
-    static LT_NOINLINE void kern##_##P##_##RN(int64_t nb, const char *x, size_t gs, size_t gs2, const char *y, \
-                                              size_t by, const float *aux, size_t ld, float *s, size_t ldc,    \
-                                              __mmask16 keep) {                                                \
-        kern(P, RN, nb, x, gs, gs2, y, by, aux, ld, s, ldc, keep);                                            \
+/* One function per token count, so that each loop gets the whole register
+ * file. */
+#define X16_VARIANT(kern, RN)                                                                                 \
+    static LT_NOINLINE void kern##_##RN(int64_t nb, const char *g0, const char *g1, const char *y, size_t by,  \
+                                        const float *aux, size_t ld, float *s, size_t ldc, __mmask16 keep) {   \
+        kern(RN, nb, g0, g1, y, by, aux, ld, s, ldc, keep);                                                   \
     }
 
-/* A batch: nr a multiple of 8 up to 16, nc <= 4 (one pair x nc tokens). */
-#define DEFINE_X16_TILE(name, kern)                                                                           \
-    X16_VARIANT(kern, 1, 1)                                                                                   \
-    X16_VARIANT(kern, 1, 2)                                                                                   \
-    X16_VARIANT(kern, 1, 3)                                                                                   \
-    X16_VARIANT(kern, 1, 4)                                                                                   \
+/* A batch: nr a multiple of 8 up to 16, nc <= 4 (one pair x nc tokens);
+ * qk: elements per block. */
+#define DEFINE_X16_TILE(name, kern, qk)                                                                       \
+    X16_VARIANT(kern, 1)                                                                                      \
+    X16_VARIANT(kern, 2)                                                                                      \
+    X16_VARIANT(kern, 3)                                                                                      \
+    X16_VARIANT(kern, 4)                                                                                      \
     static void name(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux,      \
                      size_t ld, float *s, size_t ldc, int nr, int nc) {                                       \
-        const char *x = vx, *y = vy;                                                                          \
-        const int64_t nb = n / 32;                                                                            \
-        const size_t gs = 8 * bx;                                                                             \
-        int r = 0;                                                                                            \
-        for (; r < nr; r += 16) {                                                                             \
-            const char *xr = x + (size_t)r * bx;                                                              \
+        const int64_t nb = n / (qk);                                                                          \
+        for (int r = 0; r < nr; r += 16) {                                                                    \
+            const char *g0 = (const char *)vx + (size_t)r * bx;                                               \
             const bool two = r + 16 <= nr; /* else one group: both halves on it */                            \
-            const size_t gs2 = two ? gs : 0;                                                                  \
+            const char *g1 = two ? g0 + 8 * bx : g0;                                                          \
             const __mmask16 keep = two ? 0xFFFF : 0x00FF;                                                     \
             switch (nc) {                                                                                     \
-            case 1: kern##_1_1(nb, xr, gs, gs2, y, by, aux, ld, s + r, ldc, keep); break;                     \
-            case 2: kern##_1_2(nb, xr, gs, gs2, y, by, aux, ld, s + r, ldc, keep); break;                     \
-            case 3: kern##_1_3(nb, xr, gs, gs2, y, by, aux, ld, s + r, ldc, keep); break;                     \
-            default: kern##_1_4(nb, xr, gs, gs2, y, by, aux, ld, s + r, ldc, keep); break;                    \
+            case 1: kern##_1(nb, g0, g1, vy, by, aux, ld, s + r, ldc, keep); break;                           \
+            case 2: kern##_2(nb, g0, g1, vy, by, aux, ld, s + r, ldc, keep); break;                           \
+            case 3: kern##_3(nb, g0, g1, vy, by, aux, ld, s + r, ldc, keep); break;                           \
+            default: kern##_4(nb, g0, g1, vy, by, aux, ld, s + r, ldc, keep); break;                          \
             }                                                                                                 \
         }                                                                                                     \
     }
 
-DEFINE_X16_TILE(tile_q4_0_x16, q4_0_x16)
-DEFINE_X16_TILE(tile_q8_0_x16, q8_0_x16)
+DEFINE_X16_TILE(tile_q4_0_x16, q4_0_x16, 32)
+DEFINE_X16_TILE(tile_q8_0_x16, q8_0_x16, 32)
 
 /* A single token walks one group at a time (the group1 kernels above), a
  * batch takes the x16 tiles. */
@@ -590,18 +500,8 @@ DEFINE_X16_TILE(tile_q8_0_x16, q8_0_x16)
 DEFINE_TILE(tile_q4_0, q4_0_group1, tile_q4_0_x16, 32)
 DEFINE_TILE(tile_q8_0, q8_0_group1, tile_q8_0_x16, 32)
 
-/* The k-quant kernels in the legacy tiles' signature (no tables). */
-#define K_ADAPT(kern)                                                                                          \
-    LT_INLINE void kern##_t(const int P, const int RN, int64_t nb, const char *x, size_t gs, size_t gs2,       \
-                            const char *y, size_t by, const float *aux, size_t ld, float *s, size_t ldc,       \
-                            __mmask16 keep) {                                                                  \
-        (void)aux, (void)ld;                                                                                   \
-        kern(P, RN, nb / 8, x, gs, gs2, y, by, s, ldc, keep); /* nb counts 32-element blocks */                \
-    }
-K_ADAPT(q4_K_x16)
-K_ADAPT(q6_K_x16)
-DEFINE_X16_TILE(tile_q4_K_x16, q4_K_x16_t)
-DEFINE_X16_TILE(tile_q6_K_x16, q6_K_x16_t)
+DEFINE_X16_TILE(tile_q4_K_x16, q4_K_x16, QK_K)
+DEFINE_X16_TILE(tile_q6_K_x16, q6_K_x16, QK_K)
 
 DEFINE_TILE(tile_q4_K, q4_K_group1, tile_q4_K_x16, QK_K)
 DEFINE_TILE(tile_q6_K, q6_K_group1, tile_q6_K_x16, QK_K)
