@@ -22,6 +22,7 @@
 #include "tensor/quantize.h"
 #include "tensor/repack.h"
 #include "testutil.h"
+#include "tile_call.h"
 
 static float frand(uint32_t *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -45,17 +46,8 @@ static void check_same_as_avx2(lt_type t, const char *P, int rows, int cols, con
     char *A = malloc(arb * (size_t)n_tok);
     float *tab = calloc((size_t)(2 * nb * n_tok + 4), sizeof(float)), *out = malloc(sizeof(float) * (size_t)n_tok * rows);
     if (!CHECK(A && tab && out)) goto done;
-    for (int c = 0; c < n_tok; c++) {
-        lt_type_traits(vdt)->from_float(x + (size_t)c * cols, A + (size_t)c * arb, cols);
-        if (tl->aux) lt_act_tables(vdt, A + (size_t)c * arb, 0, nb, tab + c, tab + nb * n_tok + c, (size_t)n_tok);
-    }
-    const int step_r = n_tok == 1 ? tl->rows1 : tl->rows, step_c = n_tok == 1 ? 1 : tl->cols;
-    for (int r = 0; r < rows; r += step_r)
-        for (int c = 0; c < n_tok; c += step_c) {
-            const int nr = rows - r < step_r ? rows - r : step_r, nc = n_tok - c < step_c ? n_tok - c : step_c;
-            tl->fn(cols, P + (size_t)r * rb, rb, A + (size_t)c * arb, arb, tl->aux ? tab + c : NULL, (size_t)n_tok,
-                   out + (size_t)c * rows + r, (size_t)rows, nr, nc);
-        }
+    tile_acts(vdt, x, cols, n_tok, tl->aux, A, tab);
+    tile_run(tl, cols, P, rb, rows, A, arb, tab, n_tok, out);
     CHECKF(memcmp(out, y, sizeof(float) * (size_t)n_tok * rows) == 0, "%s %dx%d, %d tokens: AVX-512 x8 tiles differ from AVX2's",
            lt_type_name(t), rows, cols, n_tok);
 done:

@@ -16,6 +16,7 @@
 #include "tensor/repack.h"
 #include "tensor/types.h"
 #include "testutil.h"
+#include "tile_call.h"
 
 void em_tiles_x8_avx512(lt_tile *tiles);
 void em_kernels_float_avx512(lt_traits *traits, lt_tile *tiles);
@@ -26,25 +27,12 @@ static float rnd_f(void) {
     return (float)((rng >> 8) & 0xffff) / 32768.0f - 1.0f;
 }
 
-/* tile called the way lt_matmul calls it: rows in steps of rows (rows1 for
- * one token), tokens in steps of cols. */
-static void run_tile(const lt_tile *tl, int64_t cols, const char *P, size_t rb, int rows, const char *A, size_t arb,
-                     const float *tab, int n_tok, float *out) {
-    const int step_r = n_tok == 1 ? tl->rows1 : tl->rows, step_c = n_tok == 1 ? 1 : tl->cols;
-    for (int r = 0; r < rows; r += step_r)
-        for (int c = 0; c < n_tok; c += step_c) {
-            const int nr = rows - r < step_r ? rows - r : step_r, nc = n_tok - c < step_c ? n_tok - c : step_c;
-            tl->fn(cols, P + (size_t)r * rb, rb, A + (size_t)c * arb, arb, tl->aux ? tab + c : NULL, (size_t)n_tok,
-                   out + (size_t)c * rows + r, (size_t)rows, nr, nc);
-        }
-}
-
 /* ref: the tile that reads the rows unrepacked (F16) or repacked (the rest) */
 static void check(const lt_tile *avx2, const lt_tile *emul, lt_type t, int rows, int cols, int n_tok) {
     const lt_type vdt = lt_type_traits(t)->vec_dot_type;
     const size_t rb = lt_row_bytes(t, cols), arb = lt_row_bytes(vdt, cols);
     const int64_t nb = cols / lt_type_traits(vdt)->block_size;
-    float *wf = malloc(sizeof(float) * (size_t)rows * cols), *x = malloc(sizeof(float) * (size_t)cols);
+    float *wf = malloc(sizeof(float) * (size_t)rows * cols), *x = malloc(sizeof(float) * (size_t)n_tok * cols);
     char *P = malloc(rb * (size_t)rows), *A = malloc(arb * (size_t)n_tok);
     float *tab = calloc((size_t)(2 * nb * n_tok + 4), sizeof(float));
     float *want = malloc(sizeof(float) * (size_t)n_tok * rows), *got = malloc(sizeof(float) * (size_t)n_tok * rows);
@@ -60,13 +48,11 @@ static void check(const lt_tile *avx2, const lt_tile *emul, lt_type t, int rows,
     if (!CHECK(lt_repack_x8(t, P, rows, cols) == 0)) goto done;
     if (t == LT_Q8_0) /* a weight of -128 in every group: |w| is then 128 as a byte */
         for (int g = 0; g < rows / 8; g++) P[(size_t)g * 8 * rb + 16 + 5] = (char)-128;
-    for (int c = 0; c < n_tok; c++) {
-        for (int i = 0; i < cols; i++) x[i] = rnd_f() * (c == 2 ? 100.0f : 1.0f);
-        lt_type_traits(vdt)->from_float(x, A + (size_t)c * arb, cols);
-        if (avx2[t].aux) lt_act_tables(vdt, A + (size_t)c * arb, 0, nb, tab + c, tab + nb * n_tok + c, (size_t)n_tok);
-    }
-    run_tile(&avx2[t], cols, rowmajor_ref ? R : P, rb, rows, A, arb, tab, n_tok, want);
-    run_tile(&emul[t], cols, P, rb, rows, A, arb, tab, n_tok, got);
+    for (int c = 0; c < n_tok; c++)
+        for (int i = 0; i < cols; i++) x[(size_t)c * cols + i] = rnd_f() * (c == 2 ? 100.0f : 1.0f);
+    tile_acts(vdt, x, cols, n_tok, avx2[t].aux, A, tab);
+    tile_run(&avx2[t], cols, rowmajor_ref ? R : P, rb, rows, A, arb, tab, n_tok, want);
+    tile_run(&emul[t], cols, P, rb, rows, A, arb, tab, n_tok, got);
     CHECKF(memcmp(want, got, sizeof(float) * (size_t)n_tok * rows) == 0,
            "%s %dx%d, %d tokens: emulated AVX-512 x8 tiles differ from their reference", lt_type_name(t), rows, cols, n_tok);
 done:
