@@ -9,7 +9,8 @@
  * rows not a multiple of 8, types without an x8 layout, LETHE_REPACK=0, a
  * level without x8 kernels (lt_matmul refuses x8 there); (5) a Q4_0 and a
  * Q8_0 model give the same logits loaded with and without repacking, within
- * the shared references' tolerance for quantised weights. */
+ * the shared references' tolerance for quantised weights; (6) F16 on x8
+ * gives its scalar order's bits (tile_call.h) for any batch. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +98,11 @@ static void check_product(threadpool *tp1, threadpool *tp2, lt_type t, int rows,
            n_tok, extreme ? " (extreme)" : "", bad, worst);
     CHECKF(memcmp(y1, y2, sizeof(float) * (size_t)n_tok * rows) == 0, "%s: 1 and 2 threads differ", lt_type_name(t));
     check_same_as_avx2(t, P, rows, cols, x, n_tok, y1);
+    if (t == LT_F16) { /* its tiles' order, bit for bit, whatever the batch */
+        f16_x8_reference((const uint16_t *)W, rows, cols, x, n_tok, ref);
+        CHECKF(memcmp(ref, y1, sizeof(float) * (size_t)n_tok * rows) == 0,
+               "F16 %dx%d, %d tokens: x8 tiles differ from their scalar order", rows, cols, n_tok);
+    }
     CHECK(lt_unpack_x8(t, P, rows, cols) == 0);
     CHECKF(memcmp(P, W, wb) == 0, "%s %dx%d: unpack(repack(W)) != W", lt_type_name(t), rows, cols);
 done:
@@ -192,6 +198,10 @@ int main(void) {
             check_product(tp1, tp2, types[ti], small[s][0], small[s][1], 1 + (int)s * 3, 0, seed++);
         check_product(tp1, tp2, types[ti], 16, 256, 1, 1, seed++);
         check_product(tp1, tp2, types[ti], 16, 256, 6, 1, seed++);
+    }
+    if (lt_type_tile_x8(LT_F16)->fn) { /* past one call's 96 tokens, several 256-column blocks and a part one */
+        check_product(tp1, tp2, LT_F16, 40, 784, 101, 0, seed++);
+        check_product(tp1, tp2, LT_F16, 24, 528, 200, 0, seed++);
     }
 
     /* where x8 does not apply */

@@ -4,10 +4,13 @@
 #ifndef LETHE_TEST_TILE_CALL_H
 #define LETHE_TEST_TILE_CALL_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "tensor/quant_impl.h"
+#include "util/fp16.h"
 
 /* n_tok activation rows x (cols floats each) as type vdt in A (rows of
  * lt_row_bytes(vdt, cols)), and with aux the tiles' tables in tab (2 * nb
@@ -32,6 +35,19 @@ static inline void tile_run(const lt_tile *tl, int cols, const char *W, size_t r
             const int nr = rows - r < step_r ? rows - r : step_r, nc = n_tok - c < step_c ? n_tok - c : step_c;
             tl->fn(cols, W + (size_t)r * rb, rb, A + (size_t)c * arb, arb, tl->aux ? tab + c : NULL, (size_t)n_tok,
                    out + (size_t)c * rows + r, (size_t)rows, nr, nc);
+        }
+}
+
+/* The F16 x8 tiles' sums (tensor/quant_x8_avx512.c) in scalar code: per
+ * row and token, four chains of FMAs over the columns 4c + p in order,
+ * added as (p0 + p1) + (p2 + p3). W: row-major F16 rows of cols halves. */
+static inline void f16_x8_reference(const uint16_t *W, int rows, int cols, const float *x, int n_tok, float *out) {
+    for (int c = 0; c < n_tok; c++)
+        for (int r = 0; r < rows; r++) {
+            float p[4] = {0, 0, 0, 0};
+            for (int k = 0; k < cols; k++)
+                p[k % 4] = fmaf(fp16_to_fp32(W[(size_t)r * cols + k]), x[(size_t)c * cols + k], p[k % 4]);
+            out[(size_t)c * rows + r] = (p[0] + p[1]) + (p[2] + p[3]);
         }
 }
 

@@ -506,89 +506,153 @@ DEFINE_X16_TILE(tile_q6_K_x16, q6_K_x16, QK_K)
 DEFINE_TILE(tile_q4_K, q4_K_group1, tile_q4_K_x16, QK_K)
 DEFINE_TILE(tile_q6_K, q6_K_group1, tile_q6_K_x16, QK_K)
 
-/* ---- F16 (x8: per 16 columns the 8 rows' 32 bytes, tensor/repack.h) ----
- * One accumulator per (row, token) over the columns in steps of 16 and one
- * reduction, as the row-major float tiles (quant_float_avx512.c) do: the
- * same bits as those, read from one stream. */
-#define GROUP_F16 (8 * 32)
+/* ---- F16 (x8: per 4 columns the 8 rows' 8 bytes, tensor/repack.h) ----
+ * A register holds 4 rows x 4 columns (32 bytes of a group), and one
+ * broadcast of 4 activations serves it: lane 4i + p of an accumulator sums
+ * columns 4c + p of row i over the chunks c in order, and the 4 phases are
+ * added at the end as (p0 + p1) + (p2 + p3) (f16_row_sums). A single token
+ * and a batch run that same chain for every (row, token), so a token's
+ * result does not depend on the batch it came in (tests/test_batch.c's
+ * batched-equals-alone holds bit for bit).
+ *
+ * Why 4 x 4: a batch tile of 16 rows x 6 tokens then loads 4 bytes of each
+ * token's activations per multiply-add, where the row-major tiles (a
+ * register of 16 columns of one row) loaded 16, and on this layout the
+ * weights convert into an L1 panel once for every token of the call; the
+ * old tile, converting in the inner loop and streaming the activations
+ * from L2, held prefill to 65% of the FMA peak. */
+#define GROUP_F16_CHUNK 64 /* bytes of a group per 4 columns */
 
-/* One group x one token. */
-static LT_NOINLINE void f16_group1(int64_t nc16, const char *x, const char *y, const float *aux, float *s) {
-    (void)aux;
-    __m512 acc[8];
-#pragma GCC unroll 8
-    for (int r = 0; r < 8; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < nc16; c++) {
-        const char *blk = x + (size_t)c * GROUP_F16;
-        const __m512 v = _mm512_loadu_ps((const float *)y + 16 * c);
-#pragma GCC unroll 8
-        for (int r = 0; r < 8; r++) acc[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(loadu256(blk + 32 * r)), v, acc[r]);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < 8; r++) s[r] = _mm512_reduce_add_ps(acc[r]);
+LT_INLINE __m512 f16_bcast4(const float *p) { return _mm512_broadcast_f32x4(_mm_loadu_ps(p)); }
+
+/* The 4 rows' sums of an accumulator, in lanes 0-3. */
+LT_INLINE __m128 f16_row_sums(__m512 a) {
+    const __m512 t = _mm512_add_ps(a, _mm512_permutexvar_ps(_mm512_setr_epi32(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14), a));
+    const __m512 u = _mm512_add_ps(t, _mm512_permutexvar_ps(_mm512_setr_epi32(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13), t));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12), u));
 }
 
-/* Rows h4..h4+3 of one group x RN <= F16_RN tokens: 4 x 6 accumulators
- * (with the weights and a token's row, 29 of the 32 registers), so a
- * converted weight vector serves 6 tokens (4 x 4 reached 55-70% of the
- * FMA peak in cache, the conversions taking the rest). */
-#ifndef F16_RN
-#define F16_RN 6
-#endif
-LT_INLINE void f16_x8(const int RN, int64_t nc16, const char *x, int h4, const char *y, size_t by, float *s, size_t ldc) {
-    __m512 acc[4][F16_RN];
+/* One group x one token: two accumulators (rows 0-3, 4-7) along one stream,
+ * a line (one chunk) fetched X8_AHEAD ahead: one thread read F16 weights
+ * at 28 GB/s without it, 34 with it (the old layout's tile: 28), two threads
+ * 35 / 42 (39). Walking two or four groups at once, with more chains but as
+ * many streams, measured slower. */
+static LT_NOINLINE void f16_group1(int64_t nc16, const char *x, const float *y, float *s) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (int64_t c = 0; c < 4 * nc16; c++) {
+        const char *blk = x + (size_t)c * GROUP_F16_CHUNK;
+        _mm_prefetch(blk + X8_AHEAD, _MM_HINT_T0);
+        const __m512 v = f16_bcast4(y + 4 * c);
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(loadu256(blk)), v, a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(loadu256(blk + 32)), v, a1);
+    }
+    _mm_storeu_ps(s, f16_row_sums(a0));
+    _mm_storeu_ps(s + 4, f16_row_sums(a1));
+}
+
+/* A batch: per block of F16_KB columns, the call's rows (two groups, or a
+ * lone one: MR = 4 or 2 registers of 4 rows) are converted to a float panel
+ * (16 KiB, in L1) that serves all its tokens, F16_RN at a time, with
+ * MR x F16_RN accumulators (24 with the weights and a broadcast: 29 of the
+ * 32 registers) that wait in memory between blocks (exactly: a stored float
+ * is the float). */
+#define F16_RN 6              /* tokens per register tile */
+#define F16_KB 256            /* columns per block */
+#define F16_COLS (16 * F16_RN) /* tokens per call */
+
+LT_INLINE void f16_block(const int MR, const int RN, int64_t nch, const float *wp, const float *y, size_t byf,
+                         __m512 *acc) {
+    __m512 a[4][F16_RN];
 #pragma GCC unroll 4
-    for (int r = 0; r < 4; r++)
+    for (int r = 0; r < MR; r++)
 #pragma GCC unroll 8
-        for (int c = 0; c < RN; c++) acc[r][c] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < nc16; k++) {
-        const char *blk = x + (size_t)k * GROUP_F16 + 32 * (size_t)h4;
+        for (int c = 0; c < RN; c++) a[r][c] = acc[r * F16_RN + c];
+    for (int64_t k = 0; k < nch; k++) {
         __m512 w[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) w[r] = _mm512_cvtph_ps(loadu256(blk + 32 * r));
+        for (int r = 0; r < MR; r++) w[r] = _mm512_loadu_ps(wp + 16 * (MR * k + r));
 #pragma GCC unroll 8
         for (int c = 0; c < RN; c++) {
-            const __m512 v = _mm512_loadu_ps((const float *)(y + c * by) + 16 * k);
+            const __m512 v = f16_bcast4(y + c * byf + 4 * k);
 #pragma GCC unroll 4
-            for (int r = 0; r < 4; r++) acc[r][c] = _mm512_fmadd_ps(w[r], v, acc[r][c]);
+            for (int r = 0; r < MR; r++) a[r][c] = _mm512_fmadd_ps(w[r], v, a[r][c]);
         }
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < 4; r++)
+    for (int r = 0; r < MR; r++)
 #pragma GCC unroll 8
-        for (int c = 0; c < RN; c++) s[c * ldc + h4 + r] = _mm512_reduce_add_ps(acc[r][c]);
+        for (int c = 0; c < RN; c++) acc[r * F16_RN + c] = a[r][c];
 }
 
-#define F16_VARIANT(RN)                                                                                 \
-    static LT_NOINLINE void f16_x8_##RN(int64_t nc16, const char *x, int h4, const char *y, size_t by, float *s, \
-                                        size_t ldc) {                                                   \
-        f16_x8(RN, nc16, x, h4, y, by, s, ldc);                                                         \
+typedef void (*f16_block_fn)(int64_t, const float *, const float *, size_t, __m512 *);
+#define F16_VARIANT(MR, RN)                                                                                       \
+    static LT_NOINLINE void f16_block_##MR##_##RN(int64_t nch, const float *wp, const float *y, size_t byf, __m512 *acc) { \
+        f16_block(MR, RN, nch, wp, y, byf, acc);                                                                  \
     }
-F16_VARIANT(1)
-F16_VARIANT(2)
-F16_VARIANT(3)
-F16_VARIANT(4)
-F16_VARIANT(5)
-F16_VARIANT(6)
+#define F16_VARIANTS(MR) F16_VARIANT(MR, 1) F16_VARIANT(MR, 2) F16_VARIANT(MR, 3) F16_VARIANT(MR, 4) F16_VARIANT(MR, 5) F16_VARIANT(MR, 6)
+F16_VARIANTS(2)
+F16_VARIANTS(4)
 
-/* A batch: nr a multiple of 8, nc <= F16_RN; each group in two halves of 4 rows. */
+/* nr a multiple of 8, nc <= F16_COLS. */
 static void tile_f16_x8(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, size_t ld,
                         float *s, size_t ldc, int nr, int nc) {
     (void)aux, (void)ld;
-    static void (*const kern[F16_RN])(int64_t, const char *, int, const char *, size_t, float *, size_t) = {
-        f16_x8_1, f16_x8_2, f16_x8_3, f16_x8_4, f16_x8_5, f16_x8_6};
-    for (int r = 0; r < nr; r += 8)
-        for (int h4 = 0; h4 < 8; h4 += 4) kern[nc - 1](n / 16, (const char *)vx + (size_t)r * bx, h4, vy, by, s + r, ldc);
+    static const f16_block_fn kern[2][F16_RN] = {
+        {f16_block_2_1, f16_block_2_2, f16_block_2_3, f16_block_2_4, f16_block_2_5, f16_block_2_6},
+        {f16_block_4_1, f16_block_4_2, f16_block_4_3, f16_block_4_4, f16_block_4_5, f16_block_4_6}};
+    _Alignas(64) float wp[16 * F16_KB];
+    __m512 acc[(F16_COLS + F16_RN - 1) / F16_RN][4 * F16_RN]; /* [token tile][register][token] */
+    const int64_t nch = n / 4, kb = F16_KB / 4;
+    const size_t byf = by / sizeof(float);
+    const int tiles = (nc + F16_RN - 1) / F16_RN;
+    for (int r0 = 0; r0 < nr; r0 += 16) {
+        const int groups = nr - r0 >= 16 ? 2 : 1, mr = 2 * groups;
+        const char *grp = (const char *)vx + (size_t)r0 * bx;
+        for (int j = 0; j < tiles; j++)
+            for (int i = 0; i < 4 * F16_RN; i++) acc[j][i] = _mm512_setzero_ps();
+        for (int64_t k0 = 0; k0 < nch; k0 += kb) {
+            const int64_t nk = nch - k0 < kb ? nch - k0 : kb;
+            /* the weights come from memory: fetch the next block (or the
+             * next pair's first) while this one is multiplied */
+            const char *next = k0 + kb < nch ? grp + (size_t)(k0 + kb) * GROUP_F16_CHUNK : grp + 16 * bx;
+            for (int64_t k = 0; k < nk; k++)
+                for (int g = 0; g < groups; g++) {
+                    const char *blk = grp + (size_t)g * 8 * bx + (size_t)(k0 + k) * GROUP_F16_CHUNK;
+                    _mm_prefetch(next + (size_t)g * 8 * bx + (size_t)k * GROUP_F16_CHUNK, _MM_HINT_T0);
+                    _mm512_store_ps(wp + 16 * (mr * k + 2 * g), _mm512_cvtph_ps(loadu256(blk)));
+                    _mm512_store_ps(wp + 16 * (mr * k + 2 * g + 1), _mm512_cvtph_ps(loadu256(blk + 32)));
+                }
+            for (int j = 0; j < tiles; j++) {
+                const int t = F16_RN * j, rn = nc - t < F16_RN ? nc - t : F16_RN;
+                kern[groups - 1][rn - 1](nk, wp, (const float *)((const char *)vy + (size_t)t * by) + 4 * k0, byf, acc[j]);
+            }
+        }
+        for (int j = 0; j < tiles; j++) {
+            const int t = F16_RN * j, rn = nc - t < F16_RN ? nc - t : F16_RN;
+            for (int r = 0; r < mr; r++)
+                for (int c = 0; c < rn; c++) {
+                    float sum[4];
+                    _mm_storeu_ps(sum, f16_row_sums(acc[j][r * F16_RN + c]));
+                    for (int i = 0; i < 4; i++) s[(size_t)(t + c) * ldc + r0 + 4 * r + i] = sum[i];
+                }
+        }
+    }
 }
 
-DEFINE_TILE(tile_f16, f16_group1, tile_f16_x8, 16)
+static void tile_f16(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, size_t ld,
+                     float *s, size_t ldc, int nr, int nc) {
+    if (nc == 1 && ld == 1)
+        for (int r = 0; r < nr; r += 8) f16_group1(n / 16, (const char *)vx + (size_t)r * bx, vy, s + r);
+    else
+        tile_f16_x8(n, vx, bx, vy, by, aux, ld, s, ldc, nr, nc);
+}
 
 void lt_tiles_x8_avx512(lt_tile *t) {
     t[LT_Q4_0] = (lt_tile){tile_q4_0, 16, 4, 32, true, 0};
     t[LT_Q8_0] = (lt_tile){tile_q8_0, 16, 4, 32, true, 0};
     t[LT_Q4_K] = (lt_tile){tile_q4_K, 16, 4, 32, false, 0};
     t[LT_Q6_K] = (lt_tile){tile_q6_K, 16, 4, 32, false, 0};
-    t[LT_F16] = (lt_tile){tile_f16, 8, F16_RN, 32, false, 0};
+    t[LT_F16] = (lt_tile){tile_f16, 16, F16_COLS, 32, false, 0};
 }
 
 #else

@@ -19,13 +19,14 @@ static size_t quant_bytes(lt_type t) {
     }
 }
 
-#define F16_CHUNK 16 /* F16: columns per chunk (32 bytes of a row) */
+#define F16_CHUNK 4 /* F16: columns per chunk (8 bytes of a row) */
+#define F16_COLS 16 /* F16: the layout takes rows of whole 16-column steps */
 
 static bool has_layout(lt_type t) { return quant_bytes(t) || t == LT_Q4_K || t == LT_Q6_K || t == LT_F16; }
 
 /* The row length a layout takes (F16: whole chunks). */
 static bool cols_fit(lt_type t, int64_t n_cols) {
-    return lt_row_bytes(t, n_cols) > 0 && (t != LT_F16 || n_cols % F16_CHUNK == 0);
+    return lt_row_bytes(t, n_cols) > 0 && (t != LT_F16 || n_cols % F16_COLS == 0);
 }
 
 bool lt_x8_usable(lt_type t, int64_t n_rows, int64_t n_cols) {
@@ -34,7 +35,7 @@ bool lt_x8_usable(lt_type t, int64_t n_rows, int64_t n_cols) {
     return has_layout(t) && n_rows > 0 && n_rows % X8 == 0 && cols_fit(t, n_cols) && lt_type_tile_x8(t)->fn != NULL;
 }
 
-/* One group of F16 rows: for each chunk of 16 columns, the 8 rows' 32 bytes
+/* One group of F16 rows: for each chunk of 4 columns, the 8 rows' 8 bytes
  * in row order. */
 static void convert_f16(const char *src, char *dst, size_t rb, bool to_x8) {
     const size_t cb = 2 * F16_CHUNK, nc = rb / cb;

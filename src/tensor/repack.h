@@ -10,8 +10,8 @@
  * Q4_K: the same chunks of its quants, after the 8 d, 8 dmin and the 8 x 8
  * six-bit scales and mins re-packed by row (repack.c). F16 (where the level
  * has x8 tiles for it, AVX-512; rows a multiple of 16 columns): for each
- * 16 columns the 8 rows' 32 bytes in row order, so one stream serves the
- * group. */
+ * 4 columns the 8 rows' 8 bytes in row order, so one stream serves the
+ * group and 32 bytes are 4 rows x 4 columns (quant_x8_avx512.c). */
 #ifndef LETHE_REPACK_H
 #define LETHE_REPACK_H
 

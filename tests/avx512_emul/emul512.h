@@ -33,6 +33,10 @@ EI em512 em_mm512_broadcastsd_pd(__m128d a){ em512 r; double d; memcpy(&d,&a,8);
 EI em512 em_mm512_add_epi32(em512 a, em512 b){ for(int j=0;j<16;j++) a.u[j]+=b.u[j]; return a; }
 EI em512 em_mm512_sub_epi32(em512 a, em512 b){ for(int j=0;j<16;j++) a.u[j]-=b.u[j]; return a; }
 EI em512 em_mm512_dpbusd_epi32(em512 s, em512 a, em512 b){ for(int j=0;j<16;j++){ int32_t t=0; for(int k=0;k<4;k++) t+=(int32_t)a.b[4*j+k]*(int32_t)b.sb[4*j+k]; s.u[j]+=(uint32_t)t; } return s; }
+EI em512 em_mm512_add_ps(em512 a, em512 b){ for(int j=0;j<16;j++) a.f[j]+=b.f[j]; return a; }
+EI em512 em_mm512_broadcast_f32x4(__m128 a){ em512 r; for(int j=0;j<4;j++) memcpy(r.f+4*j,&a,16); return r; }
+EI __m128 em_mm512_castps512_ps128(em512 a){ __m128 r; memcpy(&r,a.f,16); return r; }
+EI void em_mm512_store_ps(void *p, em512 a){ memcpy(p,a.f,64); }
 EI em512 em_mm512_mul_ps(em512 a, em512 b){ for(int j=0;j<16;j++) a.f[j]*=b.f[j]; return a; }
 EI em512 em_mm512_fmadd_ps(em512 a, em512 b, em512 c){ for(int j=0;j<16;j++) c.f[j]=fmaf(a.f[j],b.f[j],c.f[j]); return c; }
 EI em512 em_mm512_cvtepi32_ps(em512 a){ for(int j=0;j<16;j++) a.f[j]=(float)a.i[j]; return a; }

@@ -3,7 +3,7 @@
 # on a machine without AVX-512 (needs AVX2/FMA/F16C and gcc): the kernel
 # sources with every _mm512_ intrinsic renamed to its scalar stand-in of
 # emul512.h, run through test_kernels_avx512.c (driver.c) and against the
-# AVX2 x8 tiles and the row-major F16 tile (driver_x8.c). Usage: tests/avx512_emul/run.sh [build dir]
+# AVX2 x8 tiles and the F16 tiles' scalar order (driver_x8.c). Usage: tests/avx512_emul/run.sh [build dir]
 # (a built tree: it links liblethe.a for the scalar reference).
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +24,7 @@ gcc -O1 -std=c11 ${EMUL_CFLAGS:-} -D_GNU_SOURCE -mavx2 -mfma -mf16c -I"$tmp" -I"
   "$here/driver.c" "$tmp/quant_legacy_avx512.c" "$tmp/quant_float_avx512.c" "$root/tests/testutil.c" \
   "$build/liblethe.a" -lm -lpthread -o "$tmp/emul_test"
 gcc -O1 -std=c11 ${EMUL_CFLAGS:-} -D_GNU_SOURCE -mavx2 -mfma -mf16c -I"$tmp" -I"$root/src" -I"$root/tests" \
-  "$here/driver_x8.c" "$tmp/quant_x8_avx512.c" "$tmp/quant_float_avx512.c" "$root/tests/testutil.c" \
+  "$here/driver_x8.c" "$tmp/quant_x8_avx512.c" "$root/tests/testutil.c" \
   "$build/liblethe.a" -lm -lpthread -o "$tmp/emul_x8_test"
 echo "AVX-512 kernels through the scalar stand-ins (the simd line below is the build's own level):"
 "$tmp/emul_test"
