@@ -5,7 +5,8 @@
  * the machine; (2) tp_run_dynamic finishes all the work with whichever
  * threads join, gives each participant its own index, and mixes with static
  * tp_run calls, including with workers that arrive late; (3) bad groups are
- * refused. */
+ * refused; (4) lt_matmul_group_rows, its rows made on the fly (by any
+ * thread, once per token), gives the bits of making them first. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,55 @@ typedef struct {
     lt_type type;
     int rows;
 } mat_spec;
+
+/* Rows made on the fly: row t = src row t * 0.5 + t, each counted. */
+typedef struct {
+    const float *src;
+    atomic_int made[MAX_TOK];
+} row_maker;
+
+static void make_row(const void *user, int64_t t, float *dst) {
+    row_maker *m = (row_maker *)user;
+    for (int i = 0; i < COLS; i++) dst[i] = m->src[t * COLS + i] * 0.5f + (float)t;
+    atomic_fetch_add(&m->made[t], 1);
+}
+
+/* The group on rows made by make_row against making them first. */
+static void check_rows(threadpool *tp, const lt_matmul_out *o, int k, const float *x, int n_tok, float *const *ref) {
+    row_maker *mk = calloc(1, sizeof *mk);
+    float *xr = malloc(sizeof(float) * (size_t)n_tok * COLS), *xm = malloc(sizeof(float) * (size_t)n_tok * COLS);
+    float *got[LT_MATMUL_MAX_GROUP] = {0};
+    lt_matmul_out om[LT_MATMUL_MAX_GROUP];
+    lt_workspace ws = {0};
+    int ok = mk && xr && xm;
+    for (int m = 0; m < k; m++) {
+        om[m] = o[m];
+        ok &= (om[m].y = got[m] = malloc(sizeof(float) * (size_t)n_tok * o[m].n_rows)) != NULL;
+    }
+    if (CHECK(ok)) {
+        mk->src = x;
+        for (int t = 0; t < n_tok; t++)
+            for (int i = 0; i < COLS; i++) xr[t * COLS + i] = x[t * COLS + i] * 0.5f + (float)t;
+        lt_matmul_out oref[LT_MATMUL_MAX_GROUP];
+        for (int m = 0; m < k; m++) oref[m] = o[m], oref[m].y = ref[m];
+        CHECK(lt_matmul_group(tp, &ws, oref, k, COLS, xr, n_tok) == 0);
+        const lt_matmul_rows src = {make_row, mk, xm};
+        CHECK(lt_matmul_group_rows(tp, &ws, om, k, COLS, &src, n_tok) == 0);
+        int once = 1;
+        for (int t = 0; t < n_tok; t++) once &= atomic_load(&mk->made[t]) == 1;
+        CHECKF(once, "%d tokens, %d threads: a row made other than once", n_tok, tp_n_threads(tp));
+        CHECK(memcmp(xm, xr, sizeof(float) * (size_t)n_tok * COLS) == 0);
+        for (int m = 0; m < k; m++)
+            CHECKF(memcmp(got[m], ref[m], sizeof(float) * (size_t)n_tok * o[m].n_rows) == 0,
+                   "matrix %d (%s), %d tokens, %d threads: rows made on the fly differ from rows made first", m,
+                   lt_type_name(o[m].type), n_tok, tp_n_threads(tp));
+        const lt_matmul_rows none = {NULL, mk, xm};
+        CHECK(lt_matmul_group_rows(tp, &ws, om, k, COLS, &none, n_tok) == -1);
+    }
+    for (int m = 0; m < k; m++) free(got[m]);
+    free(mk), free(xr), free(xm);
+    lt_workspace_free(&ws);
+}
 
 /* One group: quantise random weights, run the group and each alone. */
 static void check_group(threadpool *tp, const mat_spec *spec, int k, int n_tok, uint32_t seed) {
@@ -59,6 +109,7 @@ static void check_group(threadpool *tp, const mat_spec *spec, int k, int n_tok, 
             CHECKF(memcmp(y[m], ref[m], sizeof(float) * (size_t)n_tok * spec[m].rows) == 0,
                    "group of %d, matrix %d (%s, %d rows), %d tokens, %d threads: differs from lt_matmul alone", k, m,
                    lt_type_name(spec[m].type), spec[m].rows, n_tok, tp_n_threads(tp));
+        check_rows(tp, o, k, x, n_tok, ref);
     }
     for (int m = 0; m < k; m++) free(W[m]), free(y[m]), free(ref[m]);
     free(x);

@@ -41,13 +41,28 @@ static lethe_status matmul(const fwd_engine *e, const weight *w, const float *x,
     return LETHE_OK;
 }
 
-/* Several matrices of one input (n_cols = the weights' columns): the
- * activations are quantised once for all of them. */
-static lethe_status matmul_group(const fwd_engine *e, const weight *const *w, float *const *y, int k, const float *x,
-                                 int n, char *err) {
+/* RMSNorm rows made inside the matmul that reads them (lt_matmul_group_rows:
+ * each row normalised by whichever thread quantises it, while it is in L1). */
+typedef struct {
+    const float *x, *w;
+    int d;
+    float eps;
+} norm_rows;
+
+static void norm_row(const void *user, int64_t t, float *dst) {
+    const norm_rows *n = user;
+    op_rmsnorm(dst, n->x + t * n->d, n->w, n->d, n->eps);
+}
+
+/* y_i = W_i rmsnorm(x) for several matrices of one input (Q/K/V,
+ * gate/up; n_cols = the weights' columns): the rows are normalised and
+ * quantised once for all of them, and left normalised in xb. */
+static lethe_status matmul_group_normed(const fwd_engine *e, const weight *const *w, float *const *y, int k,
+                                        const norm_rows *nr, float *xb, int n, char *err) {
     lt_matmul_out o[3];
     for (int i = 0; i < k; i++) o[i] = (lt_matmul_out){w[i]->type, w[i]->data, w[i]->n_rows, y[i], w[i]->x8};
-    if (lt_matmul_group(e->tp, e->ws, o, k, w[0]->n_cols, x, n) != 0)
+    const lt_matmul_rows src = {norm_row, nr, xb};
+    if (lt_matmul_group_rows(e->tp, e->ws, o, k, w[0]->n_cols, &src, n) != 0)
         return set_error(err, LETHE_ERR_NOMEM, "forward: matmul failed (out of memory)");
     return LETHE_OK;
 }
@@ -84,10 +99,10 @@ static lethe_status run_layer(const lethe_model *m, const fwd_engine *e, int r0,
     const int d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
     lethe_status st;
 
-    for (int t = 0; t < c; t++) op_rmsnorm(a->xb + (long)t * d, a->x + (long)t * d, L->attn_norm, d, hp->rms_eps);
     const weight *qkv[3] = {&L->wq, &L->wk, &L->wv};
     float *qkv_out[3] = {a->q, a->k, a->v};
-    if ((st = matmul_group(e, qkv, qkv_out, 3, a->xb, c, err))) return st;
+    const norm_rows attn_norm = {a->x, L->attn_norm, d, hp->rms_eps};
+    if ((st = matmul_group_normed(e, qkv, qkv_out, 3, &attn_norm, a->xb, c, err))) return st;
     add_bias(a->q, L->bq, c, qd);
     add_bias(a->k, L->bk, c, kvd);
     add_bias(a->v, L->bv, c, kvd);
@@ -100,10 +115,10 @@ static lethe_status run_layer(const lethe_model *m, const fwd_engine *e, int r0,
     if ((st = matmul(e, &L->wo, a->att, c, a->xb, err))) return st;
     op_add(a->x, a->xb, (long)c * d);
 
-    for (int t = 0; t < c; t++) op_rmsnorm(a->xb + (long)t * d, a->x + (long)t * d, L->ffn_norm, d, hp->rms_eps);
     const weight *gu[2] = {&L->w_gate, &L->w_up};
     float *gu_out[2] = {a->gate, a->up};
-    if ((st = matmul_group(e, gu, gu_out, 2, a->xb, c, err))) return st;
+    const norm_rows ffn_norm = {a->x, L->ffn_norm, d, hp->rms_eps};
+    if ((st = matmul_group_normed(e, gu, gu_out, 2, &ffn_norm, a->xb, c, err))) return st;
     swiglu(e, a->gate, a->up, (long)c * hp->n_ff);
     if ((st = matmul(e, &L->w_down, a->gate, c, a->xb, err))) return st;
     op_add(a->x, a->xb, (long)c * d);

@@ -3,7 +3,9 @@
  *
  * The activations are quantised once per distinct vec_dot_type of the
  * group (usually one), in place by the caller when they are few (a decode
- * step: cheaper than waking anyone), else split across the pool. Then the
+ * step: cheaper than waking anyone), else split across the pool; with
+ * lt_matmul_group_rows each token's row is made there too (its RMSNorm),
+ * right before it is quantised. Then the
  * rows of all the matrices form one list of units (a tile's rows) that the
  * threads claim a few at a time from a shared counter, so that a thread the
  * host has descheduled leaves its share to the others instead of stalling
@@ -63,6 +65,7 @@ typedef struct {
     int n_acts;
     int64_t n_cols, n_tok;
     const float *x;
+    const lt_matmul_rows *src; /* NULL: x is given */
     int64_t n_units, grain, quant_chunk;
     atomic_llong next; /* next unclaimed unit (or token, while quantising) */
 } mm_ctx;
@@ -98,9 +101,26 @@ static void quantize_tokens(const mm_ctx *c, const mm_act *a, int64_t t0, int64_
     }
 }
 
+/* Tokens [t0, t1) of src: each row made, then quantised for every copy. */
+static void make_tokens(const mm_ctx *c, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+        c->src->row(c->src->user, t, c->src->x + t * c->n_cols);
+        for (int a = 0; a < c->n_acts; a++)
+            if (c->acts[a].buf) quantize_tokens(c, &c->acts[a], t, t + 1);
+    }
+}
+
 static void quant_task(void *vctx, int ith, int nth) {
     mm_ctx *c = vctx;
     (void)ith, (void)nth;
+    if (c->src) {
+        for (;;) {
+            const int64_t t0 = atomic_fetch_add_explicit(&c->next, c->quant_chunk, memory_order_relaxed);
+            if (t0 >= c->n_tok) break;
+            make_tokens(c, t0, t0 + c->quant_chunk < c->n_tok ? t0 + c->quant_chunk : c->n_tok);
+        }
+        return;
+    }
     const int64_t total = c->n_tok * c->n_acts; /* (copy, token) pairs */
     for (;;) {
         const int64_t i0 = atomic_fetch_add_explicit(&c->next, c->quant_chunk, memory_order_relaxed);
@@ -182,10 +202,10 @@ static void mm_task(void *vctx, int ith, int nth) {
     }
 }
 
-int lt_matmul_group(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs, int n_out, int64_t n_cols,
-                    const float *x, int64_t n_tok) {
+static int group_run(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs, int n_out, int64_t n_cols,
+                     const float *x, const lt_matmul_rows *src, int64_t n_tok) {
     if (n_out < 1 || n_out > LT_MATMUL_MAX_GROUP || n_cols <= 0 || n_tok < 0) return -1;
-    mm_ctx *c = &(mm_ctx){.n_ops = n_out, .n_cols = n_cols, .n_tok = n_tok, .x = x};
+    mm_ctx *c = &(mm_ctx){.n_ops = n_out, .n_cols = n_cols, .n_tok = n_tok, .x = x, .src = src};
     int64_t units = 0;
     for (int k = 0; k < n_out; k++) {
         const lt_traits *tr = lt_type_traits(outs[k].type);
@@ -242,7 +262,11 @@ int lt_matmul_group(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs,
 
     const int nth = tp_n_threads(tp);
     threadpool *pool = nth > 1 ? tp : NULL;
-    if (quant_floats > 0) {
+    if (src) {
+        c->quant_chunk = 1 + n_tok / ((int64_t)nth * CLAIMS_PER_THREAD);
+        atomic_init(&c->next, 0);
+        tp_run_dynamic(n_tok * n_cols > INLINE_QUANT_FLOATS ? pool : NULL, quant_task, c);
+    } else if (quant_floats > 0) {
         c->quant_chunk = 1 + n_tok * c->n_acts / ((int64_t)nth * CLAIMS_PER_THREAD);
         atomic_init(&c->next, 0);
         tp_run_dynamic(quant_floats > INLINE_QUANT_FLOATS ? pool : NULL, quant_task, c);
@@ -252,6 +276,17 @@ int lt_matmul_group(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs,
     atomic_init(&c->next, 0);
     tp_run_dynamic(pool, mm_task, c);
     return 0;
+}
+
+int lt_matmul_group(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs, int n_out, int64_t n_cols,
+                    const float *x, int64_t n_tok) {
+    return group_run(tp, ws, outs, n_out, n_cols, x, NULL, n_tok);
+}
+
+int lt_matmul_group_rows(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs, int n_out, int64_t n_cols,
+                         const lt_matmul_rows *src, int64_t n_tok) {
+    if (!src || !src->row || !src->x) return -1;
+    return group_run(tp, ws, outs, n_out, n_cols, src->x, src, n_tok);
 }
 
 int lt_matmul(threadpool *tp, lt_workspace *ws, lt_type wtype, const void *W, int64_t n_rows,

@@ -48,6 +48,21 @@ typedef struct {
 int lt_matmul_group(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs, int n_out, int64_t n_cols,
                     const float *x, int64_t n_tok);
 
+/* Activations made on the fly: row(user, t, dst) writes row t (n_cols
+ * floats) to dst = x + t * n_cols, once per token, from any thread of the
+ * pool, just before the row is quantised while it is still in L1 (an
+ * RMSNorm fused with the activation quantiser). */
+typedef struct {
+    void (*row)(const void *user, int64_t t, float *dst);
+    const void *user;
+    float *x; /* n_tok x n_cols: filled, then read by the F32-activation matrices */
+} lt_matmul_rows;
+
+/* lt_matmul_group on rows made by src: the same bits as making every row
+ * first and calling lt_matmul_group on src->x. */
+int lt_matmul_group_rows(threadpool *tp, lt_workspace *ws, const lt_matmul_out *outs, int n_out, int64_t n_cols,
+                         const lt_matmul_rows *src, int64_t n_tok);
+
 /* Prints GFLOP/s of lt_matmul per weight type for decode- (1 token) and
  * prefill-shaped (64 tokens) products (`lethe bench kernels`). */
 void lt_matmul_bench(FILE *out, int n_threads);
