@@ -482,13 +482,9 @@ static void test_stats(env *E) {
     CHECKF(kept > 0, "stats: no slot was checked to keep its earlier hit step (%d)", kept);
 }
 
-/* The AVX2 kernels equal the scalar ones (to rounding), and both the reference. */
-static void test_kernels(env *E) {
-    if (!attn_kernels_avx2()) {
-        printf("no AVX2: kernel comparison skipped\n");
-        return;
-    }
-    const attn_kernels *ks = attn_kernels_scalar(), *kv = attn_kernels_avx2();
+/* kv's scores, exp_sum and pv against the scalar ones on odd shapes. */
+static void kernels_match_scalar(const attn_kernels *kv) {
+    const attn_kernels *ks = attn_kernels_scalar();
     /* exp_sum accuracy on a wide range, -inf giving 0 */
     float a[67], b[67];
     for (int i = 0; i < 67; i++) a[i] = b[i] = (float)(-100.0 + 101.0 * urand());
@@ -496,7 +492,7 @@ static void test_kernels(env *E) {
     float sa = ks->exp_sum(a, 67, 0.5f), sb = kv->exp_sum(b, 67, 0.5f);
     int ok = fabsf(sa - sb) <= 1e-6f * sa && b[5] == 0.0f;
     for (int i = 0; i < 67; i++) ok &= fabsf(a[i] - b[i]) <= 4e-7f * a[i] + 1e-37f;
-    CHECK(ok);
+    CHECKF(ok, "%s exp_sum", kv->name);
     /* scores and pv on odd shapes */
     for (int rep = 0; rep < 40; rep++) {
         int d = 8 * (1 + irand(20)), nr = 1 + irand(11), nk = 1 + irand(35);
@@ -511,15 +507,54 @@ static void test_kernels(env *E) {
         int same = 1;
         for (int r = 0; r < nr; r++)
             for (int j = 0; j < nk; j++) same &= fabsf(s1[r * 40 + j] - s2[r * 40 + j]) <= 2e-6f * d;
-        CHECKF(same, "scores differ d=%d nr=%d nk=%d", d, nr, nk);
+        CHECKF(same, "%s scores differ d=%d nr=%d nk=%d", kv->name, d, nr, nk);
         for (int i = 0; i < nr * 40; i++) s1[i] = fabsf(s1[i]);
         ks->pv(o1, nr, alpha, s1, 40, k, nk, d);
         kv->pv(o2, nr, alpha, s1, 40, k, nk, d);
         same = 1;
         for (int i = 0; i < nr * d; i++) same &= fabsf(o1[i] - o2[i]) <= 1e-5f * (1.0f + fabsf(o1[i]));
-        CHECKF(same, "pv differs d=%d nr=%d nk=%d", d, nr, nk);
+        CHECKF(same, "%s pv differs d=%d nr=%d nk=%d", kv->name, d, nr, nk);
         free(q), free(k), free(s1), free(s2), free(o1), free(o2);
     }
+}
+
+/* AVX-512: a (row, key) score takes the same steps in any block (rows and
+ * keys one at a time equal the whole call, bit for bit), and pv gives the
+ * AVX2 kernel's bits (the same steps per element). */
+static void avx512_invariants(const attn_kernels *k5) {
+    enum { NR = 11, NK = 37, D = 80 };
+    float *q = malloc(sizeof(float) * NR * D), *kk = malloc(sizeof(float) * NK * D);
+    float *all = malloc(sizeof(float) * NR * NK), *one = malloc(sizeof(float) * NR * NK);
+    float *o1 = malloc(sizeof(float) * NR * D), *o2 = malloc(sizeof(float) * NR * D), alpha[NR];
+    if (!CHECK(q && kk && all && one && o1 && o2)) goto done;
+    for (int i = 0; i < NR * D; i++) q[i] = frand(), o1[i] = o2[i] = frand();
+    for (int i = 0; i < NK * D; i++) kk[i] = frand();
+    for (int r = 0; r < NR; r++) alpha[r] = r % 3 ? (float)urand() : 1.0f;
+    k5->scores(q, D, NR, kk, NK, D, all, NK);
+    for (int r = 0; r < NR; r++)
+        for (int j = 0; j < NK; j += 3) /* one row x up to 3 keys */
+            k5->scores(q + r * D, D, 1, kk + j * D, NK - j < 3 ? NK - j : 3, D, one + r * NK + j, NK);
+    CHECK(memcmp(all, one, sizeof(float) * NR * NK) == 0);
+    for (int i = 0; i < NR * NK; i++) all[i] = fabsf(all[i]);
+    k5->pv(o1, NR, alpha, all, NK, kk, NK, D);
+    attn_kernels_avx2()->pv(o2, NR, alpha, all, NK, kk, NK, D);
+    CHECK(memcmp(o1, o2, sizeof(float) * NR * D) == 0);
+done:
+    free(q), free(kk), free(all), free(one), free(o1), free(o2);
+}
+
+/* The AVX2 (and AVX-512) kernels equal the scalar ones (to rounding), and
+ * all the reference. */
+static void test_kernels(env *E) {
+    if (!attn_kernels_avx2()) {
+        printf("no AVX2: kernel comparison skipped\n");
+        return;
+    }
+    const attn_kernels *simd[2] = {attn_kernels_avx2(), attn_kernels_avx512()};
+    for (int t = 0; t < 2; t++)
+        if (simd[t]) kernels_match_scalar(simd[t]);
+    if (simd[1]) avx512_invariants(simd[1]);
+    const attn_kernels *ks = attn_kernels_scalar(), *kv = attn_kernels_get();
     /* Whole kernels with the scalar table forced: same reference, same result to rounding. */
     attn_force_scalar(true);
     CHECK(attn_kernels_get() == ks);
@@ -540,7 +575,7 @@ static void test_kernels(env *E) {
  * on the dequantised page, scalar and AVX2 alike, for Q4_0 and Q8_0: keys
  * per channel ([d][P] in blocks), values per token ([P][d] in blocks). */
 static void test_cold_kernels(void) {
-    const attn_kernels *tabs[2] = {attn_kernels_scalar(), attn_kernels_avx2()};
+    const attn_kernels *tabs[3] = {attn_kernels_scalar(), attn_kernels_avx2(), attn_kernels_avx512()};
     const lt_type types[2] = {LT_Q4_0, LT_Q8_0};
     for (int rep = 0; rep < 48; rep++) {
         const lt_type ty = types[rep % 2];
@@ -562,7 +597,7 @@ static void test_cold_kernels(void) {
         for (int i = 0; i < nr * d; i++) q[i] = frand();
         for (int r = 0; r < nr; r++) alpha[r] = r % 3 ? (float)urand() : 1.0f;
         attn_kernels_scalar()->scores(q, d, nr, k, nk, d, s1, P);
-        for (int t = 0; t < 2; t++) {
+        for (int t = 0; t < 3; t++) {
             if (!tabs[t]) continue;
             tabs[t]->scores_cold(ty, q, d, nr, kq, P, nk, d, s2, P, rep % 4 < 2 ? stage : NULL);
             int same = 1;
@@ -571,7 +606,7 @@ static void test_cold_kernels(void) {
             CHECKF(same, "%s scores_cold (%s) differ P=%d d=%d nr=%d nk=%d", tabs[t]->name, lt_type_name(ty), P, d, nr, nk);
         }
         for (int i = 0; i < nr * P; i++) s1[i] = i % 7 == 3 ? 0.0f : fabsf(s1[i]); /* some masked slots */
-        for (int t = 0; t < 2; t++) {
+        for (int t = 0; t < 3; t++) {
             if (!tabs[t]) continue;
             for (int i = 0; i < nr * d; i++) o1[i] = o2[i] = (float)i / (nr * d) - 0.5f;
             attn_kernels_scalar()->pv(o1, nr, alpha, s1, P, v, nk, d);
@@ -588,10 +623,10 @@ static void test_cold_kernels(void) {
  * F32 and calling scores / pv of the same table, bit for bit, head dims with
  * and without the vector width. */
 static void test_f16_kernels(void) {
-    const attn_kernels *tabs[2] = {attn_kernels_scalar(), attn_kernels_avx2()};
-    static const int dims[] = {64, 40, 36, 128};
+    const attn_kernels *tabs[3] = {attn_kernels_scalar(), attn_kernels_avx2(), attn_kernels_avx512()};
+    static const int dims[] = {64, 40, 36, 128, 48};
     for (int rep = 0; rep < 40; rep++) {
-        const int d = dims[rep % 4], nr = 1 + irand(9), nk = 1 + irand(40);
+        const int d = dims[rep % 5], nr = 1 + irand(9), nk = 1 + irand(40);
         float *q = malloc(sizeof(float) * nr * d), *kf = malloc(sizeof(float) * nk * d), *vf = malloc(sizeof(float) * nk * d);
         uint16_t *kh = malloc(sizeof(uint16_t) * nk * d), *vh = malloc(sizeof(uint16_t) * nk * d);
         float *s1 = malloc(sizeof(float) * nr * nk), *s2 = malloc(sizeof(float) * nr * nk);
@@ -602,7 +637,7 @@ static void test_f16_kernels(void) {
         }
         for (int i = 0; i < nr * d; i++) q[i] = frand();
         for (int r = 0; r < nr; r++) alpha[r] = r % 3 ? (float)urand() : 1.0f;
-        for (int t = 0; t < 2; t++) {
+        for (int t = 0; t < 3; t++) {
             if (!tabs[t]) continue;
             tabs[t]->scores(q, d, nr, kf, nk, d, s1, nk);
             tabs[t]->scores_f16(q, d, nr, kh, nk, d, s2, nk);

@@ -111,9 +111,10 @@ static int sites_agree(void) {
     const bool simd = lt_simd_avx2();
     int ok = 1;
     ok &= CHECKF(strcmp(lt_simd_name(), lt_simd_level_name(lt_simd_level())) == 0, "traits say %s", lt_simd_name());
-    ok &= CHECKF(attn_kernels_get() == (simd ? attn_kernels_avx2() : attn_kernels_scalar()), "attention: %s",
-                 attn_kernels_get()->name);
+    const attn_kernels *want = attn_kernels_avx512() ? attn_kernels_avx512() : simd ? attn_kernels_avx2() : attn_kernels_scalar();
+    ok &= CHECKF(attn_kernels_get() == want, "attention: %s", attn_kernels_get()->name);
     ok &= CHECK(simd ? attn_kernels_avx2() != NULL : attn_kernels_avx2() == NULL);
+    ok &= CHECK((attn_kernels_avx512() != NULL) == lt_simd_avx512());
     ok &= CHECK(kv_convert_simd() == simd);
     ok &= CHECK(simd || lt_type_tile(LT_Q8_0)->fn == NULL);
     return ok;

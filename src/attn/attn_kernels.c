@@ -142,7 +142,8 @@ void attn_force_scalar(bool on) { atomic_store(&force_scalar, on); }
 
 const attn_kernels *attn_kernels_get(void) {
     if (atomic_load(&force_scalar)) return &scalar_table;
-    const attn_kernels *k = attn_kernels_avx2();
+    const attn_kernels *k = attn_kernels_avx512();
+    if (!k) k = attn_kernels_avx2();
     return k ? k : &scalar_table;
 }
 
@@ -153,4 +154,12 @@ extern const attn_kernels attn_kernels_avx2_table; /* attn_kernels_avx2.c */
 const attn_kernels *attn_kernels_avx2(void) { return lt_simd_avx2() ? &attn_kernels_avx2_table : NULL; }
 #else
 const attn_kernels *attn_kernels_avx2(void) { return NULL; }
+#endif
+
+#if defined(LETHE_HAVE_AVX512) && LETHE_HAVE_AVX512
+extern const attn_kernels attn_kernels_avx512_table; /* attn_kernels_avx512.c */
+
+const attn_kernels *attn_kernels_avx512(void) { return lt_simd_avx512() ? &attn_kernels_avx512_table : NULL; }
+#else
+const attn_kernels *attn_kernels_avx512(void) { return NULL; }
 #endif

@@ -1,7 +1,7 @@
 /* Inner kernels of the tiled attention (internal to src/attn): scores of a
  * block of query rows against a tile of keys, exp-and-sum of a score row,
- * and the rescale-and-accumulate of P x V. A scalar and an AVX2/FMA table;
- * attn_kernels_get() picks one at run time. */
+ * and the rescale-and-accumulate of P x V. A scalar, an AVX2/FMA and an
+ * AVX-512 table; attn_kernels_get() picks one at run time. */
 #ifndef LETHE_ATTN_KERNELS_H
 #define LETHE_ATTN_KERNELS_H
 
@@ -45,7 +45,11 @@ typedef struct {
 const attn_kernels *attn_kernels_scalar(void);
 /* NULL when the CPU lacks AVX2/FMA or the dispatch level (tensor/cpu.h) is scalar. */
 const attn_kernels *attn_kernels_avx2(void);
-/* The table in use: AVX2 when available unless forced off. */
+/* NULL below the AVX-512 level (or in a build without the AVX-512 files):
+ * 16-wide scores / exp_sum / pv for head dims a multiple of 16, the AVX2
+ * kernels for the rest and for the cold pages. */
+const attn_kernels *attn_kernels_avx512(void);
+/* The table in use: the AVX-512 one, else AVX2, when available unless forced off. */
 const attn_kernels *attn_kernels_get(void);
 /* Test hook: force the scalar kernels (true) or the run-time choice (false). */
 void attn_force_scalar(bool on);

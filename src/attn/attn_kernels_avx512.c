@@ -1,0 +1,220 @@
+/* AVX-512 kernels for the tiled attention: scores, exp-and-sum and P x V of
+ * attn_kernels_avx2.c at 16 floats a register, for head dims a multiple of
+ * 16 (other dims, and the cold pages, keep the AVX2 kernels). Same contracts
+ * as the scalar kernels in attn_kernels.c.
+ *
+ * scores: blocks of 4 rows x 4 keys, 16 accumulators reduced together by
+ * one tree (per dot product: the lanes 8 apart added, then 4, 2, 1 apart).
+ * An edge block repeats its last row or key and stores only the real ones,
+ * so a (row, key) always takes the same steps, whatever nr and nk are (the
+ * shared-prefix decode, with more rows per call, equals the per-sequence
+ * one bit for bit). pv: per output element the AVX2 kernel's own steps (o
+ * times alpha, then one FMA per key in order), so the same bits as AVX2.
+ * exp_sum: exp256's steps on 16 lanes (the same values), summed in 16 lanes. */
+#include "attn/attn_kernels.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+
+#include "tensor/avx2_util.h"
+
+/* 16 key or value floats from element i of a page row block: F32 as they
+ * are, F16 converted in registers (exact), so both give the same sums. */
+LT_INLINE __m512 ld16(const int half, const void *base, long i) {
+    if (half) return _mm512_cvtph_ps(loadu256((const uint16_t *)base + i));
+    return _mm512_loadu_ps((const float *)base + i);
+}
+
+/* a[4r + j] (row r, key j) -> one vector, lane 4r + j = the sum of a[4r + j]. */
+LT_INLINE __m512 reduce16(const __m512 a[16]) {
+    __m512 b[8], c[4], d[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) /* 8 apart: a[2i] in lanes 0-7, a[2i+1] in 8-15 */
+        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xee));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) /* 4 apart: quarter m holds a[4i + m] */
+        c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xdd));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) /* 2 apart: quarter m holds a[8i + m], a[8i + 4 + m] */
+        d[i] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0xee));
+    /* 1 apart: lane 4m + i = a[4i + m]; then back to lane 4r + j */
+    const __m512 e = _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xdd));
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), e);
+}
+
+LT_INLINE void scores_body(const int half, const float *q, int q_stride, int nr, const void *k, int nk, int d,
+                           float *S, int s_stride) {
+    float res[16];
+    for (int r = 0; r < nr; r += 4) {
+        const float *qr[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) qr[i] = q + (long)(r + i < nr ? r + i : nr - 1) * q_stride;
+        for (int j = 0; j < nk; j += 4) {
+            long kj[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) kj[i] = (long)(j + i < nk ? j + i : nk - 1) * d;
+            __m512 a[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) a[i] = _mm512_setzero_ps();
+            for (int e = 0; e < d; e += 16) {
+                const __m512 k0 = ld16(half, k, kj[0] + e), k1 = ld16(half, k, kj[1] + e);
+                const __m512 k2 = ld16(half, k, kj[2] + e), k3 = ld16(half, k, kj[3] + e);
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    const __m512 x = _mm512_loadu_ps(qr[i] + e);
+                    a[4 * i] = _mm512_fmadd_ps(x, k0, a[4 * i]);
+                    a[4 * i + 1] = _mm512_fmadd_ps(x, k1, a[4 * i + 1]);
+                    a[4 * i + 2] = _mm512_fmadd_ps(x, k2, a[4 * i + 2]);
+                    a[4 * i + 3] = _mm512_fmadd_ps(x, k3, a[4 * i + 3]);
+                }
+            }
+            _mm512_storeu_ps(res, reduce16(a));
+            const int nj = nk - j < 4 ? nk - j : 4, ni = nr - r < 4 ? nr - r : 4;
+            for (int i = 0; i < ni; i++)
+                for (int c = 0; c < nj; c++) S[(long)(r + i) * s_stride + j + c] = res[4 * i + c];
+        }
+    }
+}
+
+static void scores_avx512(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
+                          int s_stride) {
+    if (d % 16) attn_kernels_avx2()->scores(q, q_stride, nr, k, nk, d, S, s_stride);
+    else scores_body(0, q, q_stride, nr, k, nk, d, S, s_stride);
+}
+
+static void scores_f16_avx512(const float *q, int q_stride, int nr, const uint16_t *k, int nk, int d, float *S,
+                              int s_stride) {
+    if (d % 16) attn_kernels_avx2()->scores_f16(q, q_stride, nr, k, nk, d, S, s_stride);
+    else scores_body(1, q, q_stride, nr, k, nk, d, S, s_stride);
+}
+
+/* attn_kernels_avx2.c's exp256, step for step, on 16 lanes. */
+LT_INLINE __m512 exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.33654f), hi = _mm512_set1_ps(88.0f);
+    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    const __m512 res = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+    /* x below lo (also -inf and nan) gives 0 */
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), res);
+}
+
+static float exp_sum_avx512(float *s, int n, float m) {
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 acc = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm));
+        _mm512_storeu_ps(s + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (j < n) { /* the tail in masked lanes (the others add 0) */
+        const __mmask16 k = (__mmask16)((1u << (n - j)) - 1u);
+        const __m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vm)));
+        _mm512_mask_storeu_ps(s + j, k, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* Rows o0.. (R of them, 1 or 2) over dims [e0, e0 + 16 W). */
+LT_INLINE void pv_rows(const int half, const int R, const int W, float *const *o, const float *al,
+                       const float *const *p, const void *v, long e0, int nk, int d) {
+    __m512 x[2][4];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++) {
+        const __m512 b = _mm512_set1_ps(al[r]);
+#pragma GCC unroll 4
+        for (int w = 0; w < W; w++) x[r][w] = _mm512_mul_ps(_mm512_loadu_ps(o[r] + 16 * w), b);
+    }
+    for (int j = 0; j < nk; j++) {
+        const long vj = e0 + (long)j * d;
+        __m512 vv[4];
+#pragma GCC unroll 4
+        for (int w = 0; w < W; w++) vv[w] = ld16(half, v, vj + 16 * w);
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) {
+            const __m512 pw = _mm512_set1_ps(p[r][j]);
+#pragma GCC unroll 4
+            for (int w = 0; w < W; w++) x[r][w] = _mm512_fmadd_ps(pw, vv[w], x[r][w]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int w = 0; w < W; w++) _mm512_storeu_ps(o[r] + 16 * w, x[r][w]);
+}
+
+LT_INLINE void pv_body(const int half, float *o, int nr, const float *alpha, const float *p, int p_stride,
+                       const void *v, int nk, int d) {
+    int r = 0;
+    for (; r + 2 <= nr; r += 2) {
+        const float *pr[2] = {p + (long)r * p_stride, p + (long)(r + 1) * p_stride};
+        int e = 0;
+        for (; e + 64 <= d; e += 64) {
+            float *orow[2] = {o + (long)r * d + e, o + (long)(r + 1) * d + e};
+            pv_rows(half, 2, 4, orow, alpha + r, pr, v, e, nk, d);
+        }
+        for (; e < d; e += 16) {
+            float *orow[2] = {o + (long)r * d + e, o + (long)(r + 1) * d + e};
+            pv_rows(half, 2, 1, orow, alpha + r, pr, v, e, nk, d);
+        }
+    }
+    for (; r < nr; r++) {
+        const float *pr[1] = {p + (long)r * p_stride};
+        int e = 0;
+        for (; e + 64 <= d; e += 64) {
+            float *orow[1] = {o + (long)r * d + e};
+            pv_rows(half, 1, 4, orow, alpha + r, pr, v, e, nk, d);
+        }
+        for (; e < d; e += 16) {
+            float *orow[1] = {o + (long)r * d + e};
+            pv_rows(half, 1, 1, orow, alpha + r, pr, v, e, nk, d);
+        }
+    }
+}
+
+static void pv_avx512(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
+                      int d) {
+    if (d % 16) attn_kernels_avx2()->pv(o, nr, alpha, p, p_stride, v, nk, d);
+    else pv_body(0, o, nr, alpha, p, p_stride, v, nk, d);
+}
+
+static void pv_f16_avx512(float *o, int nr, const float *alpha, const float *p, int p_stride, const uint16_t *v,
+                          int nk, int d) {
+    if (d % 16) attn_kernels_avx2()->pv_f16(o, nr, alpha, p, p_stride, v, nk, d);
+    else pv_body(1, o, nr, alpha, p, p_stride, v, nk, d);
+}
+
+static void scores_cold_avx512(lt_type ty, const float *q, int q_stride, int nr, const void *k, int P, int nk, int d,
+                               float *S, int s_stride, float *stage) {
+    attn_kernels_avx2()->scores_cold(ty, q, q_stride, nr, k, P, nk, d, S, s_stride, stage);
+}
+
+static void pv_cold_avx512(lt_type ty, float *o, int nr, const float *alpha, const float *p, int p_stride,
+                           const void *v, int nk, int d, float *stage) {
+    attn_kernels_avx2()->pv_cold(ty, o, nr, alpha, p, p_stride, v, nk, d, stage);
+}
+
+const attn_kernels attn_kernels_avx512_table = {"avx512",           scores_avx512,      exp_sum_avx512,
+                                                pv_avx512,          scores_cold_avx512, pv_cold_avx512,
+                                                scores_f16_avx512, pv_f16_avx512};
+
+#else
+/* Elsewhere this file is empty; ISO C wants a declaration in every file. */
+typedef int lt_no_avx512_attn_kernels;
+#endif
