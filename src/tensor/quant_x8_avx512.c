@@ -612,17 +612,22 @@ static void tile_f16_x8(int64_t n, const void *vx, size_t bx, const void *vy, si
             for (int i = 0; i < 4 * F16_RN; i++) acc[j][i] = _mm512_setzero_ps();
         for (int64_t k0 = 0; k0 < nch; k0 += kb) {
             const int64_t nk = nch - k0 < kb ? nch - k0 : kb;
-            /* the weights come from memory: fetch the next block (or the
-             * next pair's first) while this one is multiplied */
-            const char *next = k0 + kb < nch ? grp + (size_t)(k0 + kb) * GROUP_F16_CHUNK : grp + 16 * bx;
             for (int64_t k = 0; k < nk; k++)
                 for (int g = 0; g < groups; g++) {
                     const char *blk = grp + (size_t)g * 8 * bx + (size_t)(k0 + k) * GROUP_F16_CHUNK;
-                    _mm_prefetch(next + (size_t)g * 8 * bx + (size_t)k * GROUP_F16_CHUNK, _MM_HINT_T0);
                     _mm512_store_ps(wp + 16 * (mr * k + 2 * g), _mm512_cvtph_ps(loadu256(blk)));
                     _mm512_store_ps(wp + 16 * (mr * k + 2 * g + 1), _mm512_cvtph_ps(loadu256(blk + 32)));
                 }
+            /* the weights come from memory: the next block's lines (or the
+             * next pair's first block's) are fetched a few before each
+             * token tile, spread over this block's multiplies (all at once,
+             * before them, left the conversion above waiting on memory) */
+            const char *next = k0 + kb < nch ? grp + (size_t)(k0 + kb) * GROUP_F16_CHUNK : grp + 16 * bx;
+            const int64_t per = (nk + tiles - 1) / tiles; /* chunks (a line per group) per tile */
             for (int j = 0; j < tiles; j++) {
+                for (int64_t k = per * j; k < per * (j + 1) && k < nk; k++)
+                    for (int g = 0; g < groups; g++)
+                        _mm_prefetch(next + (size_t)g * 8 * bx + (size_t)k * GROUP_F16_CHUNK, _MM_HINT_T0);
                 const int t = F16_RN * j, rn = nc - t < F16_RN ? nc - t : F16_RN;
                 kern[groups - 1][rn - 1](nk, wp, (const float *)((const char *)vy + (size_t)t * by) + 4 * k0, byf, acc[j]);
             }
