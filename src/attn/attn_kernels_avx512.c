@@ -10,13 +10,14 @@
  * shared-prefix decode, with more rows per call, equals the per-sequence
  * one bit for bit). pv: per output element the AVX2 kernel's own steps (o
  * times alpha, then one FMA per key in order), so the same bits as AVX2.
- * exp_sum: exp256's steps on 16 lanes (the same values), summed in 16 lanes. */
+ * exp_sum: exp512 (exp256's steps on 16 lanes: the same values), summed in
+ * 16 lanes. */
 #include "attn/attn_kernels.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
 
-#include "tensor/avx2_util.h"
+#include "tensor/avx512_util.h"
 
 /* 16 key or value floats from element i of a page row block: F32 as they
  * are, F16 converted in registers (exact), so both give the same sums. */
@@ -89,28 +90,6 @@ static void scores_f16_avx512(const float *q, int q_stride, int nr, const uint16
                               int s_stride) {
     if (d % 16) attn_kernels_avx2()->scores_f16(q, q_stride, nr, k, nk, d, S, s_stride);
     else scores_body(1, q, q_stride, nr, k, nk, d, S, s_stride);
-}
-
-/* attn_kernels_avx2.c's exp256, step for step, on 16 lanes. */
-LT_INLINE __m512 exp512(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(-87.33654f), hi = _mm512_set1_ps(88.0f);
-    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    const __m512 res = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-    /* x below lo (also -inf and nan) gives 0 */
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), res);
 }
 
 static float exp_sum_avx512(float *s, int n, float m) {

@@ -5,6 +5,7 @@
 
 #include "model/ops.h"
 #include "tensor/rope.h"
+#include "tensor/swiglu.h"
 #include "util/error.h"
 
 /* Activation buffers for one chunk of c rows, carved from the scratch. */
@@ -77,7 +78,7 @@ static void swiglu_task(void *arg, int ith, int nth) {
     swiglu_job *j = arg;
     long lo, hi;
     tp_split(j->n, ith, nth, &lo, &hi);
-    op_swiglu(j->a + lo, j->b + lo, hi - lo);
+    lt_swiglu(j->a + lo, j->b + lo, hi - lo);
 }
 
 /* SwiGLU is the one element-wise op with real work per element (an exp):

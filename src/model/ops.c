@@ -9,10 +9,6 @@ void op_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
-void op_swiglu(float *a, const float *b, long n) {
-    for (long i = 0; i < n; i++) a[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
-}
-
 void op_add(float *a, const float *b, long n) {
     for (long i = 0; i < n; i++) a[i] += b[i];
 }

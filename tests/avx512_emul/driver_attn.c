@@ -1,4 +1,5 @@
-/* attn_kernels_avx512.c compiled against emul512.h (see run.sh): its table
+/* attn_kernels_avx512.c and swiglu_avx512.c compiled against emul512.h (see
+ * run.sh): SwiGLU gives the AVX2 kernel's bits; the attention table
  * against the scalar kernels (to rounding), its own invariants (a score
  * takes the same steps in any block; F16 keys / values give the bits of
  * their F32 conversion) and the AVX2 kernels' bits where it shares their
@@ -11,10 +12,12 @@
 #include <string.h>
 
 #include "attn/attn_kernels.h"
+#include "tensor/swiglu.h"
 #include "testutil.h"
 #include "util/fp16.h"
 
 extern const attn_kernels em_attn_kernels_avx512_table;
+void em_swiglu_avx512(float *a, const float *b, int64_t n);
 
 static uint32_t rng = 0x2545f491u;
 static float rnd_f(void) {
@@ -58,7 +61,7 @@ int main(void) {
     const attn_kernels *em = &em_attn_kernels_avx512_table;
     if (!attn_kernels_avx2()) {
         tu_skip_part("no AVX2 here: the emulated AVX-512 attention kernels are compared with it");
-        return tu_finish("attention kernels (emulated AVX-512)");
+        return tu_finish("attention kernels and SwiGLU (emulated AVX-512)");
     }
     static const int dims[] = {16, 32, 64, 80, 128};
     for (int di = 0; di < 5; di++)
@@ -71,5 +74,13 @@ int main(void) {
     const float sa = attn_kernels_avx2()->exp_sum(a, 67, 0.5f), sb = em->exp_sum(b, 67, 0.5f);
     CHECK(memcmp(a, b, sizeof(float) * 64) == 0 && b[5] == 0.0f && fabsf(sa - sb) <= 1e-6f * sa);
     for (int i = 64; i < 67; i++) CHECK(fabsf(a[i] - b[i]) <= 4e-7f * a[i] + 1e-37f);
-    return tu_finish("attention kernels (emulated AVX-512)");
+    /* SwiGLU: every length up to two registers and a tail, extremes included */
+    for (int n = 1; n <= 37; n++) {
+        float x1[37], x2[37], y[37];
+        for (int i = 0; i < n; i++) x1[i] = x2[i] = i % 9 == 4 ? -100.0f : 12.0f * rnd_f(), y[i] = rnd_f();
+        lt_swiglu_avx2(x1, y, n);
+        em_swiglu_avx512(x2, y, n);
+        CHECKF(memcmp(x1, x2, sizeof(float) * n) == 0, "swiglu n=%d: not the AVX2 bits", n);
+    }
+    return tu_finish("attention kernels and SwiGLU (emulated AVX-512)");
 }

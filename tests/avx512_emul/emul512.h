@@ -1,5 +1,5 @@
 /* Scalar stand-ins for the AVX-512 intrinsics of quant_legacy_avx512.c,
- * quant_float_avx512.c, quant_x8_avx512.c and attn_kernels_avx512.c, with the semantics of the Intel intrinsics guide,
+ * quant_float_avx512.c, quant_x8_avx512.c, attn_kernels_avx512.c and swiglu_avx512.c, with the semantics of the Intel intrinsics guide,
  * for run.sh: it checks those kernels on a machine without AVX-512. Not
  * part of the build. */
 #include <immintrin.h>
@@ -46,6 +46,7 @@ EI uint16_t em_mm512_cmp_ps_mask(em512 a, em512 b, int imm){ uint16_t m=0; (void
 EI em512 em_mm512_maskz_mov_ps(uint16_t m, em512 a){ for(int j=0;j<16;j++) if(!((m>>j)&1)) a.f[j]=0.0f; return a; }
 EI em512 em_mm512_shuffle_f32x4(em512 a, em512 b, int imm){ em512 r; r.x[0]=a.x[imm&3]; r.x[1]=a.x[(imm>>2)&3]; r.x[2]=b.x[(imm>>4)&3]; r.x[3]=b.x[(imm>>6)&3]; return r; }
 EI em512 em_mm512_shuffle_ps(em512 a, em512 b, int imm){ em512 r; for(int l=0;l<4;l++){ r.f[4*l]=a.f[4*l+(imm&3)]; r.f[4*l+1]=a.f[4*l+((imm>>2)&3)]; r.f[4*l+2]=b.f[4*l+((imm>>4)&3)]; r.f[4*l+3]=b.f[4*l+((imm>>6)&3)]; } return r; }
+EI em512 em_mm512_div_ps(em512 a, em512 b){ for(int j=0;j<16;j++) a.f[j]/=b.f[j]; return a; }
 EI em512 em_mm512_mul_ps(em512 a, em512 b){ for(int j=0;j<16;j++) a.f[j]*=b.f[j]; return a; }
 EI em512 em_mm512_fmadd_ps(em512 a, em512 b, em512 c){ for(int j=0;j<16;j++) c.f[j]=fmaf(a.f[j],b.f[j],c.f[j]); return c; }
 EI em512 em_mm512_cvtepi32_ps(em512 a){ for(int j=0;j<16;j++) a.f[j]=(float)a.i[j]; return a; }
