@@ -102,7 +102,7 @@ static float exp_sum_avx512(float *s, int n, float m) {
         acc = _mm512_add_ps(acc, e);
     }
     if (j < n) { /* the tail in masked lanes (the others add 0) */
-        const __mmask16 k = (__mmask16)((1u << (n - j)) - 1u);
+        const __mmask16 k = first_lanes16(n - j);
         const __m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vm)));
         _mm512_mask_storeu_ps(s + j, k, e);
         acc = _mm512_add_ps(acc, e);

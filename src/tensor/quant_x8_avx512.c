@@ -601,7 +601,7 @@ static void tile_f16_x8(int64_t n, const void *vx, size_t bx, const void *vy, si
         {f16_block_2_1, f16_block_2_2, f16_block_2_3, f16_block_2_4, f16_block_2_5, f16_block_2_6},
         {f16_block_4_1, f16_block_4_2, f16_block_4_3, f16_block_4_4, f16_block_4_5, f16_block_4_6}};
     _Alignas(64) float wp[16 * F16_KB];
-    __m512 acc[(F16_COLS + F16_RN - 1) / F16_RN][4 * F16_RN]; /* [token tile][register][token] */
+    __m512 acc[F16_COLS / F16_RN][4 * F16_RN]; /* [token tile][register][token] */
     const int64_t nch = n / 4, kb = F16_KB / 4;
     const size_t byf = by / sizeof(float);
     const int tiles = (nc + F16_RN - 1) / F16_RN;
