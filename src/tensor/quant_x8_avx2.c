@@ -111,6 +111,68 @@ LT_INLINE void q4_0_x8(const int RN, int64_t nb, const char *x, const char *y, s
     if (RN > 3) _mm256_storeu_ps(s + 3 * ldc, a3);
 }
 
+/* Two groups (x, x + gs) x 4 tokens: each activation broadcast serves 16
+ * rows, so a maddubs needs half a broadcast load instead of one (the FP
+ * load path, about 1.5 broadcasts per cycle on Zen 3, bounded the one-group
+ * tile). The 8 int16 sums and the nibbles fill the register file; the 8
+ * float accumulators live in acc[] and are touched once per block. */
+/* One token's products with the two groups' low (or high: off 16) nibbles. */
+#define Q4G2_TOK(t, yt, a0, a1, off)                                                                 \
+    do {                                                                                             \
+        const __m256i yv = bcast4((yt) + (off) + 4 * j);                                             \
+        s0##t = _mm256_add_epi16(s0##t, _mm256_maddubs_epi16(a0, yv));                               \
+        s1##t = _mm256_add_epi16(s1##t, _mm256_maddubs_epi16(a1, yv));                               \
+        __asm__("" : "+x"(s0##t), "+x"(s1##t)); /* no reassociation: it spilled the sums */           \
+    } while (0)
+#define Q4G2_FIN(t)                                                                                  \
+    do {                                                                                             \
+        const __m256 dy = _mm256_broadcast_ss(d + (t)), corr = _mm256_mul_ps(_mm256_broadcast_ss(sT + (t)), m8); \
+        acc[t] = _mm256_fmadd_ps(dx0, _mm256_fmadd_ps(dy, _mm256_cvtepi32_ps(_mm256_madd_epi16(s0##t, ones)), corr), acc[t]); \
+        acc[4 + (t)] = _mm256_fmadd_ps(dx1, _mm256_fmadd_ps(dy, _mm256_cvtepi32_ps(_mm256_madd_epi16(s1##t, ones)), corr), acc[4 + (t)]); \
+    } while (0)
+static LT_NOINLINE void q4_0_x8_g2(int64_t nb, const char *x, size_t gs, const char *y, size_t by, const float *aux,
+                                   size_t ld, float *s, size_t ldc) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256 m8 = _mm256_set1_ps(-8.0f);
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const char *blk0 = x + (size_t)b * GROUP_Q4, *blk1 = blk0 + gs;
+        const int8_t *y0 = (const int8_t *)(y + (size_t)b * sizeof(blk_q8_0) + 2);
+        const int8_t *y1 = y0 + by, *y2 = y0 + 2 * by, *y3 = y0 + 3 * by;
+        __m256i s00 = _mm256_setzero_si256(), s01 = s00, s02 = s00, s03 = s00;
+        __m256i s10 = s00, s11 = s00, s12 = s00, s13 = s00;
+#pragma GCC unroll 1
+        for (int j = 0; j < 4; j++) {
+            /* the low nibbles for all 4 tokens, then the high: fewer live vectors */
+            const __m256i w0 = loadu256(blk0 + 16 + 32 * j), w1 = loadu256(blk1 + 16 + 32 * j);
+            const __m256i l0 = _mm256_and_si256(w0, m4), l1 = _mm256_and_si256(w1, m4);
+            Q4G2_TOK(0, y0, l0, l1, 0);
+            Q4G2_TOK(1, y1, l0, l1, 0);
+            Q4G2_TOK(2, y2, l0, l1, 0);
+            Q4G2_TOK(3, y3, l0, l1, 0);
+            const __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(w0, 4), m4);
+            const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(w1, 4), m4);
+            Q4G2_TOK(0, y0, h0, h1, 16);
+            Q4G2_TOK(1, y1, h0, h1, 16);
+            Q4G2_TOK(2, y2, h0, h1, 16);
+            Q4G2_TOK(3, y3, h0, h1, 16);
+        }
+        const __m256 dx0 = _mm256_cvtph_ps(loadu128(blk0)), dx1 = _mm256_cvtph_ps(loadu128(blk1));
+        const float *d = aux + b * ld, *sT = aux + nb * ld + b * ld;
+        Q4G2_FIN(0);
+        Q4G2_FIN(1);
+        Q4G2_FIN(2);
+        Q4G2_FIN(3);
+    }
+    for (int t = 0; t < 4; t++) {
+        _mm256_storeu_ps(s + t * ldc, acc[t]);
+        _mm256_storeu_ps(s + t * ldc + 8, acc[4 + t]);
+    }
+}
+#undef Q4G2_TOK
+#undef Q4G2_FIN
+
 /* One token, two groups (x and x + gs): the activation broadcasts serve 16 rows. */
 LT_INLINE void q4_0_x8_pair(int64_t nb, const char *x, size_t gs, const char *y, const float *aux, float *s) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -198,6 +260,11 @@ LT_INLINE void q8_0_x8(const int RN, int64_t nb, const char *x, const char *y, s
 
 LT_INLINE void q8_0_x8_pair(int64_t nb, const char *x, size_t gs, const char *y, const float *aux, float *s) {
     q8_0_x8_groups(2, 1, nb, x, gs, y, 0, aux, 1, s, 0);
+}
+
+static LT_NOINLINE void q8_0_x8_g2(int64_t nb, const char *x, size_t gs, const char *y, size_t by, const float *aux,
+                                   size_t ld, float *s, size_t ldc) {
+    q8_0_x8_groups(2, 4, nb, x, gs, y, by, aux, ld, s, ldc);
 }
 
 /* ---- Q4_K (tensor/repack.c gives the group layout) ---- */
@@ -413,6 +480,8 @@ DEFINE_KX8_TILE(tile_q6_K_x8, q6_K_x8)
         int r = 0;                                                                                          \
         if (nc == 1 && ld == 1)                                                                             \
             for (; r + 16 <= nr; r += 16) kern##_pair(nb, x + (size_t)r * bx, 8 * bx, y, aux, s + r);       \
+        if (nc == 4)                                                                                        \
+            for (; r + 16 <= nr; r += 16) kern##_g2(nb, x + (size_t)r * bx, 8 * bx, y, by, aux, ld, s + r, ldc); \
         for (; r < nr; r += 8) {                                                                            \
             const char *xr = x + (size_t)r * bx;                                                            \
             switch (nc) {                                                                                   \
@@ -428,7 +497,7 @@ DEFINE_X8_TILE(tile_q4_0_x8, q4_0_x8)
 DEFINE_X8_TILE(tile_q8_0_x8, q8_0_x8)
 
 void lt_tiles_x8_avx2(lt_tile *t) {
-    t[LT_Q4_0] = (lt_tile){tile_q4_0_x8, 8, 4, 16, true, 0};
+    t[LT_Q4_0] = (lt_tile){tile_q4_0_x8, 16, 4, 16, true, 0};
     t[LT_Q8_0] = (lt_tile){tile_q8_0_x8, 8, 4, 16, true, 0};
     t[LT_Q4_K] = (lt_tile){tile_q4_K_x8, 8, 4, 8, false, 0};
     t[LT_Q6_K] = (lt_tile){tile_q6_K_x8, 8, 4, 8, false, 0};
