@@ -310,6 +310,78 @@ LT_INLINE void k4x8_isums(const int NT, const char *g, const uint8_t *scv, const
     if (NT > 1) *is1 = i1;
 }
 
+/* Two groups (g0, g1) x two tokens: k4x8_isums with each broadcast
+ * serving 16 rows (see q4_0_x8_g2). Integer sums, so any order gives the
+ * same result; the int16 sums are pinned by an empty asm (gcc spilled them). */
+#define K4G2_TOK(t, qy)                                                                              \
+    do {                                                                                             \
+        const __m256i yl = bcast4((qy) + o), yh = bcast4((qy) + o + 32);                             \
+        a0##t = _mm256_add_epi16(a0##t, _mm256_maddubs_epi16(l0, yl));                               \
+        a1##t = _mm256_add_epi16(a1##t, _mm256_maddubs_epi16(l1, yl));                               \
+        b0##t = _mm256_add_epi16(b0##t, _mm256_maddubs_epi16(h0, yh));                               \
+        b1##t = _mm256_add_epi16(b1##t, _mm256_maddubs_epi16(h1, yh));                               \
+        __asm__("" : "+x"(a0##t), "+x"(a1##t), "+x"(b0##t), "+x"(b1##t));                            \
+    } while (0)
+static LT_NOINLINE void k4x8_isums_g2(const char *g0, const char *g1, const uint8_t *scv0, const uint8_t *scv1,
+                                      const int8_t *qy0, const int8_t *qy1, __m256i is[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    is[0] = is[1] = is[2] = is[3] = _mm256_setzero_si256(); /* (group, token): 00 10 01 11 */
+#pragma GCC unroll 1
+    for (int k = 0; k < 4; k++) {
+        __m256i a00 = _mm256_setzero_si256(), a10 = a00, b00 = a00, b10 = a00;
+        __m256i a01 = a00, a11 = a00, b01 = a00, b11 = a00;
+#pragma GCC unroll 1
+        for (int c = 0; c < 8; c++) {
+            const __m256i w0 = loadu256(g0 + 128 + 32 * (8 * k + c)), w1 = loadu256(g1 + 128 + 32 * (8 * k + c));
+            const __m256i l0 = _mm256_and_si256(w0, m4), h0 = _mm256_and_si256(_mm256_srli_epi16(w0, 4), m4);
+            const __m256i l1 = _mm256_and_si256(w1, m4), h1 = _mm256_and_si256(_mm256_srli_epi16(w1, 4), m4);
+            const int o = 64 * k + 4 * c;
+            K4G2_TOK(0, qy0);
+            K4G2_TOK(1, qy1);
+        }
+        const __m256i sl0 = k4x8_scale16(scv0 + 16 * k), sh0 = k4x8_scale16(scv0 + 16 * k + 8);
+        const __m256i sl1 = k4x8_scale16(scv1 + 16 * k), sh1 = k4x8_scale16(scv1 + 16 * k + 8);
+        is[0] = _mm256_add_epi32(is[0], _mm256_add_epi32(_mm256_madd_epi16(a00, sl0), _mm256_madd_epi16(b00, sh0)));
+        is[1] = _mm256_add_epi32(is[1], _mm256_add_epi32(_mm256_madd_epi16(a10, sl1), _mm256_madd_epi16(b10, sh1)));
+        is[2] = _mm256_add_epi32(is[2], _mm256_add_epi32(_mm256_madd_epi16(a01, sl0), _mm256_madd_epi16(b01, sh0)));
+        is[3] = _mm256_add_epi32(is[3], _mm256_add_epi32(_mm256_madd_epi16(a11, sl1), _mm256_madd_epi16(b11, sh1)));
+    }
+}
+#undef K4G2_TOK
+
+/* Two groups (x, x + gs) x 4 tokens: the same finish as q4_K_x8, so the same bits. */
+static LT_NOINLINE void q4_K_x8_g2(int64_t nb, const char *x, size_t gs, const char *y, size_t by, float *s, size_t ldc) {
+    __m256 acc[8]; /* group g, token t at 4 g + t */
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    uint8_t scv[2][64] __attribute__((aligned(32))), mnv[2][64] __attribute__((aligned(32)));
+    for (int64_t b = 0; b < nb; b++) {
+        const char *g[2] = {x + (size_t)b * GROUP_Q4K, x + (size_t)b * GROUP_Q4K + gs};
+        for (int e = 0; e < 2; e++) {
+            __m256i v0, v1;
+            k4x8_values(g[e] + 32, g[e] + 96, &v0, &v1);
+            _mm256_store_si256((__m256i *)scv[e], v0);
+            _mm256_store_si256((__m256i *)(scv[e] + 32), v1);
+            k4x8_values(g[e] + 64, g[e] + 112, &v0, &v1);
+            _mm256_store_si256((__m256i *)mnv[e], v0);
+            _mm256_store_si256((__m256i *)(mnv[e] + 32), v1);
+        }
+        for (int tp = 0; tp < 4; tp += 2) {
+            const blk_q8_K *ya = (const blk_q8_K *)(y + (size_t)tp * by) + b;
+            const blk_q8_K *yb = (const blk_q8_K *)((const char *)ya + by);
+            __m256i is[4];
+            k4x8_isums_g2(g[0], g[1], scv[0], scv[1], ya->qs, yb->qs, is);
+            acc[tp] = k4x8_finish(acc[tp], g[0], mnv[0], ya, is[0]);
+            acc[4 + tp] = k4x8_finish(acc[4 + tp], g[1], mnv[1], ya, is[1]);
+            acc[tp + 1] = k4x8_finish(acc[tp + 1], g[0], mnv[0], yb, is[2]);
+            acc[5 + tp] = k4x8_finish(acc[5 + tp], g[1], mnv[1], yb, is[3]);
+        }
+    }
+    for (int t = 0; t < 4; t++) {
+        _mm256_storeu_ps(s + t * ldc, acc[t]);
+        _mm256_storeu_ps(s + t * ldc + 8, acc[4 + t]);
+    }
+}
+
 /* One group of 8 rows x RN <= 4 tokens; the scales are unpacked once per
  * super-block for all the tokens, the quants once per pair of tokens. */
 LT_INLINE void q4_K_x8(const int RN, int64_t nb, const char *x, const char *y, size_t by, float *s, size_t ldc) {
@@ -434,7 +506,9 @@ LT_INLINE void q6_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
     static LT_NOINLINE void kern##_##RN(int64_t nb, const char *x, const char *y, size_t by, float *s, size_t ldc) { \
         kern(RN, nb, x, y, by, s, ldc);                                                                  \
     }
-#define DEFINE_KX8_TILE(name, kern)                                                                      \
+typedef void (*kx8_g2_fn)(int64_t nb, const char *x, size_t gs, const char *y, size_t by, float *s, size_t ldc);
+/* g2: the two-group kernel for 4 tokens, or NULL. */
+#define DEFINE_KX8_TILE(name, kern, g2)                                                                  \
     KX8_VARIANT(kern, 1)                                                                                 \
     KX8_VARIANT(kern, 2)                                                                                 \
     KX8_VARIANT(kern, 3)                                                                                 \
@@ -444,7 +518,11 @@ LT_INLINE void q6_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
         (void)aux, (void)ld;                                                                             \
         const char *x = vx, *y = vy;                                                                     \
         const int64_t nb = n / QK_K;                                                                     \
-        for (int r = 0; r < nr; r += 8) {                                                                \
+        int r = 0;                                                                                       \
+        const kx8_g2_fn two = (g2);                                                                      \
+        if (nc == 4 && two)                                                                              \
+            for (; r + 16 <= nr; r += 16) two(nb, x + (size_t)r * bx, 8 * bx, y, by, s + r, ldc);         \
+        for (; r < nr; r += 8) {                                                                         \
             const char *xr = x + (size_t)r * bx;                                                         \
             switch (nc) {                                                                                \
             case 1: kern##_1(nb, xr, y, by, s + r, ldc); break;                                          \
@@ -455,8 +533,8 @@ LT_INLINE void q6_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
         }                                                                                                \
     }
 
-DEFINE_KX8_TILE(tile_q4_K_x8, q4_K_x8)
-DEFINE_KX8_TILE(tile_q6_K_x8, q6_K_x8)
+DEFINE_KX8_TILE(tile_q4_K_x8, q4_K_x8, q4_K_x8_g2)
+DEFINE_KX8_TILE(tile_q6_K_x8, q6_K_x8, NULL)
 
 /* One function per token count, so that each loop gets the whole register
  * file (inlined into one tile, gcc spilled accumulators of every variant). */
@@ -499,7 +577,7 @@ DEFINE_X8_TILE(tile_q8_0_x8, q8_0_x8)
 void lt_tiles_x8_avx2(lt_tile *t) {
     t[LT_Q4_0] = (lt_tile){tile_q4_0_x8, 16, 4, 16, true, 0};
     t[LT_Q8_0] = (lt_tile){tile_q8_0_x8, 8, 4, 16, true, 0};
-    t[LT_Q4_K] = (lt_tile){tile_q4_K_x8, 8, 4, 8, false, 0};
+    t[LT_Q4_K] = (lt_tile){tile_q4_K_x8, 16, 4, 8, false, 0};
     t[LT_Q6_K] = (lt_tile){tile_q6_K_x8, 8, 4, 8, false, 0};
 }
 
