@@ -310,6 +310,17 @@ LT_INLINE void k4x8_isums(const int NT, const char *g, const uint8_t *scv, const
     if (NT > 1) *is1 = i1;
 }
 
+/* The 64 scales and 64 mins of a group super-block, unpacked (k4x8_values). */
+LT_INLINE void k4x8_unpack(const char *g, uint8_t *scv, uint8_t *mnv) {
+    __m256i v0, v1;
+    k4x8_values(g + 32, g + 96, &v0, &v1);
+    _mm256_store_si256((__m256i *)scv, v0);
+    _mm256_store_si256((__m256i *)(scv + 32), v1);
+    k4x8_values(g + 64, g + 112, &v0, &v1);
+    _mm256_store_si256((__m256i *)mnv, v0);
+    _mm256_store_si256((__m256i *)(mnv + 32), v1);
+}
+
 /* Two groups (g0, g1) x two tokens: k4x8_isums with each broadcast
  * serving 16 rows (see q4_0_x8_g2). Integer sums, so any order gives the
  * same result; the int16 sums are pinned by an empty asm (gcc spilled them). */
@@ -356,15 +367,7 @@ static LT_NOINLINE void q4_K_x8_g2(int64_t nb, const char *x, size_t gs, const c
     uint8_t scv[2][64] __attribute__((aligned(32))), mnv[2][64] __attribute__((aligned(32)));
     for (int64_t b = 0; b < nb; b++) {
         const char *g[2] = {x + (size_t)b * GROUP_Q4K, x + (size_t)b * GROUP_Q4K + gs};
-        for (int e = 0; e < 2; e++) {
-            __m256i v0, v1;
-            k4x8_values(g[e] + 32, g[e] + 96, &v0, &v1);
-            _mm256_store_si256((__m256i *)scv[e], v0);
-            _mm256_store_si256((__m256i *)(scv[e] + 32), v1);
-            k4x8_values(g[e] + 64, g[e] + 112, &v0, &v1);
-            _mm256_store_si256((__m256i *)mnv[e], v0);
-            _mm256_store_si256((__m256i *)(mnv[e] + 32), v1);
-        }
+        for (int e = 0; e < 2; e++) k4x8_unpack(g[e], scv[e], mnv[e]);
         for (int tp = 0; tp < 4; tp += 2) {
             const blk_q8_K *ya = (const blk_q8_K *)(y + (size_t)tp * by) + b;
             const blk_q8_K *yb = (const blk_q8_K *)((const char *)ya + by);
@@ -390,13 +393,7 @@ LT_INLINE void q4_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
     for (int64_t b = 0; b < nb; b++) {
         const char *g = x + (size_t)b * GROUP_Q4K;
         x8_prefetch(g, GROUP_Q4K);
-        __m256i v0, v1;
-        k4x8_values(g + 32, g + 96, &v0, &v1);
-        _mm256_store_si256((__m256i *)scv, v0);
-        _mm256_store_si256((__m256i *)(scv + 32), v1);
-        k4x8_values(g + 64, g + 112, &v0, &v1);
-        _mm256_store_si256((__m256i *)mnv, v0);
-        _mm256_store_si256((__m256i *)(mnv + 32), v1);
+        k4x8_unpack(g, scv, mnv);
         const blk_q8_K *y0 = (const blk_q8_K *)y + b, *y1 = (const blk_q8_K *)((const char *)y0 + by);
         const blk_q8_K *y2 = (const blk_q8_K *)((const char *)y0 + 2 * by), *y3 = (const blk_q8_K *)((const char *)y0 + 3 * by);
         __m256i i0, i1, i2, i3;
