@@ -527,11 +527,109 @@ typedef void (*x8_pair_fn)(int64_t nb, const char *x, size_t gs, const char *y, 
 DEFINE_X8_TILE(tile_q4_0_x8, q4_0_x8, q4_0_x8_g2, NULL)
 DEFINE_X8_TILE(tile_q8_0_x8, q8_0_x8, NULL, q8_0_x8_pair)
 
+/* ---- F16 (x8: per 4 columns the 8 rows' 8 bytes, tensor/repack.h) ----
+ * A 128-bit load holds rows 2p and 2p + 1 x 4 columns; converted, lane
+ * 4i + q sums columns 4c + q of its row against the token's 4 activations
+ * broadcast to both halves, and the 4 lanes of a row are added at the end
+ * as (p0 + p1) + (p2 + p3): the order of tests/tile_call.h's
+ * f16_x8_reference (and of the AVX-512 tiles), so a (row, token) sum does
+ * not depend on the tile or level that computed it. */
+#define GROUP_F16_CHUNK 64 /* bytes of a group per 4 columns */
+
+LT_INLINE void f16_row_sums(__m256 a, float *s, size_t ld) {
+    float t[8];
+    _mm256_storeu_ps(t, a);
+    s[0] = (t[0] + t[1]) + (t[2] + t[3]);
+    s[ld] = (t[4] + t[5]) + (t[6] + t[7]);
+}
+
+/* One token, one group: a single stream (on Zen 3 about 18-21 GB/s of F16
+ * from memory on one thread, against 13-15 for 8 row-major rows at once),
+ * a line (one chunk) fetched X8_AHEAD ahead. */
+static LT_NOINLINE void f16_x8_single(int64_t nch, const char *g, const float *y, float *s) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t c = 0; c < nch; c++) {
+        const char *blk = g + (size_t)c * GROUP_F16_CHUNK;
+        _mm_prefetch(blk + X8_AHEAD, _MM_HINT_T0);
+        const __m256 v = _mm256_broadcast_ps((const __m128 *)(y + 4 * c));
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(loadu128(blk)), v, a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(loadu128(blk + 16)), v, a1);
+        a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(loadu128(blk + 32)), v, a2);
+        a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(loadu128(blk + 48)), v, a3);
+    }
+    f16_row_sums(a0, s, 1);
+    f16_row_sums(a1, s + 2, 1);
+    f16_row_sums(a2, s + 4, 1);
+    f16_row_sums(a3, s + 6, 1);
+}
+
+/* Half a group (its rows 4h..4h+3: g is the group + 32 h) x RN <= 6 tokens:
+ * 12 accumulators, and each conversion serves 6 tokens (the row-major tile
+ * converts once per 4). */
+#define F16_RN 6
+LT_INLINE void f16_x8_half(const int RN, int64_t nch, const char *g, const char *y, size_t by, float *s, size_t ldc) {
+    __m256 a[2][F16_RN];
+#pragma GCC unroll 6
+    for (int t = 0; t < RN; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < nch; c++) {
+        const char *blk = g + (size_t)c * GROUP_F16_CHUNK;
+        const __m256 w0 = _mm256_cvtph_ps(loadu128(blk)), w1 = _mm256_cvtph_ps(loadu128(blk + 16));
+#pragma GCC unroll 6
+        for (int t = 0; t < RN; t++) {
+            const __m256 v = _mm256_broadcast_ps((const __m128 *)((const float *)(y + (size_t)t * by) + 4 * c));
+            a[0][t] = _mm256_fmadd_ps(w0, v, a[0][t]);
+            a[1][t] = _mm256_fmadd_ps(w1, v, a[1][t]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int t = 0; t < RN; t++) {
+        f16_row_sums(a[0][t], s + (size_t)t * ldc, 1);
+        f16_row_sums(a[1][t], s + (size_t)t * ldc + 2, 1);
+    }
+}
+#define F16_HALF(RN)                                                                                     \
+    static LT_NOINLINE void f16_x8_half_##RN(int64_t nch, const char *g, const char *y, size_t by, float *s, \
+                                             size_t ldc) {                                               \
+        f16_x8_half(RN, nch, g, y, by, s, ldc);                                                          \
+    }
+F16_HALF(2)
+F16_HALF(3)
+F16_HALF(4)
+F16_HALF(5)
+F16_HALF(6)
+
+/* nr a multiple of 8, nc <= F16_RN. */
+static void tile_f16_x8(int64_t n, const void *vx, size_t bx, const void *vy, size_t by, const float *aux, size_t ld,
+                        float *s, size_t ldc, int nr, int nc) {
+    (void)aux, (void)ld;
+    const char *x = vx, *y = vy;
+    const int64_t nch = n / 4;
+    for (int r = 0; r < nr; r += 8) {
+        const char *g = x + (size_t)r * bx;
+        if (nc == 1) {
+            f16_x8_single(nch, g, (const float *)y, s + r);
+            continue;
+        }
+        for (int h = 0; h < 2; h++) {
+            const char *gh = g + 32 * h;
+            float *sh = s + r + 4 * h;
+            switch (nc) {
+            case 2: f16_x8_half_2(nch, gh, y, by, sh, ldc); break;
+            case 3: f16_x8_half_3(nch, gh, y, by, sh, ldc); break;
+            case 4: f16_x8_half_4(nch, gh, y, by, sh, ldc); break;
+            case 5: f16_x8_half_5(nch, gh, y, by, sh, ldc); break;
+            default: f16_x8_half_6(nch, gh, y, by, sh, ldc); break;
+            }
+        }
+    }
+}
+
 void lt_tiles_x8_avx2(lt_tile *t) {
     t[LT_Q4_0] = (lt_tile){tile_q4_0_x8, 16, 4, 16, true, 0};
     t[LT_Q8_0] = (lt_tile){tile_q8_0_x8, 8, 4, 16, true, 0};
     t[LT_Q4_K] = (lt_tile){tile_q4_K_x8, 16, 4, 8, false, 0};
     t[LT_Q6_K] = (lt_tile){tile_q6_K_x8, 8, 4, 8, false, 0};
+    t[LT_F16] = (lt_tile){tile_f16_x8, 8, F16_RN, 16, false, 0};
 }
 
 #else

@@ -9,9 +9,10 @@
  * then the quant bytes in 4-byte chunks, chunk j of row i at 16 + 32 j + 4 i.
  * Q4_K: the same chunks of its quants, after the 8 d, 8 dmin and the 8 x 8
  * six-bit scales and mins re-packed by row (repack.c). F16 (where the level
- * has x8 tiles for it, AVX-512; rows a multiple of 16 columns): for each
+ * has x8 tiles for it, AVX2 and AVX-512; rows a multiple of 16 columns): for each
  * 4 columns the 8 rows' 8 bytes in row order, so one stream serves the
- * group and 32 bytes are 4 rows x 4 columns (quant_x8_avx512.c). */
+ * group (a 512-bit register: 4 rows x 4 columns, quant_x8_avx512.c; a
+ * 128-bit load: 2 rows x 4 columns, quant_x8_avx2.c). */
 #ifndef LETHE_REPACK_H
 #define LETHE_REPACK_H
 
