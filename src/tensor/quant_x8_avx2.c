@@ -69,6 +69,7 @@ LT_INLINE void q4_0_x8(const int RN, int64_t nb, const char *x, const char *y, s
         const int8_t *y1 = y0 + by, *y2 = y0 + 2 * by, *y3 = y0 + 3 * by;
         x8_prefetch(blk, GROUP_Q4);
         __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             const __m256i w = loadu256(blk + 16 + 32 * j);
             const __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
