@@ -41,11 +41,15 @@ LT_INLINE __m256i bcast4(const int8_t *p) {
 /* Q4_0 in plain variables, not arrays: gcc kept its arrays of vectors on
  * the stack, which put a store and a load into every accumulation. */
 
-/* acc + d_x (d_y sum - 8 sT) for one token of one block. */
-LT_INLINE __m256 q4_acc(__m256 acc, __m256 dx, __m256i sum16, const float *d, const float *sT) {
-    const __m256 corr = _mm256_mul_ps(_mm256_broadcast_ss(sT), _mm256_set1_ps(-8.0f));
+/* acc + d_x (d_y sum - 8 sT) for one token of one block: dy = d_y and
+ * corr = -8 sT broadcast (q4_tok_scales), which the groups of a tile share. */
+LT_INLINE void q4_tok_scales(const float *d, const float *sT, __m256 *dy, __m256 *corr) {
+    *dy = _mm256_broadcast_ss(d);
+    *corr = _mm256_mul_ps(_mm256_broadcast_ss(sT), _mm256_set1_ps(-8.0f));
+}
+LT_INLINE __m256 q4_acc(__m256 acc, __m256 dx, __m256i sum16, __m256 dy, __m256 corr) {
     const __m256i sum = _mm256_madd_epi16(sum16, _mm256_set1_epi16(1));
-    return _mm256_fmadd_ps(dx, _mm256_fmadd_ps(_mm256_broadcast_ss(d), _mm256_cvtepi32_ps(sum), corr), acc);
+    return _mm256_fmadd_ps(dx, _mm256_fmadd_ps(dy, _mm256_cvtepi32_ps(sum), corr), acc);
 }
 
 /* One token's int16 products with one chunk's low and high nibbles. */
@@ -80,10 +84,12 @@ LT_INLINE void q4_0_x8(const int RN, int64_t nb, const char *x, const char *y, s
         }
         const __m256 dx = _mm256_cvtph_ps(loadu128(blk));
         const float *d = aux + b * ld, *t = sT + b * ld;
-        a0 = q4_acc(a0, dx, s0, d, t);
-        if (RN > 1) a1 = q4_acc(a1, dx, s1, d + 1, t + 1);
-        if (RN > 2) a2 = q4_acc(a2, dx, s2, d + 2, t + 2);
-        if (RN > 3) a3 = q4_acc(a3, dx, s3, d + 3, t + 3);
+        __m256 dy, corr;
+        q4_tok_scales(d, t, &dy, &corr);
+        a0 = q4_acc(a0, dx, s0, dy, corr);
+        if (RN > 1) q4_tok_scales(d + 1, t + 1, &dy, &corr), a1 = q4_acc(a1, dx, s1, dy, corr);
+        if (RN > 2) q4_tok_scales(d + 2, t + 2, &dy, &corr), a2 = q4_acc(a2, dx, s2, dy, corr);
+        if (RN > 3) q4_tok_scales(d + 3, t + 3, &dy, &corr), a3 = q4_acc(a3, dx, s3, dy, corr);
     }
     _mm256_storeu_ps(s, a0);
     if (RN > 1) _mm256_storeu_ps(s + ldc, a1);
@@ -95,8 +101,9 @@ LT_INLINE void q4_0_x8(const int RN, int64_t nb, const char *x, const char *y, s
  * rows, so a maddubs needs half a broadcast load instead of one (the FP
  * load path, about 1.5 broadcasts per cycle on Zen 3, bounded the one-group
  * tile). The 8 int16 sums and the nibbles fill the register file; the 8
- * float accumulators live in acc[] and are touched once per block. */
-/* One token's products with the two groups' low (or high: off 16) nibbles. */
+ * float accumulators live in acc[] and are touched once per block.
+ * Q4G2_TOK: one token's products with the two groups' low (or high: off
+ * 16) nibbles. */
 #define Q4G2_TOK(t, yt, a0, a1, off)                                                                 \
     do {                                                                                             \
         const __m256i yv = bcast4((yt) + (off) + 4 * j);                                             \
@@ -104,16 +111,9 @@ LT_INLINE void q4_0_x8(const int RN, int64_t nb, const char *x, const char *y, s
         s1##t = _mm256_add_epi16(s1##t, _mm256_maddubs_epi16(a1, yv));                               \
         __asm__("" : "+x"(s0##t), "+x"(s1##t)); /* no reassociation: it spilled the sums */           \
     } while (0)
-#define Q4G2_FIN(t)                                                                                  \
-    do {                                                                                             \
-        const __m256 dy = _mm256_broadcast_ss(d + (t)), corr = _mm256_mul_ps(_mm256_broadcast_ss(sT + (t)), m8); \
-        acc[t] = _mm256_fmadd_ps(dx0, _mm256_fmadd_ps(dy, _mm256_cvtepi32_ps(_mm256_madd_epi16(s0##t, ones)), corr), acc[t]); \
-        acc[4 + (t)] = _mm256_fmadd_ps(dx1, _mm256_fmadd_ps(dy, _mm256_cvtepi32_ps(_mm256_madd_epi16(s1##t, ones)), corr), acc[4 + (t)]); \
-    } while (0)
 static LT_NOINLINE void q4_0_x8_g2(int64_t nb, const char *x, size_t gs, const char *y, size_t by, const float *aux,
                                    size_t ld, float *s, size_t ldc) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    const __m256 m8 = _mm256_set1_ps(-8.0f);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc[8];
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -140,10 +140,15 @@ static LT_NOINLINE void q4_0_x8_g2(int64_t nb, const char *x, size_t gs, const c
         }
         const __m256 dx0 = _mm256_cvtph_ps(loadu128(blk0)), dx1 = _mm256_cvtph_ps(loadu128(blk1));
         const float *d = aux + b * ld, *sT = aux + nb * ld + b * ld;
-        Q4G2_FIN(0);
-        Q4G2_FIN(1);
-        Q4G2_FIN(2);
-        Q4G2_FIN(3);
+        __m256 dy, corr;
+        q4_tok_scales(d, sT, &dy, &corr);
+        acc[0] = q4_acc(acc[0], dx0, s00, dy, corr), acc[4] = q4_acc(acc[4], dx1, s10, dy, corr);
+        q4_tok_scales(d + 1, sT + 1, &dy, &corr);
+        acc[1] = q4_acc(acc[1], dx0, s01, dy, corr), acc[5] = q4_acc(acc[5], dx1, s11, dy, corr);
+        q4_tok_scales(d + 2, sT + 2, &dy, &corr);
+        acc[2] = q4_acc(acc[2], dx0, s02, dy, corr), acc[6] = q4_acc(acc[6], dx1, s12, dy, corr);
+        q4_tok_scales(d + 3, sT + 3, &dy, &corr);
+        acc[3] = q4_acc(acc[3], dx0, s03, dy, corr), acc[7] = q4_acc(acc[7], dx1, s13, dy, corr);
     }
     for (int t = 0; t < 4; t++) {
         _mm256_storeu_ps(s + t * ldc, acc[t]);
@@ -151,7 +156,6 @@ static LT_NOINLINE void q4_0_x8_g2(int64_t nb, const char *x, size_t gs, const c
     }
 }
 #undef Q4G2_TOK
-#undef Q4G2_FIN
 
 /* Q8_0: RG groups of 8 rows (group g at x + g*gs) x RN tokens; j-outer, so
  * that |x| and the chunk serve every token (here gcc keeps the arrays in
@@ -259,17 +263,6 @@ LT_INLINE void k4x8_isums(const int NT, const char *g, const uint8_t *scv, const
     if (NT > 1) *is1 = i1;
 }
 
-/* The 64 scales and 64 mins of a group super-block, unpacked (k4x8_values). */
-LT_INLINE void k4x8_unpack(const char *g, uint8_t *scv, uint8_t *mnv) {
-    __m256i v0, v1;
-    k4x8_values(g + 32, g + 96, &v0, &v1);
-    _mm256_store_si256((__m256i *)scv, v0);
-    _mm256_store_si256((__m256i *)(scv + 32), v1);
-    k4x8_values(g + 64, g + 112, &v0, &v1);
-    _mm256_store_si256((__m256i *)mnv, v0);
-    _mm256_store_si256((__m256i *)(mnv + 32), v1);
-}
-
 /* Two groups (g0, g1) x two tokens: k4x8_isums with each broadcast
  * serving 16 rows (see q4_0_x8_g2). Integer sums, so any order gives the
  * same result; the int16 sums are pinned by an empty asm (gcc spilled them). */
@@ -316,7 +309,7 @@ static LT_NOINLINE void q4_K_x8_g2(int64_t nb, const char *x, size_t gs, const c
     uint8_t scv[2][64] __attribute__((aligned(32))), mnv[2][64] __attribute__((aligned(32)));
     for (int64_t b = 0; b < nb; b++) {
         const char *g[2] = {x + (size_t)b * GROUP_Q4K, x + (size_t)b * GROUP_Q4K + gs};
-        for (int e = 0; e < 2; e++) k4x8_unpack(g[e], scv[e], mnv[e]);
+        for (int e = 0; e < 2; e++) k4_group_values(g[e], scv[e], mnv[e]);
         for (int tp = 0; tp < 4; tp += 2) {
             const blk_q8_K *ya = (const blk_q8_K *)(y + (size_t)tp * by) + b;
             const blk_q8_K *yb = (const blk_q8_K *)((const char *)ya + by);
@@ -342,7 +335,7 @@ LT_INLINE void q4_K_x8(const int RN, int64_t nb, const char *x, const char *y, s
     for (int64_t b = 0; b < nb; b++) {
         const char *g = x + (size_t)b * GROUP_Q4K;
         x8_prefetch(g, GROUP_Q4K);
-        k4x8_unpack(g, scv, mnv);
+        k4_group_values(g, scv, mnv);
         const blk_q8_K *y0 = (const blk_q8_K *)y + b, *y1 = (const blk_q8_K *)((const char *)y0 + by);
         const blk_q8_K *y2 = (const blk_q8_K *)((const char *)y0 + 2 * by), *y3 = (const blk_q8_K *)((const char *)y0 + 3 * by);
         __m256i i0, i1, i2, i3;

@@ -154,17 +154,6 @@ LT_INLINE __m512i pair_u8_32(const uint8_t *a, const uint8_t *b) {
     return _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
 }
 
-/* A group super-block's 64 scales and 64 mins (v = 8 * sub-block + row). */
-LT_INLINE void k4_group_values(const char *g, uint8_t *scv, uint8_t *mnv) {
-    __m256i v0, v1;
-    k4x8_values(g + 32, g + 96, &v0, &v1);
-    _mm256_storeu_si256((__m256i *)scv, v0);
-    _mm256_storeu_si256((__m256i *)(scv + 32), v1);
-    k4x8_values(g + 64, g + 112, &v0, &v1);
-    _mm256_storeu_si256((__m256i *)mnv, v0);
-    _mm256_storeu_si256((__m256i *)(mnv + 32), v1);
-}
-
 LT_INLINE void q4_K_x16(const int RN, int64_t nb, const char *g0, const char *g1, const char *y, size_t by,
                         const float *aux, size_t ld, float *s, size_t ldc, __mmask16 keep) {
     (void)aux, (void)ld;

@@ -22,6 +22,17 @@ LT_INLINE void k4x8_values(const char *lo, const char *hi, __m256i *v0, __m256i 
 }
 
 
+/* A group super-block's 64 scales and 64 mins (v = 8 * sub-block + row). */
+LT_INLINE void k4_group_values(const char *g, uint8_t *scv, uint8_t *mnv) {
+    __m256i v0, v1;
+    k4x8_values(g + 32, g + 96, &v0, &v1);
+    _mm256_storeu_si256((__m256i *)scv, v0);
+    _mm256_storeu_si256((__m256i *)(scv + 32), v1);
+    k4x8_values(g + 64, g + 112, &v0, &v1);
+    _mm256_storeu_si256((__m256i *)mnv, v0);
+    _mm256_storeu_si256((__m256i *)(mnv + 32), v1);
+}
+
 /* 16 bytes (the mins of sub-blocks 2k and 2k+1, by row) -> lane i holds
  * (min_2k, min_2k+1) of row i as int16. */
 LT_INLINE __m256i k4x8_min_pair(const uint8_t *p) {
