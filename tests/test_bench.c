@@ -1,8 +1,10 @@
 /* lethe bench as llama-bench reports: the read-bandwidth kernel reads the
  * whole buffer (its fold equals a byte-wise reference), the weight bytes
  * per decode token equal the model's tensor sizes summed here from the GGUF
- * file, and the md / csv / json / jsonl outputs parse with one row per
- * model x threads x test, n samples for n repetitions and sd 0 for one.
+ * file, the KV bytes of a tg test are its mean attended slots (depth, then
+ * one more each step) x the K and V rows of every layer's KV heads, and the
+ * md / csv / json / jsonl outputs parse with one row per model x threads x
+ * test x depth, n samples for n repetitions and sd 0 for one.
  * Correctness only: no figure is compared with a speed. */
 #include <math.h>
 #include <stdio.h>
@@ -116,6 +118,17 @@ static uint64_t model_bytes(const char *path) {
     uint64_t b = model_decode_bytes(m);
     CHECKF(b < m->weight_bytes + (uint64_t)m->hp.n_embd * 4 * 4, "%s: %llu bytes a token, %llu in the weights", path,
            (unsigned long long)b, (unsigned long long)m->weight_bytes);
+    lethe_model_free(m);
+    return b;
+}
+
+/* K + V bytes of one cache slot in every layer and KV head, F16 rows (the
+ * default --kv-type). */
+static double kv_slot_bytes(const char *path) {
+    char err[512];
+    lethe_model *m = lethe_model_load(path, NULL, err, sizeof err);
+    if (!m) return 0;
+    const double b = 2.0 * m->hp.head_dim * 2 * m->hp.n_layer * m->hp.n_head_kv;
     lethe_model_free(m);
     return b;
 }
@@ -245,7 +258,8 @@ static const char *str(const cJSON *o, const char *k) {
 }
 
 /* One test's object: samples, their mean and sd, the roofline for tg. */
-static void check_object(const cJSON *o, int reps, const char *const *models, const uint64_t *model_bpt, int n_models) {
+static void check_object(const cJSON *o, int reps, const char *const *models, const uint64_t *model_bpt, const double *slot_bytes,
+                         int n_models) {
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "samples_ns");
     CHECKF(cJSON_IsArray(s) && cJSON_GetArraySize(s) == reps, "samples_ns: %d for %d repetitions",
            cJSON_IsArray(s) ? cJSON_GetArraySize(s) : -1, reps);
@@ -274,16 +288,21 @@ static void check_object(const cJSON *o, int reps, const char *const *models, co
         CHECKF(num(o, "bytes_per_token") == (double)model_bpt[k], "%s: bytes_per_token %.0f, from the file %llu", file,
                num(o, "bytes_per_token"), (unsigned long long)model_bpt[k]);
     const char *test = str(o, "test");
-    const int np = (int)num(o, "n_prompt"), ng = (int)num(o, "n_gen");
-    char want[64];
-    if (np && ng) snprintf(want, sizeof want, "pp%d+tg%d", np, ng);
-    else snprintf(want, sizeof want, np ? "pp%d" : "tg%d", np ? np : ng);
-    CHECKF(!strcmp(test, want), "test '%s' for n_prompt %d, n_gen %d", test, np, ng);
+    const int np = (int)num(o, "n_prompt"), ng = (int)num(o, "n_gen"), nd = (int)num(o, "n_depth");
+    char want[64], at[32] = "";
+    if (nd) snprintf(at, sizeof at, " @ d%d", nd);
+    if (np && ng) snprintf(want, sizeof want, "pp%d+tg%d%s", np, ng, at);
+    else snprintf(want, sizeof want, np ? "pp%d%s" : "tg%d%s", np ? np : ng, at);
+    CHECKF(!strcmp(test, want), "test '%s' for n_prompt %d, n_gen %d, n_depth %d", test, np, ng, nd);
+    /* a cache that only grows: step i of ng attends depth + prompt + i + 1 slots */
+    const double kv = num(o, "kv_bytes_per_token"), want_kv = ng ? (nd + np + (ng + 1) / 2.0) * slot_bytes[k < n_models ? k : 0] : 0;
+    CHECKF(fabs(kv - want_kv) <= 0.5, "%s: kv_bytes_per_token %.0f, want %.1f", test, kv, want_kv);
+    const double step_bytes = num(o, "bytes_per_token") + kv;
     const cJSON *bound = cJSON_GetObjectItemCaseSensitive(o, "bound_pct");
     if (np == 0) {
         double bw = num(o, "read_bw_bytes_per_s"), bts = num(o, "bound_ts"), pct = num(o, "bound_pct");
         CHECKF(isfinite(bw) && bw > 0 && isfinite(bts) && bts > 0, "tg roofline: bw %g, bound %g", bw, bts);
-        CHECKF(fabs(bts - bw / num(o, "bytes_per_token")) <= 1e-6 * bts, "bound = bw / bytes: %g", bts);
+        CHECKF(fabs(bts - bw / step_bytes) <= 1e-6 * bts, "bound = bw / (weight + KV bytes): %g", bts);
         /* each repetition against the bandwidth read just before it */
         const cJSON *sbw = cJSON_GetObjectItemCaseSensitive(o, "samples_bw_bytes_per_s");
         const cJSON *sts = cJSON_GetObjectItemCaseSensitive(o, "samples_ts");
@@ -294,7 +313,7 @@ static void check_object(const cJSON *o, int reps, const char *const *models, co
             for (int i = 0; i < reps; i++) {
                 const double b = cJSON_GetArrayItem(sbw, i)->valuedouble, t = cJSON_GetArrayItem(sts, i)->valuedouble;
                 want_bw += b / reps;
-                want_pct += 100 * t * num(o, "bytes_per_token") / b / reps;
+                want_pct += 100 * t * step_bytes / b / reps;
             }
             CHECKF(fabs(bw - want_bw) <= 1e-6 * bw + 1, "read_bw %g, mean of the samples %g", bw, want_bw);
             CHECKF(fabs(pct - want_pct) <= 1e-3 * pct, "%% of bound %g, mean of the paired ratios %g", pct, want_pct);
@@ -305,8 +324,8 @@ static void check_object(const cJSON *o, int reps, const char *const *models, co
 }
 
 /* The JSON array (or JSON lines) of a call: n_objects objects, each checked. */
-static void test_json(const char *args, bool lines, int want, int reps, const char *const *models, const uint64_t *bpt, int n_models,
-                      int *threads_seen) {
+static void test_json(const char *args, bool lines, int want, int reps, const char *const *models, const uint64_t *bpt,
+                      const double *slot_bytes, int n_models, int *threads_seen, int *depth_seen) {
     char *o = run_ok(args);
     if (!o) return;
     int n = 0;
@@ -315,9 +334,10 @@ static void test_json(const char *args, bool lines, int want, int reps, const ch
         CHECKF(cJSON_IsArray(j), "'%s': a JSON array: %.300s", args, o);
         const cJSON *e;
         cJSON_ArrayForEach(e, j) {
-            check_object(e, reps, models, bpt, n_models);
-            int t = (int)num(e, "n_threads");
+            check_object(e, reps, models, bpt, slot_bytes, n_models);
+            int t = (int)num(e, "n_threads"), d = (int)num(e, "n_depth");
             if (threads_seen && t >= 1 && t <= 8) threads_seen[t]++;
+            if (depth_seen && d >= 0 && d <= 8) depth_seen[d]++;
             n++;
         }
         cJSON_Delete(j);
@@ -325,7 +345,7 @@ static void test_json(const char *args, bool lines, int want, int reps, const ch
         for (char *line = strtok(o, "\n"); line; line = strtok(NULL, "\n")) {
             cJSON *j = cJSON_Parse(line);
             CHECKF(cJSON_IsObject(j), "a JSON object a line: %.200s", line);
-            if (j) check_object(j, reps, models, bpt, n_models);
+            if (j) check_object(j, reps, models, bpt, slot_bytes, n_models);
             cJSON_Delete(j);
             n++;
         }
@@ -357,17 +377,43 @@ static void test_cli(const char *a, const char *b) {
     test_md(args, 4);
     snprintf(args, sizeof args, "bench -m %s -p 0 -n 0 -pg 4,2 -pg 2,1 -t 1 -r 1 --bw-mib 8 -o csv", odd_sh);
     test_csv(args, 2, 1);
+    snprintf(args, sizeof args, "bench -m %s -p 4 -n 2 -d 0,3,5 -t 1 -r 1 --bw-mib 8 -o csv", a);
+    test_csv(args, 6, 1);
+    snprintf(args, sizeof args, "bench -m %s -p 4 -n 2 -d 5 -t 1 -r 1 --bw-mib 0", a);
+    test_md(args, 2);
+    /* a cache held at its budget reads at most the budget's slots and the new one */
+    snprintf(args, sizeof args, "bench -m %s -p 0 -n 4 -d 24 -t 1 -r 1 --bw-mib 8 --kv-policy window --kv-budget 8 -o csv", a);
+    char *w = run_ok(args);
+    if (w) {
+        static char head[64][512], row[64][512];
+        const char *p = w;
+        const int n = csv_record(&p, head, 64);
+        CHECK(csv_record(&p, row, 64) == n);
+        int i_kv = -1;
+        for (int k = 0; k < n && k < 64; k++)
+            if (!strcmp(head[k], "kv_bytes_per_token")) i_kv = k;
+        const double slot = kv_slot_bytes(a);
+        CHECKF(i_kv >= 0 && slot > 0 && atof(row[i_kv]) > 0 && atof(row[i_kv]) <= 9 * slot + 0.5,
+               "window of 8 at depth 24: kv_bytes_per_token %s, at most %.0f", i_kv >= 0 ? row[i_kv] : "?", 9 * slot);
+        free(w);
+    }
 #if defined(LETHE_TEST_CJSON) && LETHE_TEST_CJSON
     char odd_json[600]; /* as the JSON gives it back: U+FFFD for the stray byte */
     snprintf(odd_json, sizeof odd_json, "%s/m\"q\\b\xef\xbf\xbd.gguf", odd_dir);
     const char *models[3] = {a, b, odd_json};
     const uint64_t bpt[3] = {file_decode_bytes(a), file_decode_bytes(b), file_decode_bytes(a)};
-    int threads_seen[9] = {0};
+    const double slot_bytes[3] = {kv_slot_bytes(a), kv_slot_bytes(b), kv_slot_bytes(a)};
+    CHECK(slot_bytes[0] > 0 && slot_bytes[1] > 0);
+    int threads_seen[9] = {0}, depth_seen[9] = {0};
     snprintf(args, sizeof args, "bench -m %s -m %s %s -r 3 -o json", a, b, sizes);
-    test_json(args, false, 8, 3, models, bpt, 2, threads_seen);
+    test_json(args, false, 8, 3, models, bpt, slot_bytes, 2, threads_seen, NULL);
     CHECKF(threads_seen[1] == 4 && threads_seen[2] == 4, "4 tests at 1 thread and 4 at 2: %d, %d", threads_seen[1], threads_seen[2]);
     snprintf(args, sizeof args, "bench -m %s -p 8 -n 4 -pg 4,2 -t 1 -r 1 --bw-mib 8 -o jsonl", odd_sh);
-    test_json(args, true, 3, 1, models + 2, bpt + 2, 1, NULL);
+    test_json(args, true, 3, 1, models + 2, bpt + 2, slot_bytes + 2, 1, NULL, NULL);
+    /* depths: each test at 0 and 6 tokens already in the context */
+    snprintf(args, sizeof args, "bench -m %s -p 4 -n 3 -pg 2,2 -d 0,6 -t 1 -r 1 --bw-mib 8 -o json", b);
+    test_json(args, false, 6, 1, models + 1, bpt + 1, slot_bytes + 1, 1, NULL, depth_seen);
+    CHECKF(depth_seen[0] == 3 && depth_seen[6] == 3, "3 tests at depth 0 and 3 at 6: %d, %d", depth_seen[0], depth_seen[6]);
 #else
     tu_skip_part("JSON output: cJSON (libcjson-dev) not found at build time");
 #endif
@@ -387,6 +433,7 @@ static void test_bad_args(const char *a) {
         {"-n 4,x", "-n must be an integer in [0, ", 2},
         {"-pg 5", "-pg must be two integers PP,TG", 2},
         {"-pg 5,0", "-pg must be two integers PP,TG", 2},
+        {"-d 4,-1", "-d must be an integer in [0, ", 2},
         {"-r 0", "-r must be an integer in [1, 1000]", 2},
         {"--bw-mib -1", "--bw-mib must be an integer in [0, ", 2},
         {"-m ,", "-m: an empty model path", 2},
@@ -403,7 +450,7 @@ static void test_bad_args(const char *a) {
     expect_msg("bench prefix -m x.gguf -p 1,2", 2, "-p must be an integer in [0, ");
     CHECK(run("bench --help") == 0);
     char *o = tu_read_file(out_path, NULL);
-    CHECKF(o && strstr(o, "-pg PP,TG") && strstr(o, "--bw-mib") && strstr(o, "bench kv"), "help: %.200s", o ? o : "");
+    CHECKF(o && strstr(o, "-pg PP,TG") && strstr(o, "--n-depth") && strstr(o, "--bw-mib") && strstr(o, "bench kv"), "help: %.200s", o ? o : "");
     free(o);
 }
 

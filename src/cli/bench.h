@@ -1,6 +1,7 @@
 /* `lethe bench -m MODEL`: llama-bench's tests (pp, tg, pg) over every
- * combination of the listed models, thread counts and sizes, each repeated
- * after one untimed warm-up, with a memory-bandwidth roofline for decode.
+ * combination of the listed models, thread counts, sizes and context depths,
+ * each repeated after one untimed warm-up, with a memory-bandwidth roofline
+ * for decode.
  * cmd_bench.c parses, cmd_bench_run.c runs, cmd_bench_report.c prints. */
 #ifndef LETHE_CLI_BENCH_H
 #define LETHE_CLI_BENCH_H
@@ -28,6 +29,8 @@ typedef struct {
     int n_gens;
     int pg[BENCH_MAX_VALUES][2];    /* pp+tg tests */
     int n_pg;
+    int depths[BENCH_MAX_VALUES];   /* tokens already in the context when a test starts (untimed) */
+    int n_depths;
     int reps;
     bench_format format;
     size_t bw_bytes;                /* bandwidth buffer; 0: no roofline */
@@ -38,20 +41,22 @@ typedef struct {
     char model_type[96];            /* "llama 1.1B Q4_0", as llama-bench labels a model */
     uint64_t model_size, n_params;
     const char *simd, *kv_type;
-    int n_threads, n_prompt, n_gen;
-    char test[48];                  /* "pp512", "tg128", "pp512+tg128" */
+    int n_threads, n_prompt, n_gen, n_depth;
+    char test[48];                  /* "pp512", "tg128", "pp512+tg128", "tg128 @ d4096" */
     int n_samples;
     const double *samples_ns;       /* n_samples wall times */
     double avg_ns, sd_ns, avg_ts, sd_ts;
     uint64_t bytes_per_token;       /* weight bytes a decode step reads */
+    uint64_t kv_bytes_per_token;    /* tg: KV bytes a decode step reads, the mean over the test's steps */
     /* roofline, tg tests with a bandwidth figure only */
     bool has_roofline;
     const double *samples_bw;       /* n_samples: bytes/s of the read just before each repetition */
     double read_bw;                 /* bytes/s: their mean */
     size_t bw_bytes;
     int bw_passes;
-    double bound_ts;                /* read_bw / bytes_per_token */
-    double bound_pct;               /* mean over k of samples_ts[k] * bytes_per_token / samples_bw[k] * 100 */
+    double bound_ts;                /* read_bw / (bytes_per_token + kv_bytes_per_token) */
+    double bound_pct;               /* mean over k of samples_ts[k] * (bytes_per_token + kv_bytes_per_token) /
+                                       samples_bw[k] * 100 */
 } bench_result;
 
 /* Runs every test, printing each result as it comes; 0 or 1. */

@@ -20,7 +20,8 @@ void tokenizer_bench(FILE *out, const tokenizer *t);
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: lethe bench -m MODEL [-m MODEL ...] [-p N,...] [-n N,...] [-pg PP,TG] [-t N,...] [-r N] [-o FMT] [options]\n"
+            "usage: lethe bench -m MODEL [-m MODEL ...] [-p N,...] [-n N,...] [-pg PP,TG] [-d N,...] [-t N,...] [-r N] [-o FMT]\n"
+            "                   [options]\n"
             "       lethe bench attn [-t N]      attention kernels, tiled vs naive\n"
             "       lethe bench kernels [-t N]   matrix products per weight type\n"
             "       lethe bench tokenizer -m MODEL  the tokeniser's speed on 1 MB of text\n"
@@ -31,19 +32,22 @@ static void usage(FILE *f) {
             "       lethe bench memory -m MODEL [-n N] a TIM trace of N tokens (default 20000) teacher-forced with\n"
             "                                          and without structured-memory pruning (docs/memory.md)\n"
             "\n"
-            "The tests, as llama-bench runs them: one run for every model x thread count x test; each test\n"
+            "The tests, as llama-bench runs them: one run for every model x thread count x test x depth; each test\n"
             "is one untimed warm-up, then N timed repetitions on random tokens (t/s: mean ± sd).\n"
             "  -m, --model FILE     a model; repeat it or give a comma list for several\n"
             "  -t, --threads N,...  thread counts (default: all cores)\n"
             "  -p, --n-prompt N,... pp tests: a prompt of N tokens in one batch (default 128; 0 skips)\n"
             "  -n, --n-gen N,...    tg tests: N tokens decoded one by one from an empty context (default 64; 0 skips)\n"
             "  -pg PP,TG            a pp+tg test: a PP-token prompt then TG decode steps (repeatable)\n"
+            "  -d, --n-depth N,...  run each test after N tokens already in the context, prefilled untimed in\n"
+            "                       each repetition (default 0; labelled \"tg64 @ d4096\" as llama-bench does)\n"
             "  -r, --repetitions N  timed runs per test (default 5)\n"
             "  -o, --output FMT     md (default), csv, json (an array of objects) or jsonl (one per line)\n"
             "  --bw-mib N           read-bandwidth buffer for the decode roofline (default: 4x the last-level\n"
             "                       cache, at least 512 MiB); 0 leaves the roofline out\n"
             "Roofline of a tg test: read bandwidth (an XOR pass over the buffer on the test's threads, best of\n"
-            "2, just before each repetition) / the weight bytes a decode step reads; each repetition's t/s as a\n"
+            "2, just before each repetition) / the bytes a decode step reads: the weights, and the K and V of\n"
+            "the cache slots it attends (the mean over the test's steps, so it grows with -d); each repetition's t/s as a\n"
             "percentage of the bound of its moment, averaged (the host's bandwidth moves between seconds).\n"
             "\nModel options (the subcommands take one -m and one -t):\n"
             "%s",
@@ -190,7 +194,7 @@ static bool output_format(int argc, char **argv, int *i, bench_format *fmt) {
 }
 
 static int parse_tests(int argc, char **argv, bench_args *a, char **owned, int *n_owned) {
-    bool t_set = false, p_set = false, n_set = false;
+    bool t_set = false, p_set = false, n_set = false, d_set = false;
     long bw_mib = -1, reps = 5;
     for (int i = 1; i < argc; i++) {
         const char *a1 = argv[i];
@@ -204,6 +208,7 @@ static int parse_tests(int argc, char **argv, bench_args *a, char **owned, int *
         else if (!strcmp(a1, "-p") || !strcmp(a1, "--n-prompt")) ok = int_list(argc, argv, &i, 0, 1 << 20, a->prompts, &a->n_prompts, &p_set);
         else if (!strcmp(a1, "-n") || !strcmp(a1, "--n-gen")) ok = int_list(argc, argv, &i, 0, 1 << 20, a->gens, &a->n_gens, &n_set);
         else if (!strcmp(a1, "-pg")) ok = pg_pair(argc, argv, &i, a);
+        else if (!strcmp(a1, "-d") || !strcmp(a1, "--n-depth")) ok = int_list(argc, argv, &i, 0, 1 << 20, a->depths, &a->n_depths, &d_set);
         else if (!strcmp(a1, "-r") || !strcmp(a1, "--repetitions")) ok = opt_int(argc, argv, &i, 1, 1000, &reps);
         else if (!strcmp(a1, "-o") || !strcmp(a1, "--output")) ok = output_format(argc, argv, &i, &a->format);
         else if (!strcmp(a1, "--bw-mib")) ok = opt_int(argc, argv, &i, 0, 1 << 20, &bw_mib);
@@ -234,10 +239,11 @@ int cmd_bench(int argc, char **argv) {
         goto out;
     }
     model_opts_init(&a->mo);
-    a->n_threads = a->n_prompts = a->n_gens = 1;
+    a->n_threads = a->n_prompts = a->n_gens = a->n_depths = 1;
     a->threads[0] = 0; /* all cores */
     a->prompts[0] = 128;
     a->gens[0] = 64;
+    a->depths[0] = 0;
     rc = parse_tests(argc, argv, a, owned, &n_owned);
     if (rc < 0) rc = 0; /* --help */
     else if (rc == 0) rc = bench_run(a);

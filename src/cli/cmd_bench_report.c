@@ -29,10 +29,10 @@ static void fmt_params(char *b, size_t n, uint64_t p) {
 }
 
 static void md_begin(FILE *f, bool roofline) {
-    fprintf(f, "| %-30s | %10s | %10s | %-10s | %7s | %13s | %20s |", "model", "size", "params", "backend", "threads", "test",
+    fprintf(f, "| %-30s | %10s | %10s | %-10s | %7s | %19s | %20s |", "model", "size", "params", "backend", "threads", "test",
             "t/s");
     if (roofline) fprintf(f, " %9s | %9s | %10s | %7s |", "MiB/token", "read GB/s", "bound t/s", "% bound");
-    fprintf(f, "\n| ------------------------------ | ---------: | ---------: | ---------- | ------: | ------------: | "
+    fprintf(f, "\n| ------------------------------ | ---------: | ---------: | ---------- | ------: | ------------------: | "
                "-------------------: |");
     if (roofline) fprintf(f, " --------: | --------: | ---------: | ------: |");
     fprintf(f, "\n");
@@ -55,11 +55,11 @@ static void md_row(FILE *f, bool roofline, const bench_result *r) {
     fprintf(f, "|");
     md_cell(f, r->model_type, 30);
     /* "±" is two bytes and one column: pad by one more */
-    fprintf(f, " %10s | %10s | %-10s | %7d | %13s | %21s |", size, params, "CPU", r->n_threads, r->test, ts);
+    fprintf(f, " %10s | %10s | %-10s | %7d | %19s | %21s |", size, params, "CPU", r->n_threads, r->test, ts);
     if (roofline) {
         if (r->has_roofline)
-            fprintf(f, " %9.2f | %9.2f | %10.2f | %6.1f%% |", r->bytes_per_token / 1048576.0, r->read_bw / 1e9, r->bound_ts,
-                    r->bound_pct);
+            fprintf(f, " %9.2f | %9.2f | %10.2f | %6.1f%% |", (r->bytes_per_token + r->kv_bytes_per_token) / 1048576.0,
+                    r->read_bw / 1e9, r->bound_ts, r->bound_pct);
         else fprintf(f, " %9s | %9s | %10s | %7s |", "-", "-", "-", "-");
     }
     fprintf(f, "\n");
@@ -69,8 +69,8 @@ static void md_row(FILE *f, bool roofline, const bench_result *r) {
 
 static const char *const csv_columns[] = {
     "model_filename", "model_type", "model_size", "model_n_params", "backend", "simd", "n_threads", "kv_type",
-    "n_prompt", "n_gen", "test", "repetitions", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns", "samples_ts",
-    "bytes_per_token", "read_bw_bytes_per_s", "bw_buffer_bytes", "bw_passes", "bound_ts", "bound_pct",
+    "n_prompt", "n_gen", "n_depth", "test", "repetitions", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns",
+    "samples_ts", "bytes_per_token", "kv_bytes_per_token", "read_bw_bytes_per_s", "bw_buffer_bytes", "bw_passes", "bound_ts", "bound_pct",
     "samples_bw_bytes_per_s"};
 
 /* RFC 4180: a field with a comma, quote or line break is quoted, quotes doubled. */
@@ -91,15 +91,15 @@ static void csv_row(FILE *f, const bench_result *r) {
     csv_str(f, r->model_file);
     fputc(',', f);
     csv_str(f, r->model_type);
-    fprintf(f, ",%llu,%llu,CPU,%s,%d,%s,%d,%d,%s,%d,%.0f,%.0f,%.6f,%.6f,", (unsigned long long)r->model_size,
-            (unsigned long long)r->n_params, r->simd, r->n_threads, r->kv_type, r->n_prompt, r->n_gen, r->test, r->n_samples,
-            r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts);
+    fprintf(f, ",%llu,%llu,CPU,%s,%d,%s,%d,%d,%d,%s,%d,%.0f,%.0f,%.6f,%.6f,", (unsigned long long)r->model_size,
+            (unsigned long long)r->n_params, r->simd, r->n_threads, r->kv_type, r->n_prompt, r->n_gen, r->n_depth, r->test,
+            r->n_samples, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts);
     /* samples: space-separated, so the field needs no quotes */
     for (int i = 0; i < r->n_samples; i++) fprintf(f, "%s%.0f", i ? " " : "", r->samples_ns[i]);
     fputc(',', f);
     const int n_tok = r->n_prompt + r->n_gen;
     for (int i = 0; i < r->n_samples; i++) fprintf(f, "%s%.6f", i ? " " : "", n_tok / (r->samples_ns[i] * 1e-9));
-    fprintf(f, ",%llu,", (unsigned long long)r->bytes_per_token);
+    fprintf(f, ",%llu,%llu,", (unsigned long long)r->bytes_per_token, (unsigned long long)r->kv_bytes_per_token);
     if (r->has_roofline) {
         fprintf(f, "%.0f,%zu,%d,%.6f,%.4f,", r->read_bw, r->bw_bytes, r->bw_passes, r->bound_ts, r->bound_pct);
         for (int i = 0; i < r->n_samples; i++) fprintf(f, "%s%.0f", i ? " " : "", r->samples_bw[i]);
@@ -173,7 +173,7 @@ static void json_row(FILE *f, const bench_result *r) {
     fprintf(f, ", \"n_threads\": %d", r->n_threads);
     json_key(f, "kv_type");
     json_str(f, r->kv_type);
-    fprintf(f, ", \"n_prompt\": %d, \"n_gen\": %d", r->n_prompt, r->n_gen);
+    fprintf(f, ", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d", r->n_prompt, r->n_gen, r->n_depth);
     json_key(f, "test");
     json_str(f, r->test);
     fprintf(f, ", \"repetitions\": %d, \"samples_ns\": [", r->n_samples);
@@ -192,7 +192,8 @@ static void json_row(FILE *f, const bench_result *r) {
         const char *k, *fmt;
         double v;
     } nums[] = {{"avg_ns", "%.0f", r->avg_ns}, {"stddev_ns", "%.0f", r->sd_ns}, {"avg_ts", "%.10g", r->avg_ts},
-                {"stddev_ts", "%.10g", r->sd_ts}, {"bytes_per_token", "%.0f", (double)r->bytes_per_token}};
+                {"stddev_ts", "%.10g", r->sd_ts}, {"bytes_per_token", "%.0f", (double)r->bytes_per_token},
+                {"kv_bytes_per_token", "%.0f", (double)r->kv_bytes_per_token}};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         json_key(f, nums[i].k);
         json_num(f, nums[i].v, nums[i].fmt);

@@ -1,8 +1,9 @@
 /* `lethe bench -m MODEL`: for each model, each thread count: the pp, tg and
- * pg tests, each one untimed warm-up then `reps` timed runs, on random
- * tokens as llama-bench uses. Before a thread count's first tg test, the
- * read bandwidth is measured on the context's own thread pool, and each tg
- * result gets its roofline: bandwidth / weight bytes per token. */
+ * pg tests at each depth, each one untimed warm-up then `reps` timed runs,
+ * on random tokens as llama-bench uses. Before a thread count's first tg
+ * test, the read bandwidth is measured on the context's own thread pool, and
+ * each tg result gets its roofline: bandwidth / the bytes a step reads (the
+ * weights, and the K and V rows of the slots it attends). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,19 +56,27 @@ typedef struct {
 
 static double now_ns(void) { return now_seconds() * 1e9; }
 
-/* One run of a test in a fresh sequence: n_prompt tokens in one append,
- * then n_gen single-token steps. Nanoseconds, or < 0 on failure. */
-static double run_once(const runner *r, int n_prompt, int n_gen) {
+/* One run of a test in a fresh sequence: n_depth tokens in one append,
+ * untimed, then timed: n_prompt tokens in one append, n_gen single-token
+ * steps. *slots: the mean over the decode steps of the cache slots each
+ * attends (held before it, plus its own), from the sequence's count before
+ * the first and after the last, exact for a cache that only grows and for
+ * one held at its budget. Nanoseconds, or < 0 on failure. */
+static double run_once(const runner *r, int n_depth, int n_prompt, int n_gen, double *slots) {
     char err[512];
     lethe_seq *s = lethe_seq_create(r->c, &r->sp, err, sizeof err);
     if (!s) {
         fprintf(stderr, "lethe bench: %s\n", err);
         return -1;
     }
+    lethe_status st = n_depth > 0 ? lethe_seq_append(s, r->toks, n_depth, r->logits) : LETHE_OK;
+    const lethe_token *t = r->toks + n_depth;
     double t0 = now_ns();
-    lethe_status st = n_prompt > 0 ? lethe_seq_append(s, r->toks, n_prompt, r->logits) : LETHE_OK;
-    for (int i = 0; i < n_gen && !st; i++) st = lethe_seq_append(s, &r->toks[n_prompt + i], 1, r->logits);
+    if (!st && n_prompt > 0) st = lethe_seq_append(s, t, n_prompt, r->logits);
+    const int held = lethe_seq_n_cached(s);
+    for (int i = 0; i < n_gen && !st; i++) st = lethe_seq_append(s, &t[n_prompt + i], 1, r->logits);
     double dt = now_ns() - t0;
+    *slots = n_gen > 0 ? (held + 1 + lethe_seq_n_cached(s)) / 2.0 : 0;
     if (st) fprintf(stderr, "lethe bench: %s\n", lethe_seq_error(s));
     lethe_seq_free(s);
     return st ? -1 : dt;
@@ -89,9 +98,10 @@ typedef struct {
  * host the bandwidth moves between seconds, so each repetition is compared
  * with the bound of its own moment, and the row gives the mean of those
  * ratios. */
-static int run_test(bench_state *st, const runner *r, bench_result *res, int n_prompt, int n_gen) {
+static int run_test(bench_state *st, const runner *r, bench_result *res, int n_depth, int n_prompt, int n_gen) {
     const bench_args *a = st->a;
     const bool roofline = n_gen > 0 && n_prompt == 0 && a->bw_bytes && res->bytes_per_token > 0;
+    double slots = 0;
     if (roofline && !st->buf) {
         char err[256];
         if (!(st->buf = lt_membw_open(r->c->tp, a->bw_bytes, err, sizeof err))) {
@@ -99,14 +109,19 @@ static int run_test(bench_state *st, const runner *r, bench_result *res, int n_p
             return 1;
         }
     }
-    if (run_once(r, n_prompt, n_gen) < 0) return 1; /* warm-up */
+    if (run_once(r, n_depth, n_prompt, n_gen, &slots) < 0) return 1; /* warm-up */
     for (int k = 0; k < a->reps; k++) {
         if (roofline && (st->bw[k] = lt_membw_pass(st->buf, r->c->tp, BW_PASSES)) <= 0) {
             fprintf(stderr, "lethe bench: bandwidth: read passes disagree on the buffer's contents\n");
             return 1;
         }
-        if ((st->samples[k] = run_once(r, n_prompt, n_gen)) < 0) return 1;
+        if ((st->samples[k] = run_once(r, n_depth, n_prompt, n_gen, &slots)) < 0) return 1;
     }
+    /* K and V rows of every layer's KV heads per slot, in the pool's type */
+    const lethe_model *m = r->c->m;
+    const double slot_bytes = 2.0 * (double)kv_pool_row_bytes(r->c->kv) * m->hp.n_layer * m->hp.n_head_kv;
+    res->kv_bytes_per_token = n_gen > 0 ? (uint64_t)(slots * slot_bytes + 0.5) : 0;
+    const double step_bytes = (double)(res->bytes_per_token + res->kv_bytes_per_token);
     double *ts = malloc(sizeof *ts * 2 * (size_t)a->reps);
     if (!ts) {
         fprintf(stderr, "lethe bench: out of memory\n");
@@ -115,15 +130,19 @@ static int run_test(bench_state *st, const runner *r, bench_result *res, int n_p
     double *pct = ts + a->reps;
     for (int k = 0; k < a->reps; k++) {
         ts[k] = (n_prompt + n_gen) / (st->samples[k] * 1e-9);
-        if (roofline) pct[k] = ts[k] * (double)res->bytes_per_token / st->bw[k] * 100.0;
+        if (roofline) pct[k] = ts[k] * step_bytes / st->bw[k] * 100.0;
     }
     bench_mean_sd(st->samples, a->reps, &res->avg_ns, &res->sd_ns);
     bench_mean_sd(ts, a->reps, &res->avg_ts, &res->sd_ts);
     res->n_prompt = n_prompt;
     res->n_gen = n_gen;
-    if (n_prompt && n_gen) snprintf(res->test, sizeof res->test, "pp%d+tg%d", n_prompt, n_gen);
-    else if (n_prompt) snprintf(res->test, sizeof res->test, "pp%d", n_prompt);
-    else snprintf(res->test, sizeof res->test, "tg%d", n_gen);
+    res->n_depth = n_depth;
+    char name[32], at[24] = "";
+    if (n_prompt && n_gen) snprintf(name, sizeof name, "pp%d+tg%d", n_prompt, n_gen);
+    else if (n_prompt) snprintf(name, sizeof name, "pp%d", n_prompt);
+    else snprintf(name, sizeof name, "tg%d", n_gen);
+    if (n_depth) snprintf(at, sizeof at, " @ d%d", n_depth);
+    snprintf(res->test, sizeof res->test, "%s%s", name, at);
     res->n_samples = a->reps;
     res->samples_ns = st->samples;
     res->has_roofline = roofline;
@@ -134,19 +153,21 @@ static int run_test(bench_state *st, const runner *r, bench_result *res, int n_p
         res->samples_bw = st->bw;
         res->bw_bytes = lt_membw_buf_bytes(st->buf);
         res->bw_passes = BW_PASSES;
-        res->bound_ts = res->read_bw / (double)res->bytes_per_token;
+        res->bound_ts = res->read_bw / step_bytes;
     }
     free(ts);
     bench_report_row(stdout, a->format, a->bw_bytes > 0, res, st->n_rows++);
     return 0;
 }
 
+/* Tokens of the longest run: the deepest context and the longest test. */
 static int longest_test(const bench_args *a) {
-    int n = 1;
+    int n = 1, d = 0;
     for (int i = 0; i < a->n_prompts; i++) n = a->prompts[i] > n ? a->prompts[i] : n;
     for (int i = 0; i < a->n_gens; i++) n = a->gens[i] > n ? a->gens[i] : n;
     for (int i = 0; i < a->n_pg; i++) n = a->pg[i][0] + a->pg[i][1] > n ? a->pg[i][0] + a->pg[i][1] : n;
-    return n;
+    for (int i = 0; i < a->n_depths; i++) d = a->depths[i] > d ? a->depths[i] : d;
+    return n + d;
 }
 
 /* Every test of one model at one thread count. */
@@ -159,10 +180,11 @@ static int bench_threads(bench_state *st, const lethe_model *m, const model_opts
     res->n_threads = lethe_ctx_n_threads(c);
     int rc = 0;
     for (int i = 0; i < a->n_prompts && !rc; i++)
-        if (a->prompts[i] > 0) rc = run_test(st, &r, res, a->prompts[i], 0);
+        for (int d = 0; d < a->n_depths && !rc && a->prompts[i] > 0; d++) rc = run_test(st, &r, res, a->depths[d], a->prompts[i], 0);
     for (int i = 0; i < a->n_gens && !rc; i++)
-        if (a->gens[i] > 0) rc = run_test(st, &r, res, 0, a->gens[i]);
-    for (int i = 0; i < a->n_pg && !rc; i++) rc = run_test(st, &r, res, a->pg[i][0], a->pg[i][1]);
+        for (int d = 0; d < a->n_depths && !rc && a->gens[i] > 0; d++) rc = run_test(st, &r, res, a->depths[d], 0, a->gens[i]);
+    for (int i = 0; i < a->n_pg && !rc; i++)
+        for (int d = 0; d < a->n_depths && !rc; d++) rc = run_test(st, &r, res, a->depths[d], a->pg[i][0], a->pg[i][1]);
     lt_membw_close(st->buf); /* read on this context's threads */
     st->buf = NULL;
     lethe_ctx_free(c);
@@ -231,8 +253,9 @@ int bench_run(const bench_args *a) {
                a->reps);
         if (roofline)
             printf("bound: read bandwidth (XOR pass over %zu MiB on the test's threads, best of %d, just before each "
-                   "repetition; read GB/s is their mean) / weight bytes read per generated token (every matrix once, one "
-                   "embedding row); %% bound: the mean over the repetitions of t/s against the bound of the same moment.\n",
+                   "repetition; read GB/s is their mean) / bytes read per generated token: MiB/token, the weights (every matrix "
+                   "once, one embedding row), and the K and V of the cache slots it attends (the mean over the steps); %% bound: "
+                   "the mean over the repetitions of t/s against the bound of the same moment.\n",
                    a->bw_bytes >> 20, BW_PASSES);
         printf("peak RSS: %.1f MiB\n", peak_rss_bytes() / 1048576.0);
     }
