@@ -11,6 +11,7 @@
 #include "attn/attn_kernels.h"
 #include "kv/kv_pool.h"
 #include "kv/kv_stream.h"
+#include "attn_softmax_check.h"
 #include "testutil.h"
 #include "util/error.h"
 #include "util/fp16.h"
@@ -546,13 +547,14 @@ done:
 /* The AVX2 (and AVX-512) kernels equal the scalar ones (to rounding), and
  * all the reference. */
 static void test_kernels(env *E) {
+    check_softmax_table(attn_kernels_scalar());
     if (!attn_kernels_avx2()) {
         printf("no AVX2: kernel comparison skipped\n");
         return;
     }
     const attn_kernels *simd[2] = {attn_kernels_avx2(), attn_kernels_avx512()};
     for (int t = 0; t < 2; t++)
-        if (simd[t]) kernels_match_scalar(simd[t]);
+        if (simd[t]) kernels_match_scalar(simd[t]), check_softmax_table(simd[t]);
     if (simd[1]) avx512_invariants(simd[1]);
     const attn_kernels *ks = attn_kernels_scalar(), *kv = attn_kernels_get();
     /* Whole kernels with the scalar table forced: same reference, same result to rounding. */

@@ -78,21 +78,7 @@ void attn_tile_rows(attn_tile *t, const kv_stream *st, const float *q, const int
                 for (int j = 0; j < nk; j++) sink[r * sink_stride + first + j] = t->s[(long)r * P + j];
         }
         /* Running max and sum per row; alpha rescales what was accumulated. */
-        for (int r = 0; r < nr; r++) {
-            float *sr = t->s + (long)r * P;
-            float mx = sr[0];
-            for (int j = 1; j < nk; j++) mx = sr[j] > mx ? sr[j] : mx;
-            float m_new = mx > m[r] ? mx : m[r];
-            if (m_new == -INFINITY) { /* nothing visible to this row yet */
-                t->alpha[r] = 1.0f;
-                for (int j = 0; j < nk; j++) sr[j] = 0.0f;
-                continue;
-            }
-            t->alpha[r] = m[r] == -INFINITY ? 0.0f : m[r] == m_new ? 1.0f : expf(m[r] - m_new);
-            float sum = t->kern->exp_sum(sr, nk, m_new);
-            l[r] = l[r] * t->alpha[r] + sum;
-            m[r] = m_new;
-        }
+        t->kern->softmax(t->s, P, nr, nk, m, l, t->alpha);
         kv_tile_pv(&t->rd, t->kern, st->pages[pi], nk, o, nr, t->alpha, t->s, P);
     }
 }

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "attn/attn_softmax.h"
 #include "tensor/cpu.h"
 #include "tensor/quant_impl.h"
 #include "util/fp16.h"
@@ -48,6 +49,16 @@ static float exp_sum_scalar(float *s, int n, float m) {
         sum += e;
     }
     return sum;
+}
+
+static float row_max_scalar(const float *s, int n) {
+    float mx = s[0];
+    for (int j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    return mx;
+}
+
+static void softmax_scalar(float *s, int s_stride, int nr, int nk, float *m, float *l, float *alpha) {
+    attn_softmax_rows(row_max_scalar, exp_sum_scalar, s, s_stride, nr, nk, m, l, alpha);
 }
 
 static inline void pv_body(int half, float *o, int nr, const float *alpha, const float *p, int p_stride,
@@ -132,7 +143,7 @@ static void pv_cold_scalar(lt_type ty, float *o, int nr, const float *alpha, con
 
 static const attn_kernels scalar_table = {"scalar",           scores_scalar,     exp_sum_scalar,
                                           pv_scalar,          scores_cold_scalar, pv_cold_scalar,
-                                          scores_f16_scalar, pv_f16_scalar};
+                                          scores_f16_scalar, pv_f16_scalar,   softmax_scalar};
 
 const attn_kernels *attn_kernels_scalar(void) { return &scalar_table; }
 

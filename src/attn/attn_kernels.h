@@ -1,6 +1,7 @@
 /* Inner kernels of the tiled attention (internal to src/attn): scores of a
  * block of query rows against a tile of keys, exp-and-sum of a score row,
- * and the rescale-and-accumulate of P x V. A scalar, an AVX2/FMA and an
+ * the online-softmax step of a tile, and the rescale-and-accumulate of
+ * P x V. A scalar, an AVX2/FMA and an
  * AVX-512 table; attn_kernels_get() picks one at run time. */
 #ifndef LETHE_ATTN_KERNELS_H
 #define LETHE_ATTN_KERNELS_H
@@ -40,6 +41,9 @@ typedef struct {
     void (*scores_f16)(const float *q, int q_stride, int nr, const uint16_t *k, int nk, int d, float *S, int s_stride);
     void (*pv_f16)(float *o, int nr, const float *alpha, const float *p, int p_stride, const uint16_t *v, int nk,
                    int d);
+    /* The online-softmax step of a tile of scores (attn_softmax.h) with
+     * this table's exp_sum: the same bits as calling it row by row. */
+    void (*softmax)(float *s, int s_stride, int nr, int nk, float *m, float *l, float *alpha);
 } attn_kernels;
 
 const attn_kernels *attn_kernels_scalar(void);

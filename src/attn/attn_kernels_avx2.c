@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #include <math.h>
 
+#include "attn/attn_softmax.h"
 #include "tensor/avx2_util.h"
 #include "tensor/quant_impl.h"
 
@@ -143,6 +144,25 @@ static float exp_sum_avx2(float *s, int n, float m) {
         sum += e;
     }
     return sum;
+}
+
+/* The largest of s[0..n), n >= 1: exact, so the scalar loop's value. */
+static float row_max_avx2(const float *s, int n) {
+    float mx = s[0];
+    int j = 1;
+    if (n >= 8) {
+        __m256 v = _mm256_loadu_ps(s);
+        for (j = 8; j + 8 <= n; j += 8) v = _mm256_max_ps(v, _mm256_loadu_ps(s + j));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        mx = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+    }
+    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    return mx;
+}
+
+static void softmax_avx2(float *s, int s_stride, int nr, int nk, float *m, float *l, float *alpha) {
+    attn_softmax_rows(row_max_avx2, exp_sum_avx2, s, s_stride, nr, nk, m, l, alpha);
 }
 
 /* Rows r, r + 1 over dims [e0, e0 + 8 * W) for W = 4 (one block of 32). */
@@ -423,6 +443,6 @@ static void pv_cold_avx2(lt_type ty, float *o, int nr, const float *alpha, const
 }
 
 const attn_kernels attn_kernels_avx2_table = {"avx2", scores_avx2, exp_sum_avx2, pv_avx2, scores_cold_avx2,
-                                              pv_cold_avx2, scores_f16_avx2, pv_f16_avx2};
+                                              pv_cold_avx2, scores_f16_avx2, pv_f16_avx2, softmax_avx2};
 
 #endif

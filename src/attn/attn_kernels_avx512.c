@@ -17,6 +17,7 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
 
+#include "attn/attn_softmax.h"
 #include "tensor/avx512_util.h"
 
 /* 16 key or value floats from element i of a page row block: F32 as they
@@ -167,6 +168,23 @@ LT_INLINE void pv_body(const int half, float *o, int nr, const float *alpha, con
     }
 }
 
+/* The largest of s[0..n), n >= 1: exact, so the scalar loop's value. */
+static float row_max_avx512(const float *s, int n) {
+    float mx = s[0];
+    int j = 1;
+    if (n >= 16) {
+        __m512 v = _mm512_loadu_ps(s);
+        for (j = 16; j + 16 <= n; j += 16) v = _mm512_max_ps(v, _mm512_loadu_ps(s + j));
+        mx = _mm512_reduce_max_ps(v);
+    }
+    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    return mx;
+}
+
+static void softmax_avx512(float *s, int s_stride, int nr, int nk, float *m, float *l, float *alpha) {
+    attn_softmax_rows(row_max_avx512, exp_sum_avx512, s, s_stride, nr, nk, m, l, alpha);
+}
+
 static void pv_avx512(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
                       int d) {
     if (d % 16) attn_kernels_avx2()->pv(o, nr, alpha, p, p_stride, v, nk, d);
@@ -191,7 +209,7 @@ static void pv_cold_avx512(lt_type ty, float *o, int nr, const float *alpha, con
 
 const attn_kernels attn_kernels_avx512_table = {"avx512",           scores_avx512,      exp_sum_avx512,
                                                 pv_avx512,          scores_cold_avx512, pv_cold_avx512,
-                                                scores_f16_avx512, pv_f16_avx512};
+                                                scores_f16_avx512, pv_f16_avx512,   softmax_avx512};
 
 #else
 /* Elsewhere this file is empty; ISO C wants a declaration in every file. */

@@ -3,7 +3,8 @@
  * against the scalar kernels (to rounding), its own invariants (a score
  * takes the same steps in any block; F16 keys / values give the bits of
  * their F32 conversion) and the AVX2 kernels' bits where it shares their
- * steps (pv; exp_sum's values). On a machine with AVX-512 tests/test_attn.c
+ * steps (pv; exp_sum's values); its softmax step equals the row-by-row
+ * one (attn_softmax_check.h). On a machine with AVX-512 tests/test_attn.c
  * checks the compiled table the same way. */
 #include <math.h>
 #include <stdint.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "attn/attn_kernels.h"
+#include "attn_softmax_check.h"
 #include "tensor/swiglu.h"
 #include "testutil.h"
 #include "util/fp16.h"
@@ -74,6 +76,7 @@ int main(void) {
     const float sa = attn_kernels_avx2()->exp_sum(a, 67, 0.5f), sb = em->exp_sum(b, 67, 0.5f);
     CHECK(memcmp(a, b, sizeof(float) * 64) == 0 && b[5] == 0.0f && fabsf(sa - sb) <= 1e-6f * sa);
     for (int i = 64; i < 67; i++) CHECK(fabsf(a[i] - b[i]) <= 4e-7f * a[i] + 1e-37f);
+    check_softmax_table(em);
     /* SwiGLU: every length up to two registers and a tail, extremes included */
     for (int n = 1; n <= 37; n++) {
         float x1[37], x2[37], y[37];

@@ -53,6 +53,7 @@ EI em512 em_mm512_cvtepi32_ps(em512 a){ for(int j=0;j<16;j++) a.f[j]=(float)a.i[
 EI em512 em_mm512_permutexvar_ps(em512 idx, em512 a){ em512 r; for(int j=0;j<16;j++) r.f[j]=a.f[idx.i[j]&15]; return r; }
 EI void em_mm512_storeu_ps(void *p, em512 a){ memcpy(p,a.f,64); }
 EI void em_mm512_mask_storeu_ps(void *p, uint16_t m, em512 a){ for(int j=0;j<16;j++) if((m>>j)&1) ((float*)p)[j]=a.f[j]; }
+EI float em_mm512_reduce_max_ps(em512 a){ float m=a.f[0]; for(int j=1;j<16;j++) m=a.f[j]>m?a.f[j]:m; return m; }
 EI float em_mm512_reduce_add_ps(em512 a){ float t[8]; for(int j=0;j<8;j++) t[j]=a.f[j]+a.f[j+8]; for(int j=0;j<4;j++) t[j]+=t[j+4]; t[0]+=t[2]; t[1]+=t[3]; return t[0]+t[1]; }
 EI em512 em_mm512_loadu_ps(const void *p){ em512 r; memcpy(r.f,p,64); return r; }
 EI em512 em_mm512_maskz_loadu_ps(uint16_t m, const void *p){ em512 r=em_z(); for(int j=0;j<16;j++) if((m>>j)&1) r.f[j]=((const float*)p)[j]; return r; }
