@@ -519,6 +519,40 @@ static void kernels_match_scalar(const attn_kernels *kv) {
     }
 }
 
+/* scores_many: each score is its d products summed in order, one fused
+ * multiply-add each (fmaf here) on the SIMD tables, on F32 and F16 keys,
+ * for odd shapes (rows past a block of 6, keys past a vector of 8); the
+ * scalar table's to rounding. */
+static void scores_many_in_order(const attn_kernels *k) {
+    const bool fused = k != attn_kernels_scalar();
+    int bad = 0;
+    for (int rep = 0; rep < 40; rep++) {
+        const int d = 8 * (1 + irand(20)), nr = 1 + irand(40), nk = 1 + irand(40), ss = 48;
+        float *q = malloc(sizeof(float) * nr * d), *kf = malloc(sizeof(float) * nk * d), *kt = malloc(sizeof(float) * d * 48);
+        float *S = malloc(sizeof(float) * nr * ss);
+        uint16_t *kh = malloc(sizeof(uint16_t) * nk * d);
+        if (!CHECK(q && kf && kt && S && kh)) {
+            free(q), free(kf), free(kt), free(S), free(kh);
+            return;
+        }
+        for (int i = 0; i < nr * d; i++) q[i] = frand();
+        for (int i = 0; i < nk * d; i++) kh[i] = fp32_to_fp16(2 * frand()), kf[i] = fp16_to_fp32(kh[i]);
+        for (int half = 0; half < 2; half++) {
+            k->scores_many(q, d, nr, half ? (const void *)kh : (const void *)kf, half, nk, d, S, ss, kt);
+            for (int r = 0; r < nr; r++)
+                for (int j = 0; j < nk; j++) {
+                    float want = 0.0f;
+                    for (int e = 0; e < d; e++)
+                        want = fused ? fmaf(q[r * d + e], kf[j * d + e], want) : want + q[r * d + e] * kf[j * d + e];
+                    const float got = S[r * ss + j];
+                    bad += fused ? memcmp(&got, &want, sizeof got) != 0 : !(fabsf(got - want) <= 2e-6f * d);
+                }
+        }
+        free(q), free(kf), free(kt), free(S), free(kh);
+    }
+    CHECKF(bad == 0, "%s scores_many: %d scores off the in-order sums", k->name, bad);
+}
+
 /* AVX-512: a (row, key) score takes the same steps in any block (rows and
  * keys one at a time equal the whole call, bit for bit), and pv gives the
  * AVX2 kernel's bits (the same steps per element). */
@@ -548,13 +582,14 @@ done:
  * all the reference. */
 static void test_kernels(env *E) {
     check_softmax_table(attn_kernels_scalar());
+    scores_many_in_order(attn_kernels_scalar());
     if (!attn_kernels_avx2()) {
         printf("no AVX2: kernel comparison skipped\n");
         return;
     }
     const attn_kernels *simd[2] = {attn_kernels_avx2(), attn_kernels_avx512()};
     for (int t = 0; t < 2; t++)
-        if (simd[t]) kernels_match_scalar(simd[t]), check_softmax_table(simd[t]);
+        if (simd[t]) kernels_match_scalar(simd[t]), check_softmax_table(simd[t]), scores_many_in_order(simd[t]);
     if (simd[1]) avx512_invariants(simd[1]);
     const attn_kernels *ks = attn_kernels_scalar(), *kv = attn_kernels_get();
     /* Whole kernels with the scalar table forced: same reference, same result to rounding. */

@@ -61,6 +61,18 @@ static void softmax_scalar(float *s, int s_stride, int nr, int nk, float *m, flo
     attn_softmax_rows(row_max_scalar, exp_sum_scalar, s, s_stride, nr, nk, m, l, alpha);
 }
 
+static void scores_many_scalar(const float *q, int q_stride, int nr, const void *k, int half, int nk, int d, float *S,
+                               int s_stride, float *kt) {
+    (void)kt;
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < nk; j++) {
+            const float *qr = q + (long)r * q_stride;
+            float acc = 0.0f;
+            for (int e = 0; e < d; e++) acc += qr[e] * elem(half, k, (long)j * d + e);
+            S[(long)r * s_stride + j] = acc;
+        }
+}
+
 static inline void pv_body(int half, float *o, int nr, const float *alpha, const float *p, int p_stride,
                            const void *v, int nk, int d) {
     for (int r = 0; r < nr; r++) {
@@ -143,7 +155,8 @@ static void pv_cold_scalar(lt_type ty, float *o, int nr, const float *alpha, con
 
 static const attn_kernels scalar_table = {"scalar",           scores_scalar,     exp_sum_scalar,
                                           pv_scalar,          scores_cold_scalar, pv_cold_scalar,
-                                          scores_f16_scalar, pv_f16_scalar,   softmax_scalar};
+                                          scores_f16_scalar, pv_f16_scalar,   softmax_scalar,
+                                          scores_many_scalar};
 
 const attn_kernels *attn_kernels_scalar(void) { return &scalar_table; }
 

@@ -44,6 +44,15 @@ typedef struct {
     /* The online-softmax step of a tile of scores (attn_softmax.h) with
      * this table's exp_sum: the same bits as calling it row by row. */
     void (*softmax)(float *s, int s_stride, int nr, int nk, float *m, float *l, float *alpha);
+    /* Scores of a block of many rows (prefill): as scores (half 0: k F32
+     * rows) / scores_f16 (half 1), but each score sums its d products in
+     * order, dim 0 first, one FMA each where the CPU has FMA; the SIMD
+     * kernels transpose the keys into kt (d x nk rounded up to 8 floats)
+     * first, so that a register holds 8 keys' products and no score needs
+     * the horizontal sum that dominates scores for short head dims. Up to
+     * nk rounded up to 8 may be written. */
+    void (*scores_many)(const float *q, int q_stride, int nr, const void *k, int half, int nk, int d, float *S,
+                        int s_stride, float *kt);
 } attn_kernels;
 
 const attn_kernels *attn_kernels_scalar(void);

@@ -12,6 +12,7 @@
 #include "attn/attn_softmax.h"
 #include "tensor/avx2_util.h"
 #include "tensor/quant_impl.h"
+#include "util/fp16.h"
 
 /* Horizontal sums of 8 vectors: result lane i = sum of a[i]'s lanes. */
 static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6,
@@ -146,6 +147,95 @@ static float exp_sum_avx2(float *s, int n, float m) {
     return sum;
 }
 
+/* ---- scores of many rows on transposed keys (prefill blocks) ---- */
+
+/* Keys j0..j0+7 x dims e0..e0+7 (base = j0 * d + e0) -> rows e0..e0+7 of
+ * kt, columns j0..j0+7: an 8 x 8 transpose in registers. */
+LT_INLINE void kt_block8(const int half, const void *k, long base, int d, float *kt, int kts) {
+    __m256 r[8], t[8], u[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) r[i] = ld8(half, k, base + (long)i * d);
+#pragma GCC unroll 4
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);     /* (i, i+1) x dims 0, 1 | 4, 5 */
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]); /* dims 2, 3 | 6, 7 */
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 8; h += 4) { /* keys h..h+3 */
+        u[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);     /* dim 0 | 4 */
+        u[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xee); /* dim 1 | 5 */
+        u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+        u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xee);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(kt + (long)i * kts, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+        _mm256_storeu_ps(kt + (long)(i + 4) * kts, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+    }
+}
+
+/* R rows x C vectors of 8 keys: R x C accumulators, one FMA chain each
+ * over the dims in order; a broadcast query element serves C x 8 keys. */
+LT_INLINE void many_block(const int R, const int C, const float *q, int q_stride, const float *kt, int kts, int d,
+                          float *S, int s_stride) {
+    __m256 a[6][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    for (int e = 0; e < d; e++) {
+        const __m256 k0 = _mm256_loadu_ps(kt + (long)e * kts), k1 = C > 1 ? _mm256_loadu_ps(kt + (long)e * kts + 8) : k0;
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) {
+            const __m256 b = _mm256_broadcast_ss(q + (long)r * q_stride + e);
+            a[r][0] = _mm256_fmadd_ps(b, k0, a[r][0]);
+            if (C > 1) a[r][1] = _mm256_fmadd_ps(b, k1, a[r][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+        _mm256_storeu_ps(S + (long)r * s_stride, a[r][0]);
+        if (C > 1) _mm256_storeu_ps(S + (long)r * s_stride + 8, a[r][1]);
+    }
+}
+
+#define MANY_ROWS 6 /* 12 accumulators, 2 key vectors and a broadcast: 15 registers */
+#define MANY_CASE(R)                                                                                  \
+    case R:                                                                                           \
+        if (C == 2) many_block(R, 2, qr, q_stride, kt + j, kts, d, S + (long)r * s_stride + j, s_stride); \
+        else many_block(R, 1, qr, q_stride, kt + j, kts, d, S + (long)r * s_stride + j, s_stride);        \
+        break;
+
+static void scores_many_avx2(const float *q, int q_stride, int nr, const void *k, int half, int nk, int d, float *S,
+                             int s_stride, float *kt) {
+    if (d % 8) {
+        attn_kernels_scalar()->scores_many(q, q_stride, nr, k, half, nk, d, S, s_stride, kt);
+        return;
+    }
+    const int kts = (nk + 7) & ~7;
+    int j0 = 0;
+    for (; j0 + 8 <= nk; j0 += 8)
+        for (int e0 = 0; e0 < d; e0 += 8) kt_block8(half, k, (long)j0 * d + e0, d, kt + (long)e0 * kts + j0, kts);
+    for (int e = 0; e < d && j0 < nk; e++) /* the last keys, then zeros to a whole vector */
+        for (int j = j0; j < kts; j++)
+            kt[(long)e * kts + j] = j < nk ? (half ? fp16_to_fp32(((const uint16_t *)k)[(long)j * d + e])
+                                                    : ((const float *)k)[(long)j * d + e])
+                                           : 0.0f;
+    for (int r = 0; r < nr; r += MANY_ROWS) {
+        const float *qr = q + (long)r * q_stride;
+        for (int j = 0; j < kts; j += 16) {
+            const int C = kts - j >= 16 ? 2 : 1;
+            switch (nr - r < MANY_ROWS ? nr - r : MANY_ROWS) {
+                MANY_CASE(1)
+                MANY_CASE(2)
+                MANY_CASE(3)
+                MANY_CASE(4)
+                MANY_CASE(5)
+                default: MANY_CASE(6)
+            }
+        }
+    }
+}
+#undef MANY_CASE
+
 /* The largest of s[0..n), n >= 1: exact, so the scalar loop's value. */
 static float row_max_avx2(const float *s, int n) {
     float mx = s[0];
@@ -165,83 +255,69 @@ static void softmax_avx2(float *s, int s_stride, int nr, int nk, float *m, float
     attn_softmax_rows(row_max_avx2, exp_sum_avx2, s, s_stride, nr, nk, m, l, alpha);
 }
 
-/* Rows r, r + 1 over dims [e0, e0 + 8 * W) for W = 4 (one block of 32). */
-LT_INLINE void pv_2x32(const int half, float *o0, float *o1, float al0, float al1, const float *p0, const float *p1,
-                       const void *v, long e0, int nk, int d) {
-    __m256 b0 = _mm256_set1_ps(al0), b1 = _mm256_set1_ps(al1);
-    __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), b0), x1 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 8), b0);
-    __m256 x2 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 16), b0), x3 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 24), b0);
-    __m256 y0 = _mm256_mul_ps(_mm256_loadu_ps(o1), b1), y1 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 8), b1);
-    __m256 y2 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 16), b1), y3 = _mm256_mul_ps(_mm256_loadu_ps(o1 + 24), b1);
+/* Rows 0..R-1 of o over dims [e0, e0 + 8 W): R x W <= 12 accumulators (8 or
+ * more FMA chains, so no chain waits on its latency), a value vector
+ * serving R rows and a broadcast probability W vectors. Per output
+ * element: o times alpha, then one FMA per key in order, whatever the
+ * block, so any blocking (and the AVX-512 kernel) gives the same bits. */
+LT_INLINE void pv_block(const int half, const int R, const int W, float *o, int d, const float *alpha, const float *p,
+                        int p_stride, const void *v, long e0, int nk) {
+    __m256 x[6][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+        const __m256 b = _mm256_set1_ps(alpha[r]);
+#pragma GCC unroll 4
+        for (int w = 0; w < W; w++) x[r][w] = _mm256_mul_ps(_mm256_loadu_ps(o + (long)r * d + e0 + 8 * w), b);
+    }
     for (int j = 0; j < nk; j++) {
         const long vj = e0 + (long)j * d;
-        __m256 w0 = _mm256_set1_ps(p0[j]), w1 = _mm256_set1_ps(p1[j]);
-        __m256 v0 = ld8(half, v, vj), v1 = ld8(half, v, vj + 8);
-        __m256 v2 = ld8(half, v, vj + 16), v3 = ld8(half, v, vj + 24);
-        x0 = _mm256_fmadd_ps(w0, v0, x0);
-        x1 = _mm256_fmadd_ps(w0, v1, x1);
-        x2 = _mm256_fmadd_ps(w0, v2, x2);
-        x3 = _mm256_fmadd_ps(w0, v3, x3);
-        y0 = _mm256_fmadd_ps(w1, v0, y0);
-        y1 = _mm256_fmadd_ps(w1, v1, y1);
-        y2 = _mm256_fmadd_ps(w1, v2, y2);
-        y3 = _mm256_fmadd_ps(w1, v3, y3);
-    }
-    _mm256_storeu_ps(o0, x0);
-    _mm256_storeu_ps(o0 + 8, x1);
-    _mm256_storeu_ps(o0 + 16, x2);
-    _mm256_storeu_ps(o0 + 24, x3);
-    _mm256_storeu_ps(o1, y0);
-    _mm256_storeu_ps(o1 + 8, y1);
-    _mm256_storeu_ps(o1 + 16, y2);
-    _mm256_storeu_ps(o1 + 24, y3);
-}
-
-LT_INLINE void pv_1x32(const int half, float *o0, float al0, const float *p0, const void *v, long e0, int nk, int d) {
-    __m256 b0 = _mm256_set1_ps(al0);
-    __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), b0), x1 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 8), b0);
-    __m256 x2 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 16), b0), x3 = _mm256_mul_ps(_mm256_loadu_ps(o0 + 24), b0);
-    for (int j = 0; j < nk; j++) {
-        const long vj = e0 + (long)j * d;
-        __m256 w0 = _mm256_set1_ps(p0[j]);
-        x0 = _mm256_fmadd_ps(w0, ld8(half, v, vj), x0);
-        x1 = _mm256_fmadd_ps(w0, ld8(half, v, vj + 8), x1);
-        x2 = _mm256_fmadd_ps(w0, ld8(half, v, vj + 16), x2);
-        x3 = _mm256_fmadd_ps(w0, ld8(half, v, vj + 24), x3);
-    }
-    _mm256_storeu_ps(o0, x0);
-    _mm256_storeu_ps(o0 + 8, x1);
-    _mm256_storeu_ps(o0 + 16, x2);
-    _mm256_storeu_ps(o0 + 24, x3);
-}
-
-LT_INLINE void pv_1x8(const int half, float *o0, float al0, const float *p0, const void *v, long e0, int nk, int d) {
-    __m256 x0 = _mm256_mul_ps(_mm256_loadu_ps(o0), _mm256_set1_ps(al0));
-    for (int j = 0; j < nk; j++) x0 = _mm256_fmadd_ps(_mm256_set1_ps(p0[j]), ld8(half, v, e0 + (long)j * d), x0);
-    _mm256_storeu_ps(o0, x0);
-}
-
-LT_INLINE void pv_body(const int half, float *o, int nr, const float *alpha, const float *p, int p_stride,
-                       const void *v, int nk, int d) {
-    int r = 0;
-    for (; r + 2 <= nr; r += 2) {
-        float *o0 = o + (long)r * d, *o1 = o0 + d;
-        const float *p0 = p + (long)r * p_stride, *p1 = p0 + p_stride;
-        int e = 0;
-        for (; e + 32 <= d; e += 32) pv_2x32(half, o0 + e, o1 + e, alpha[r], alpha[r + 1], p0, p1, v, e, nk, d);
-        for (; e < d; e += 8) {
-            pv_1x8(half, o0 + e, alpha[r], p0, v, e, nk, d);
-            pv_1x8(half, o1 + e, alpha[r + 1], p1, v, e, nk, d);
+        __m256 vv[4];
+#pragma GCC unroll 4
+        for (int w = 0; w < W; w++) vv[w] = ld8(half, v, vj + 8 * w);
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) {
+            const __m256 pw = _mm256_broadcast_ss(p + (long)r * p_stride + j);
+#pragma GCC unroll 4
+            for (int w = 0; w < W; w++) x[r][w] = _mm256_fmadd_ps(pw, vv[w], x[r][w]);
         }
     }
-    for (; r < nr; r++) {
-        float *o0 = o + (long)r * d;
-        const float *p0 = p + (long)r * p_stride;
-        int e = 0;
-        for (; e + 32 <= d; e += 32) pv_1x32(half, o0 + e, alpha[r], p0, v, e, nk, d);
-        for (; e < d; e += 8) pv_1x8(half, o0 + e, alpha[r], p0, v, e, nk, d);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int w = 0; w < W; w++) _mm256_storeu_ps(o + (long)r * d + e0 + 8 * w, x[r][w]);
+}
+
+/* R rows over all d dims: 32 dims a block for one or two rows, else 16. */
+#define PV_DIMS(R)                                                                                          \
+    do {                                                                                                    \
+        int e = 0;                                                                                          \
+        if (R <= 2)                                                                                         \
+            for (; e + 32 <= d; e += 32) pv_block(half, R, 4, o, d, alpha, p, p_stride, v, e, nk);          \
+        for (; e + 16 <= d; e += 16) pv_block(half, R, 2, o, d, alpha, p, p_stride, v, e, nk);              \
+        if (e < d) pv_block(half, R, 1, o, d, alpha, p, p_stride, v, e, nk);                                \
+    } while (0)
+
+/* Rows in blocks as even as possible: F32 values up to 6 rows a block (8
+ * rows: 4 + 4, so each block has 8 chains); F16 values 2 rows x 32 dims,
+ * where 4 rows x 16 dims, half the conversions, measured 20% slower on Zen
+ * 3 (twice the broadcasts, which share the FMA pipes). */
+LT_INLINE void pv_body(const int half, float *o, int nr, const float *alpha, const float *p, int p_stride,
+                       const void *v, int nk, int d) {
+    const int most = half ? 2 : 6;
+    while (nr > 0) {
+        const int blocks = (nr + most - 1) / most, R = (nr + blocks - 1) / blocks;
+        switch (R) {
+        case 1: PV_DIMS(1); break;
+        case 2: PV_DIMS(2); break;
+        case 3: PV_DIMS(3); break;
+        case 4: PV_DIMS(4); break;
+        case 5: PV_DIMS(5); break;
+        default: PV_DIMS(6); break;
+        }
+        o += (long)R * d, alpha += R, p += (long)R * p_stride, nr -= R;
     }
 }
+#undef PV_DIMS
 
 static void pv_avx2(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
                     int d) {
@@ -443,6 +519,7 @@ static void pv_cold_avx2(lt_type ty, float *o, int nr, const float *alpha, const
 }
 
 const attn_kernels attn_kernels_avx2_table = {"avx2", scores_avx2, exp_sum_avx2, pv_avx2, scores_cold_avx2,
-                                              pv_cold_avx2, scores_f16_avx2, pv_f16_avx2, softmax_avx2};
+                                              pv_cold_avx2, scores_f16_avx2, pv_f16_avx2, softmax_avx2,
+                                              scores_many_avx2};
 
 #endif

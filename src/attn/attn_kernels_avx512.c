@@ -207,9 +207,17 @@ static void pv_cold_avx512(lt_type ty, float *o, int nr, const float *alpha, con
     attn_kernels_avx2()->pv_cold(ty, o, nr, alpha, p, p_stride, v, nk, d, stage);
 }
 
+/* The AVX2 kernel: no horizontal sums to save, and on Zen 4 a 512-bit FMA
+ * is two 256-bit ones, so 16 lanes would not add FMA throughput. */
+static void scores_many_avx512(const float *q, int q_stride, int nr, const void *k, int half, int nk, int d, float *S,
+                               int s_stride, float *kt) {
+    attn_kernels_avx2()->scores_many(q, q_stride, nr, k, half, nk, d, S, s_stride, kt);
+}
+
 const attn_kernels attn_kernels_avx512_table = {"avx512",           scores_avx512,      exp_sum_avx512,
                                                 pv_avx512,          scores_cold_avx512, pv_cold_avx512,
-                                                scores_f16_avx512, pv_f16_avx512,   softmax_avx512};
+                                                scores_f16_avx512, pv_f16_avx512,   softmax_avx512,
+                                                scores_many_avx512};
 
 #else
 /* Elsewhere this file is empty; ISO C wants a declaration in every file. */

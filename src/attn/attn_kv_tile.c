@@ -5,7 +5,10 @@
 
 #include <stdbool.h>
 
-long kv_tile_reader_floats(const kv_pool *pool) { return 3L * kv_pool_page_slots(pool) * kv_pool_head_dim(pool); }
+long kv_tile_reader_floats(const kv_pool *pool) {
+    const long p = kv_pool_page_slots(pool), d = kv_pool_head_dim(pool);
+    return 2 * p * d + d * ((p + 7) & ~7L);
+}
 
 void kv_tile_reader_init(kv_tile_reader *r, const kv_pool *pool, float *buf) {
     r->pool = pool;
@@ -18,6 +21,7 @@ void kv_tile_reader_init(kv_tile_reader *r, const kv_pool *pool, float *buf) {
     r->vbuf = buf + (long)r->page_slots * r->head_dim;
     r->tmp = buf + 2L * r->page_slots * r->head_dim;
     r->cold = NULL;
+    r->many = 0;
 }
 
 int kv_tile_rows(const kv_tile_reader *r, const kv_stream *s, int pi, int *first) {
@@ -76,6 +80,11 @@ void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, const kv_stream
                           S, s_stride, cold_stage(r));
         return;
     }
+    if (r->many) {
+        const void *k = r->half ? kv_page_k_row(r->pool, page, 0) : (const void *)kv_tile_k(r, page, nk);
+        kern->scores_many(q, r->head_dim, nr, k, r->half, nk, r->head_dim, S, s_stride, r->tmp);
+        return;
+    }
     if (r->half) {
         kern->scores_f16(q, r->head_dim, nr, kv_page_k_row(r->pool, page, 0), nk, r->head_dim, S, s_stride);
         return;
@@ -90,7 +99,7 @@ void kv_tile_pv(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int n
                       cold_stage(r));
         return;
     }
-    if (r->half) {
+    if (r->half && !r->many) { /* many rows: converting the page once beats once per pair of rows */
         kern->pv_f16(o, nr, alpha, p, p_stride, kv_page_v_row(r->pool, page, 0), nk, r->head_dim);
         return;
     }

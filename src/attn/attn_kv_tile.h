@@ -22,7 +22,9 @@ typedef struct {
     int half;    /* F16 pool, packed rows: scores and pv read them in place */
     float *kbuf; /* page_slots x head_dim, unused when direct */
     float *vbuf;
-    float *tmp;  /* page_slots x head_dim: cold pages' per-channel keys */
+    float *tmp;  /* head_dim x page_slots rounded up to 8: cold pages' per-channel keys,
+                    the transposed keys of scores_many */
+    int many;    /* a block of many rows (prefill): scores by scores_many */
     const kv_cold *cold; /* non-NULL: the stream's pages are pages of this cold tier, read in place */
 } kv_tile_reader;
 

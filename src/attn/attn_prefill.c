@@ -12,6 +12,9 @@
 
 /* Pages per statistics work item (second pass). */
 #define STATS_CHUNK_PAGES 16
+/* Blocks of at least this many rows take scores_many: transposing a page's
+ * keys once costs about what its horizontal sums cost 16 rows. */
+#define MANY_ROWS_MIN 16
 
 typedef struct {
     const attn_layer *L;
@@ -53,6 +56,7 @@ static int load_block(const prefill_ctx *c, int g, int b, attn_tile_mem *mem) {
 static void thread_tile(prefill_ctx *c, int ith, attn_tile *t, attn_tile_mem *mem) {
     attn_tile_init(t, mem, c->L->pool, c->kern, (float *)(void *)(c->thread_mem + (size_t)ith * c->thread_stride),
                    c->rows, c->chunk_slots);
+    t->rd.many = c->rows >= MANY_ROWS_MIN; /* both passes: the statistics see the scores the softmax saw */
 }
 
 static void prefill_task(void *arg, int ith, int nth) {
