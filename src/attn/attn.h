@@ -119,7 +119,8 @@ int attn_naive(const attn_layer *L, const float *q, const int32_t *q_pos, int n_
 size_t attn_naive_scratch_bytes(const attn_layer *L, int n_tok);
 
 /* `lethe bench attn`: decode-step and prefill-chunk times, tiled vs naive,
- * with peak scratch, at contexts 1K..64K; n_threads <= 0: all cores. */
-void attn_bench(FILE *out, int n_threads);
+ * with peak scratch, at contexts 1K..64K, on a KV pool of kv_dtype;
+ * n_threads <= 0: all cores. */
+void attn_bench(FILE *out, int n_threads, lt_type kv_dtype);
 
 #endif

@@ -1,6 +1,7 @@
 /* `lethe bench attn`: time per decode step and per prefill chunk, tiled
  * (FlashAttention-2 prefill, Flash-Decoding split-KV decode) versus the
- * naive kernel, with peak scratch bytes, at contexts 1K..64K. */
+ * naive kernel, with peak scratch bytes, at contexts 1K..64K, on a KV pool
+ * of the given type (--kv-type, F16 by default as in the engine). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,9 +48,9 @@ static void setup_free(bench_setup *b) {
     free(b->q_dec), free(b->q_pre), free(b->o);
 }
 
-static int setup(bench_setup *b, int ctx, int d, char *err) {
+static int setup(bench_setup *b, int ctx, int d, lt_type kv_dtype, char *err) {
     memset(b, 0, sizeof *b);
-    kv_pool_params pp = {.page_slots = BENCH_PAGE, .head_dim = d, .dtype = LT_F32,
+    kv_pool_params pp = {.page_slots = BENCH_PAGE, .head_dim = d, .dtype = kv_dtype,
                          .n_pages = (size_t)BENCH_HEADS_KV * ((size_t)ctx / BENCH_PAGE + 1)};
     b->pool = kv_pool_create(&pp, err);
     float *k = malloc((size_t)BENCH_FILL * d * sizeof *k), *v = malloc((size_t)BENCH_FILL * d * sizeof *v);
@@ -157,15 +158,15 @@ static void fmt_bytes(char *buf, size_t n, size_t b) {
     else snprintf(buf, n, "%.1f KiB", (double)b / 1024);
 }
 
-void attn_bench(FILE *out, int n_threads) {
+void attn_bench(FILE *out, int n_threads, lt_type kv_dtype) {
     threadpool *tp = tp_create(n_threads);
     if (!tp) {
         fprintf(out, "bench attn: cannot create the thread pool\n");
         return;
     }
     const int nth = tp_n_threads(tp);
-    fprintf(out, "attention bench: %d query heads, %d KV heads (GQA %d), F32 KV, %d-slot pages, %d thread%s, %s kernels (simd %s)\n",
-            BENCH_HEADS, BENCH_HEADS_KV, BENCH_HEADS / BENCH_HEADS_KV, BENCH_PAGE, nth, nth == 1 ? "" : "s",
+    fprintf(out, "attention bench: %d query heads, %d KV heads (GQA %d), %s KV, %d-slot pages, %d thread%s, %s kernels (simd %s)\n",
+            BENCH_HEADS, BENCH_HEADS_KV, BENCH_HEADS / BENCH_HEADS_KV, lt_type_name(kv_dtype), BENCH_PAGE, nth, nth == 1 ? "" : "s",
             attn_kernels_get()->name, lt_simd_path());
     fprintf(out, "decode: one query per head against the whole context (tiled on %d thread%s, and on 1: x is the\n"
                  "speed-up); prefill: a chunk of %d new queries (the last %d slots, causal) against the context.\n"
@@ -183,7 +184,7 @@ void attn_bench(FILE *out, int n_threads) {
             int ctx = ctxs[ci], d = dims[di];
             bench_setup b;
             char err[LETHE_ERR_MAX] = "";
-            if (!setup(&b, ctx, d, err)) {
+            if (!setup(&b, ctx, d, kv_dtype, err)) {
                 fprintf(out, "%6d %4d | setup failed: %s\n", ctx, d, err);
                 continue;
             }

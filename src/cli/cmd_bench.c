@@ -14,7 +14,7 @@
 #include "tensor/membw.h"
 #include "tokenize/tokenizer.h"
 
-void attn_bench(FILE *out, int n_threads);
+void attn_bench(FILE *out, int n_threads, lt_type kv_dtype);
 void lt_matmul_bench(FILE *out, int n_threads);
 void tokenizer_bench(FILE *out, const tokenizer *t);
 
@@ -22,7 +22,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: lethe bench -m MODEL [-m MODEL ...] [-p N,...] [-n N,...] [-pg PP,TG] [-d N,...] [-t N,...] [-r N] [-o FMT]\n"
             "                   [options]\n"
-            "       lethe bench attn [-t N]      attention kernels, tiled vs naive\n"
+            "       lethe bench attn [-t N] [--kv-type T]  attention kernels, tiled vs naive\n"
             "       lethe bench kernels [-t N]   matrix products per weight type\n"
             "       lethe bench tokenizer -m MODEL  the tokeniser's speed on 1 MB of text\n"
             "       lethe bench batch -m MODEL [-n N]  aggregate decode of 1, 4, 16 sequences in one batch\n"
@@ -80,7 +80,12 @@ static int cmd_bench_sub(int argc, char **argv) {
         else return unknown_option(a);
         if (!ok) return EXIT_USAGE;
     }
-    if (!strcmp(sub, "attn")) { attn_bench(stdout, mo.n_threads); return 0; }
+    if (!strcmp(sub, "attn")) {
+        const lt_type kv = mo.kv_type == LETHE_KV_F32 ? LT_F32 : mo.kv_type == LETHE_KV_Q8_0 ? LT_Q8_0
+                           : mo.kv_type == LETHE_KV_Q4_0 ? LT_Q4_0 : LT_F16;
+        attn_bench(stdout, mo.n_threads, kv);
+        return 0;
+    }
     if (!strcmp(sub, "kernels")) { lt_matmul_bench(stdout, mo.n_threads); return 0; }
     if (!mo.model) { fprintf(stderr, "lethe bench: need -m MODEL (or bench attn / bench kernels)\n"); return usage_error(); }
     if (!strcmp(sub, "tokenizer")) {
