@@ -260,9 +260,10 @@ static int32_t max_pos(const fixture *f) {
 
 /* Decode and prefill on randomised shapes, with the page-boundary lengths. */
 static void test_shapes(env *E) {
-    const int dims[3] = {64, 80, 128}, ratios[3] = {1, 4, 8}, pages[2] = {16, 32};
+    /* 20 slots: rows of scores not a whole number of 8-key vectors */
+    const int dims[3] = {64, 80, 128}, ratios[3] = {1, 4, 8}, pages[3] = {16, 32, 20};
     int lengths[64], nl = 0;
-    for (int pi = 0; pi < 2; pi++) {
+    for (int pi = 0; pi < 3; pi++) {
         int P = pages[pi];
         int l[] = {1, 2, P - 1, P, P + 1, 2 * P - 1, 2 * P, 2 * P + 1, 5 * P + 3};
         for (size_t i = 0; i < sizeof l / sizeof l[0]; i++) lengths[nl++] = l[i];
@@ -271,7 +272,7 @@ static void test_shapes(env *E) {
     for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) lengths[nl++] = big[i];
     for (int li = 0; li < nl; li++) {
         int n = lengths[li];
-        int d = dims[irand(3)], ratio = ratios[irand(3)], P = pages[li < 9 ? 0 : li < 18 ? 1 : irand(2)];
+        int d = dims[irand(3)], ratio = ratios[irand(3)], P = pages[li < 9 ? 0 : li < 18 ? 1 : li < 27 ? 2 : irand(3)];
         int n_head_kv = n > 1500 ? 1 + irand(2) : 1 + irand(3);
         int threads = 1 + irand(3);
         int pos_mode = li % 3 == 2 ? POS_GAPS : POS_SEQ;
@@ -527,7 +528,7 @@ static void scores_many_in_order(const attn_kernels *k) {
     const bool fused = k != attn_kernels_scalar();
     int bad = 0;
     for (int rep = 0; rep < 40; rep++) {
-        const int d = 8 * (1 + irand(20)), nr = 1 + irand(40), nk = 1 + irand(40), ss = 48;
+        const int d = 8 * (1 + irand(20)), nr = 1 + irand(40), nk = 1 + irand(40), ss = rep % 2 ? nk : 48; /* rows nk apart too */
         float *q = malloc(sizeof(float) * nr * d), *kf = malloc(sizeof(float) * nk * d), *kt = malloc(sizeof(float) * d * 48);
         float *S = malloc(sizeof(float) * nr * ss);
         uint16_t *kh = malloc(sizeof(uint16_t) * nk * d);

@@ -49,8 +49,8 @@ typedef struct {
      * order, dim 0 first, one FMA each where the CPU has FMA; the SIMD
      * kernels transpose the keys into kt (d x nk rounded up to 8 floats)
      * first, so that a register holds 8 keys' products and no score needs
-     * the horizontal sum that dominates scores for short head dims. Up to
-     * nk rounded up to 8 may be written. */
+     * the horizontal sum that dominates scores for short head dims. Writes
+     * nk scores a row (s_stride >= nk). */
     void (*scores_many)(const float *q, int q_stride, int nr, const void *k, int half, int nk, int d, float *S,
                         int s_stride, float *kt);
 } attn_kernels;

@@ -8,6 +8,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "attn/attn_softmax.h"
 #include "tensor/avx2_util.h"
@@ -198,10 +199,10 @@ LT_INLINE void many_block(const int R, const int C, const float *q, int q_stride
 }
 
 #define MANY_ROWS 6 /* 12 accumulators, 2 key vectors and a broadcast: 15 registers */
-#define MANY_CASE(R)                                                                                  \
-    case R:                                                                                           \
-        if (C == 2) many_block(R, 2, qr, q_stride, kt + j, kts, d, S + (long)r * s_stride + j, s_stride); \
-        else many_block(R, 1, qr, q_stride, kt + j, kts, d, S + (long)r * s_stride + j, s_stride);        \
+#define MANY_CASE(R)                                                                                   \
+    case R:                                                                                            \
+        if (C == 2) many_block(R, 2, qr, q_stride, kt + j, kts, d, out, out_stride);                   \
+        else many_block(R, 1, qr, q_stride, kt + j, kts, d, out, out_stride);                          \
         break;
 
 static void scores_many_avx2(const float *q, int q_stride, int nr, const void *k, int half, int nk, int d, float *S,
@@ -219,11 +220,15 @@ static void scores_many_avx2(const float *q, int q_stride, int nr, const void *k
             kt[(long)e * kts + j] = j < nk ? (half ? fp16_to_fp32(((const uint16_t *)k)[(long)j * d + e])
                                                     : ((const float *)k)[(long)j * d + e])
                                            : 0.0f;
+    float part[MANY_ROWS * 8]; /* a last vector of fewer than 8 keys, before its copy into S */
     for (int r = 0; r < nr; r += MANY_ROWS) {
         const float *qr = q + (long)r * q_stride;
-        for (int j = 0; j < kts; j += 16) {
-            const int C = kts - j >= 16 ? 2 : 1;
-            switch (nr - r < MANY_ROWS ? nr - r : MANY_ROWS) {
+        const int R = nr - r < MANY_ROWS ? nr - r : MANY_ROWS;
+        for (int j = 0; j < nk;) { /* 16 keys a block, then 8, then what is left */
+            const int left = nk - j, C = left >= 16 ? 2 : 1, whole = left >= 8; /* S's rows may be nk apart */
+            float *out = whole ? S + (long)r * s_stride + j : part;
+            const int out_stride = whole ? s_stride : 8;
+            switch (R) {
                 MANY_CASE(1)
                 MANY_CASE(2)
                 MANY_CASE(3)
@@ -231,6 +236,9 @@ static void scores_many_avx2(const float *q, int q_stride, int nr, const void *k
                 MANY_CASE(5)
                 default: MANY_CASE(6)
             }
+            if (!whole)
+                for (int i = 0; i < R; i++) memcpy(S + (long)(r + i) * s_stride + j, part + 8 * i, sizeof(float) * (size_t)left);
+            j += whole ? 8 * C : left;
         }
     }
 }

@@ -1,6 +1,8 @@
 /* Page row accessor: F32 and F16 in place (the kernels convert F16 in
- * registers), Q8_0 converted into a tile buffer;
- * quantised cold pages read by the cold kernels in place. */
+ * registers), Q8_0 converted into a tile buffer; a block of many rows
+ * (reader.many) scores on keys the kernel transposes into tmp and takes
+ * P x V on F16 values converted once; quantised cold pages read by the
+ * cold kernels in place. */
 #include "attn/attn_kv_tile.h"
 
 #include <stdbool.h>

@@ -3,7 +3,8 @@
  * pages are converted row by row into a small tile buffer. Q4_0 / Q8_0
  * cold pages of 32k slots go straight to the cold kernels (scores on the
  * per-channel key layout, values converted in registers); other cold
- * pages are dequantised into the tile buffer. */
+ * pages are dequantised into the tile buffer. Blocks of many rows
+ * (prefill) score on the keys transposed once (attn_kernels.scores_many). */
 #ifndef LETHE_ATTN_KV_TILE_H
 #define LETHE_ATTN_KV_TILE_H
 
