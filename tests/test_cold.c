@@ -202,12 +202,14 @@ static void test_merge(int n, int n_tok, int n_head, int n_kv, int hd, threadpoo
  * view (kv_cold_load): the same values, so to float rounding. With 32-slot
  * pages and head_dim % 32 == 0 the cold kernels read the quantised blocks
  * directly (scores on the per-channel layout, values in registers); with
- * 16-slot pages the keys go through the dequantising tile reader. */
-static void test_in_place(lt_type dtype, int P, int n, int n_tok, int hd, threadpool *tp) {
+ * 16-slot pages the keys go through the dequantising tile reader, also
+ * when the hot pool is F16 (whose pages the kernels would otherwise read
+ * in place: a cold page's index is not a pool page). */
+static void test_in_place(lt_type dtype, int P, int n, int n_tok, int hd, threadpool *tp, lt_type hot_dt) {
     char err[LETHE_ERR_MAX];
     const int n_head = 4, n_kv = 2;
-    kv_pool_params pp = {P, hd, LT_F32, 4096};
-    kv_pool *pool = kv_pool_create(&pp, err), *view_pool = kv_pool_create(&pp, err);
+    kv_pool_params pp = {P, hd, hot_dt, 4096}, vp = {P, hd, LT_F32, 4096};
+    kv_pool *pool = kv_pool_create(&pp, err), *view_pool = kv_pool_create(&vp, err);
     kv_cold cold[2];
     kv_stream hot[2], loaded[2], inplace[2];
     float *k = malloc(sizeof(float) * hd), *v = malloc(sizeof(float) * hd);
@@ -250,8 +252,8 @@ static void test_in_place(lt_type dtype, int P, int n, int n_tok, int hd, thread
     CHECK(attn_forward_lse(tp, scr, &Li, q, qpos, n_tok, o2, NULL, NULL) == 0);
     double worst = 0;
     for (long i = 0; i < rows * hd; i++) worst = fmax(worst, fabs(o1[i] - o2[i]));
-    CHECKF(worst < 1e-5, "cold pages in place vs loaded (%s, %s kernels, P=%d, n=%d, tok=%d, hd=%d): max|d| %.3g",
-           lt_type_name(dtype), attn_kernels_get()->name, P, n, n_tok, hd, worst);
+    CHECKF(worst < 1e-5, "cold pages in place vs loaded (%s, %s kernels, P=%d, n=%d, tok=%d, hd=%d, hot %s): max|d| %.3g",
+           lt_type_name(dtype), attn_kernels_get()->name, P, n, n_tok, hd, lt_type_name(hot_dt), worst);
     for (int h = 0; h < n_kv; h++) {
         inplace[h].n = 0; /* owns no pool pages */
         kv_stream_free(NULL, &inplace[h]);
@@ -277,16 +279,18 @@ int main(void) {
     test_merge(64, 16, 4, 1, 16, NULL);
     for (int scalar = 0; scalar < 2; scalar++) {
         attn_force_scalar(scalar);
-        test_in_place(LT_Q8_0, 16, 200, 1, 32, tp);
-        test_in_place(LT_Q4_0, 16, 101, 1, 64, NULL);
-        test_in_place(LT_Q8_0, 16, 150, 9, 16, tp);
-        test_in_place(LT_Q4_0, 16, 77, 5, 32, tp);
-        test_in_place(LT_Q4_0, 32, 300, 1, 32, tp);
-        test_in_place(LT_Q4_0, 32, 201, 1, 64, NULL);
-        test_in_place(LT_Q8_0, 32, 250, 1, 128, tp);
-        test_in_place(LT_Q4_0, 64, 333, 3, 32, tp);
-        test_in_place(LT_Q8_0, 32, 99, 7, 48, NULL); /* values through the tile reader */
-        test_in_place(LT_Q4_0, 32, 140, 17, 64, tp);
+        test_in_place(LT_Q8_0, 16, 200, 1, 32, tp, LT_F32);
+        test_in_place(LT_Q4_0, 16, 101, 1, 64, NULL, LT_F32);
+        test_in_place(LT_Q8_0, 16, 150, 9, 16, tp, LT_F32);
+        test_in_place(LT_Q4_0, 16, 77, 5, 32, tp, LT_F32);
+        test_in_place(LT_Q4_0, 32, 300, 1, 32, tp, LT_F32);
+        test_in_place(LT_Q4_0, 32, 201, 1, 64, NULL, LT_F32);
+        test_in_place(LT_Q8_0, 32, 250, 1, 128, tp, LT_F32);
+        test_in_place(LT_Q4_0, 64, 333, 3, 32, tp, LT_F32);
+        test_in_place(LT_Q8_0, 32, 99, 7, 48, NULL, LT_F32); /* values through the tile reader */
+        test_in_place(LT_Q4_0, 32, 140, 17, 64, tp, LT_F32);
+        test_in_place(LT_Q8_0, 16, 150, 9, 32, tp, LT_F16);  /* 18 rows a block: the many-row path */
+        test_in_place(LT_Q4_0, 16, 101, 1, 64, NULL, LT_F16); /* decode */
     }
     attn_force_scalar(false);
     tp_free(tp);

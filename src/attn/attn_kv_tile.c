@@ -82,12 +82,14 @@ void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, const kv_stream
                           S, s_stride, cold_stage(r));
         return;
     }
+    /* F16 rows in place only on pool pages: a cold page's index is its tier's */
+    const bool half = r->half && !r->cold;
     if (r->many) {
-        const void *k = r->half ? kv_page_k_row(r->pool, page, 0) : (const void *)kv_tile_k(r, page, nk);
-        kern->scores_many(q, r->head_dim, nr, k, r->half, nk, r->head_dim, S, s_stride, r->tmp);
+        const void *k = half ? kv_page_k_row(r->pool, page, 0) : (const void *)kv_tile_k(r, page, nk);
+        kern->scores_many(q, r->head_dim, nr, k, half, nk, r->head_dim, S, s_stride, r->tmp);
         return;
     }
-    if (r->half) {
+    if (half) {
         kern->scores_f16(q, r->head_dim, nr, kv_page_k_row(r->pool, page, 0), nk, r->head_dim, S, s_stride);
         return;
     }
@@ -101,7 +103,7 @@ void kv_tile_pv(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int n
                       cold_stage(r));
         return;
     }
-    if (r->half && !r->many) { /* many rows: converting the page once beats once per pair of rows */
+    if (r->half && !r->cold && !r->many) { /* many rows: converting the page once beats once per pair of rows */
         kern->pv_f16(o, nr, alpha, p, p_stride, kv_page_v_row(r->pool, page, 0), nk, r->head_dim);
         return;
     }
