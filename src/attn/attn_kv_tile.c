@@ -33,6 +33,9 @@ int kv_tile_rows(const kv_tile_reader *r, const kv_stream *s, int pi, int *first
     return n < r->page_slots ? n : r->page_slots;
 }
 
+/* F16 rows are read in place only on pool pages: a cold page's index is its tier's. */
+static bool half_in_place(const kv_tile_reader *r) { return r->half && !r->cold; }
+
 static const float *load(kv_tile_reader *r, const void *row0, float *buf, int rows) {
     if (r->direct) return row0;
     size_t rb = kv_pool_row_bytes(r->pool);
@@ -82,8 +85,7 @@ void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, const kv_stream
                           S, s_stride, cold_stage(r));
         return;
     }
-    /* F16 rows in place only on pool pages: a cold page's index is its tier's */
-    const bool half = r->half && !r->cold;
+    const bool half = half_in_place(r);
     if (r->many) {
         const void *k = half ? kv_page_k_row(r->pool, page, 0) : (const void *)kv_tile_k(r, page, nk);
         kern->scores_many(q, r->head_dim, nr, k, half, nk, r->head_dim, S, s_stride, r->tmp);
@@ -103,7 +105,7 @@ void kv_tile_pv(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int n
                       cold_stage(r));
         return;
     }
-    if (r->half && !r->cold && !r->many) { /* many rows: converting the page once beats once per pair of rows */
+    if (half_in_place(r) && !r->many) { /* many rows: converting the page once beats once per pair of rows */
         kern->pv_f16(o, nr, alpha, p, p_stride, kv_page_v_row(r->pool, page, 0), nk, r->head_dim);
         return;
     }

@@ -10,6 +10,7 @@
 #include "cli/bench.h"
 #include "cli/cli.h"
 #include "model/model.h"
+#include "runtime/engine.h"
 #include "tensor/matmul.h"
 #include "tensor/membw.h"
 #include "tokenize/tokenizer.h"
@@ -80,12 +81,7 @@ static int cmd_bench_sub(int argc, char **argv) {
         else return unknown_option(a);
         if (!ok) return EXIT_USAGE;
     }
-    if (!strcmp(sub, "attn")) {
-        const lt_type kv = mo.kv_type == LETHE_KV_F32 ? LT_F32 : mo.kv_type == LETHE_KV_Q8_0 ? LT_Q8_0
-                           : mo.kv_type == LETHE_KV_Q4_0 ? LT_Q4_0 : LT_F16;
-        attn_bench(stdout, mo.n_threads, kv);
-        return 0;
-    }
+    if (!strcmp(sub, "attn")) { attn_bench(stdout, mo.n_threads, ctx_kv_dtype(mo.kv_type)); return 0; }
     if (!strcmp(sub, "kernels")) { lt_matmul_bench(stdout, mo.n_threads); return 0; }
     if (!mo.model) { fprintf(stderr, "lethe bench: need -m MODEL (or bench attn / bench kernels)\n"); return usage_error(); }
     if (!strcmp(sub, "tokenizer")) {

@@ -15,15 +15,16 @@ lethe_ctx_params lethe_ctx_default_params(void) {
     return p;
 }
 
+lt_type ctx_kv_dtype(lethe_kv_type t) {
+    return t == LETHE_KV_F32 ? LT_F32 : t == LETHE_KV_F16 ? LT_F16 : t == LETHE_KV_Q4_0 ? LT_Q4_0 : LT_Q8_0;
+}
+
 /* Pages of the pool: n_ctx slots per stream for n_seq_max sequences, or
  * what kv_budget_mib holds. */
 static lethe_status pool_params(const lethe_ctx *c, kv_pool_params *kp, char *err) {
     const lethe_ctx_params *p = &c->params;
     const hparams *hp = &c->m->hp;
-    const lt_type dtype = p->kv_type == LETHE_KV_F32   ? LT_F32
-                          : p->kv_type == LETHE_KV_F16 ? LT_F16
-                          : p->kv_type == LETHE_KV_Q4_0 ? LT_Q4_0
-                                                       : LT_Q8_0;
+    const lt_type dtype = ctx_kv_dtype(p->kv_type);
     if ((dtype == LT_Q8_0 || dtype == LT_Q4_0) && hp->head_dim % 32 != 0)
         return set_error(err, LETHE_ERR_UNSUPPORTED, "a %s KV cache needs a head dimension divisible by 32 (this model: %d)",
                          dtype == LT_Q8_0 ? "Q8_0" : "Q4_0", hp->head_dim);

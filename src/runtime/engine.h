@@ -93,6 +93,9 @@ struct lethe_seq {
     char err[LETHE_ERR_MAX];
 };
 
+/* The KV pool's element type of a lethe_kv_type (LETHE_KV_F32.. LETHE_KV_Q4_0). */
+lt_type ctx_kv_dtype(lethe_kv_type t);
+
 /* Policy view of a sequence. */
 policy_view seq_view(const lethe_seq *s, bool prefill);
 /* Protected positions: the cached slots at positions inside the n ranges
