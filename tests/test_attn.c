@@ -9,6 +9,7 @@
 
 #include "attn/attn.h"
 #include "attn/attn_kernels.h"
+#include "kv/kv_convert.h"
 #include "kv/kv_pool.h"
 #include "kv/kv_stream.h"
 #include "attn_softmax_check.h"
@@ -53,6 +54,14 @@ static void error_bound(lt_type t, const float *x, float *e, int d) {
             for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
             float bound = fmaxf(amax / 254.0f * (1.0f + 0x1p-11f), 127.0f * 0x1p-25f) + amax * 0x1p-22f;
             for (int j = 0; j < 32; j++) e[b * 32 + j] = bound;
+        }
+    } else if (t == LT_Q4_0) {
+        /* d = the signed extreme / -8 (as half), q = round(x / d) + 8 clamped
+         * to 0..15: at most |d| off (the far side clamps at 7 |d|). */
+        for (int b = 0; b < d / 32; b++) {
+            float amax = 0.0f;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            for (int j = 0; j < 32; j++) e[b * 32 + j] = amax / 8.0f * (1.0f + 0x1p-10f) + 0x1p-24f;
         }
     }
 }
@@ -356,12 +365,12 @@ static void test_masking(env *E) {
     fixture_free(&f);
 }
 
-/* F16 and Q8_0 caches: tight against the dequantised values, within the
- * derived bound against the originals. */
+/* F16, Q8_0 and Q4_0 caches: tight against the dequantised values, within
+ * the derived bound against the originals. */
 static void test_dtypes(env *E) {
-    lt_type types[2] = {LT_F16, LT_Q8_0};
+    lt_type types[3] = {LT_F16, LT_Q8_0, LT_Q4_0};
     int lengths[] = {1, 31, 33, 64, 200, 1000, 2049};
-    for (int ti = 0; ti < 2; ti++)
+    for (int ti = 0; ti < 3; ti++)
         for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
             int n = lengths[li], d = li % 2 ? 128 : 64, ratio = 1 << (li % 4 == 3 ? 3 : li % 3 == 1 ? 2 : 0);
             int P = li % 2 ? 32 : 16;
@@ -657,37 +666,53 @@ static void test_cold_kernels(void) {
     }
 }
 
-/* The F16 kernels (keys / values read in place) equal converting the rows to
- * F32 and calling scores / pv of the same table, bit for bit, head dims with
- * and without the vector width. */
-static void test_f16_kernels(void) {
+/* The in-place kernels (F16 and Q8_0 keys / values) equal converting the
+ * rows to F32 (kv_row_to_f32) and calling scores / pv of the same table, bit
+ * for bit, head dims with and without the vector width (Q8_0: multiples of
+ * 32, any int8 including -128, scales of mixed size). */
+static void test_inplace_kernels(void) {
     const attn_kernels *tabs[3] = {attn_kernels_scalar(), attn_kernels_avx2(), attn_kernels_avx512()};
-    static const int dims[] = {64, 40, 36, 128, 48};
-    for (int rep = 0; rep < 40; rep++) {
-        const int d = dims[rep % 5], nr = 1 + irand(9), nk = 1 + irand(40);
+    static const int dims[] = {64, 40, 36, 128, 48, 32, 96};
+    for (int rep = 0; rep < 60; rep++) {
+        const int q8 = rep % 2, d = q8 ? 32 * (1 + irand(4)) : dims[rep % 5], nr = 1 + irand(9), nk = 1 + irand(40);
+        const size_t rb = q8 ? kv_row_size(LT_Q8_0, d) : sizeof(uint16_t) * (size_t)d;
         float *q = malloc(sizeof(float) * nr * d), *kf = malloc(sizeof(float) * nk * d), *vf = malloc(sizeof(float) * nk * d);
-        uint16_t *kh = malloc(sizeof(uint16_t) * nk * d), *vh = malloc(sizeof(uint16_t) * nk * d);
+        unsigned char *kr = malloc(rb * nk), *vr = malloc(rb * nk);
         float *s1 = malloc(sizeof(float) * nr * nk), *s2 = malloc(sizeof(float) * nr * nk);
         float *o1 = malloc(sizeof(float) * nr * d), *o2 = malloc(sizeof(float) * nr * d), alpha[9];
-        for (int i = 0; i < nk * d; i++) {
-            kh[i] = fp32_to_fp16(3 * frand()), vh[i] = fp32_to_fp16(frand());
-            kf[i] = fp16_to_fp32(kh[i]), vf[i] = fp16_to_fp32(vh[i]);
+        if (q8) {
+            for (size_t i = 0; i < rb * nk; i++) kr[i] = (unsigned char)irand(256), vr[i] = (unsigned char)irand(256);
+            for (size_t b = 0; b < (size_t)nk * d / 32; b++) { /* sane scales: 2^-12 .. 2^3 */
+                uint16_t hk = fp32_to_fp16(ldexpf(0.5f + urand(), irand(15) - 12)), hv = fp32_to_fp16(0.01f + urand());
+                memcpy(kr + b * 34, &hk, 2), memcpy(vr + b * 34, &hv, 2);
+            }
+        } else {
+            for (int i = 0; i < nk * d; i++) {
+                uint16_t hk = fp32_to_fp16(3 * frand()), hv = fp32_to_fp16(frand());
+                memcpy(kr + 2 * (size_t)i, &hk, 2), memcpy(vr + 2 * (size_t)i, &hv, 2);
+            }
         }
+        const lt_type ty = q8 ? LT_Q8_0 : LT_F16;
+        kv_row_to_f32_scalar(ty, kr, kf, nk * d);
+        kv_row_to_f32_scalar(ty, vr, vf, nk * d);
         for (int i = 0; i < nr * d; i++) q[i] = frand();
         for (int r = 0; r < nr; r++) alpha[r] = r % 3 ? (float)urand() : 1.0f;
         for (int t = 0; t < 3; t++) {
             if (!tabs[t]) continue;
             tabs[t]->scores(q, d, nr, kf, nk, d, s1, nk);
-            tabs[t]->scores_f16(q, d, nr, kh, nk, d, s2, nk);
-            CHECKF(memcmp(s1, s2, sizeof(float) * nr * nk) == 0, "%s scores_f16 d=%d nr=%d nk=%d", tabs[t]->name, d,
-                   nr, nk);
-            for (int i = 0; i < nr * nk; i++) s1[i] = i % 5 == 2 ? 0.0f : fabsf(s1[i]);
+            if (q8) tabs[t]->scores_q8(q, d, nr, kr, nk, d, s2, nk);
+            else tabs[t]->scores_f16(q, d, nr, (const uint16_t *)(const void *)kr, nk, d, s2, nk);
+            CHECKF(memcmp(s1, s2, sizeof(float) * nr * nk) == 0, "%s scores_%s d=%d nr=%d nk=%d", tabs[t]->name,
+                   q8 ? "q8" : "f16", d, nr, nk);
+            for (int i = 0; i < nr * nk; i++) s1[i] = i % 5 == 2 ? 0.0f : fabsf(s1[i]) / (1.0f + fabsf(s1[i]));
             for (int i = 0; i < nr * d; i++) o1[i] = o2[i] = (float)i / (nr * d) - 0.5f;
             tabs[t]->pv(o1, nr, alpha, s1, nk, vf, nk, d);
-            tabs[t]->pv_f16(o2, nr, alpha, s1, nk, vh, nk, d);
-            CHECKF(memcmp(o1, o2, sizeof(float) * nr * d) == 0, "%s pv_f16 d=%d nr=%d nk=%d", tabs[t]->name, d, nr, nk);
+            if (q8) tabs[t]->pv_q8(o2, nr, alpha, s1, nk, vr, nk, d);
+            else tabs[t]->pv_f16(o2, nr, alpha, s1, nk, (const uint16_t *)(const void *)vr, nk, d);
+            CHECKF(memcmp(o1, o2, sizeof(float) * nr * d) == 0, "%s pv_%s d=%d nr=%d nk=%d", tabs[t]->name,
+                   q8 ? "q8" : "f16", d, nr, nk);
         }
-        free(q), free(kf), free(vf), free(kh), free(vh), free(s1), free(s2), free(o1), free(o2);
+        free(q), free(kf), free(vf), free(kr), free(vr), free(s1), free(s2), free(o1), free(o2);
     }
 }
 
@@ -734,7 +759,7 @@ int main(void) {
     printf("kernels: %s\n", attn_kernels_get()->name);
     test_kernels(&E);
     test_cold_kernels();
-    test_f16_kernels();
+    test_inplace_kernels();
     test_shapes(&E);
     test_masking(&E);
     test_dtypes(&E);

@@ -11,21 +11,32 @@
 #include "tensor/quant_impl.h"
 #include "util/fp16.h"
 
-/* Element i of a key / value row block: F32 as stored, or F16 converted
- * (exactly), so the F16 kernels equal converting the page to F32 first and
- * calling the F32 ones, bit for bit: same arithmetic, same order. */
-static inline float elem(int half, const void *base, long i) {
-    return half ? fp16_to_fp32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+/* How a page stores its rows (attn_kernels.h): F32, F16 or Q8_0. */
+enum { ROW_F32, ROW_F16, ROW_Q8_0 };
+
+/* Element e of row j of a key / value row block: F32 as stored, F16
+ * converted (exactly), Q8_0 as integer x scale (one rounding, as
+ * kv_row_to_f32), so the kernels on every kind equal
+ * converting the page to F32 first and calling the F32 ones, bit for bit:
+ * same arithmetic, same order. */
+static inline float elem(int kind, const void *base, long j, int d, int e) {
+    switch (kind) {
+    case ROW_F32: return ((const float *)base)[j * d + e];
+    case ROW_F16: return fp16_to_fp32(((const uint16_t *)base)[j * d + e]);
+    default: {
+        const blk_q8_0 *b = (const blk_q8_0 *)base + j * (d / 32) + e / 32;
+        return (float)b->qs[e % 32] * fp16_to_fp32(b->d);
+    }
+    }
 }
 
-static inline void scores_body(int half, const float *q, int q_stride, int nr, const void *k, int nk, int d, float *S,
+static inline void scores_body(int kind, const float *q, int q_stride, int nr, const void *k, int nk, int d, float *S,
                                int s_stride) {
     for (int r = 0; r < nr; r++) {
         const float *qr = q + (long)r * q_stride;
         for (int j = 0; j < nk; j++) {
-            const long kj = (long)j * d;
             float acc = 0.0f;
-            for (int e = 0; e < d; e++) acc += qr[e] * elem(half, k, kj + e);
+            for (int e = 0; e < d; e++) acc += qr[e] * elem(kind, k, j, d, e);
             S[(long)r * s_stride + j] = acc;
         }
     }
@@ -33,12 +44,12 @@ static inline void scores_body(int half, const float *q, int q_stride, int nr, c
 
 static void scores_scalar(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
                           int s_stride) {
-    scores_body(0, q, q_stride, nr, k, nk, d, S, s_stride);
+    scores_body(ROW_F32, q, q_stride, nr, k, nk, d, S, s_stride);
 }
 
 static void scores_f16_scalar(const float *q, int q_stride, int nr, const uint16_t *k, int nk, int d, float *S,
                               int s_stride) {
-    scores_body(1, q, q_stride, nr, k, nk, d, S, s_stride);
+    scores_body(ROW_F16, q, q_stride, nr, k, nk, d, S, s_stride);
 }
 
 static float exp_sum_scalar(float *s, int n, float m) {
@@ -68,12 +79,12 @@ static void scores_many_scalar(const float *q, int q_stride, int nr, const void 
         for (int j = 0; j < nk; j++) {
             const float *qr = q + (long)r * q_stride;
             float acc = 0.0f;
-            for (int e = 0; e < d; e++) acc += qr[e] * elem(half, k, (long)j * d + e);
+            for (int e = 0; e < d; e++) acc += qr[e] * elem(half ? ROW_F16 : ROW_F32, k, j, d, e);
             S[(long)r * s_stride + j] = acc;
         }
 }
 
-static inline void pv_body(int half, float *o, int nr, const float *alpha, const float *p, int p_stride,
+static inline void pv_body(int kind, float *o, int nr, const float *alpha, const float *p, int p_stride,
                            const void *v, int nk, int d) {
     for (int r = 0; r < nr; r++) {
         float *orow = o + (long)r * d;
@@ -83,20 +94,19 @@ static inline void pv_body(int half, float *o, int nr, const float *alpha, const
         for (int j = 0; j < nk; j++) {
             float pj = prow[j];
             if (pj == 0.0f) continue;
-            const long vj = (long)j * d;
-            for (int e = 0; e < d; e++) orow[e] += pj * elem(half, v, vj + e);
+            for (int e = 0; e < d; e++) orow[e] += pj * elem(kind, v, j, d, e);
         }
     }
 }
 
 static void pv_scalar(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
                       int d) {
-    pv_body(0, o, nr, alpha, p, p_stride, v, nk, d);
+    pv_body(ROW_F32, o, nr, alpha, p, p_stride, v, nk, d);
 }
 
 static void pv_f16_scalar(float *o, int nr, const float *alpha, const float *p, int p_stride, const uint16_t *v,
                           int nk, int d) {
-    pv_body(1, o, nr, alpha, p, p_stride, v, nk, d);
+    pv_body(ROW_F16, o, nr, alpha, p, p_stride, v, nk, d);
 }
 
 /* Block bi of a cold page as 32 signed integers (Q4_0: q - 8; Q8_0: q);
@@ -153,10 +163,19 @@ static void pv_cold_scalar(lt_type ty, float *o, int nr, const float *alpha, con
     }
 }
 
-static const attn_kernels scalar_table = {"scalar",           scores_scalar,     exp_sum_scalar,
-                                          pv_scalar,          scores_cold_scalar, pv_cold_scalar,
-                                          scores_f16_scalar, pv_f16_scalar,   softmax_scalar,
-                                          scores_many_scalar};
+static void scores_q8_scalar(const float *q, int q_stride, int nr, const void *k, int nk, int d, float *S,
+                             int s_stride) {
+    scores_body(ROW_Q8_0, q, q_stride, nr, k, nk, d, S, s_stride);
+}
+
+static void pv_q8_scalar(float *o, int nr, const float *alpha, const float *p, int p_stride, const void *v, int nk,
+                         int d) {
+    pv_body(ROW_Q8_0, o, nr, alpha, p, p_stride, v, nk, d);
+}
+
+static const attn_kernels scalar_table = {"scalar",           scores_scalar,      exp_sum_scalar,  pv_scalar,
+                                          scores_cold_scalar, pv_cold_scalar,     scores_f16_scalar, pv_f16_scalar,
+                                          softmax_scalar,     scores_many_scalar, scores_q8_scalar, pv_q8_scalar};
 
 const attn_kernels *attn_kernels_scalar(void) { return &scalar_table; }
 

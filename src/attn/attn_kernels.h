@@ -53,6 +53,13 @@ typedef struct {
      * nk scores a row (s_stride >= nk). */
     void (*scores_many)(const float *q, int q_stride, int nr, const void *k, int half, int nk, int d, float *S,
                         int s_stride, float *kt);
+    /* scores and pv on Q8_0 rows of a pool page read in place: each key /
+     * value row its d / 32 blocks (d a multiple of 32), rows packed
+     * (kv/kv_convert.h). Equal, bit for bit, to converting the rows to F32
+     * first (each value scale x integer, one rounding) and calling scores /
+     * pv. */
+    void (*scores_q8)(const float *q, int q_stride, int nr, const void *k, int nk, int d, float *S, int s_stride);
+    void (*pv_q8)(float *o, int nr, const float *alpha, const float *p, int p_stride, const void *v, int nk, int d);
 } attn_kernels;
 
 const attn_kernels *attn_kernels_scalar(void);

@@ -37,14 +37,41 @@ static inline float hsum(__m256 a) {
     return _mm_cvtss_f32(s);
 }
 
-/* 8 key or value floats from element i of a page row block: F32 as they
- * are, F16 converted in registers (exact), so both give the same sums. */
+/* How a page stores its key / value rows: F32, F16 or Q8_0 (attn_kernels.h:
+ * scores_q8 / pv_q8). Every kind converts to exactly the floats of the
+ * page's F32 conversion (F16 exactly; Q8_0 integer x scale, one rounding),
+ * so a kernel gives the same bits on every kind. */
+enum { ROW_F32, ROW_F16, ROW_Q8_0 };
+
+LT_INLINE const char *row_at(const int kind, const void *base, long j, int d) {
+    const size_t bytes = kind == ROW_F32 ? (size_t)d * 4 : kind == ROW_F16 ? (size_t)d * 2 : (size_t)d / 32 * sizeof(blk_q8_0);
+    return (const char *)base + (size_t)j * bytes;
+}
+
+/* The scale of the block holding element e of a Q8_0 row, broadcast (once
+ * per block: the loops refresh it where e is a multiple of 32). */
+LT_INLINE __m256 row_scale(const int kind, const char *row, int e) {
+    if (kind != ROW_Q8_0) return _mm256_setzero_ps();
+    return _mm256_set1_ps(h2f(((const blk_q8_0 *)(const void *)row)[e >> 5].d));
+}
+
+/* Elements e..e+7 of a row as floats; sc: row_scale at e. */
+LT_INLINE __m256 row8(const int kind, const char *row, int e, __m256 sc) {
+    if (kind == ROW_F32) return _mm256_loadu_ps((const float *)(const void *)row + e);
+    if (kind == ROW_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)row + e)));
+    const blk_q8_0 *b = (const blk_q8_0 *)(const void *)row + (e >> 5);
+    const __m256i x = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b->qs + (e & 31))));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(x), sc);
+}
+
+/* 8 F32 or F16 floats from element i of a page row block. */
 LT_INLINE __m256 ld8(const int half, const void *base, long i) {
     if (half) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
     return _mm256_loadu_ps((const float *)base + i);
 }
 
-LT_INLINE void scores_body(const int half, const float *q, int q_stride, int nr, const void *k, int nk, int d,
+LT_INLINE void scores_body(const int kind, const float *q, int q_stride, int nr, const void *k, int nk, int d,
                            float *S, int s_stride) {
     float res[8];
     int r = 0;
@@ -54,11 +81,13 @@ LT_INLINE void scores_body(const int half, const float *q, int q_stride, int nr,
         float *s0 = S + (long)r * s_stride;
         int j = 0;
         for (; j + 2 <= nk; j += 2) {
-            const long k0 = (long)j * d, k1 = k0 + d;
+            const char *k0 = row_at(kind, k, j, d), *k1 = row_at(kind, k, j + 1, d);
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
             __m256 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            __m256 c0 = row_scale(kind, k0, 0), c1 = row_scale(kind, k1, 0);
             for (int e = 0; e < d; e += 8) {
-                __m256 kv0 = ld8(half, k, k0 + e), kv1 = ld8(half, k, k1 + e);
+                if (kind == ROW_Q8_0 && e && !(e & 31)) c0 = row_scale(kind, k0, e), c1 = row_scale(kind, k1, e);
+                __m256 kv0 = row8(kind, k0, e, c0), kv1 = row8(kind, k1, e, c1);
                 __m256 x = _mm256_loadu_ps(q0 + e);
                 a00 = _mm256_fmadd_ps(x, kv0, a00);
                 a01 = _mm256_fmadd_ps(x, kv1, a01);
@@ -79,10 +108,12 @@ LT_INLINE void scores_body(const int half, const float *q, int q_stride, int nr,
             }
         }
         for (; j < nk; j++) {
-            const long k0 = (long)j * d;
+            const char *k0 = row_at(kind, k, j, d);
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            __m256 c0 = row_scale(kind, k0, 0);
             for (int e = 0; e < d; e += 8) {
-                __m256 kv0 = ld8(half, k, k0 + e);
+                if (kind == ROW_Q8_0 && e && !(e & 31)) c0 = row_scale(kind, k0, e);
+                __m256 kv0 = row8(kind, k0, e, c0);
                 a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + e), kv0, a0);
                 a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + e), kv0, a1);
                 a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q2 + e), kv0, a2);
@@ -98,21 +129,31 @@ LT_INLINE void scores_body(const int half, const float *q, int q_stride, int nr,
         float *s0 = S + (long)r * s_stride;
         int j = 0;
         for (; j + 4 <= nk; j += 4) {
-            const long k0 = (long)j * d, k1 = k0 + d, k2 = k1 + d, k3 = k2 + d;
+            const char *k0 = row_at(kind, k, j, d), *k1 = row_at(kind, k, j + 1, d);
+            const char *k2 = row_at(kind, k, j + 2, d), *k3 = row_at(kind, k, j + 3, d);
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            __m256 c0 = row_scale(kind, k0, 0), c1 = row_scale(kind, k1, 0), c2 = row_scale(kind, k2, 0),
+                   c3 = row_scale(kind, k3, 0);
             for (int e = 0; e < d; e += 8) {
+                if (kind == ROW_Q8_0 && e && !(e & 31))
+                    c0 = row_scale(kind, k0, e), c1 = row_scale(kind, k1, e), c2 = row_scale(kind, k2, e),
+                    c3 = row_scale(kind, k3, e);
                 __m256 x = _mm256_loadu_ps(q0 + e);
-                a0 = _mm256_fmadd_ps(x, ld8(half, k, k0 + e), a0);
-                a1 = _mm256_fmadd_ps(x, ld8(half, k, k1 + e), a1);
-                a2 = _mm256_fmadd_ps(x, ld8(half, k, k2 + e), a2);
-                a3 = _mm256_fmadd_ps(x, ld8(half, k, k3 + e), a3);
+                a0 = _mm256_fmadd_ps(x, row8(kind, k0, e, c0), a0);
+                a1 = _mm256_fmadd_ps(x, row8(kind, k1, e, c1), a1);
+                a2 = _mm256_fmadd_ps(x, row8(kind, k2, e, c2), a2);
+                a3 = _mm256_fmadd_ps(x, row8(kind, k3, e, c3), a3);
             }
             _mm_storeu_ps(s0 + j, hsum4x8(a0, a1, a2, a3));
         }
         for (; j < nk; j++) {
-            const long k0 = (long)j * d;
+            const char *k0 = row_at(kind, k, j, d);
             __m256 a0 = _mm256_setzero_ps();
-            for (int e = 0; e < d; e += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + e), ld8(half, k, k0 + e), a0);
+            __m256 c0 = row_scale(kind, k0, 0);
+            for (int e = 0; e < d; e += 8) {
+                if (kind == ROW_Q8_0 && e && !(e & 31)) c0 = row_scale(kind, k0, e);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + e), row8(kind, k0, e, c0), a0);
+            }
             s0[j] = hsum(a0);
         }
     }
@@ -121,13 +162,13 @@ LT_INLINE void scores_body(const int half, const float *q, int q_stride, int nr,
 static void scores_avx2(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
                         int s_stride) {
     if (d % 8) attn_kernels_scalar()->scores(q, q_stride, nr, k, nk, d, S, s_stride);
-    else scores_body(0, q, q_stride, nr, k, nk, d, S, s_stride);
+    else scores_body(ROW_F32, q, q_stride, nr, k, nk, d, S, s_stride);
 }
 
 static void scores_f16_avx2(const float *q, int q_stride, int nr, const uint16_t *k, int nk, int d, float *S,
                             int s_stride) {
     if (d % 8) attn_kernels_scalar()->scores_f16(q, q_stride, nr, k, nk, d, S, s_stride);
-    else scores_body(1, q, q_stride, nr, k, nk, d, S, s_stride);
+    else scores_body(ROW_F16, q, q_stride, nr, k, nk, d, S, s_stride);
 }
 
 static float exp_sum_avx2(float *s, int n, float m) {
@@ -268,8 +309,8 @@ static void softmax_avx2(float *s, int s_stride, int nr, int nk, float *m, float
  * serving R rows and a broadcast probability W vectors. Per output
  * element: o times alpha, then one FMA per key in order, whatever the
  * block, so any blocking (and the AVX-512 kernel) gives the same bits. */
-LT_INLINE void pv_block(const int half, const int R, const int W, float *o, int d, const float *alpha, const float *p,
-                        int p_stride, const void *v, long e0, int nk) {
+LT_INLINE void pv_block(const int kind, const int R, const int W, float *o, int d, const float *alpha, const float *p,
+                        int p_stride, const void *v, int e0, int nk) {
     __m256 x[6][4];
 #pragma GCC unroll 6
     for (int r = 0; r < R; r++) {
@@ -278,10 +319,11 @@ LT_INLINE void pv_block(const int half, const int R, const int W, float *o, int 
         for (int w = 0; w < W; w++) x[r][w] = _mm256_mul_ps(_mm256_loadu_ps(o + (long)r * d + e0 + 8 * w), b);
     }
     for (int j = 0; j < nk; j++) {
-        const long vj = e0 + (long)j * d;
+        const char *vj = row_at(kind, v, j, d);
+        const __m256 sc = row_scale(kind, vj, e0); /* [e0, e0 + 8 W) lies in one block */
         __m256 vv[4];
 #pragma GCC unroll 4
-        for (int w = 0; w < W; w++) vv[w] = ld8(half, v, vj + 8 * w);
+        for (int w = 0; w < W; w++) vv[w] = row8(kind, vj, e0 + 8 * w, sc);
 #pragma GCC unroll 6
         for (int r = 0; r < R; r++) {
             const __m256 pw = _mm256_broadcast_ss(p + (long)r * p_stride + j);
@@ -300,18 +342,18 @@ LT_INLINE void pv_block(const int half, const int R, const int W, float *o, int 
     do {                                                                                                    \
         int e = 0;                                                                                          \
         if (R <= 2)                                                                                         \
-            for (; e + 32 <= d; e += 32) pv_block(half, R, 4, o, d, alpha, p, p_stride, v, e, nk);          \
-        for (; e + 16 <= d; e += 16) pv_block(half, R, 2, o, d, alpha, p, p_stride, v, e, nk);              \
-        if (e < d) pv_block(half, R, 1, o, d, alpha, p, p_stride, v, e, nk);                                \
+            for (; e + 32 <= d; e += 32) pv_block(kind, R, 4, o, d, alpha, p, p_stride, v, e, nk);          \
+        for (; e + 16 <= d; e += 16) pv_block(kind, R, 2, o, d, alpha, p, p_stride, v, e, nk);              \
+        if (e < d) pv_block(kind, R, 1, o, d, alpha, p, p_stride, v, e, nk);                                \
     } while (0)
 
 /* Rows in blocks as even as possible: F32 values up to 6 rows a block (8
  * rows: 4 + 4, so each block has 8 chains); F16 values 2 rows x 32 dims,
  * where 4 rows x 16 dims, half the conversions, measured 20% slower on Zen
  * 3 (twice the broadcasts, which share the FMA pipes). */
-LT_INLINE void pv_body(const int half, float *o, int nr, const float *alpha, const float *p, int p_stride,
+LT_INLINE void pv_body(const int kind, float *o, int nr, const float *alpha, const float *p, int p_stride,
                        const void *v, int nk, int d) {
-    const int most = half ? 2 : 6;
+    const int most = kind == ROW_F16 ? 2 : 6;
     while (nr > 0) {
         const int blocks = (nr + most - 1) / most, R = (nr + blocks - 1) / blocks;
         switch (R) {
@@ -330,13 +372,13 @@ LT_INLINE void pv_body(const int half, float *o, int nr, const float *alpha, con
 static void pv_avx2(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
                     int d) {
     if (d % 8) attn_kernels_scalar()->pv(o, nr, alpha, p, p_stride, v, nk, d);
-    else pv_body(0, o, nr, alpha, p, p_stride, v, nk, d);
+    else pv_body(ROW_F32, o, nr, alpha, p, p_stride, v, nk, d);
 }
 
 static void pv_f16_avx2(float *o, int nr, const float *alpha, const float *p, int p_stride, const uint16_t *v, int nk,
                         int d) {
     if (d % 8) attn_kernels_scalar()->pv_f16(o, nr, alpha, p, p_stride, v, nk, d);
-    else pv_body(1, o, nr, alpha, p, p_stride, v, nk, d);
+    else pv_body(ROW_F16, o, nr, alpha, p, p_stride, v, nk, d);
 }
 
 /* Block bi of a cold page: its 32 signed integers (Q4_0: q - 8; Q8_0: q) as
@@ -526,8 +568,18 @@ static void pv_cold_avx2(lt_type ty, float *o, int nr, const float *alpha, const
     else pv_cold_body(LT_Q8_0, NULL, o, nr, alpha, p, p_stride, v, nk, d);
 }
 
+static void scores_q8_avx2(const float *q, int q_stride, int nr, const void *k, int nk, int d, float *S,
+                           int s_stride) {
+    scores_body(ROW_Q8_0, q, q_stride, nr, k, nk, d, S, s_stride);
+}
+
+static void pv_q8_avx2(float *o, int nr, const float *alpha, const float *p, int p_stride, const void *v, int nk,
+                       int d) {
+    pv_body(ROW_Q8_0, o, nr, alpha, p, p_stride, v, nk, d);
+}
+
 const attn_kernels attn_kernels_avx2_table = {"avx2", scores_avx2, exp_sum_avx2, pv_avx2, scores_cold_avx2,
                                               pv_cold_avx2, scores_f16_avx2, pv_f16_avx2, softmax_avx2,
-                                              scores_many_avx2};
+                                              scores_many_avx2, scores_q8_avx2, pv_q8_avx2};
 
 #endif

@@ -19,12 +19,30 @@
 
 #include "attn/attn_softmax.h"
 #include "tensor/avx512_util.h"
+#include "tensor/quant_impl.h"
 
-/* 16 key or value floats from element i of a page row block: F32 as they
- * are, F16 converted in registers (exact), so both give the same sums. */
-LT_INLINE __m512 ld16(const int half, const void *base, long i) {
-    if (half) return _mm512_cvtph_ps(loadu256((const uint16_t *)base + i));
-    return _mm512_loadu_ps((const float *)base + i);
+/* How a page stores its rows (attn_kernels_avx2.c's kinds): F32, F16 or
+ * Q8_0; each converts to the floats of the page's F32 conversion, so a
+ * kernel gives the same bits on every kind. */
+enum { ROW_F32, ROW_F16, ROW_Q8_0 };
+
+LT_INLINE const char *row_at(const int kind, const void *base, long j, int d) {
+    const size_t bytes = kind == ROW_F32 ? (size_t)d * 4 : kind == ROW_F16 ? (size_t)d * 2 : (size_t)d / 32 * sizeof(blk_q8_0);
+    return (const char *)base + (size_t)j * bytes;
+}
+
+/* The scale of the block holding element e of a Q8_0 row, broadcast. */
+LT_INLINE __m512 row_scale(const int kind, const char *row, int e) {
+    if (kind != ROW_Q8_0) return _mm512_setzero_ps();
+    return _mm512_set1_ps(h2f(((const blk_q8_0 *)(const void *)row)[e >> 5].d));
+}
+
+/* Elements e..e+15 of a row as floats; sc: row_scale at e. */
+LT_INLINE __m512 row16(const int kind, const char *row, int e, __m512 sc) {
+    if (kind == ROW_F32) return _mm512_loadu_ps((const float *)(const void *)row + e);
+    if (kind == ROW_F16) return _mm512_cvtph_ps(loadu256((const uint16_t *)(const void *)row + e));
+    const blk_q8_0 *b = (const blk_q8_0 *)(const void *)row + (e >> 5);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(loadu128(b->qs + (e & 31)))), sc);
 }
 
 /* a[4r + j] (row r, key j) -> one vector, lane 4r + j = the sum of a[4r + j]. */
@@ -47,7 +65,7 @@ LT_INLINE __m512 reduce16(const __m512 a[16]) {
     return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), e);
 }
 
-LT_INLINE void scores_body(const int half, const float *q, int q_stride, int nr, const void *k, int nk, int d,
+LT_INLINE void scores_body(const int kind, const float *q, int q_stride, int nr, const void *k, int nk, int d,
                            float *S, int s_stride) {
     float res[16];
     for (int r = 0; r < nr; r += 4) {
@@ -55,15 +73,20 @@ LT_INLINE void scores_body(const int half, const float *q, int q_stride, int nr,
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) qr[i] = q + (long)(r + i < nr ? r + i : nr - 1) * q_stride;
         for (int j = 0; j < nk; j += 4) {
-            long kj[4];
+            const char *kj[4];
 #pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) kj[i] = (long)(j + i < nk ? j + i : nk - 1) * d;
-            __m512 a[16];
+            for (int i = 0; i < 4; i++) kj[i] = row_at(kind, k, j + i < nk ? j + i : nk - 1, d);
+            __m512 a[16], sc[4];
 #pragma GCC unroll 16
             for (int i = 0; i < 16; i++) a[i] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) sc[i] = _mm512_setzero_ps();
             for (int e = 0; e < d; e += 16) {
-                const __m512 k0 = ld16(half, k, kj[0] + e), k1 = ld16(half, k, kj[1] + e);
-                const __m512 k2 = ld16(half, k, kj[2] + e), k3 = ld16(half, k, kj[3] + e);
+                if (kind == ROW_Q8_0 && !(e & 31))
+#pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) sc[i] = row_scale(kind, kj[i], e);
+                const __m512 k0 = row16(kind, kj[0], e, sc[0]), k1 = row16(kind, kj[1], e, sc[1]);
+                const __m512 k2 = row16(kind, kj[2], e, sc[2]), k3 = row16(kind, kj[3], e, sc[3]);
 #pragma GCC unroll 4
                 for (int i = 0; i < 4; i++) {
                     const __m512 x = _mm512_loadu_ps(qr[i] + e);
@@ -84,13 +107,13 @@ LT_INLINE void scores_body(const int half, const float *q, int q_stride, int nr,
 static void scores_avx512(const float *q, int q_stride, int nr, const float *k, int nk, int d, float *S,
                           int s_stride) {
     if (d % 16) attn_kernels_avx2()->scores(q, q_stride, nr, k, nk, d, S, s_stride);
-    else scores_body(0, q, q_stride, nr, k, nk, d, S, s_stride);
+    else scores_body(ROW_F32, q, q_stride, nr, k, nk, d, S, s_stride);
 }
 
 static void scores_f16_avx512(const float *q, int q_stride, int nr, const uint16_t *k, int nk, int d, float *S,
                               int s_stride) {
     if (d % 16) attn_kernels_avx2()->scores_f16(q, q_stride, nr, k, nk, d, S, s_stride);
-    else scores_body(1, q, q_stride, nr, k, nk, d, S, s_stride);
+    else scores_body(ROW_F16, q, q_stride, nr, k, nk, d, S, s_stride);
 }
 
 static float exp_sum_avx512(float *s, int n, float m) {
@@ -112,8 +135,8 @@ static float exp_sum_avx512(float *s, int n, float m) {
 }
 
 /* Rows o0.. (R of them, 1 or 2) over dims [e0, e0 + 16 W). */
-LT_INLINE void pv_rows(const int half, const int R, const int W, float *const *o, const float *al,
-                       const float *const *p, const void *v, long e0, int nk, int d) {
+LT_INLINE void pv_rows(const int kind, const int R, const int W, float *const *o, const float *al,
+                       const float *const *p, const void *v, int e0, int nk, int d) {
     __m512 x[2][4];
 #pragma GCC unroll 2
     for (int r = 0; r < R; r++) {
@@ -122,10 +145,13 @@ LT_INLINE void pv_rows(const int half, const int R, const int W, float *const *o
         for (int w = 0; w < W; w++) x[r][w] = _mm512_mul_ps(_mm512_loadu_ps(o[r] + 16 * w), b);
     }
     for (int j = 0; j < nk; j++) {
-        const long vj = e0 + (long)j * d;
-        __m512 vv[4];
+        const char *vj = row_at(kind, v, j, d);
+        __m512 vv[4], sc = _mm512_setzero_ps();
 #pragma GCC unroll 4
-        for (int w = 0; w < W; w++) vv[w] = ld16(half, v, vj + 16 * w);
+        for (int w = 0; w < W; w++) {
+            if (kind == ROW_Q8_0 && (w == 0 || !((e0 + 16 * w) & 31))) sc = row_scale(kind, vj, e0 + 16 * w);
+            vv[w] = row16(kind, vj, e0 + 16 * w, sc);
+        }
 #pragma GCC unroll 2
         for (int r = 0; r < R; r++) {
             const __m512 pw = _mm512_set1_ps(p[r][j]);
@@ -139,7 +165,7 @@ LT_INLINE void pv_rows(const int half, const int R, const int W, float *const *o
         for (int w = 0; w < W; w++) _mm512_storeu_ps(o[r] + 16 * w, x[r][w]);
 }
 
-LT_INLINE void pv_body(const int half, float *o, int nr, const float *alpha, const float *p, int p_stride,
+LT_INLINE void pv_body(const int kind, float *o, int nr, const float *alpha, const float *p, int p_stride,
                        const void *v, int nk, int d) {
     int r = 0;
     for (; r + 2 <= nr; r += 2) {
@@ -147,11 +173,11 @@ LT_INLINE void pv_body(const int half, float *o, int nr, const float *alpha, con
         int e = 0;
         for (; e + 64 <= d; e += 64) {
             float *orow[2] = {o + (long)r * d + e, o + (long)(r + 1) * d + e};
-            pv_rows(half, 2, 4, orow, alpha + r, pr, v, e, nk, d);
+            pv_rows(kind, 2, 4, orow, alpha + r, pr, v, e, nk, d);
         }
         for (; e < d; e += 16) {
             float *orow[2] = {o + (long)r * d + e, o + (long)(r + 1) * d + e};
-            pv_rows(half, 2, 1, orow, alpha + r, pr, v, e, nk, d);
+            pv_rows(kind, 2, 1, orow, alpha + r, pr, v, e, nk, d);
         }
     }
     for (; r < nr; r++) {
@@ -159,11 +185,11 @@ LT_INLINE void pv_body(const int half, float *o, int nr, const float *alpha, con
         int e = 0;
         for (; e + 64 <= d; e += 64) {
             float *orow[1] = {o + (long)r * d + e};
-            pv_rows(half, 1, 4, orow, alpha + r, pr, v, e, nk, d);
+            pv_rows(kind, 1, 4, orow, alpha + r, pr, v, e, nk, d);
         }
         for (; e < d; e += 16) {
             float *orow[1] = {o + (long)r * d + e};
-            pv_rows(half, 1, 1, orow, alpha + r, pr, v, e, nk, d);
+            pv_rows(kind, 1, 1, orow, alpha + r, pr, v, e, nk, d);
         }
     }
 }
@@ -188,13 +214,13 @@ static void softmax_avx512(float *s, int s_stride, int nr, int nk, float *m, flo
 static void pv_avx512(float *o, int nr, const float *alpha, const float *p, int p_stride, const float *v, int nk,
                       int d) {
     if (d % 16) attn_kernels_avx2()->pv(o, nr, alpha, p, p_stride, v, nk, d);
-    else pv_body(0, o, nr, alpha, p, p_stride, v, nk, d);
+    else pv_body(ROW_F32, o, nr, alpha, p, p_stride, v, nk, d);
 }
 
 static void pv_f16_avx512(float *o, int nr, const float *alpha, const float *p, int p_stride, const uint16_t *v,
                           int nk, int d) {
     if (d % 16) attn_kernels_avx2()->pv_f16(o, nr, alpha, p, p_stride, v, nk, d);
-    else pv_body(1, o, nr, alpha, p, p_stride, v, nk, d);
+    else pv_body(ROW_F16, o, nr, alpha, p, p_stride, v, nk, d);
 }
 
 static void scores_cold_avx512(lt_type ty, const float *q, int q_stride, int nr, const void *k, int P, int nk, int d,
@@ -214,10 +240,20 @@ static void scores_many_avx512(const float *q, int q_stride, int nr, const void 
     attn_kernels_avx2()->scores_many(q, q_stride, nr, k, half, nk, d, S, s_stride, kt);
 }
 
+static void scores_q8_avx512(const float *q, int q_stride, int nr, const void *k, int nk, int d, float *S,
+                             int s_stride) {
+    scores_body(ROW_Q8_0, q, q_stride, nr, k, nk, d, S, s_stride);
+}
+
+static void pv_q8_avx512(float *o, int nr, const float *alpha, const float *p, int p_stride, const void *v, int nk,
+                         int d) {
+    pv_body(ROW_Q8_0, o, nr, alpha, p, p_stride, v, nk, d);
+}
+
 const attn_kernels attn_kernels_avx512_table = {"avx512",           scores_avx512,      exp_sum_avx512,
                                                 pv_avx512,          scores_cold_avx512, pv_cold_avx512,
-                                                scores_f16_avx512, pv_f16_avx512,   softmax_avx512,
-                                                scores_many_avx512};
+                                                scores_f16_avx512,  pv_f16_avx512,      softmax_avx512,
+                                                scores_many_avx512, scores_q8_avx512,   pv_q8_avx512};
 
 #else
 /* Elsewhere this file is empty; ISO C wants a declaration in every file. */

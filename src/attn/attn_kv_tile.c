@@ -1,11 +1,13 @@
-/* Page row accessor: F32 and F16 in place (the kernels convert F16 in
- * registers), Q8_0 converted into a tile buffer; a block of many rows
- * (reader.many) scores on keys the kernel transposes into tmp and takes
- * P x V on F16 values converted once; quantised cold pages read by the
+/* Page row accessor: F32, F16 and Q8_0 rows in place (the kernels convert
+ * in registers), Q4_0 pages converted into a tile buffer; a block of many
+ * rows (reader.many) scores on keys the kernel transposes into tmp and
+ * takes P x V on values converted once; quantised cold pages read by the
  * cold kernels in place. */
 #include "attn/attn_kv_tile.h"
 
 #include <stdbool.h>
+
+#include "kv/kv_convert.h"
 
 long kv_tile_reader_floats(const kv_pool *pool) {
     const long p = kv_pool_page_slots(pool), d = kv_pool_head_dim(pool);
@@ -18,7 +20,9 @@ void kv_tile_reader_init(kv_tile_reader *r, const kv_pool *pool, float *buf) {
     r->page_slots = kv_pool_page_slots(pool);
     r->direct = kv_pool_dtype(pool) == LT_F32;
     /* F16 rows are read in place by the kernels when they are packed */
-    r->half = kv_pool_dtype(pool) == LT_F16 && kv_pool_row_bytes(pool) == (size_t)r->head_dim * 2;
+    r->packed = kv_pool_row_bytes(pool) == kv_row_size(kv_pool_dtype(pool), r->head_dim);
+    r->half = kv_pool_dtype(pool) == LT_F16 && r->packed;
+    r->q8 = kv_pool_dtype(pool) == LT_Q8_0 && r->packed;
     r->kbuf = buf;
     r->vbuf = buf + (long)r->page_slots * r->head_dim;
     r->tmp = buf + 2L * r->page_slots * r->head_dim;
@@ -33,11 +37,16 @@ int kv_tile_rows(const kv_tile_reader *r, const kv_stream *s, int pi, int *first
     return n < r->page_slots ? n : r->page_slots;
 }
 
-/* F16 rows are read in place only on pool pages: a cold page's index is its tier's. */
+/* F16 and Q8_0 rows are read in place only on pool pages: a cold page's index is its tier's. */
 static bool half_in_place(const kv_tile_reader *r) { return r->half && !r->cold; }
+static bool q8_in_place(const kv_tile_reader *r) { return r->q8 && !r->cold; }
 
 static const float *load(kv_tile_reader *r, const void *row0, float *buf, int rows) {
     if (r->direct) return row0;
+    if (r->packed) { /* one conversion for the page (a call per row cost Q4_0 decode a third) */
+        kv_row_to_f32(kv_pool_dtype(r->pool), row0, buf, rows * r->head_dim);
+        return buf;
+    }
     size_t rb = kv_pool_row_bytes(r->pool);
     const unsigned char *src = row0;
     for (int i = 0; i < rows; i++) kv_load_row(r->pool, src + (size_t)i * rb, buf + (long)i * r->head_dim);
@@ -95,6 +104,10 @@ void kv_tile_scores(kv_tile_reader *r, const attn_kernels *kern, const kv_stream
         kern->scores_f16(q, r->head_dim, nr, kv_page_k_row(r->pool, page, 0), nk, r->head_dim, S, s_stride);
         return;
     }
+    if (q8_in_place(r)) {
+        kern->scores_q8(q, r->head_dim, nr, kv_page_k_row(r->pool, page, 0), nk, r->head_dim, S, s_stride);
+        return;
+    }
     kern->scores(q, r->head_dim, nr, kv_tile_k(r, page, nk), nk, r->head_dim, S, s_stride);
 }
 
@@ -107,6 +120,10 @@ void kv_tile_pv(kv_tile_reader *r, const attn_kernels *kern, int32_t page, int n
     }
     if (half_in_place(r) && !r->many) { /* many rows: converting the page once beats once per pair of rows */
         kern->pv_f16(o, nr, alpha, p, p_stride, kv_page_v_row(r->pool, page, 0), nk, r->head_dim);
+        return;
+    }
+    if (q8_in_place(r) && !r->many) {
+        kern->pv_q8(o, nr, alpha, p, p_stride, kv_page_v_row(r->pool, page, 0), nk, r->head_dim);
         return;
     }
     kern->pv(o, nr, alpha, p, p_stride, kv_tile_v(r, page, nk), nk, r->head_dim);

@@ -1,10 +1,13 @@
 /* Per-page access to a stream's K / V rows as F32, so the attention math
- * never sees the pool's dtype: F32 pages are read in place, F16 and Q8_0
- * pages are converted row by row into a small tile buffer. Q4_0 / Q8_0
- * cold pages of 32k slots go straight to the cold kernels (scores on the
- * per-channel key layout, values converted in registers); other cold
- * pages are dequantised into the tile buffer. Blocks of many rows
- * (prefill) score on the keys transposed once (attn_kernels.scores_many). */
+ * never sees the pool's dtype: F32, F16 and Q8_0 pages are read in place by
+ * kernels that convert in registers (bit for bit the page's F32
+ * conversion); Q4_0 pages, whose nibbles cost more to unpack than a pass
+ * through L1, are converted a page at a time into a small tile buffer.
+ * Blocks of many rows (prefill) score on the keys transposed once
+ * (attn_kernels.scores_many) and take quantised keys and values converted
+ * once. Q4_0 / Q8_0 cold pages of 32k slots go straight to the cold
+ * kernels (scores on the per-channel key layout, values converted in
+ * registers); other cold pages are dequantised into the tile buffer. */
 #ifndef LETHE_ATTN_KV_TILE_H
 #define LETHE_ATTN_KV_TILE_H
 
@@ -20,7 +23,9 @@ typedef struct {
     int head_dim;
     int page_slots;
     int direct;  /* F32 pool: rows are read in place */
+    int packed;  /* rows kv_row_size apart: a page converts in one call */
     int half;    /* F16 pool, packed rows: scores and pv read them in place */
+    int q8;      /* Q8_0 pool, packed rows: the same (attn_kernels.scores_q8 / pv_q8) */
     float *kbuf; /* page_slots x head_dim, unused when direct */
     float *vbuf;
     float *tmp;  /* head_dim x page_slots rounded up to 8: cold pages' per-channel keys,

@@ -1,8 +1,8 @@
 /* attn_kernels_avx512.c and swiglu_avx512.c compiled against emul512.h (see
  * run.sh): SwiGLU gives the AVX2 kernel's bits; the attention table
  * against the scalar kernels (to rounding), its own invariants (a score
- * takes the same steps in any block; F16 keys / values give the bits of
- * their F32 conversion) and the AVX2 kernels' bits where it shares their
+ * takes the same steps in any block; F16 and Q8_0 keys / values give the
+ * bits of their F32 conversion) and the AVX2 kernels' bits where it shares their
  * steps (pv; exp_sum's values); its softmax step equals the row-by-row
  * one (attn_softmax_check.h). On a machine with AVX-512 tests/test_attn.c
  * checks the compiled table the same way. */
@@ -14,6 +14,7 @@
 
 #include "attn/attn_kernels.h"
 #include "attn_softmax_check.h"
+#include "kv/kv_convert.h"
 #include "tensor/swiglu.h"
 #include "testutil.h"
 #include "util/fp16.h"
@@ -55,6 +56,26 @@ static void check_shape(const attn_kernels *em, int d, int nr, int nk) {
     em->pv(o1, nr, alpha, s2, nk, k, nk, d);
     em->pv_f16(o2, nr, alpha, s2, nk, kh, nk, d);
     CHECKF(memcmp(o1, o2, sizeof(float) * nr * d) == 0, "pv_f16 d=%d nr=%d nk=%d", d, nr, nk);
+    if (d % 32 == 0) { /* Q8_0 rows in place: the bits of their F32 conversion (any int8, -128 too) */
+        const size_t rb = kv_row_size(LT_Q8_0, d);
+        unsigned char *kq = malloc(rb * nk);
+        if (!CHECK(kq)) goto done;
+        for (size_t i = 0; i < rb * nk; i++) kq[i] = (unsigned char)(rnd_f() * 128.0f);
+        for (size_t b = 0; b < (size_t)nk * d / 32; b++) {
+            const uint16_t h = fp32_to_fp16(0.002f + 0.05f * (1.0f + rnd_f()));
+            memcpy(kq + 34 * b, &h, 2);
+        }
+        kv_row_to_f32_scalar(LT_Q8_0, kq, k, nk * d);
+        em->scores(q, d, nr, k, nk, d, s1, nk);
+        em->scores_q8(q, d, nr, kq, nk, d, s3, nk);
+        CHECKF(memcmp(s1, s3, sizeof(float) * nr * nk) == 0, "scores_q8 d=%d nr=%d nk=%d", d, nr, nk);
+        em->pv(o1, nr, alpha, s2, nk, k, nk, d);
+        memcpy(o2, o1, sizeof(float) * nr * d);
+        em->pv(o1, nr, alpha, s2, nk, k, nk, d);
+        em->pv_q8(o2, nr, alpha, s2, nk, kq, nk, d);
+        CHECKF(memcmp(o1, o2, sizeof(float) * nr * d) == 0, "pv_q8 d=%d nr=%d nk=%d", d, nr, nk);
+        free(kq);
+    }
 done:
     free(q), free(k), free(s1), free(s2), free(s3), free(o1), free(o2), free(alpha), free(kh);
 }
