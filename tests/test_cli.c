@@ -59,6 +59,8 @@ static void test_messages(void) {
     expect_msg("eval ppl -m x.gguf --ctx 1", 2, "--ctx must be an integer in [2, ", NULL);
     expect_msg("info -m x.gguf --bogus", 2, "unknown option '--bogus'", NULL);
     expect_msg("info", 2, "need -m MODEL", NULL);
+    expect_msg("bench attn --kv-heads 5", 2, "--kv-heads wants a divisor of the 32 query heads", NULL);
+    expect_msg("bench -m x.gguf --kv-heads 4", 2, "unknown option '--kv-heads'", NULL);
     expect_msg("frobnicate", 2, "run 'lethe --help' for usage", "commands:");
     /* prompt files: a directory, an endless device, a missing file */
     expect_msg("run -m x.gguf -f /tmp", 1, "Is a directory", NULL);

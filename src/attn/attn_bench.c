@@ -15,7 +15,7 @@
 #include "util/error.h"
 
 #define BENCH_HEADS 32
-#define BENCH_HEADS_KV 8
+#define BENCH_HEADS_KV 8 /* the default: GQA 4, as Llama 3 */
 #define BENCH_PAGE 32
 #define BENCH_CHUNK 256                          /* prefill queries */
 #define BENCH_FILL 256                           /* slots appended per stream in turn */
@@ -36,22 +36,24 @@ static float brand(void) {
 
 typedef struct {
     kv_pool *pool;
-    kv_stream streams[BENCH_HEADS_KV];
+    kv_stream streams[BENCH_HEADS];
+    int n_kv; /* KV heads */
     attn_layer L;
     float *q_dec, *q_pre, *o;
     int32_t q_pos[BENCH_CHUNK];
 } bench_setup;
 
 static void setup_free(bench_setup *b) {
-    for (int g = 0; g < BENCH_HEADS_KV; g++) kv_stream_free(b->pool, &b->streams[g]);
+    for (int g = 0; g < b->n_kv; g++) kv_stream_free(b->pool, &b->streams[g]);
     kv_pool_free(b->pool);
     free(b->q_dec), free(b->q_pre), free(b->o);
 }
 
-static int setup(bench_setup *b, int ctx, int d, lt_type kv_dtype, char *err) {
+static int setup(bench_setup *b, int ctx, int d, lt_type kv_dtype, int n_kv, char *err) {
     memset(b, 0, sizeof *b);
+    b->n_kv = n_kv;
     kv_pool_params pp = {.page_slots = BENCH_PAGE, .head_dim = d, .dtype = kv_dtype,
-                         .n_pages = (size_t)BENCH_HEADS_KV * ((size_t)ctx / BENCH_PAGE + 1)};
+                         .n_pages = (size_t)n_kv * ((size_t)ctx / BENCH_PAGE + 1)};
     b->pool = kv_pool_create(&pp, err);
     float *k = malloc((size_t)BENCH_FILL * d * sizeof *k), *v = malloc((size_t)BENCH_FILL * d * sizeof *v);
     int32_t *pos = malloc((size_t)BENCH_FILL * sizeof *pos);
@@ -59,11 +61,11 @@ static int setup(bench_setup *b, int ctx, int d, lt_type kv_dtype, char *err) {
     b->q_pre = malloc((size_t)BENCH_CHUNK * BENCH_HEADS * d * sizeof(float));
     b->o = malloc((size_t)BENCH_CHUNK * BENCH_HEADS * d * sizeof(float));
     int ok = b->pool && k && v && pos && b->q_dec && b->q_pre && b->o;
-    for (int g = 0; g < BENCH_HEADS_KV; g++) kv_stream_init(&b->streams[g]);
+    for (int g = 0; g < n_kv; g++) kv_stream_init(&b->streams[g]);
     /* Streams grow side by side, BENCH_FILL slots at a time, as a model's
      * chunked prefill lays them out: a stream's pages are not adjacent. */
     for (int at = 0; at < ctx && ok; at += BENCH_FILL)
-        for (int g = 0; g < BENCH_HEADS_KV && ok; g++) {
+        for (int g = 0; g < n_kv && ok; g++) {
             int n = ctx - at < BENCH_FILL ? ctx - at : BENCH_FILL;
             for (long i = 0; i < (long)n * d; i++) k[i] = brand(), v[i] = brand();
             for (int i = 0; i < n; i++) pos[i] = at + i;
@@ -78,7 +80,7 @@ static int setup(bench_setup *b, int ctx, int d, lt_type kv_dtype, char *err) {
     for (long i = 0; i < (long)BENCH_HEADS * d; i++) b->q_dec[i] = brand();
     for (long i = 0; i < (long)BENCH_CHUNK * BENCH_HEADS * d; i++) b->q_pre[i] = brand();
     for (int t = 0; t < BENCH_CHUNK; t++) b->q_pos[t] = ctx - BENCH_CHUNK + t; /* the last slots */
-    b->L = (attn_layer){b->pool, b->streams, BENCH_HEADS, BENCH_HEADS_KV, d, 1.0f / sqrtf((float)d), NULL};
+    b->L = (attn_layer){b->pool, b->streams, BENCH_HEADS, n_kv, d, 1.0f / sqrtf((float)d), NULL};
     return 1;
 }
 
@@ -158,7 +160,8 @@ static void fmt_bytes(char *buf, size_t n, size_t b) {
     else snprintf(buf, n, "%.1f KiB", (double)b / 1024);
 }
 
-void attn_bench(FILE *out, int n_threads, lt_type kv_dtype) {
+void attn_bench(FILE *out, int n_threads, lt_type kv_dtype, int n_kv) {
+    if (n_kv < 1 || n_kv > BENCH_HEADS || BENCH_HEADS % n_kv) n_kv = BENCH_HEADS_KV;
     threadpool *tp = tp_create(n_threads);
     if (!tp) {
         fprintf(out, "bench attn: cannot create the thread pool\n");
@@ -166,7 +169,7 @@ void attn_bench(FILE *out, int n_threads, lt_type kv_dtype) {
     }
     const int nth = tp_n_threads(tp);
     fprintf(out, "attention bench: %d query heads, %d KV heads (GQA %d), %s KV, %d-slot pages, %d thread%s, %s kernels (simd %s)\n",
-            BENCH_HEADS, BENCH_HEADS_KV, BENCH_HEADS / BENCH_HEADS_KV, lt_type_name(kv_dtype), BENCH_PAGE, nth, nth == 1 ? "" : "s",
+            BENCH_HEADS, n_kv, BENCH_HEADS / n_kv, lt_type_name(kv_dtype), BENCH_PAGE, nth, nth == 1 ? "" : "s",
             attn_kernels_get()->name, lt_simd_path());
     fprintf(out, "decode: one query per head against the whole context (tiled on %d thread%s, and on 1: x is the\n"
                  "speed-up); prefill: a chunk of %d new queries (the last %d slots, causal) against the context.\n"
@@ -184,7 +187,7 @@ void attn_bench(FILE *out, int n_threads, lt_type kv_dtype) {
             int ctx = ctxs[ci], d = dims[di];
             bench_setup b;
             char err[LETHE_ERR_MAX] = "";
-            if (!setup(&b, ctx, d, kv_dtype, err)) {
+            if (!setup(&b, ctx, d, kv_dtype, n_kv, err)) {
                 fprintf(out, "%6d %4d | setup failed: %s\n", ctx, d, err);
                 continue;
             }

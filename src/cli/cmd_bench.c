@@ -15,7 +15,7 @@
 #include "tensor/membw.h"
 #include "tokenize/tokenizer.h"
 
-void attn_bench(FILE *out, int n_threads, lt_type kv_dtype);
+void attn_bench(FILE *out, int n_threads, lt_type kv_dtype, int n_kv_heads);
 void lt_matmul_bench(FILE *out, int n_threads);
 void tokenizer_bench(FILE *out, const tokenizer *t);
 
@@ -23,7 +23,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: lethe bench -m MODEL [-m MODEL ...] [-p N,...] [-n N,...] [-pg PP,TG] [-d N,...] [-t N,...] [-r N] [-o FMT]\n"
             "                   [options]\n"
-            "       lethe bench attn [-t N] [--kv-type T]  attention kernels, tiled vs naive\n"
+            "       lethe bench attn [-t N] [--kv-type T] [--kv-heads N]  attention kernels, tiled vs naive\n"
+            "                                          (32 query heads over N KV heads, 1-32 dividing 32; default 8)\n"
             "       lethe bench kernels [-t N]   matrix products per weight type\n"
             "       lethe bench tokenizer -m MODEL  the tokeniser's speed on 1 MB of text\n"
             "       lethe bench batch -m MODEL [-n N]  aggregate decode of 1, 4, 16 sequences in one batch\n"
@@ -68,6 +69,7 @@ static int cmd_bench_sub(int argc, char **argv) {
     model_opts_init(&mo);
     const char *sub = argv[1];
     long n_prompt = -1, n_gen = 64; /* n_prompt -1: 2048 for bench prefix */
+    long kv_heads = 8;               /* bench attn */
     bool n_gen_set = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -78,10 +80,13 @@ static int cmd_bench_sub(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) ok = opt_int(argc, argv, &i, 0, 1 << 20, &n_prompt);
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) ok = n_gen_set = opt_int(argc, argv, &i, 0, 1 << 20, &n_gen);
-        else return unknown_option(a);
+        else if (!strcmp(sub, "attn") && !strcmp(a, "--kv-heads")) {
+            ok = opt_int(argc, argv, &i, 1, 32, &kv_heads) && 32 % kv_heads == 0;
+            if (!ok) fprintf(stderr, "lethe bench attn: --kv-heads wants a divisor of the 32 query heads\n");
+        } else return unknown_option(a);
         if (!ok) return EXIT_USAGE;
     }
-    if (!strcmp(sub, "attn")) { attn_bench(stdout, mo.n_threads, ctx_kv_dtype(mo.kv_type)); return 0; }
+    if (!strcmp(sub, "attn")) { attn_bench(stdout, mo.n_threads, ctx_kv_dtype(mo.kv_type), (int)kv_heads); return 0; }
     if (!strcmp(sub, "kernels")) { lt_matmul_bench(stdout, mo.n_threads); return 0; }
     if (!mo.model) { fprintf(stderr, "lethe bench: need -m MODEL (or bench attn / bench kernels)\n"); return usage_error(); }
     if (!strcmp(sub, "tokenizer")) {
