@@ -48,11 +48,16 @@ LT_INLINE const char *row_at(const int kind, const void *base, long j, int d) {
     return (const char *)base + (size_t)j * bytes;
 }
 
-/* The scale of the block holding element e of a Q8_0 row, broadcast (once
- * per block: the loops refresh it where e is a multiple of 32). */
+/* The scale of the block holding element e of a Q8_0 row, broadcast. */
 LT_INLINE __m256 row_scale(const int kind, const char *row, int e) {
     if (kind != ROW_Q8_0) return _mm256_setzero_ps();
     return _mm256_set1_ps(h2f(((const blk_q8_0 *)(const void *)row)[e >> 5].d));
+}
+
+/* For a walk over a row 8 elements at a time: the scale reloaded where a
+ * block starts, else sc as it was. */
+LT_INLINE __m256 walk_scale(const int kind, const char *row, int e, __m256 sc) {
+    return kind == ROW_Q8_0 && !(e & 31) ? row_scale(kind, row, e) : sc;
 }
 
 /* Elements e..e+7 of a row as floats; sc: row_scale at e. */
@@ -84,9 +89,9 @@ LT_INLINE void scores_body(const int kind, const float *q, int q_stride, int nr,
             const char *k0 = row_at(kind, k, j, d), *k1 = row_at(kind, k, j + 1, d);
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
             __m256 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-            __m256 c0 = row_scale(kind, k0, 0), c1 = row_scale(kind, k1, 0);
+            __m256 c0 = a00, c1 = a00;
             for (int e = 0; e < d; e += 8) {
-                if (kind == ROW_Q8_0 && e && !(e & 31)) c0 = row_scale(kind, k0, e), c1 = row_scale(kind, k1, e);
+                c0 = walk_scale(kind, k0, e, c0), c1 = walk_scale(kind, k1, e, c1);
                 __m256 kv0 = row8(kind, k0, e, c0), kv1 = row8(kind, k1, e, c1);
                 __m256 x = _mm256_loadu_ps(q0 + e);
                 a00 = _mm256_fmadd_ps(x, kv0, a00);
@@ -109,10 +114,9 @@ LT_INLINE void scores_body(const int kind, const float *q, int q_stride, int nr,
         }
         for (; j < nk; j++) {
             const char *k0 = row_at(kind, k, j, d);
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            __m256 c0 = row_scale(kind, k0, 0);
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, c0 = a0;
             for (int e = 0; e < d; e += 8) {
-                if (kind == ROW_Q8_0 && e && !(e & 31)) c0 = row_scale(kind, k0, e);
+                c0 = walk_scale(kind, k0, e, c0);
                 __m256 kv0 = row8(kind, k0, e, c0);
                 a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + e), kv0, a0);
                 a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + e), kv0, a1);
@@ -131,13 +135,10 @@ LT_INLINE void scores_body(const int kind, const float *q, int q_stride, int nr,
         for (; j + 4 <= nk; j += 4) {
             const char *k0 = row_at(kind, k, j, d), *k1 = row_at(kind, k, j + 1, d);
             const char *k2 = row_at(kind, k, j + 2, d), *k3 = row_at(kind, k, j + 3, d);
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            __m256 c0 = row_scale(kind, k0, 0), c1 = row_scale(kind, k1, 0), c2 = row_scale(kind, k2, 0),
-                   c3 = row_scale(kind, k3, 0);
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
             for (int e = 0; e < d; e += 8) {
-                if (kind == ROW_Q8_0 && e && !(e & 31))
-                    c0 = row_scale(kind, k0, e), c1 = row_scale(kind, k1, e), c2 = row_scale(kind, k2, e),
-                    c3 = row_scale(kind, k3, e);
+                c0 = walk_scale(kind, k0, e, c0), c1 = walk_scale(kind, k1, e, c1);
+                c2 = walk_scale(kind, k2, e, c2), c3 = walk_scale(kind, k3, e, c3);
                 __m256 x = _mm256_loadu_ps(q0 + e);
                 a0 = _mm256_fmadd_ps(x, row8(kind, k0, e, c0), a0);
                 a1 = _mm256_fmadd_ps(x, row8(kind, k1, e, c1), a1);
@@ -148,10 +149,9 @@ LT_INLINE void scores_body(const int kind, const float *q, int q_stride, int nr,
         }
         for (; j < nk; j++) {
             const char *k0 = row_at(kind, k, j, d);
-            __m256 a0 = _mm256_setzero_ps();
-            __m256 c0 = row_scale(kind, k0, 0);
+            __m256 a0 = _mm256_setzero_ps(), c0 = a0;
             for (int e = 0; e < d; e += 8) {
-                if (kind == ROW_Q8_0 && e && !(e & 31)) c0 = row_scale(kind, k0, e);
+                c0 = walk_scale(kind, k0, e, c0);
                 a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + e), row8(kind, k0, e, c0), a0);
             }
             s0[j] = hsum(a0);
