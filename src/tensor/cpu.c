@@ -122,6 +122,10 @@ static void resolve(void) {
 }
 
 lt_simd_level_t lt_simd_level(void) {
+    /* once set (resolved or forced) the level never changes: callers per
+     * row or per call then pay one load, not a pthread_once call */
+    int l = atomic_load_explicit(&level, memory_order_acquire);
+    if (l >= 0) return (lt_simd_level_t)l;
     pthread_once(&level_once, resolve);
     return (lt_simd_level_t)atomic_load(&level);
 }
