@@ -6,28 +6,23 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "attn/attn_rows.h"
 #include "attn/attn_softmax.h"
 #include "tensor/cpu.h"
 #include "tensor/quant_impl.h"
 #include "util/fp16.h"
 
-/* How a page stores its rows (attn_kernels.h): F32, F16 or Q8_0. */
-enum { ROW_F32, ROW_F16, ROW_Q8_0 };
-
 /* Element e of row j of a key / value row block: F32 as stored, F16
  * converted (exactly), Q8_0 as integer x scale (one rounding, as
- * kv_row_to_f32), so the kernels on every kind equal
- * converting the page to F32 first and calling the F32 ones, bit for bit:
- * same arithmetic, same order. */
+ * kv_row_to_f32), so the kernels on every kind equal converting the page to
+ * F32 first and calling the F32 ones, bit for bit: same arithmetic, same
+ * order. */
 static inline float elem(int kind, const void *base, long j, int d, int e) {
-    switch (kind) {
-    case ROW_F32: return ((const float *)base)[j * d + e];
-    case ROW_F16: return fp16_to_fp32(((const uint16_t *)base)[j * d + e]);
-    default: {
-        const blk_q8_0 *b = (const blk_q8_0 *)base + j * (d / 32) + e / 32;
-        return (float)b->qs[e % 32] * fp16_to_fp32(b->d);
-    }
-    }
+    const char *row = row_at(kind, base, j, d);
+    if (kind == ROW_F32) return ((const float *)(const void *)row)[e];
+    if (kind == ROW_F16) return fp16_to_fp32(((const uint16_t *)(const void *)row)[e]);
+    const blk_q8_0 *b = (const blk_q8_0 *)(const void *)row + e / 32;
+    return (float)b->qs[e % 32] * fp16_to_fp32(b->d);
 }
 
 static inline void scores_body(int kind, const float *q, int q_stride, int nr, const void *k, int nk, int d, float *S,

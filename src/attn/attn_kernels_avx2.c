@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attn/attn_rows.h"
 #include "attn/attn_softmax.h"
 #include "tensor/avx2_util.h"
 #include "tensor/quant_impl.h"
@@ -35,17 +36,6 @@ static inline float hsum(__m256 a) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
-}
-
-/* How a page stores its key / value rows: F32, F16 or Q8_0 (attn_kernels.h:
- * scores_q8 / pv_q8). Every kind converts to exactly the floats of the
- * page's F32 conversion (F16 exactly; Q8_0 integer x scale, one rounding),
- * so a kernel gives the same bits on every kind. */
-enum { ROW_F32, ROW_F16, ROW_Q8_0 };
-
-LT_INLINE const char *row_at(const int kind, const void *base, long j, int d) {
-    const size_t bytes = kind == ROW_F32 ? (size_t)d * 4 : kind == ROW_F16 ? (size_t)d * 2 : (size_t)d / 32 * sizeof(blk_q8_0);
-    return (const char *)base + (size_t)j * bytes;
 }
 
 /* The scale of the block holding element e of a Q8_0 row, broadcast. */

@@ -17,19 +17,10 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
 
+#include "attn/attn_rows.h"
 #include "attn/attn_softmax.h"
 #include "tensor/avx512_util.h"
 #include "tensor/quant_impl.h"
-
-/* How a page stores its rows (attn_kernels_avx2.c's kinds): F32, F16 or
- * Q8_0; each converts to the floats of the page's F32 conversion, so a
- * kernel gives the same bits on every kind. */
-enum { ROW_F32, ROW_F16, ROW_Q8_0 };
-
-LT_INLINE const char *row_at(const int kind, const void *base, long j, int d) {
-    const size_t bytes = kind == ROW_F32 ? (size_t)d * 4 : kind == ROW_F16 ? (size_t)d * 2 : (size_t)d / 32 * sizeof(blk_q8_0);
-    return (const char *)base + (size_t)j * bytes;
-}
 
 /* The scale of the block holding element e of a Q8_0 row, broadcast. */
 LT_INLINE __m512 row_scale(const int kind, const char *row, int e) {

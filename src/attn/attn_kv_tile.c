@@ -19,10 +19,8 @@ void kv_tile_reader_init(kv_tile_reader *r, const kv_pool *pool, float *buf) {
     r->head_dim = kv_pool_head_dim(pool);
     r->page_slots = kv_pool_page_slots(pool);
     r->direct = kv_pool_dtype(pool) == LT_F32;
-    /* F16 rows are read in place by the kernels when they are packed */
-    r->packed = kv_pool_row_bytes(pool) == kv_row_size(kv_pool_dtype(pool), r->head_dim);
-    r->half = kv_pool_dtype(pool) == LT_F16 && r->packed;
-    r->q8 = kv_pool_dtype(pool) == LT_Q8_0 && r->packed;
+    r->half = kv_pool_dtype(pool) == LT_F16;
+    r->q8 = kv_pool_dtype(pool) == LT_Q8_0;
     r->kbuf = buf;
     r->vbuf = buf + (long)r->page_slots * r->head_dim;
     r->tmp = buf + 2L * r->page_slots * r->head_dim;
@@ -41,15 +39,11 @@ int kv_tile_rows(const kv_tile_reader *r, const kv_stream *s, int pi, int *first
 static bool half_in_place(const kv_tile_reader *r) { return r->half && !r->cold; }
 static bool q8_in_place(const kv_tile_reader *r) { return r->q8 && !r->cold; }
 
+/* A page's rows are packed (the pool lays them kv_row_size apart), so they
+ * convert in one call: a call per row cost Q4_0 decode attention a third. */
 static const float *load(kv_tile_reader *r, const void *row0, float *buf, int rows) {
     if (r->direct) return row0;
-    if (r->packed) { /* one conversion for the page (a call per row cost Q4_0 decode a third) */
-        kv_row_to_f32(kv_pool_dtype(r->pool), row0, buf, rows * r->head_dim);
-        return buf;
-    }
-    size_t rb = kv_pool_row_bytes(r->pool);
-    const unsigned char *src = row0;
-    for (int i = 0; i < rows; i++) kv_load_row(r->pool, src + (size_t)i * rb, buf + (long)i * r->head_dim);
+    kv_row_to_f32(kv_pool_dtype(r->pool), row0, buf, rows * r->head_dim);
     return buf;
 }
 

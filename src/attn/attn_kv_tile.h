@@ -23,9 +23,8 @@ typedef struct {
     int head_dim;
     int page_slots;
     int direct;  /* F32 pool: rows are read in place */
-    int packed;  /* rows kv_row_size apart: a page converts in one call */
-    int half;    /* F16 pool, packed rows: scores and pv read them in place */
-    int q8;      /* Q8_0 pool, packed rows: the same (attn_kernels.scores_q8 / pv_q8) */
+    int half;    /* F16 pool: scores and pv read its rows in place */
+    int q8;      /* Q8_0 pool: the same (attn_kernels.scores_q8 / pv_q8) */
     float *kbuf; /* page_slots x head_dim, unused when direct */
     float *vbuf;
     float *tmp;  /* head_dim x page_slots rounded up to 8: cold pages' per-channel keys,
