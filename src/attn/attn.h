@@ -120,8 +120,8 @@ size_t attn_naive_scratch_bytes(const attn_layer *L, int n_tok);
 
 /* `lethe bench attn`: decode-step and prefill-chunk times, tiled vs naive,
  * with peak scratch, at contexts 1K..64K, on a KV pool of kv_dtype, 32
- * query heads over n_kv_heads (a divisor of 32, else 8); n_threads <= 0:
- * all cores. */
+ * query heads over n_kv_heads (a divisor of 32; anything else, 0 included,
+ * gives 8); n_threads <= 0: all cores. */
 void attn_bench(FILE *out, int n_threads, lt_type kv_dtype, int n_kv_heads);
 
 #endif

@@ -161,7 +161,7 @@ static void fmt_bytes(char *buf, size_t n, size_t b) {
 }
 
 void attn_bench(FILE *out, int n_threads, lt_type kv_dtype, int n_kv) {
-    if (n_kv < 1 || n_kv > BENCH_HEADS || BENCH_HEADS % n_kv) n_kv = BENCH_HEADS_KV;
+    if (n_kv < 1 || n_kv > BENCH_HEADS || BENCH_HEADS % n_kv) n_kv = BENCH_HEADS_KV; /* 0: the default */
     threadpool *tp = tp_create(n_threads);
     if (!tp) {
         fprintf(out, "bench attn: cannot create the thread pool\n");

@@ -69,7 +69,7 @@ static int cmd_bench_sub(int argc, char **argv) {
     model_opts_init(&mo);
     const char *sub = argv[1];
     long n_prompt = -1, n_gen = 64; /* n_prompt -1: 2048 for bench prefix */
-    long kv_heads = 8;               /* bench attn */
+    long kv_heads = 0;               /* bench attn; 0: its default */
     bool n_gen_set = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -81,7 +81,7 @@ static int cmd_bench_sub(int argc, char **argv) {
         if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) ok = opt_int(argc, argv, &i, 0, 1 << 20, &n_prompt);
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) ok = n_gen_set = opt_int(argc, argv, &i, 0, 1 << 20, &n_gen);
         else if (!strcmp(sub, "attn") && !strcmp(a, "--kv-heads")) {
-            ok = opt_int(argc, argv, &i, 1, 32, &kv_heads) && 32 % kv_heads == 0;
+            ok = opt_int(argc, argv, &i, 1, 32, &kv_heads) && 32 % kv_heads == 0; /* attn_bench's 32 query heads */
             if (!ok) fprintf(stderr, "lethe bench attn: --kv-heads wants a divisor of the 32 query heads\n");
         } else return unknown_option(a);
         if (!ok) return EXIT_USAGE;
