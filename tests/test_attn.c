@@ -672,7 +672,7 @@ static void test_cold_kernels(void) {
  * 32, any int8 including -128, scales of mixed size). */
 static void test_inplace_kernels(void) {
     const attn_kernels *tabs[3] = {attn_kernels_scalar(), attn_kernels_avx2(), attn_kernels_avx512()};
-    static const int dims[] = {64, 40, 36, 128, 48, 32, 96};
+    static const int dims[] = {64, 40, 36, 128, 48}; /* F16; Q8_0 takes 32..128 */
     for (int rep = 0; rep < 60; rep++) {
         const int q8 = rep % 2, d = q8 ? 32 * (1 + irand(4)) : dims[rep % 5], nr = 1 + irand(9), nk = 1 + irand(40);
         const size_t rb = q8 ? kv_row_size(LT_Q8_0, d) : sizeof(uint16_t) * (size_t)d;

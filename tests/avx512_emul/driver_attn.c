@@ -60,7 +60,7 @@ static void check_shape(const attn_kernels *em, int d, int nr, int nk) {
         const size_t rb = kv_row_size(LT_Q8_0, d);
         unsigned char *kq = malloc(rb * nk);
         if (!CHECK(kq)) goto done;
-        for (size_t i = 0; i < rb * nk; i++) kq[i] = (unsigned char)(rnd_f() * 128.0f);
+        for (size_t i = 0; i < rb * nk; i++) kq[i] = (unsigned char)((int)(rnd_f() * 128.0f) & 0xff); /* via int: a negative float to unsigned char is undefined */
         for (size_t b = 0; b < (size_t)nk * d / 32; b++) {
             const uint16_t h = fp32_to_fp16(0.002f + 0.05f * (1.0f + rnd_f()));
             memcpy(kq + 34 * b, &h, 2);
