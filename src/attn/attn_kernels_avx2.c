@@ -16,18 +16,29 @@
 #include "tensor/quant_impl.h"
 #include "util/fp16.h"
 
-/* Horizontal sums of 8 vectors: result lane i = sum of a[i]'s lanes. */
-static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6,
-                             __m256 a7) {
-    __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
-    __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
-    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
-    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+/* _mm256_hadd_ps(a, b) in two shuffles and an add: the same sums (so the
+ * same bits), but vhaddps is 3-4 uops on AMD cores, and with it the
+ * reductions of the decode scores cost a third of their time at head dim 64. */
+static inline __m256 hadd8(__m256 a, __m256 b) {
+    return _mm256_add_ps(_mm256_shuffle_ps(a, b, 0x88), _mm256_shuffle_ps(a, b, 0xDD));
+}
+
+/* Horizontal sums of 8 vectors, (a0, a1) the two keys of row 0, (a2, a3)
+ * of row 1 ...: row i's two sums go to s + i * stride, s + i * stride + 1. */
+static inline void hsum8x8_rows(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6,
+                                __m256 a7, float *s, long stride) {
+    const __m256 u0 = hadd8(hadd8(a0, a1), hadd8(a2, a3)), u1 = hadd8(hadd8(a4, a5), hadd8(a6, a7));
+    const __m128 r01 = _mm_add_ps(_mm256_castps256_ps128(u0), _mm256_extractf128_ps(u0, 1));
+    const __m128 r23 = _mm_add_ps(_mm256_castps256_ps128(u1), _mm256_extractf128_ps(u1, 1));
+    _mm_storel_pi((__m64 *)(void *)s, r01);
+    _mm_storeh_pi((__m64 *)(void *)(s + stride), r01);
+    _mm_storel_pi((__m64 *)(void *)(s + 2 * stride), r23);
+    _mm_storeh_pi((__m64 *)(void *)(s + 3 * stride), r23);
 }
 
 /* Horizontal sums of 4 vectors: lane i = sum of a[i]'s lanes. */
 static inline __m128 hsum4x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
-    __m256 u = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    __m256 u = hadd8(hadd8(a0, a1), hadd8(a2, a3));
     return _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
 }
 
@@ -96,11 +107,7 @@ LT_INLINE void scores_body(const int kind, const float *q, int q_stride, int nr,
                 a30 = _mm256_fmadd_ps(x, kv0, a30);
                 a31 = _mm256_fmadd_ps(x, kv1, a31);
             }
-            _mm256_storeu_ps(res, hsum8x8(a00, a01, a10, a11, a20, a21, a30, a31));
-            for (int i = 0; i < 4; i++) {
-                s0[(long)i * s_stride + j] = res[2 * i];
-                s0[(long)i * s_stride + j + 1] = res[2 * i + 1];
-            }
+            hsum8x8_rows(a00, a01, a10, a11, a20, a21, a30, a31, s0 + j, s_stride);
         }
         for (; j < nk; j++) {
             const char *k0 = row_at(kind, k, j, d);
